@@ -1,0 +1,113 @@
+"""The app factory: no global App; each caller (server, socket, tests, demo) builds its own."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+from sqlalchemy import Engine
+
+from bot.clock import Clock, SystemClock
+from bot.delivery import Slack, make_web_client
+from bot.services import Services
+from bot.settings import Settings
+from models import make_engine, make_sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+class TrackingExecutor(ThreadPoolExecutor):
+    """Bolt's listener pool, able to say when all acked work has finished.
+
+    Tests, the demo and graceful shutdown use `wait_idle` instead of sleeping.
+    """
+
+    def __init__(self, max_workers: int = 8) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix="leadbot-listener")
+        self._busy = 0
+        self._idle = threading.Condition()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._idle:
+            self._busy += 1
+
+        def tracked() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+        return super().submit(tracked)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
+
+
+def build_services(
+    settings: Settings,
+    *,
+    client: WebClient | None = None,
+    engine: Engine | None = None,
+    clock: Clock | None = None,
+) -> Services:
+    engine = engine or make_engine(settings.sqlalchemy_url)
+    client = client or make_web_client(settings.slack_bot_token, settings.slack_api_url)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        slack=Slack(client),
+        clock=clock or SystemClock(),
+    )
+
+
+def create_app(
+    settings: Settings,
+    client: WebClient | None = None,
+    *,
+    services: Services | None = None,
+    engine: Engine | None = None,
+    clock: Clock | None = None,
+) -> App:
+    """Build the Bolt app wired to leadbot's handlers; `app.leadbot` holds its Services."""
+    import handlers
+
+    services = services or build_services(settings, client=client, engine=engine, clock=clock)
+    executor = TrackingExecutor(max_workers=max(4, settings.web_threads))
+    app = App(
+        client=services.slack.client,
+        signing_secret=settings.slack_signing_secret,
+        # Bolt calls auth.test here, so a wrong token stops start-up rather than the first click.
+        token_verification_enabled=True,
+        # Listeners ack first and keep working in Bolt's thread pool (Slack allows 3 seconds).
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("leadbot.bolt"),
+        listener_executor=executor,
+    )
+    auth = services.slack.client.auth_test()
+    services.team_id = str(auth.get("team_id") or "")
+
+    @app.middleware
+    def inject_services(context: Any, next: Any) -> Any:
+        context["leadbot"] = services
+        return next()
+
+    @app.error
+    def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
+        # Never log the payload: it carries lead contact details. Type and kind are enough.
+        kind = body.get("type") or body.get("command") or "request"
+        log.error("handler failed on %s: %s", kind, type(error).__name__, exc_info=error)
+        return BoltResponse(status=200, body="")
+
+    handlers.register(app)
+    app.leadbot = services  # type: ignore[attr-defined]
+    app.leadbot_executor = executor  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,228 @@
+"""`leadbot` command line: serve, socket, migrate, jobs, manifest, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot import __version__
+from bot.settings import SERVE_REQUIRES, Settings, SettingsError, load_settings
+
+log = logging.getLogger("leadbot")
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; str() is one line for a person."""
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def open_database(settings: Settings, *, migrate_sqlite: bool = True):
+    """Connect, and make sure the schema is current (embedded SQLite migrates itself)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot import db
+    from models import make_engine
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        if engine.dialect.name == "sqlite" and migrate_sqlite:
+            db.upgrade(engine)
+        elif not db.is_up_to_date(engine):
+            current = db.current_revision(engine) or "empty"
+            raise StartupError(
+                f"DATABASE_URL: the schema is out of date (at {current}, needs "
+                f"{db.head_revision()}) — run `leadbot migrate` first"
+            )
+    except SQLAlchemyError as e:
+        raise StartupError(
+            f"DATABASE_URL: cannot use the database ({type(e).__name__}: "
+            f"{str(e.orig if hasattr(e, 'orig') and e.orig else e).splitlines()[0][:160]})"
+        ) from None
+    return engine
+
+
+def _build(settings: Settings):
+    from slack_bolt.error import BoltError
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    from bot.app import build_services, create_app
+
+    engine = open_database(settings)
+    services = build_services(settings, engine=engine)
+    try:
+        app = create_app(settings, services=services)
+    except (BoltError, SlackApiError) as e:
+        raise StartupError(
+            f"SLACK_BOT_TOKEN: Slack did not accept it ({e})".splitlines()[0]
+        ) from None
+    except (SlackClientError, OSError) as e:
+        raise StartupError(
+            f"SLACK_API_URL: cannot reach Slack at {settings.slack_api_url} ({type(e).__name__})"
+        ) from None
+    return app, services
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.scheduler import start_scheduler
+    from bot.server import Server
+
+    settings = load_settings(require=SERVE_REQUIRES)
+    _logging(settings)
+    app, services = _build(settings)
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    scheduler = None if args.no_scheduler else start_scheduler(services)
+    server = Server(app, host=host, port=port, threads=settings.web_threads)
+    log.info(
+        "leadbot %s serving on http://%s:%s/slack/events (%d threads, scheduler %s)",
+        __version__,
+        host,
+        server.port,
+        settings.web_threads,
+        "off" if scheduler is None else "on",
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+    return 0
+
+
+def cmd_socket(args: argparse.Namespace) -> int:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.scheduler import start_scheduler
+
+    settings = load_settings(require=(*SERVE_REQUIRES, "SLACK_APP_TOKEN"))
+    if not settings.slack_app_token.startswith("xapp-"):
+        raise SettingsError("SLACK_APP_TOKEN: expected an app-level token starting with xapp-")
+    _logging(settings)
+    app, services = _build(settings)
+    scheduler = None if args.no_scheduler else start_scheduler(services)
+    log.info("leadbot %s connecting in Socket Mode", __version__)
+    try:
+        SocketModeHandler(app, settings.slack_app_token).start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from bot import db
+    from models import make_engine
+
+    settings = load_settings()
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        before, after = db.upgrade(engine)
+    except Exception as e:
+        raise StartupError(f"DATABASE_URL: migration failed ({type(e).__name__})") from None
+    if before == after:
+        print(f"database schema is up to date ({after})")
+    else:
+        print(f"database schema migrated from {before or 'empty'} to {after}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from jobs import JOBS
+
+    if args.jobs_command == "list":
+        for job in JOBS.values():
+            print(f"{job.name:<10} every {int(job.every.total_seconds())}s  {job.description}")
+        return 0
+    if args.name not in JOBS:
+        raise StartupError(f"jobs run: unknown job {args.name!r} — one of {', '.join(JOBS)}")
+    settings = load_settings(require=SERVE_REQUIRES)
+    _logging(settings)
+    _, services = _build(settings)
+    if args.name == "digest" and args.force:
+        from jobs import digest
+
+        print(digest.run(services, force=True))
+    else:
+        print(JOBS[args.name].run(services))
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from bot.manifest import manifest_yaml
+
+    sys.stdout.write(manifest_yaml(args.url))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    return run_demo()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="leadbot", description="Hands event leads from field marketing to sales in Slack."
+    )
+    p.add_argument("--version", action="version", version=f"leadbot {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP endpoint and the scheduler")
+    serve.add_argument("--host", help="address to listen on (default HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default PORT or 3000)")
+    serve.add_argument("--no-scheduler", action="store_true", help="don't run jobs in-process")
+    serve.set_defaults(func=cmd_serve)
+
+    socket = sub.add_parser("socket", help="connect in Socket Mode (needs SLACK_APP_TOKEN)")
+    socket.add_argument("--no-scheduler", action="store_true", help="don't run jobs in-process")
+    socket.set_defaults(func=cmd_socket)
+
+    sub.add_parser("migrate", help="upgrade the database schema (idempotent)").set_defaults(
+        func=cmd_migrate
+    )
+
+    jobs = sub.add_parser("jobs", help="list jobs or run one pass of a job now")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    jobs_sub.add_parser("list", help="list the jobs")
+    run = jobs_sub.add_parser("run", help="run one pass of a job now")
+    run.add_argument("name", help="job name (see `leadbot jobs list`)")
+    run.add_argument("--force", action="store_true", help="digest: send now even if not due")
+    jobs.set_defaults(func=cmd_jobs)
+
+    manifest = sub.add_parser("manifest", help="print the Slack app manifest (YAML)")
+    manifest.add_argument("--url", help="public base URL for HTTP mode; omit for Socket Mode")
+    manifest.set_defaults(func=cmd_manifest)
+
+    sub.add_parser("demo", help="run the whole loop against a built-in fake Slack").set_defaults(
+        func=cmd_demo
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SettingsError, StartupError) as e:
+        print(f"leadbot: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

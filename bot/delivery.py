@@ -1,0 +1,112 @@
+"""The one path by which leadbot talks to Slack's Web API.
+
+Retries live here (slack_sdk's retry handlers): a 429 waits its Retry-After, 5xx and connection
+errors back off and retry. Errors retrying cannot fix surface as `DeliveryError` with Slack's
+error code and a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot.render import Message
+
+log = logging.getLogger(__name__)
+
+# What a person can do about each error Slack may answer.
+ADVICE = {
+    "channel_not_found": "the leads channel does not exist or the bot cannot see it — check LEADS_CHANNEL",
+    "not_in_channel": "the bot is not in the leads channel — type /invite @leadbot there",
+    "is_archived": "the leads channel is archived — unarchive it or change LEADS_CHANNEL",
+    "invalid_auth": "Slack rejected the bot token — check SLACK_BOT_TOKEN",
+    "not_authed": "no bot token was sent — check SLACK_BOT_TOKEN",
+    "account_inactive": "the bot token belongs to a deactivated app or user — reinstall the app",
+    "token_revoked": "the bot token was revoked — reinstall the app and update SLACK_BOT_TOKEN",
+    "missing_scope": "the Slack app lacks a permission — reinstall it from `leadbot manifest`",
+    "ratelimited": "Slack is rate-limiting the bot — it will retry",
+    "message_not_found": "the card was deleted from the channel",
+}
+
+
+class DeliveryError(Exception):
+    def __init__(self, code: str) -> None:
+        self.code = code
+        super().__init__(code)
+
+    @property
+    def advice(self) -> str:
+        return ADVICE.get(self.code, f"Slack answered {self.code!r}")
+
+
+def make_web_client(token: str, base_url: str, *, timeout: int = 10) -> WebClient:
+    return WebClient(
+        token=token,
+        base_url=base_url,
+        timeout=timeout,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+class Slack:
+    """Thin wrapper: every outgoing call of the bot, with errors normalised."""
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        # The typed client methods pick each API method's encoding (JSON or form) for us.
+        fn = getattr(self.client, method.replace(".", "_"))
+        try:
+            response = fn(**kwargs)
+        except SlackApiError as e:
+            code = str(e.response.get("error") or f"http_{e.response.status_code}")
+            raise DeliveryError(code) from None
+        except (SlackClientError, OSError) as e:  # timeouts, refused connections, …
+            raise DeliveryError(f"connection_error: {type(e).__name__}") from None
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    def post(
+        self, channel: str, message: Message, *, thread_ts: str | None = None
+    ) -> tuple[str, str]:
+        """Post; returns (channel id, ts)."""
+        args: dict[str, Any] = {"channel": channel, "text": message.text, "unfurl_links": False}
+        if message.blocks:
+            args["blocks"] = message.blocks
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        data = self._call("chat.postMessage", **args)
+        return str(data.get("channel", channel)), str(data.get("ts", ""))
+
+    def update(self, channel: str, ts: str, message: Message) -> None:
+        self._call("chat.update", channel=channel, ts=ts, text=message.text, blocks=message.blocks)
+
+    def dm(self, user_id: str, message: Message) -> None:
+        # Posting to a user id lands in the bot's DM with them (no conversations.open round trip).
+        self.post(user_id, message)
+
+    def ephemeral(self, channel: str, user_id: str, text: str) -> None:
+        self._call("chat.postEphemeral", channel=channel, user=user_id, text=text)
+
+    def permalink(self, channel: str, ts: str) -> str | None:
+        try:
+            data = self._call("chat.getPermalink", channel=channel, message_ts=ts)
+        except DeliveryError as e:
+            log.warning("permalink failed: %s", e.code)
+            return None
+        return data.get("permalink")
+
+    def views_open(self, trigger_id: str, view: dict[str, Any]) -> None:
+        self._call("views.open", trigger_id=trigger_id, view=view)

@@ -1,0 +1,374 @@
+"""The lead lifecycle: the core. Plain values in, plain results out, no Slack wire format.
+
+Callers own the session and its transaction (`with sessions.begin() as s:`). Decisions that
+several processes could race for are single conditional UPDATEs, so the database decides.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.parsing import LeadInput
+from models import CLAIMED, NEW, JobRun, Lead, LeadEvent
+
+SYSTEM = "system"  # the actor of events no person caused
+
+
+def record(
+    session: Session, lead_id: int, kind: str, actor: str, now: datetime, **detail: Any
+) -> None:
+    """Append to the lead's event log (never updated, never deleted but with the lead)."""
+    session.execute(
+        insert(LeadEvent).values(
+            lead_id=lead_id,
+            at=now,
+            actor=actor,
+            kind=kind,
+            detail=json.dumps(detail, sort_keys=True) if detail else None,
+        )
+    )
+
+
+def submit(
+    session: Session,
+    data: LeadInput,
+    *,
+    team_id: str,
+    submitted_by: str,
+    now: datetime,
+    source_channel: str | None = None,
+) -> Lead:
+    """Store a validated lead; its card is posted afterwards by the caller."""
+    lead = Lead(
+        team_id=team_id,
+        name=data.name,
+        email=data.email,
+        phone=data.phone,
+        company=data.company,
+        title=data.title,
+        priority=data.priority,
+        event=data.event,
+        territory=data.territory,
+        persona=data.persona,
+        notes=data.notes,
+        submitted_by=submitted_by,
+        submitted_at=now,
+        source_channel=source_channel,
+        status=NEW,
+        version=1,
+        reminders_sent=0,
+    )
+    session.add(lead)
+    session.flush()
+    record(session, lead.id, "submitted", submitted_by, now)
+    return lead
+
+
+def get_lead(session: Session, lead_id: int, team_id: str | None = None) -> Lead | None:
+    """The lead, scoped to the workspace when one is given."""
+    query = select(Lead).where(Lead.id == lead_id)
+    if team_id is not None:
+        query = query.where(Lead.team_id == team_id)
+    return session.scalars(query).one_or_none()
+
+
+def card_posted(
+    session: Session,
+    lead_id: int,
+    *,
+    channel: str,
+    ts: str,
+    now: datetime,
+    reminder_after: timedelta,
+) -> None:
+    """The card is in the channel: the reminder clock starts now."""
+    session.execute(
+        update(Lead)
+        .where(Lead.id == lead_id)
+        .values(
+            card_channel=channel,
+            card_ts=ts,
+            card_posted_at=now,
+            card_error=None,
+            # Only an unclaimed lead waits for a reminder (a fast rep may already have it).
+            next_reminder_at=_if_new(now + reminder_after),
+        )
+    )
+    record(session, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts)
+
+
+def _if_new(value: datetime) -> Any:
+    from sqlalchemy import case
+
+    return case((Lead.status == NEW, value), else_=None)
+
+
+def card_failed(session: Session, lead_id: int, *, error: str, now: datetime) -> None:
+    session.execute(update(Lead).where(Lead.id == lead_id).values(card_error=error[:200]))
+    record(session, lead_id, "card_failed", SYSTEM, now, error=error[:200])
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    won: bool
+    lead: Lead | None  # None when no such lead (in this workspace)
+
+
+def claim(
+    session: Session, lead_id: int, user_id: str, *, team_id: str, now: datetime
+) -> ClaimResult:
+    """First click wins: one conditional UPDATE decides, whatever the number of processes."""
+    result = session.execute(
+        update(Lead)
+        .where(Lead.id == lead_id, Lead.team_id == team_id, Lead.status == NEW)
+        .values(
+            status=CLAIMED,
+            owner_id=user_id,
+            claimed_at=now,
+            next_reminder_at=None,
+            version=Lead.version + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    won = result.rowcount == 1
+    if won:
+        record(session, lead_id, "claimed", user_id, now)
+    lead = get_lead(session, lead_id, team_id)
+    if lead is not None:
+        session.refresh(lead)
+        if not won:
+            record(session, lead_id, "claim_too_late", user_id, now)
+    return ClaimResult(won=won, lead=lead)
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    ok: bool
+    reason: str  # "released", "not_found", "not_claimed", "forbidden"
+    lead: Lead | None
+
+
+def release(
+    session: Session,
+    lead_id: int,
+    user_id: str,
+    *,
+    team_id: str,
+    managers: tuple[str, ...] | list[str],
+    now: datetime,
+    reminder_after: timedelta,
+) -> ReleaseResult:
+    """Owner or manager puts a claimed lead back; the reminder clock starts again."""
+    lead = get_lead(session, lead_id, team_id)
+    if lead is None:
+        return ReleaseResult(False, "not_found", None)
+    if lead.status != CLAIMED:
+        return ReleaseResult(False, "not_claimed", lead)
+    if user_id != lead.owner_id and user_id not in managers:
+        record(session, lead_id, "release_refused", user_id, now)
+        return ReleaseResult(False, "forbidden", lead)
+    owner = lead.owner_id
+    result = session.execute(
+        update(Lead)
+        # Conditional on the owner we checked, so a concurrent reassign/release is not undone.
+        .where(Lead.id == lead_id, Lead.status == CLAIMED, Lead.owner_id == owner)
+        .values(
+            status=NEW,
+            owner_id=None,
+            claimed_at=None,
+            reminders_sent=0,
+            escalated_at=None,
+            next_reminder_at=now + reminder_after,
+            version=Lead.version + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(lead)
+        return ReleaseResult(False, "not_claimed", lead)
+    record(session, lead_id, "released", user_id, now, previous_owner=owner)
+    session.refresh(lead)
+    return ReleaseResult(True, "released", lead)
+
+
+# --- reminders ---------------------------------------------------------------------------------
+
+
+def due_reminders(session: Session, now: datetime, limit: int = 200) -> list[int]:
+    """Ids of unclaimed leads whose reminder is due; an index range scan, no history."""
+    return list(
+        session.scalars(
+            select(Lead.id)
+            .where(Lead.status == NEW, Lead.next_reminder_at <= now)
+            .order_by(Lead.next_reminder_at)
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ReminderTurn:
+    lead: Lead
+    kind: str  # "reminder" or "escalation"
+    number: int  # how many reminder turns this lead has had, this one included
+
+
+def take_reminder(
+    session: Session,
+    lead_id: int,
+    *,
+    now: datetime,
+    reminder_after: timedelta,
+    escalate_after: int,
+) -> ReminderTurn | None:
+    """Win the right to send this lead's due reminder, or None if someone else did / it's moot.
+
+    The UPDATE is conditional on the state we read, so of N processes sweeping at once exactly
+    one moves `next_reminder_at` on and sends; the others see rowcount 0.
+    """
+    lead = get_lead(session, lead_id)
+    if lead is None or lead.status != NEW or lead.next_reminder_at is None:
+        return None
+    if lead.next_reminder_at > now:
+        return None
+    seen = lead.reminders_sent
+    escalate = seen >= escalate_after and lead.escalated_at is None
+    values: dict[str, Any] = {
+        "reminders_sent": seen + 1,
+        "next_reminder_at": now + reminder_after,
+    }
+    if escalate:
+        values["escalated_at"] = now
+    result = session.execute(
+        update(Lead)
+        .where(
+            Lead.id == lead_id,
+            Lead.status == NEW,
+            Lead.reminders_sent == seen,
+            Lead.next_reminder_at <= now,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    kind = "escalation" if escalate else "reminder"
+    record(session, lead_id, "escalated" if escalate else "reminded", SYSTEM, now, number=seen + 1)
+    session.refresh(lead)
+    return ReminderTurn(lead=lead, kind=kind, number=seen + 1)
+
+
+# --- once-per-due-time jobs ---------------------------------------------------------------------
+
+
+def claim_job_run(session: Session, job: str, due_on: date, now: datetime) -> bool:
+    """True for exactly one caller per (job, due date): the unique constraint is the lock."""
+    try:
+        with session.begin_nested():
+            session.execute(insert(JobRun).values(job=job, due_on=due_on, at=now))
+    except IntegrityError:
+        return False
+    return True
+
+
+# --- the digest ---------------------------------------------------------------------------------
+
+
+def _seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[float]:
+    """end - start in seconds, as SQL, on each backend."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", end - start)
+
+
+@dataclass(frozen=True)
+class DigestFigures:
+    submitted: int
+    claimed: int
+    median_to_claim: timedelta | None
+    slowest_to_claim: timedelta | None
+    claims_per_rep: list[tuple[str, int]]
+    leads_per_event: list[tuple[str | None, int]]
+    backlog_total: int
+    backlog: list[Lead]
+
+
+def digest_for(
+    session: Session,
+    now: datetime,
+    *,
+    window: timedelta = timedelta(hours=24),
+    backlog_limit: int = 15,
+) -> DigestFigures:
+    """The managers' figures for the `window` before `now`, all computed by SQL aggregates."""
+    since = now - window
+    in_window = and_(Lead.submitted_at >= since, Lead.submitted_at < now)
+    claimed_in_window = and_(Lead.claimed_at >= since, Lead.claimed_at < now)
+    submitted = session.scalar(select(func.count()).select_from(Lead).where(in_window)) or 0
+    claimed = session.scalar(select(func.count()).select_from(Lead).where(claimed_in_window)) or 0
+
+    wait = _seconds_between(session, Lead.submitted_at, Lead.claimed_at)
+    median = slowest = None
+    if claimed:
+        slowest_s = session.scalar(select(func.max(wait)).where(claimed_in_window))
+        # Median without percentile_cont (SQLite has none): the middle one or two rows by rank.
+        middle = list(
+            session.scalars(
+                select(wait.label("w"))
+                .where(claimed_in_window)
+                .order_by(wait)
+                .offset((claimed - 1) // 2)
+                .limit(2 - claimed % 2)
+            )
+        )
+        median = timedelta(seconds=round(sum(middle) / len(middle)))
+        slowest = timedelta(seconds=round(slowest_s or 0))
+
+    per_rep = session.execute(
+        select(Lead.owner_id, func.count())
+        .where(claimed_in_window)
+        .group_by(Lead.owner_id)
+        .order_by(func.count().desc(), Lead.owner_id)
+    ).all()
+    per_event = session.execute(
+        select(Lead.event, func.count())
+        .where(in_window)
+        .group_by(Lead.event)
+        .order_by(func.count().desc(), Lead.event)
+    ).all()
+    backlog_total = (
+        session.scalar(select(func.count()).select_from(Lead).where(Lead.status == NEW)) or 0
+    )
+    backlog = list(
+        session.scalars(
+            select(Lead)
+            .where(Lead.status == NEW)
+            .order_by(Lead.submitted_at, Lead.id)
+            .limit(backlog_limit)
+        )
+    )
+    return DigestFigures(
+        submitted=submitted,
+        claimed=claimed,
+        median_to_claim=median,
+        slowest_to_claim=slowest,
+        claims_per_rep=[(str(u), int(n)) for u, n in per_rep],
+        leads_per_event=[(e, int(n)) for e, n in per_event],
+        backlog_total=backlog_total,
+        backlog=backlog,
+    )
+
+
+def events_of(session: Session, lead_id: int) -> list[LeadEvent]:
+    return list(
+        session.scalars(
+            select(LeadEvent).where(LeadEvent.lead_id == lead_id).order_by(LeadEvent.id)
+        )
+    )

@@ -1,0 +1,42 @@
+"""The Slack app manifest: paste it at api.slack.com/apps → Create New App → From a manifest."""
+
+from __future__ import annotations
+
+SCOPES = ("commands", "chat:write", "chat:write.public", "im:write", "users:read")
+
+
+def manifest_yaml(url: str | None = None, *, name: str = "leadbot") -> str:
+    """Socket Mode without a URL; HTTP mode (`URL/slack/events`) with one."""
+    endpoint = None
+    if url:
+        base = url.rstrip("/")
+        endpoint = base if base.endswith("/slack/events") else f"{base}/slack/events"
+    command_url = f"\n      url: {endpoint}" if endpoint else ""
+    interactivity_url = f"\n    request_url: {endpoint}" if endpoint else ""
+    scopes = "".join(f"\n      - {s}" for s in SCOPES)
+    return f"""\
+# Slack app manifest for leadbot ({"HTTP mode: " + endpoint if endpoint else "Socket Mode"}).
+# Create the app from it at https://api.slack.com/apps → Create New App → From a manifest.
+display_information:
+  name: {name}
+  description: Hands event leads from field marketing to sales, with claims, reminders and digests.
+  background_color: "#1d3557"
+features:
+  bot_user:
+    display_name: {name}
+    always_online: true
+  slash_commands:
+    - command: /lead{command_url}
+      description: Submit a lead for sales to claim (no text opens a form)
+      usage_hint: "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026, wants a demo"
+      should_escape: false
+oauth_config:
+  scopes:
+    bot:{scopes}
+settings:
+  interactivity:
+    is_enabled: true{interactivity_url}
+  org_deploy_enabled: false
+  socket_mode_enabled: {"false" if endpoint else "true"}
+  token_rotation_enabled: false
+"""

@@ -1,0 +1,461 @@
+"""Pure rendering: leads and digests in, Block Kit (validated by slack_sdk models) and text out.
+
+Every piece of user text goes through `esc` (Slack's mrkdwn escaping of &, <, >), so a lead can
+never ping @channel, a user group or a person, nor smuggle in a link. Contact details (email,
+phone) appear only in `claimer_dm`, which goes to the rep who owns the lead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+    StaticSelectElement,
+)
+from slack_sdk.models.views import View
+
+from bot.ids import Action, input_action_id
+from bot.ids import View as ViewId
+from models import CLAIMED, Lead
+
+if TYPE_CHECKING:
+    from bot.leads import DigestFigures
+
+CARD_NOTES_MAX = 500  # the card is a teaser; the full notes go to whoever claims the lead
+SECTION_TEXT_MAX = 3000
+FIELD_TEXT_MAX = 2000
+HEADER_MAX = 150
+PRIORITY_EMOJI = {"hot": "🔥", "warm": "🌤️", "cold": "❄️"}
+
+
+@dataclass(frozen=True)
+class Message:
+    """What to send: fallback text (notifications, screen readers) plus blocks."""
+
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def esc(text: str | None) -> str:
+    """Escape user text for Slack mrkdwn: only &, < and > are control characters there."""
+    if not text:
+        return ""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut to `limit` characters with an ellipsis; always before escaping, never inside one."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
+
+
+def slack_date(when: datetime, fmt: str = "{date_short_pretty} at {time}") -> str:
+    """Slack shows each reader the time in their own zone; the fallback is UTC."""
+    fallback = when.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(when.timestamp())}^{fmt}|{fallback}>"
+
+
+def mention(user_id: str) -> str:
+    return f"<@{user_id}>"
+
+
+def human_duration(delta: timedelta) -> str:
+    """Rounded for people: 45s, 12m, 3h 5m, 2d 4h."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def _blocks(blocks: Sequence[Block]) -> list[dict[str, Any]]:
+    # to_dict() runs slack_sdk's validators, so a block over Slack's limits fails here, in
+    # tests, not as an invalid_blocks error from Slack in production.
+    return [b.to_dict() for b in blocks]
+
+
+def lead_label(lead: Lead, limit: int = 200) -> str:
+    """`Jane Doe (Acme Corp)` escaped, for sentences."""
+    label = f"*{esc(shorten(lead.name, limit))}*"
+    if lead.company:
+        label += f" ({esc(shorten(lead.company, limit))})"
+    return label
+
+
+def card_value(lead: Lead) -> str:
+    """Button value: lead id and the version the card was rendered from."""
+    return f"{lead.id}:{lead.version}"
+
+
+def _fields(lead: Lead) -> list[MarkdownTextObject]:
+    pairs = [
+        ("Title", lead.title),
+        ("Company", lead.company),
+        ("Priority", f"{PRIORITY_EMOJI.get(lead.priority, '')} {lead.priority}".strip()),
+        ("Event", lead.event),
+        ("Persona", lead.persona),
+        ("Territory", lead.territory),
+    ]
+    out = []
+    for label, value in pairs:
+        if value:
+            text = f"*{label}*\n{esc(shorten(value, FIELD_TEXT_MAX - 200))}"
+            out.append(MarkdownTextObject(text=text))
+    return out
+
+
+def lead_card(lead: Lead, now: datetime) -> Message:
+    """The public claim card: no email or phone, ever."""
+    header = f"{PRIORITY_EMOJI.get(lead.priority, '')} {lead.name}".strip()
+    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=shorten(header, HEADER_MAX)))]
+    fields = _fields(lead)
+    if fields:
+        blocks.append(SectionBlock(fields=fields))
+    if lead.notes:
+        notes = esc(shorten(lead.notes, CARD_NOTES_MAX))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Notes*\n{notes}")))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f"Lead #{lead.id} · submitted by {mention(lead.submitted_by)} "
+                    f"{slack_date(lead.submitted_at, '{ago}')}"
+                )
+            ]
+        )
+    )
+    if lead.status == CLAIMED and lead.owner_id and lead.claimed_at:
+        waited = human_duration(lead.claimed_at - lead.submitted_at)
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"✅ *Claimed by {mention(lead.owner_id)}* "
+                    f"{slack_date(lead.claimed_at)} ({waited} after submission)"
+                )
+            )
+        )
+        blocks.append(
+            ActionsBlock(
+                block_id="lead_owner_actions",
+                elements=[
+                    ButtonElement(
+                        text="Release",
+                        action_id=Action.RELEASE,
+                        value=card_value(lead),
+                        confirm=ConfirmObject(
+                            title="Release this lead?",
+                            text="It goes back to the channel for anyone to claim.",
+                            confirm="Release",
+                            deny="Keep it",
+                        ),
+                    )
+                ],
+            )
+        )
+        text = f"Lead #{lead.id}: {lead_label(lead)} claimed by {mention(lead.owner_id)}"
+    else:
+        blocks.append(
+            ActionsBlock(
+                block_id="lead_claim_actions",
+                elements=[
+                    ButtonElement(
+                        text="Claim",
+                        action_id=Action.CLAIM,
+                        value=card_value(lead),
+                        style="primary",
+                    )
+                ],
+            )
+        )
+        event = f" from {esc(shorten(lead.event, 100))}" if lead.event else ""
+        text = f"New {lead.priority} lead #{lead.id}: {lead_label(lead)}{event} — who takes it?"
+    return Message(text=text, blocks=_blocks(blocks))
+
+
+def receipt(lead: Lead, channel: str) -> Message:
+    where = f"<#{channel}>" if channel.startswith(("C", "G")) else esc(channel)
+    text = (
+        f"✅ Lead #{lead.id} {lead_label(lead)} is in. Its card goes to {where}; "
+        "you'll get a DM when a rep claims it."
+    )
+    return Message(text=text, blocks=_blocks([SectionBlock(text=MarkdownTextObject(text=text))]))
+
+
+def claimer_dm(lead: Lead) -> Message:
+    """Contact details and full notes, privately, for the rep who owns the lead."""
+    lines = [f"You claimed lead #{lead.id} {lead_label(lead)}. Here is how to reach them:"]
+    details = [
+        ("Name", lead.name),
+        ("Title", lead.title),
+        ("Company", lead.company),
+        ("Email", lead.email),
+        ("Phone", lead.phone),
+        ("Event", lead.event),
+        ("Persona", lead.persona),
+        ("Territory", lead.territory),
+        ("Priority", lead.priority),
+    ]
+    detail_text = "\n".join(f"*{k}:* {esc(shorten(v, 300))}" for k, v in details if v)
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=lines[0])),
+        SectionBlock(text=MarkdownTextObject(text=detail_text)),
+    ]
+    if lead.notes:
+        # Full notes (up to 10,000 characters) split over sections of Slack's 3,000 limit.
+        escaped = esc(lead.notes)
+        chunk = SECTION_TEXT_MAX - 100
+        parts = _split(escaped, chunk)
+        for i, part in enumerate(parts):
+            head = "*Notes*\n" if i == 0 else ""
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=head + part)))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f"Submitted by {mention(lead.submitted_by)} {slack_date(lead.submitted_at)}"
+                )
+            ]
+        )
+    )
+    return Message(text=f"Lead #{lead.id} {lead_label(lead)} is yours", blocks=_blocks(blocks))
+
+
+def _split(text: str, size: int) -> list[str]:
+    """Split escaped text into chunks of at most `size`, never inside an &entity;."""
+    parts = []
+    while text:
+        cut = min(size, len(text))
+        amp = text.rfind("&", max(0, cut - 5), cut)
+        if amp != -1 and cut < len(text) and ";" not in text[amp:cut]:
+            cut = amp
+        parts.append(text[:cut])
+        text = text[cut:]
+    return parts
+
+
+def submitter_claimed_dm(lead: Lead) -> Message:
+    assert lead.owner_id and lead.claimed_at
+    waited = human_duration(lead.claimed_at - lead.submitted_at)
+    text = (
+        f"🙌 {mention(lead.owner_id)} claimed your lead #{lead.id} {lead_label(lead)} "
+        f"— {waited} after you submitted it."
+    )
+    return Message(text=text, blocks=_blocks([SectionBlock(text=MarkdownTextObject(text=text))]))
+
+
+def already_claimed(lead: Lead) -> str:
+    if lead.owner_id and lead.claimed_at:
+        return (
+            f"Too late — lead #{lead.id} {lead_label(lead)} was claimed by "
+            f"{mention(lead.owner_id)} {slack_date(lead.claimed_at)}."
+        )
+    return f"Lead #{lead.id} is not open for claiming any more."
+
+
+def reminder(lead: Lead, waited: timedelta, number: int) -> Message:
+    text = (
+        f"⏰ Reminder {number}: lead #{lead.id} {lead_label(lead)} has waited "
+        f"{human_duration(waited)} without an owner. Can you take it? Click *Claim* on the card."
+    )
+    return Message(text=text)
+
+
+def escalation_thread_note(lead: Lead, reminders: int) -> Message:
+    return Message(
+        text=f"📣 Still unclaimed after {reminders} reminders — the managers have been told."
+    )
+
+
+def escalation_dm(lead: Lead, waited: timedelta, reminders: int, permalink: str | None) -> Message:
+    link = f"<{permalink}|Open the card>" if permalink else "See the leads channel"
+    text = (
+        f"📣 Lead #{lead.id} {lead_label(lead)} ({esc(lead.priority)}"
+        f"{', ' + esc(shorten(lead.event, 100)) if lead.event else ''}) is still unclaimed "
+        f"after {human_duration(waited)} and {reminders} reminders. {link} and assign someone."
+    )
+    return Message(text=text, blocks=_blocks([SectionBlock(text=MarkdownTextObject(text=text))]))
+
+
+def release_refused(lead: Lead) -> str:
+    owner = mention(lead.owner_id) if lead.owner_id else "the owner"
+    return f"Only {owner} or a manager can release lead #{lead.id}."
+
+
+def released_note(lead: Lead, by: str) -> Message:
+    return Message(text=f"↩️ {mention(by)} released lead #{lead.id}; it is open to claim again.")
+
+
+# --- the new-lead modal -------------------------------------------------------------------------
+
+_MODAL_INPUTS: list[tuple[str, str, str, bool, bool]] = [
+    # field, label, placeholder, optional, multiline
+    ("name", "Name", "Jane Doe", False, False),
+    ("email", "Email", "jane@acme.example", True, False),
+    ("phone", "Phone", "+1 415 555 0100", True, False),
+    ("company", "Company", "Acme Corp", True, False),
+    ("title", "Title", "VP Engineering", True, False),
+    ("event", "Event", "SaaStr2026", True, False),
+    ("territory", "Territory", "EMEA", True, False),
+    ("persona", "Persona", "IT leader", True, False),
+    ("notes", "Notes", "What did they ask for? What's the next step?", True, True),
+]
+
+
+def lead_modal(
+    private_metadata: str = "",
+    priorities: Sequence[str] = ("hot", "warm", "cold"),
+    default_priority: str = "warm",
+) -> dict[str, Any]:
+    """The `/lead` modal; block_id of each input is the field name (errors map back 1:1)."""
+    blocks: list[Block] = []
+    for name, label, placeholder, optional, multiline in _MODAL_INPUTS:
+        blocks.append(
+            InputBlock(
+                block_id=name,
+                label=label,
+                optional=optional,
+                hint="Email or phone: at least one." if name == "email" else None,
+                element=PlainTextInputElement(
+                    action_id=input_action_id(name),
+                    placeholder=placeholder,
+                    multiline=multiline,
+                    max_length=3000 if multiline else 254 if name == "email" else 200,
+                ),
+            )
+        )
+        if name == "title":
+            options = [Option(text=p, value=p) for p in priorities]
+            initial = next((o for o in options if o.value == default_priority), options[0])
+            blocks.append(
+                InputBlock(
+                    block_id="priority",
+                    label="Priority",
+                    element=StaticSelectElement(
+                        action_id=input_action_id("priority"),
+                        options=options,
+                        initial_option=initial,
+                    ),
+                )
+            )
+    view = View(
+        type="modal",
+        callback_id=ViewId.NEW_LEAD,
+        title="New lead",
+        submit="Submit",
+        close="Cancel",
+        private_metadata=private_metadata,
+        blocks=blocks,
+    )
+    return view.to_dict()
+
+
+def modal_values(state_values: dict[str, Any]) -> dict[str, str | None]:
+    """Read the modal's state.values back into {field: value}; tolerant of missing parts."""
+    out: dict[str, str | None] = {}
+    for block_id, actions in (state_values or {}).items():
+        if not isinstance(actions, dict):
+            continue
+        element = actions.get(input_action_id(block_id))
+        if not isinstance(element, dict):
+            continue
+        if element.get("type") == "static_select":
+            selected = element.get("selected_option") or {}
+            out[block_id] = selected.get("value") if isinstance(selected, dict) else None
+        else:
+            value = element.get("value")
+            out[block_id] = value if isinstance(value, str) else None
+    return out
+
+
+# --- the managers' digest -----------------------------------------------------------------------
+
+
+def _lines_within(lines: list[str], limit: int) -> str:
+    """Join whole lines up to `limit` characters, saying how many did not fit."""
+    kept: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) + 1 > limit - 20:
+            kept.append(f"…and {len(lines) - len(kept)} more")
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept) or "none"
+
+
+def digest_message(
+    d: DigestFigures, permalinks: Mapping[int, str | None], now: datetime
+) -> Message:
+    speed = "no claims"
+    if d.median_to_claim is not None and d.slowest_to_claim is not None:
+        speed = (
+            f"median *{human_duration(d.median_to_claim)}*, "
+            f"slowest *{human_duration(d.slowest_to_claim)}*"
+        )
+    summary = (
+        f"*Last 24 hours:* {d.submitted} submitted · {d.claimed} claimed\n*Time to claim:* {speed}"
+    )
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text="☀️ Lead digest")),
+        SectionBlock(text=MarkdownTextObject(text=summary)),
+    ]
+    reps = _lines_within([f"{mention(u)}: {n}" for u, n in d.claims_per_rep], FIELD_TEXT_MAX - 50)
+    events = _lines_within(
+        [f"{esc(shorten(e, 60)) if e else '(no event)'}: {n}" for e, n in d.leads_per_event],
+        FIELD_TEXT_MAX - 50,
+    )
+    blocks.append(
+        SectionBlock(
+            fields=[
+                MarkdownTextObject(text=f"*Claims per rep*\n{reps}"),
+                MarkdownTextObject(text=f"*Leads per event*\n{events}"),
+            ]
+        )
+    )
+    blocks.append(DividerBlock())
+    if d.backlog_total:
+        lines: list[str] = []
+        size = 0
+        for lead in d.backlog:
+            waited = human_duration(now - lead.submitted_at)
+            link = permalinks.get(lead.id)
+            label = f"<{link}|#{lead.id}>" if link else f"#{lead.id}"
+            line = f"• {label} {lead_label(lead, 60)} — {esc(lead.priority)}, waiting {waited}"
+            # Whole lines only: cutting one could break a link or an escape.
+            if size + len(line) > SECTION_TEXT_MAX - 200:
+                break
+            lines.append(line)
+            size += len(line) + 1
+        more = d.backlog_total - len(lines)
+        if more > 0:
+            lines.append(f"…and {more} more")
+        backlog = f"*Unclaimed backlog ({d.backlog_total}), oldest first*\n" + "\n".join(lines)
+    else:
+        backlog = "*Unclaimed backlog:* none 🎉"
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=backlog)))
+    text = (
+        f"Lead digest: {d.submitted} submitted, {d.claimed} claimed, "
+        f"{d.backlog_total} unclaimed in the last 24 hours"
+    )
+    return Message(text=text, blocks=_blocks(blocks))

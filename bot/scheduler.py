@@ -1,0 +1,47 @@
+"""The in-process scheduler of `serve` and `socket` (APScheduler 3.x)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def start_scheduler(services: Services) -> BackgroundScheduler:
+    from jobs import JOBS
+
+    scheduler = BackgroundScheduler(timezone=UTC)
+    for job in JOBS.values():
+        scheduler.add_job(
+            _runner(services, job.name),
+            "interval",
+            seconds=job.every.total_seconds(),
+            id=job.name,
+            # A slow pass is not stacked up behind itself, and missed runs collapse into one.
+            max_instances=1,
+            coalesce=True,
+        )
+    scheduler.start()
+    return scheduler
+
+
+def run_job(services: Services, name: str) -> str:
+    from jobs import JOBS
+
+    return JOBS[name].run(services)
+
+
+def _runner(services: Services, name: str):
+    def run() -> None:
+        try:
+            summary = run_job(services, name)
+            log.debug("job %s: %s", name, summary)
+        except Exception as e:
+            log.error("job %s failed: %s", name, type(e).__name__, exc_info=e)
+
+    return run

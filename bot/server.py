@@ -1,0 +1,88 @@
+"""HTTP mode: one WSGI app with `POST /slack/events` (Bolt) and `GET /healthz`, served by waitress."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from sqlalchemy import text
+from waitress.server import create_server
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+
+
+def wsgi_app(app: App) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    slack = SlackRequestHandler(app, path="/slack/events")
+    services = app.leadbot  # type: ignore[attr-defined]
+
+    def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in (
+            "GET",
+            "HEAD",
+        ):
+            try:
+                with services.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                status, body = "200 OK", {"ok": True}
+            except Exception as e:
+                log.warning("health check: database not reachable: %s", type(e).__name__)
+                status, body = "503 Service Unavailable", {"ok": False, "error": "database"}
+            data = json.dumps(body).encode()
+            start_response(
+                status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+            )
+            return [data]
+        return slack(environ, start_response)
+
+    return application
+
+
+class Server:
+    """A waitress server that can run in a thread (tests, demo) or in the foreground (serve)."""
+
+    def __init__(
+        self, app: App, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8
+    ) -> None:
+        self._server = create_server(
+            wsgi_app(app),
+            host=host,
+            port=port,
+            threads=threads,
+            # Slack's payloads are small; a cap keeps a hostile client from filling memory.
+            max_request_body_size=1_048_576,
+            ident="leadbot",
+            clear_untrusted_proxy_headers=True,
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.effective_port)  # type: ignore[union-attr]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/slack/events"
+
+    def serve_forever(self) -> None:
+        self._server.run()
+
+    def start(self) -> Server:
+        self._thread = threading.Thread(target=self._server.run, name="leadbot-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.close()
+        # waitress's loop ends once its socket map is empty; close() leaves client channels.
+        for channel in list(self._server._map.values()):  # type: ignore[union-attr]
+            channel.close()
+        self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,22 @@
+"""What handlers and jobs need, built once per process and passed around explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from bot.clock import Clock
+from bot.delivery import Slack
+from bot.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker
+    slack: Slack
+    clock: Clock
+    team_id: str = ""  # this workspace, from auth.test at start-up

@@ -1,0 +1,222 @@
+"""All settings in one place, from the environment or a `.env` file.
+
+A missing or malformed setting raises `SettingsError` whose message is one line naming the
+setting and what is expected; the CLI prints that line and exits, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; str(error) is one line for a person."""
+
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
+_DURATION = re.compile(r"^\s*(?:\d+\s*[smhd]\s*)+$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_CHANNEL = re.compile(r"^(?:[CG][A-Z0-9]{2,}|#[a-z0-9][a-z0-9_-]{0,79})$")
+_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+# Every setting with its default (None = no default) and a short description; the README
+# table and `.env.example` say the same, and a test keeps them in step.
+SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
+    "SLACK_BOT_TOKEN": (None, "bot token, xoxb-… (OAuth & Permissions page of the Slack app)"),
+    "SLACK_SIGNING_SECRET": (None, "signing secret (Basic Information page of the Slack app)"),
+    "SLACK_APP_TOKEN": (None, "app-level token, xapp-…, only for `leadbot socket`"),
+    "SLACK_API_URL": ("https://slack.com/api/", "Slack Web API base URL"),
+    "DATABASE_URL": ("sqlite:///leadbot.db", "SQLAlchemy URL: sqlite:///file.db or postgresql://…"),
+    "LEADS_CHANNEL": (None, "channel id (C…) or #name where claim cards are posted"),
+    "MANAGER_IDS": ("", "Slack user ids (U…) of managers, comma-separated"),
+    "REMINDER_AFTER": (
+        "30m",
+        "remind about an unclaimed lead after this, and again every interval",
+    ),
+    "ESCALATE_AFTER": ("2", "reminders before the managers get a DM"),
+    "DIGEST_AT": ("09:00", "time of the managers' daily digest, HH:MM"),
+    "TIMEZONE": ("UTC", "IANA time zone of DIGEST_AT, e.g. Europe/Berlin"),
+    "HOST": ("0.0.0.0", "address `leadbot serve` listens on"),
+    "PORT": ("3000", "port `leadbot serve` listens on"),
+    "WEB_THREADS": ("8", "worker threads of the HTTP server"),
+    "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
+}
+
+# What a running bot cannot do without.
+SERVE_REQUIRES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "LEADS_CHANNEL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: str = ""
+    slack_signing_secret: str = ""
+    slack_app_token: str = ""
+    slack_api_url: str = "https://slack.com/api/"
+    database_url: str = "sqlite:///leadbot.db"
+    leads_channel: str = ""
+    manager_ids: tuple[str, ...] = ()
+    reminder_after: timedelta = timedelta(minutes=30)
+    escalate_after: int = 2
+    digest_at: time = time(9, 0)
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    host: str = "0.0.0.0"
+    port: int = 3000
+    web_threads: int = 8
+    log_level: str = "INFO"
+
+    @property
+    def sqlalchemy_url(self) -> URL:
+        return database_url(self.database_url)
+
+
+def parse_duration(text: str, *, name: str = "duration") -> timedelta:
+    """`45s`, `30m`, `2h`, `1d` or combinations like `1h30m`; must be positive."""
+    if not _DURATION.match(text or ""):
+        raise SettingsError(
+            f"{name}: {text!r} is not a duration — use a number and a unit, like 45s, 30m, 2h or 1d"
+        )
+    seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds <= 0:
+        raise SettingsError(f"{name}: {text!r} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """The inverse of parse_duration for display: 1h30m, 45s, 2d."""
+    seconds = int(delta.total_seconds())
+    if seconds <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts)
+
+
+def database_url(text: str) -> URL:
+    """Parse DATABASE_URL; `postgresql://` means psycopg 3, as the README promises."""
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise SettingsError(
+            f"DATABASE_URL: {text!r} is not a database URL — "
+            "expected sqlite:///leadbot.db or postgresql://user:pass@host/db"
+        ) from None
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        return url
+    if backend == "sqlite":
+        return url
+    raise SettingsError(
+        f"DATABASE_URL: {url.drivername!r} is not supported — use sqlite:///… or postgresql://…"
+    )
+
+
+def _env(environ: Mapping[str, str] | None, dotenv_path: str | Path | None) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    # The real environment wins over .env, as with python-dotenv's load_dotenv(override=False).
+    merged.update(os.environ if environ is None else environ)
+    return {k: v.strip() for k, v in merged.items() if k in SETTINGS_HELP}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    require: Iterable[str] = (),
+    dotenv_path: str | Path | None = ".env",
+) -> Settings:
+    """Read and check every setting; raise SettingsError naming the first bad one."""
+    env = _env(environ, dotenv_path)
+
+    def get(name: str) -> str:
+        value = env.get(name, "")
+        if value:
+            return value
+        default = SETTINGS_HELP[name][0]
+        return default or ""
+
+    for name in require:
+        if not get(name):
+            raise SettingsError(
+                f"{name}: missing — set it in the environment or .env ({SETTINGS_HELP[name][1]})"
+            )
+
+    leads_channel = get("LEADS_CHANNEL")
+    if leads_channel and not _CHANNEL.match(leads_channel):
+        raise SettingsError(
+            f"LEADS_CHANNEL: {leads_channel!r} is not a channel — "
+            "expected a channel id like C0123ABCD or a name like #leads"
+        )
+    managers = tuple(m for m in re.split(r"[\s,]+", get("MANAGER_IDS")) if m)
+    for m in managers:
+        if not _USER.match(m):
+            raise SettingsError(
+                f"MANAGER_IDS: {m!r} is not a Slack user id — expected ids like U0123ABCD, "
+                "comma-separated (profile → ⋯ → Copy member ID)"
+            )
+    escalate = get("ESCALATE_AFTER")
+    if not escalate.isdigit() or int(escalate) < 1:
+        raise SettingsError(
+            f"ESCALATE_AFTER: {escalate!r} is not a number of reminders — expected 1 or more"
+        )
+    digest_at = get("DIGEST_AT")
+    m = _HHMM.match(digest_at)
+    if not m:
+        raise SettingsError(f"DIGEST_AT: {digest_at!r} is not a time — expected HH:MM, like 09:00")
+    tz_name = get("TIMEZONE")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"TIMEZONE: {tz_name!r} is not a time zone — expected an IANA name like Europe/Berlin"
+        ) from None
+    port = _int(get("PORT"), "PORT", 1, 65535)
+    threads = _int(get("WEB_THREADS"), "WEB_THREADS", 1, 256)
+    log_level = get("LOG_LEVEL").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"LOG_LEVEL: {log_level!r} — expected DEBUG, INFO, WARNING or ERROR")
+    api_url = get("SLACK_API_URL")
+    if not re.match(r"^https?://", api_url):
+        raise SettingsError(f"SLACK_API_URL: {api_url!r} — expected an http(s) URL")
+    db = get("DATABASE_URL")
+    database_url(db)  # validate now so start-up stops with one line, not a driver traceback
+
+    return Settings(
+        slack_bot_token=get("SLACK_BOT_TOKEN"),
+        slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+        slack_app_token=get("SLACK_APP_TOKEN"),
+        slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
+        database_url=db,
+        leads_channel=leads_channel,
+        manager_ids=managers,
+        reminder_after=parse_duration(get("REMINDER_AFTER"), name="REMINDER_AFTER"),
+        escalate_after=int(escalate),
+        digest_at=time(int(m.group(1)), int(m.group(2))),
+        timezone=tz,
+        host=get("HOST"),
+        port=port,
+        web_threads=threads,
+        log_level=log_level,
+    )
+
+
+def _int(text: str, name: str, low: int, high: int) -> int:
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise SettingsError(f"{name}: {text!r} — expected a whole number from {low} to {high}")
+    return int(text)

@@ -1,0 +1,13 @@
+"""Slack listeners: thin adapters that parse a payload, ack fast and call the core."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from handlers import actions, commands, views
+
+
+def register(app: App) -> None:
+    commands.register(app)
+    actions.register(app)
+    views.register(app)

@@ -1,0 +1,73 @@
+"""`/lead`: inline submission, help, or the modal."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot import flows, render
+from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
+from handlers.common import DB_DOWN, SQLAlchemyError, services_of, store_lead
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App) -> None:
+    app.command("/lead")(lead_command)
+
+
+def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respond) -> None:
+    services = services_of(context)
+    text = slack_unescape(str(command.get("text") or ""))
+    user_id = str(command.get("user_id") or "")
+    if not text.strip():
+        ack()
+        metadata = json.dumps(
+            {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
+        )
+        try:
+            services.slack.views_open(
+                str(command.get("trigger_id") or ""), render.lead_modal(metadata)
+            )
+        except Exception as e:
+            log.warning("could not open the /lead modal: %s", type(e).__name__)
+            respond(response_type="ephemeral", text="I couldn't open the form; try `/lead help`.")
+        return
+    if is_help(text):
+        ack(response_type="ephemeral", text=USAGE)
+        return
+
+    result = parse_lead_text(text)
+    if result.lead is None:
+        problems = "\n".join(f"• {e.message}" for e in result.errors)
+        ack(
+            response_type="ephemeral",
+            text=f"❌ Not saved — please fix:\n{render.esc(problems)}\n\nType `/lead help` for the format.",
+        )
+        return
+    try:
+        lead = store_lead(
+            services,
+            result.lead,
+            user_id=user_id,
+            team_id=str(command.get("team_id") or services.team_id),
+            channel=command.get("channel_id"),
+        )
+    except SQLAlchemyError as e:
+        log.error("lead not stored, database error: %s", type(e).__name__)
+        ack(response_type="ephemeral", text=f"{DB_DOWN}\n```{render.esc(text)}```")
+        return
+    lead_id = lead.id
+    receipt = render.receipt(lead, services.settings.leads_channel)
+    ack(response_type="ephemeral", text=receipt.text, blocks=receipt.blocks)
+    log.info("lead %s submitted", lead_id)
+    error = flows.post_card(services, lead_id)
+    if error is not None:
+        respond(
+            response_type="ephemeral",
+            replace_original=False,
+            text=f"⚠️ Lead #{lead_id} is saved, but its card could not be posted: {error.advice}.",
+        )

@@ -1,0 +1,90 @@
+"""The `/lead` modal's submission."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk.webhook import WebhookClient
+
+from bot import flows, render
+from bot.ids import MODAL_FIELDS, View
+from bot.parsing import validate_fields
+from handlers.common import SQLAlchemyError, services_of, store_lead
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App) -> None:
+    app.view(View.NEW_LEAD.value)(submit_modal)
+
+
+def _metadata(view: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
+    services = services_of(context)
+    values = render.modal_values((view.get("state") or {}).get("values") or {})
+    result = validate_fields(values)
+    if result.lead is None:
+        errors: dict[str, str] = {}
+        for error in result.errors:
+            # "email or phone" belongs to no single block: show it under email.
+            block = error.field if error.field in MODAL_FIELDS else "email"
+            errors.setdefault(block, error.message[:150])
+        ack(response_action="errors", errors=errors)
+        return
+    user = str((body.get("user") or {}).get("id") or "")
+    team = str((body.get("team") or {}).get("id") or services.team_id)
+    metadata = _metadata(view)
+    try:
+        lead = store_lead(
+            services, result.lead, user_id=user, team_id=team, channel=metadata.get("channel_id")
+        )
+    except SQLAlchemyError as e:
+        log.error("lead not stored, database error: %s", type(e).__name__)
+        ack(
+            response_action="errors",
+            errors={"name": "The database is not answering — nothing was saved. Try again soon."},
+        )
+        return
+    ack()
+    log.info("lead %s submitted (modal)", lead.id)
+    receipt = render.receipt(lead, services.settings.leads_channel)
+    _tell_submitter(services, metadata, user, receipt)
+    error = flows.post_card(services, lead.id)
+    if error is not None:
+        _tell_submitter(
+            services,
+            metadata,
+            user,
+            render.Message(
+                text=f"⚠️ Lead #{lead.id} is saved, but its card could not be posted: "
+                f"{error.advice}."
+            ),
+        )
+
+
+def _tell_submitter(
+    services: Any, metadata: dict[str, Any], user: str, message: render.Message
+) -> None:
+    """Ephemeral where they typed /lead (via its response_url), else a DM."""
+    url = metadata.get("response_url")
+    # https is Slack; http://127.0.0.1 is the loopback Slack of tests, the demo and the sandbox.
+    if isinstance(url, str) and url.startswith(("https://", "http://127.0.0.1:")):
+        try:
+            response = WebhookClient(str(url), timeout=5).send(
+                text=message.text, blocks=message.blocks or None, response_type="ephemeral"
+            )
+            if response.status_code == 200:
+                return
+        except Exception as e:
+            log.warning("response_url post failed: %s", type(e).__name__)
+    flows.tell(services, None, user, message.text)

@@ -1,0 +1,41 @@
+"""Scheduled jobs: plain functions of Services, run by APScheduler or `leadbot jobs run NAME`.
+
+Each pass is safe to run in any number of processes at once: who sends what is decided by
+conditional UPDATEs and unique rows in the database, never by which process runs the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.services import Services
+from jobs import digest, reminders
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[[Services], str]  # one pass; returns a one-line summary
+    every: timedelta  # how often the in-process scheduler runs a pass
+    description: str
+
+
+JOBS: dict[str, Job] = {
+    job.name: job
+    for job in (
+        Job(
+            "reminders",
+            reminders.run,
+            timedelta(seconds=30),
+            "remind about unclaimed leads in the card's thread; escalate to managers",
+        ),
+        Job(
+            "digest",
+            digest.run,
+            timedelta(seconds=60),
+            "send managers the daily digest at DIGEST_AT in TIMEZONE (once a day)",
+        ),
+    )
+}

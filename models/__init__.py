@@ -1,0 +1,169 @@
+"""The schema as SQLAlchemy 2 typed models, and the engine/session factory.
+
+Alembic (migrations/) is the only thing that changes the schema; these models must match it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Lead.status values
+NEW = "new"
+CLAIMED = "claimed"
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    company: Mapped[str | None] = mapped_column(String(200))
+    title: Mapped[str | None] = mapped_column(String(200))
+    priority: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str | None] = mapped_column(String(200))
+    territory: Mapped[str | None] = mapped_column(String(200))
+    persona: Mapped[str | None] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    submitted_by: Mapped[str] = mapped_column(String(32))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source_channel: Mapped[str | None] = mapped_column(String(32))
+
+    status: Mapped[str] = mapped_column(String(16), default=NEW)
+    owner_id: Mapped[str | None] = mapped_column(String(32))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bumped by every change, so a card rendered from an older state can be recognised.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    card_channel: Mapped[str | None] = mapped_column(String(32))
+    card_ts: Mapped[str | None] = mapped_column(String(32))
+    card_posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    card_error: Mapped[str | None] = mapped_column(String(200))
+
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
+    next_reminder_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    events: Mapped[list[LeadEvent]] = relationship(
+        back_populates="lead", order_by="LeadEvent.id", passive_deletes=True
+    )
+
+    __table_args__ = (
+        # The reminder sweep reads only unclaimed leads that are due: it must not scan history.
+        Index("ix_leads_status_next_reminder", "status", "next_reminder_at"),
+        Index("ix_leads_submitted_at", "submitted_at"),
+        Index("ix_leads_claimed_at", "claimed_at"),
+    )
+
+    def __repr__(self) -> str:  # never the contact details: reprs end up in logs
+        return f"<Lead id={self.id} status={self.status}>"
+
+
+class LeadEvent(Base):
+    """Append-only log of everything that happened to a lead: who, what, when."""
+
+    __tablename__ = "lead_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    lead: Mapped[Lead] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_lead_events_lead_id", "lead_id", "id"),)
+
+
+class JobRun(Base):
+    """One row per (job, due time): inserting it is how one process wins the right to run."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job: Mapped[str] = mapped_column(String(32))
+    due_on: Mapped[date] = mapped_column(Date)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("job", "due_on", name="uq_job_runs_job_due_on"),)
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine with the settings leadbot relies on for each backend."""
+    # hide_parameters: SQL errors and logs must never carry lead contact details.
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers proceed during a write; busy_timeout makes concurrent writers (threads or
+    # processes) wait their turn instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+__all__ = [
+    "CLAIMED",
+    "NEW",
+    "Base",
+    "JobRun",
+    "Lead",
+    "LeadEvent",
+    "make_engine",
+    "make_sessionmaker",
+]

@@ -1,0 +1,179 @@
+"""Fixtures: a real database (SQLite, or PostgreSQL when LEADBOT_TEST_DATABASE_URL is set), a
+loopback Slack, and the app served over HTTP by its real server, reached with signed requests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from bot import db
+from bot.app import build_services, create_app
+from bot.clock import FakeClock
+from bot.delivery import make_web_client
+from bot.server import Server
+from bot.services import Services
+from bot.settings import Settings, load_settings
+from bot.slack_emulator import SlackEmulator
+from bot.slack_sim import SlackSim
+from models import Lead, make_engine
+
+PG_URL_VAR = "LEADBOT_TEST_DATABASE_URL"
+SECRET = "test-signing-secret"
+TEAM = "T0LEADBOT"
+LEADS_CHANNEL = "C0LEADS001"
+MANAGER = "U0MANAGER1"
+MARKETER = "U0MARKET01"
+REP_A = "U0REPAAAA1"
+REP_B = "U0REPBBBB1"
+START = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)  # a Thursday afternoon
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database per test worker: a SQLite file to copy, or a PostgreSQL database."""
+    pg = os.environ.get(PG_URL_VAR)
+    if not pg:
+        path = tmp_path_factory.mktemp("db") / "template.db"
+        engine = make_engine(f"sqlite:///{path}")
+        db.upgrade(engine)
+        engine.dispose()
+        return str(path)
+    base = make_url(pg).set(drivername="postgresql+psycopg")
+    name = f"leadbot_test_{_worker()}"
+    admin = make_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = base.set(database=name)
+    engine = make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def database_url(database_template: str, tmp_path: Path) -> str:
+    """A fresh, migrated, empty database for one test."""
+    if database_template.startswith("postgresql"):
+        engine = make_engine(database_template)
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE leads, lead_events, job_runs RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        return database_template
+    path = tmp_path / "leadbot.db"
+    shutil.copy(database_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackEmulator]:
+    emulator = SlackEmulator(team_id=TEAM).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+def make_settings(database_url: str, slack_url: str, **overrides: str) -> Settings:
+    env = {
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": slack_url,
+        "DATABASE_URL": database_url,
+        "LEADS_CHANNEL": LEADS_CHANNEL,
+        "MANAGER_IDS": MANAGER,
+        "REMINDER_AFTER": "30m",
+        "ESCALATE_AFTER": "2",
+        "DIGEST_AT": "09:00",
+        "TIMEZONE": "UTC",
+        "WEB_THREADS": "4",
+    }
+    env.update(overrides)
+    return load_settings(env, dotenv_path=None)
+
+
+@dataclass
+class Bot:
+    """The app running behind its real HTTP server, plus the things tests poke at."""
+
+    services: Services
+    server: Server
+    sim: SlackSim
+    slack: SlackEmulator
+    clock: FakeClock
+    app: Any
+
+    def settle(self) -> None:
+        """Wait until every acked request has finished its work (posts, DMs, updates)."""
+        assert self.app.leadbot_executor.wait_idle(10), "listeners still busy after 10 s"
+
+    def run_job(self, name: str) -> str:
+        from jobs import JOBS
+
+        return JOBS[name].run(self.services)
+
+    def lead(self, lead_id: int) -> Lead:
+        with self.services.sessions() as s:
+            lead = s.get(Lead, lead_id)
+            assert lead is not None, f"lead {lead_id} not in the database"
+            return lead
+
+    def leads(self) -> list[Lead]:
+        from sqlalchemy import select
+
+        with self.services.sessions() as s:
+            return list(s.scalars(select(Lead).order_by(Lead.id)))
+
+    def submit(self, text_: str, user: str = MARKETER) -> Any:
+        response = self.sim.slash_command(text_, user_id=user, channel_id="C0EVENTS01")
+        self.settle()
+        return response
+
+
+def start_bot(database_url: str, slack: SlackEmulator, clock: FakeClock, **overrides: str) -> Bot:
+    settings = make_settings(database_url, slack.url, **overrides)
+    engine = make_engine(settings.sqlalchemy_url)
+    services = build_services(
+        settings,
+        client=make_web_client(settings.slack_bot_token, settings.slack_api_url, timeout=5),
+        engine=engine,
+        clock=clock,
+    )
+    app = create_app(settings, services=services)
+    server = Server(app, host="127.0.0.1", port=0, threads=4).start()
+    sim = SlackSim(server.url, SECRET, team_id=TEAM)
+    return Bot(services=services, server=server, sim=sim, slack=slack, clock=clock, app=app)
+
+
+@pytest.fixture
+def bot(database_url: str, slack: SlackEmulator, clock: FakeClock) -> Iterator[Bot]:
+    running = start_bot(database_url, slack, clock)
+    yield running
+    running.settle()
+    running.server.stop()
+    running.services.engine.dispose()

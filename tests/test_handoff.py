@@ -1,0 +1,365 @@
+"""The product loop over real HTTP: /lead → card → Claim/Release, signed as Slack signs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from slack_sdk.models.blocks import Block
+from sqlalchemy import func, select
+
+from bot.leads import events_of
+from models import CLAIMED, NEW, Lead, LeadEvent
+from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot
+
+EXAMPLE = (
+    "Jane Doe, jane@acme.example, Acme Corp, +1 415 555 0100, hot, #SaaStr2026, wants an API demo"
+)
+
+
+def card_of(bot: Bot, lead: Lead) -> Any:
+    assert lead.card_ts, "the lead has no card"
+    message = bot.slack.message(LEADS_CHANNEL, lead.card_ts)
+    assert message is not None
+    return message
+
+
+def card_json(bot: Bot, lead: Lead) -> str:
+    message = card_of(bot, lead)
+    return json.dumps({"text": message.text, "blocks": message.blocks})
+
+
+def click(bot: Bot, user: str, action_id: str, lead: Lead) -> Any:
+    button_value = next(
+        element["value"]
+        for block in card_of(bot, lead).blocks
+        if block["type"] == "actions"
+        for element in block["elements"]
+        if element["action_id"] == action_id
+    )
+    response = bot.sim.block_action(
+        user,
+        action_id,
+        button_value,
+        channel_id=lead.card_channel,
+        message_ts=lead.card_ts,
+    )
+    bot.settle()
+    return response
+
+
+def modal_state(values: dict[str, str]) -> dict[str, tuple[str, str, str]]:
+    """The modal's state.values as Slack sends them, from {field: value}."""
+    return {
+        field: (f"{field}_input", "static_select" if field == "priority" else "plain_text_input", v)
+        for field, v in values.items()
+    }
+
+
+def buttons(bot: Bot, lead: Lead) -> list[str]:
+    return [
+        element["action_id"]
+        for block in card_of(bot, lead).blocks
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
+
+
+def test_inline_lead_is_stored_receipted_and_carded(bot: Bot) -> None:
+    response = bot.submit(EXAMPLE)
+
+    assert response.status == 200
+    receipt = response.json()
+    assert receipt["response_type"] == "ephemeral"
+    assert "Lead #1" in receipt["text"] and "Jane Doe" in receipt["text"]
+
+    [lead] = bot.leads()
+    assert (lead.name, lead.email, lead.company, lead.phone) == (
+        "Jane Doe",
+        "jane@acme.example",
+        "Acme Corp",
+        "+1 415 555 0100",
+    )
+    assert (lead.priority, lead.event, lead.notes) == ("hot", "SaaStr2026", "wants an API demo")
+    assert lead.submitted_by == MARKETER and lead.status == NEW
+    assert lead.card_channel == LEADS_CHANNEL and lead.card_ts
+
+    card = card_json(bot, lead)
+    for shown in ("Jane Doe", "Acme Corp", "hot", "SaaStr2026", "wants an API demo"):
+        assert shown in card
+    assert f"<@{MARKETER}>" in card  # people as mentions, no users.info per card
+    assert "<!date^" in card  # times in each reader's zone
+    # Privacy by default: contact details are not on the public card.
+    assert "jane@acme.example" not in card and "555" not in card
+    assert not bot.slack.calls_to("users.info")
+    assert [e.kind for e in _events(bot, lead.id)] == ["submitted", "card_posted"]
+
+
+def test_card_is_valid_block_kit_with_fallback_text(bot: Bot) -> None:
+    bot.submit(
+        "title: VP Engineering, territory: EMEA, persona: IT leader, Jane Doe, jane@acme.example, "
+        "Acme, notes: " + "long notes, " * 600
+    )
+    [lead] = bot.leads()
+    message = card_of(bot, lead)
+    assert message.text.strip()
+    assert 0 < len(message.blocks) <= 50
+    for block in message.blocks:
+        Block.parse(block).validate_json()  # raises on any Block Kit limit
+    card = card_json(bot, lead)
+    for shown in ("VP Engineering", "EMEA", "IT leader"):
+        assert shown in card
+    # Notes are shortened on the card, kept whole in the database.
+    assert len(lead.notes or "") > 7000
+    notes_block = next(b for b in message.blocks if "Notes" in json.dumps(b))
+    assert len(notes_block["text"]["text"]) < 600
+
+
+@pytest.mark.parametrize("flag", ["help", "-h", "--help", "  HELP "])
+def test_help(bot: Bot, flag: str) -> None:
+    response = bot.submit(flag)
+    body = response.json()
+    assert body["response_type"] == "ephemeral"
+    assert "/lead" in body["text"] and "jane@acme.example" in body["text"]
+    assert bot.leads() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ("Jane Doe, jane@acme, Acme", "email", "jane@acme"),
+        ("Jane Doe, email: not-an-email, Acme", "email", "not-an-email"),
+        ("Jane Doe, jane@acme.example, priority: urgent", "priority", "urgent"),
+        ("Jane Doe, Acme Corp", "email or phone", ""),
+        ("jane@acme.example, #SaaStr", "name", ""),
+        (",,, ,", "name", ""),
+    ],
+)
+def test_invalid_lead_is_refused_naming_field_and_value(
+    bot: Bot, text: str, field: str, value: str
+) -> None:
+    response = bot.submit(text)
+    body = response.json()
+    assert response.status == 200
+    assert body["response_type"] == "ephemeral"
+    assert field in body["text"]
+    assert value in body["text"]
+    assert bot.leads() == []
+    assert not bot.slack.calls_to("chat.postMessage")
+
+
+def test_hostile_text_is_stored_exactly_and_shown_escaped(bot: Bot) -> None:
+    name = "<!channel> Bob & <@U0BOSS0001>"
+    company = "<https://evil.example|click me>"
+    notes = "<!here> <!subteam^S0TEAM|@sales> *bold* `code`"
+    bot.submit(f"name: {name}, email: bob@example.com, company: {company}, notes: {notes}")
+    [lead] = bot.leads()
+    assert (lead.name, lead.company, lead.notes) == (name, company, notes)
+    message = card_of(bot, lead)
+    mrkdwn = [message.text, *(t["text"] for t in _text_objects(message.blocks, "mrkdwn"))]
+    plain = [t["text"] for t in _text_objects(message.blocks, "plain_text")]
+    for raw in ("<!channel>", "<@U0BOSS0001>", "<https://evil", "<!here>", "<!subteam"):
+        assert not any(raw in text for text in mrkdwn), raw
+    joined = "\n".join(mrkdwn)
+    assert "&lt;!channel&gt; Bob &amp; &lt;@U0BOSS0001&gt;" in joined
+    assert "&lt;https://evil.example|click me&gt;" in joined
+    # plain_text (the header) is never parsed by Slack, so it shows the name literally.
+    assert any(name in text for text in plain)
+
+
+def _text_objects(node: Any, kind: str) -> list[dict[str, Any]]:
+    """Every text object of `kind` (mrkdwn / plain_text) anywhere in a block tree."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if node.get("type") == kind and isinstance(node.get("text"), str):
+            found.append(node)
+        for value in node.values():
+            found.extend(_text_objects(value, kind))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_text_objects(item, kind))
+    return found
+
+
+def test_modal_opens_and_submits_with_field_errors_first(bot: Bot) -> None:
+    response = bot.sim.slash_command(
+        "", user_id=MARKETER, trigger_id="trig-1", response_url=bot.slack.response_url("modal")
+    )
+    bot.settle()
+    assert response.status == 200
+    [call] = bot.slack.calls_to("views.open")
+    assert call.args["trigger_id"] == "trig-1"
+    view = call.args["view"]
+    assert view["callback_id"] == "lead_new"
+    blocks = {b["block_id"] for b in view["blocks"]}
+    assert {"name", "email", "phone", "company", "title", "priority", "event", "notes"} <= blocks
+
+    bad = bot.sim.view_submission(
+        MARKETER,
+        view,
+        modal_state({"name": "Jane Doe", "email": "jane@acme", "priority": "hot"}),
+        private_metadata=view["private_metadata"],
+    )
+    assert bad.status == 200
+    answer = bad.json()
+    assert answer["response_action"] == "errors"
+    assert "jane@acme" in answer["errors"]["email"]
+    bot.settle()
+    assert bot.leads() == []
+
+    good = bot.sim.view_submission(
+        MARKETER,
+        view,
+        modal_state(
+            {"name": "Jane Doe", "email": "jane@acme.example", "priority": "hot", "event": "Expo"}
+        ),
+        private_metadata=view["private_metadata"],
+    )
+    bot.settle()
+    assert good.status == 200
+    assert not good.body.strip() or "errors" not in good.body
+    [lead] = bot.leads()
+    assert (lead.name, lead.email, lead.priority, lead.event) == (
+        "Jane Doe",
+        "jane@acme.example",
+        "hot",
+        "Expo",
+    )
+    assert lead.card_ts
+    [receipt] = bot.slack.wait_for_response(name="modal")
+    assert "Jane Doe" in json.dumps(receipt.body)
+    assert receipt.body["response_type"] == "ephemeral"
+
+
+def test_claim_updates_card_in_place_and_tells_claimer_and_submitter(bot: Bot) -> None:
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    bot.clock.advance(__import__("datetime").timedelta(minutes=12))
+    response = click(bot, REP_A, "lead_claim", lead)
+    assert response.status == 200
+
+    lead = bot.lead(lead.id)
+    assert lead.status == CLAIMED and lead.owner_id == REP_A
+    [update] = bot.slack.calls_to("chat.update")
+    assert update.args["ts"] == lead.card_ts and update.args["channel"] == LEADS_CHANNEL
+    card = card_json(bot, lead)
+    assert f"Claimed by <@{REP_A}>" in card and "<!date^" in card
+    assert buttons(bot, lead) == ["lead_release"]
+    assert "jane@acme.example" not in card
+
+    [claimer_dm] = bot.slack.dms(REP_A)
+    dm = json.dumps(claimer_dm.blocks)
+    assert "jane@acme.example" in dm and "+1 415 555 0100" in dm and "wants an API demo" in dm
+    [submitter_dm] = bot.slack.dms(MARKETER)
+    assert f"<@{REP_A}>" in submitter_dm.text and "12m" in submitter_dm.text
+
+
+def test_late_claim_changes_nothing_and_names_the_owner(bot: Bot) -> None:
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    click(bot, REP_A, "lead_claim", lead)
+    stale_card_lead = lead  # REP_B clicks the Claim button of the card as first rendered
+    response = bot.sim.block_action(
+        REP_B,
+        "lead_claim",
+        f"{lead.id}:1",
+        channel_id=stale_card_lead.card_channel,
+        message_ts=stale_card_lead.card_ts,
+    )
+    bot.settle()
+    assert response.status == 200
+    assert bot.lead(lead.id).owner_id == REP_A
+    assert len(bot.slack.calls_to("chat.update")) == 1
+    [note] = bot.slack.ephemerals(REP_B)
+    assert f"<@{REP_A}>" in note.text
+    assert bot.slack.dms(REP_B) == []
+
+
+def test_concurrent_claims_have_exactly_one_winner(bot: Bot) -> None:
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    reps = [f"U0REP{i:05d}" for i in range(24)]
+    barrier = threading.Barrier(len(reps))
+    statuses: list[int] = []
+
+    def hit(rep: str) -> None:
+        barrier.wait()
+        r = bot.sim.block_action(
+            rep, "lead_claim", f"{lead.id}:1", channel_id=lead.card_channel, message_ts=lead.card_ts
+        )
+        statuses.append(r.status)
+
+    threads = [threading.Thread(target=hit, args=(rep,)) for rep in reps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bot.settle()
+
+    assert statuses == [200] * len(reps)
+    owner = bot.lead(lead.id).owner_id
+    assert owner in reps
+    with bot.services.sessions() as s:
+        claims = s.scalar(
+            select(func.count()).where(LeadEvent.lead_id == lead.id, LeadEvent.kind == "claimed")
+        )
+    assert claims == 1
+    assert len(bot.slack.calls_to("chat.update")) == 1
+    assert len(bot.slack.dms(owner)) == 1
+    losers = {m.ephemeral_for for m in bot.slack.ephemerals()}
+    assert losers == set(reps) - {owner}
+
+
+def test_release_only_by_owner_or_manager(bot: Bot) -> None:
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    click(bot, REP_A, "lead_claim", lead)
+    lead = bot.lead(lead.id)
+
+    click(bot, REP_B, "lead_release", lead)
+    assert bot.lead(lead.id).owner_id == REP_A
+    [refusal] = bot.slack.ephemerals(REP_B)
+    assert "Only" in refusal.text and f"<@{REP_A}>" in refusal.text
+
+    click(bot, REP_A, "lead_release", lead)
+    released = bot.lead(lead.id)
+    assert released.status == NEW and released.owner_id is None
+    assert buttons(bot, released) == ["lead_claim"]
+
+    click(bot, REP_B, "lead_claim", released)
+    assert bot.lead(lead.id).owner_id == REP_B
+    click(bot, MANAGER, "lead_release", bot.lead(lead.id))
+    assert bot.lead(lead.id).status == NEW
+
+    kinds = [e.kind for e in _events(bot, lead.id)]
+    assert kinds == [
+        "submitted",
+        "card_posted",
+        "claimed",
+        "release_refused",
+        "released",
+        "claimed",
+        "released",
+    ]
+    actors = [e.actor for e in _events(bot, lead.id) if e.kind in ("claimed", "released")]
+    assert actors == [REP_A, REP_A, REP_B, MANAGER]
+
+
+def test_broken_button_values_change_nothing(bot: Bot) -> None:
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    for value in ("abc", "9" * 40, "", "999:1", "-1"):
+        r = bot.sim.block_action(
+            REP_A, "lead_claim", value, channel_id=lead.card_channel, message_ts=lead.card_ts
+        )
+        assert r.status == 200
+    bot.settle()
+    assert bot.lead(lead.id).status == NEW
+    assert len(bot.slack.ephemerals(REP_A)) == 5
+
+
+def _events(bot: Bot, lead_id: int) -> list[LeadEvent]:
+    with bot.services.sessions() as s:
+        return events_of(s, lead_id)
