@@ -157,7 +157,7 @@ def parse_lead_text(
         key = keyed.group(1).lower() if keyed else ""
         if keyed and key in FIELDS:
             if key == "notes":
-                # Only control characters can precede the key, so this is the key's colon.
+                # Only the key, spaces, tabs and newlines come before it: this is the key's colon.
                 keyed_notes = text[start + segment.index(":") + 1 :]
                 break
             value = keyed.group(2).strip()

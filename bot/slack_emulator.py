@@ -215,6 +215,16 @@ def parse_api_request(
     return args, token, error
 
 
+def _matches(predicate: Callable[[Any], bool] | None, item: Any) -> bool:
+    if predicate is None:
+        return True
+    try:
+        return bool(predicate(item))
+    except (LookupError, TypeError, AttributeError):
+        # `lambda c: c.args["text"] == ...` must not blow up on calls that lack the field.
+        return False
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # server_close() would otherwise join every keep-alive connection thread and hang stop().
@@ -620,15 +630,15 @@ class SlackEmulator:
         count: int = 1,
         timeout: float = 5.0,
     ) -> list[Call]:
-        """Block until `count` calls to `method` (matching `predicate(call)`) were answered."""
+        """Block until `count` calls to `method` (matching `predicate(call)`) were answered.
+
+        Returns all matching calls; raises AssertionError naming what was awaited and what was
+        seen on timeout. A predicate raising LookupError/TypeError/AttributeError is a non-match.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                matching = [
-                    c
-                    for c in self._calls
-                    if c.method == method and (predicate is None or predicate(c))
-                ]
+                matching = [c for c in self._calls if c.method == method and _matches(predicate, c)]
                 if len(matching) >= count:
                     return matching
                 remaining = deadline - time.monotonic()
@@ -657,7 +667,7 @@ class SlackEmulator:
                 matching = [
                     r
                     for r in self._responses
-                    if (name is None or r.name == name) and (predicate is None or predicate(r))
+                    if (name is None or r.name == name) and _matches(predicate, r)
                 ]
                 if len(matching) >= count:
                     return matching

@@ -7,24 +7,18 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 
 from bot import db
-from bot.app import build_services, create_app
 from bot.clock import FakeClock
-from bot.delivery import make_web_client
-from bot.server import Server
-from bot.services import Services
-from bot.settings import Settings, load_settings
+from bot.local import LocalBot, start_local_bot
 from bot.slack_emulator import SlackEmulator
-from bot.slack_sim import SlackSim
 from models import Lead, make_engine
 
 PG_URL_VAR = "LEADBOT_TEST_DATABASE_URL"
@@ -99,43 +93,19 @@ def clock() -> FakeClock:
     return FakeClock(START)
 
 
-def make_settings(database_url: str, slack_url: str, **overrides: str) -> Settings:
-    env = {
-        "SLACK_BOT_TOKEN": "xoxb-test-token",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_API_URL": slack_url,
-        "DATABASE_URL": database_url,
-        "LEADS_CHANNEL": LEADS_CHANNEL,
-        "MANAGER_IDS": MANAGER,
-        "REMINDER_AFTER": "30m",
-        "ESCALATE_AFTER": "2",
-        "DIGEST_AT": "09:00",
-        "TIMEZONE": "UTC",
-        "WEB_THREADS": "4",
-    }
-    env.update(overrides)
-    return load_settings(env, dotenv_path=None)
+BASE_ENV = {
+    "SLACK_SIGNING_SECRET": SECRET,
+    "LEADS_CHANNEL": LEADS_CHANNEL,
+    "MANAGER_IDS": MANAGER,
+    "REMINDER_AFTER": "30m",
+    "ESCALATE_AFTER": "2",
+    "DIGEST_AT": "09:00",
+    "TIMEZONE": "UTC",
+}
 
 
-@dataclass
-class Bot:
-    """The app running behind its real HTTP server, plus the things tests poke at."""
-
-    services: Services
-    server: Server
-    sim: SlackSim
-    slack: SlackEmulator
-    clock: FakeClock
-    app: Any
-
-    def settle(self) -> None:
-        """Wait until every acked request has finished its work (posts, DMs, updates)."""
-        assert self.app.leadbot_executor.wait_idle(10), "listeners still busy after 10 s"
-
-    def run_job(self, name: str) -> str:
-        from jobs import JOBS
-
-        return JOBS[name].run(self.services)
+class Bot(LocalBot):
+    """The running bot plus shortcuts the tests use a lot."""
 
     def lead(self, lead_id: int) -> Lead:
         with self.services.sessions() as s:
@@ -144,8 +114,6 @@ class Bot:
             return lead
 
     def leads(self) -> list[Lead]:
-        from sqlalchemy import select
-
         with self.services.sessions() as s:
             return list(s.scalars(select(Lead).order_by(Lead.id)))
 
@@ -156,24 +124,12 @@ class Bot:
 
 
 def start_bot(database_url: str, slack: SlackEmulator, clock: FakeClock, **overrides: str) -> Bot:
-    settings = make_settings(database_url, slack.url, **overrides)
-    engine = make_engine(settings.sqlalchemy_url)
-    services = build_services(
-        settings,
-        client=make_web_client(settings.slack_bot_token, settings.slack_api_url, timeout=5),
-        engine=engine,
-        clock=clock,
-    )
-    app = create_app(settings, services=services)
-    server = Server(app, host="127.0.0.1", port=0, threads=4).start()
-    sim = SlackSim(server.url, SECRET, team_id=TEAM)
-    return Bot(services=services, server=server, sim=sim, slack=slack, clock=clock, app=app)
+    local = start_local_bot(database_url, slack, clock, {**BASE_ENV, **overrides})
+    return Bot(**vars(local))
 
 
 @pytest.fixture
 def bot(database_url: str, slack: SlackEmulator, clock: FakeClock) -> Iterator[Bot]:
     running = start_bot(database_url, slack, clock)
     yield running
-    running.settle()
-    running.server.stop()
-    running.services.engine.dispose()
+    running.stop()

@@ -346,8 +346,8 @@ def test_rate_limit_bucket_and_keep_alive(emu: SlackEmulator) -> None:
 
 
 def test_hang_times_out_the_client_but_the_post_lands(emu: SlackEmulator) -> None:
-    emu.fail("chat.postMessage", hang=0.4)
-    impatient = WebClient(token="xoxb-test", base_url=emu.url, timeout=0.1, retry_handlers=[])
+    emu.fail("chat.postMessage", hang=0.25)
+    impatient = WebClient(token="xoxb-test", base_url=emu.url, timeout=0.05, retry_handlers=[])
     with pytest.raises((TimeoutError, URLError)):
         impatient.chat_postMessage(channel="C0SLOW001", text="slow")
     [call] = emu.wait_for("chat.postMessage", timeout=2)
@@ -368,7 +368,7 @@ def test_stop_releases_a_hung_request_promptly() -> None:
 
     worker = threading.Thread(target=call)
     worker.start()
-    time.sleep(0.2)
+    time.sleep(0.1)
     started = time.monotonic()
     emulator.stop()
     worker.join(timeout=2)
@@ -378,16 +378,20 @@ def test_stop_releases_a_hung_request_promptly() -> None:
 
 
 def test_latency_delays_every_answer(client: WebClient, emu: SlackEmulator) -> None:
-    emu.latency(0.15)
+    emu.latency(0.1)
     started = time.monotonic()
     client.auth_test()
-    assert time.monotonic() - started >= 0.15
+    assert time.monotonic() - started >= 0.1
 
 
 def test_wait_for_sees_async_posts_and_explains_timeouts(
     client: WebClient, emu: SlackEmulator
 ) -> None:
-    timer = threading.Timer(0.1, lambda: client.chat_postMessage(channel="C0ASYNC01", text="late"))
+    # A blocks-only post has no "text" arg: the predicate's KeyError counts as "no match".
+    client.api_call(
+        "chat.postMessage", json={"channel": "C0ASYNC01", "blocks": [{"type": "divider"}]}
+    )
+    timer = threading.Timer(0.05, lambda: client.chat_postMessage(channel="C0ASYNC01", text="late"))
     timer.start()
     try:
         [call] = emu.wait_for(
@@ -398,7 +402,7 @@ def test_wait_for_sees_async_posts_and_explains_timeouts(
     assert isinstance(call, Call) and call.args["channel"] == "C0ASYNC01"
 
     with pytest.raises(AssertionError) as err:
-        emu.wait_for("chat.update", timeout=0.1)
+        emu.wait_for("chat.update", timeout=0.05)
     assert "chat.update" in str(err.value) and "chat.postMessage" in str(err.value)
     with pytest.raises(AssertionError, match="response_url"):
         emu.wait_for_response(timeout=0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -29,8 +30,8 @@ EXAMPLE = (
 )
 
 
-def lead_of(text: str, **kwargs: object) -> LeadInput:
-    result = parse_lead_text(text, **kwargs)  # type: ignore[arg-type]
+def lead_of(text: str, personas: Sequence[str] | None = None) -> LeadInput:
+    result = parse_lead_text(text, personas=personas)
     assert result.ok, result.errors
     assert result.lead is not None
     assert result.errors == ()
@@ -45,8 +46,8 @@ def only_error(result: ParseResult, field: str) -> FieldError:
     return result.errors[0]
 
 
-def errors_of(text: str, **kwargs: object) -> dict[str, FieldError]:
-    result = parse_lead_text(text, **kwargs)  # type: ignore[arg-type]
+def errors_of(text: str) -> dict[str, FieldError]:
+    result = parse_lead_text(text)
     assert not result.ok
     assert result.lead is None
     return {e.field: e for e in result.errors}
@@ -632,11 +633,11 @@ def test_parse_result_holds_exactly_one_of_lead_or_errors() -> None:
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
 
 # Text without commas, control characters or surrounding whitespace: what a keyed value can hold.
-_value_chars = st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters=",")
+_value_chars = st.characters(exclude_categories=("Cc", "Cs"), exclude_characters=",")
 values = st.text(_value_chars, min_size=1, max_size=30).map(str.strip).filter(bool)
 notes = (
     st.text(
-        st.one_of(st.characters(blacklist_categories=("Cc", "Cs")), st.sampled_from("\n\t,")),
+        st.one_of(st.characters(exclude_categories=("Cc", "Cs")), st.sampled_from("\n\t,")),
         min_size=1,
         max_size=200,
     )
