@@ -176,6 +176,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from bot.sandbox import run_sandbox
+
+    return run_sandbox(port=args.port, db=args.db, open_browser=not args.no_browser)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="leadbot", description="Hands event leads from field marketing to sales in Slack."
@@ -212,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the whole loop against a built-in fake Slack").set_defaults(
         func=cmd_demo
     )
+    sandbox = sub.add_parser("sandbox", help="try leadbot in a browser, no Slack workspace needed")
+    sandbox.add_argument("--port", type=int, default=3000, help="web page port (default 3000)")
+    sandbox.add_argument("--db", default="sandbox.db", help="SQLite file (default sandbox.db)")
+    sandbox.add_argument("--no-browser", action="store_true", help="don't open a browser")
+    sandbox.set_defaults(func=cmd_sandbox)
     return p
 
 
