@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 # What a person can do about each error Slack may answer.
 ADVICE = {
-    "channel_not_found": "the leads channel does not exist or the bot cannot see it — check LEADS_CHANNEL",
+    "channel_not_found": (
+        "the leads channel does not exist or the bot cannot see it — check LEADS_CHANNEL"
+    ),
     "not_in_channel": "the bot is not in the leads channel — type /invite @leadbot there",
     "is_archived": "the leads channel is archived — unarchive it or change LEADS_CHANNEL",
     "invalid_auth": "Slack rejected the bot token — check SLACK_BOT_TOKEN",

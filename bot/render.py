@@ -233,7 +233,8 @@ def claimer_dm(lead: Lead) -> Message:
         ContextBlock(
             elements=[
                 MarkdownTextObject(
-                    text=f"Submitted by {mention(lead.submitted_by)} {slack_date(lead.submitted_at)}"
+                    text=f"Submitted by {mention(lead.submitted_by)} "
+                    f"{slack_date(lead.submitted_at)}"
                 )
             ]
         )

@@ -1,4 +1,4 @@
-"""HTTP mode: one WSGI app with `POST /slack/events` (Bolt) and `GET /healthz`, served by waitress."""
+"""HTTP mode: `POST /slack/events` (Bolt) and `GET /healthz` in one WSGI app, on waitress."""
 
 from __future__ import annotations
 

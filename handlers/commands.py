@@ -45,7 +45,8 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         problems = "\n".join(f"• {e.message}" for e in result.errors)
         ack(
             response_type="ephemeral",
-            text=f"❌ Not saved — please fix:\n{render.esc(problems)}\n\nType `/lead help` for the format.",
+            text=f"❌ Not saved — please fix:\n{render.esc(problems)}\n\n"
+            "Type `/lead help` for the format.",
         )
         return
     try:

@@ -1,0 +1,133 @@
+"""The working-hours clock: SLA deadlines that only run while sales is at work.
+
+Working time is real elapsed time inside working windows. Each working day (a day of
+`hours.days` that is not a holiday, both read in `hours.timezone`) has one window from `start`
+to `end` local wall-clock time; nothing else counts. So `1d` of working time is 24 working hours,
+which on a 09:00–18:00 schedule is two full days and 6 hours more — not "one working day".
+
+All instants in and out are timezone-aware; results are in UTC. A window is placed by its local
+wall-clock times, so 09:00–18:00 stays 09:00–18:00 on the days clocks change; if a window itself
+spans a change (say 00:00–12:00), it is as long as the real time between its two ends. A start or
+end time that does not exist that day (skipped by the change) maps as zoneinfo does for fold=0,
+i.e. with the offset from before the change.
+
+Pure functions; no database, no Slack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+from bot.policy import Hours
+
+# A schedule without a working day for this long is broken (every day a holiday, no days at
+# all): give up with ValueError rather than search forever.
+MAX_SEARCH_DAYS = 3 * 366
+_ZERO = timedelta(0)
+_TICK = timedelta(microseconds=1)
+
+
+def add_working_time(start: datetime, delta: timedelta, hours: Hours) -> datetime:
+    """The moment `delta` of working time has passed after `start`.
+
+    When the time runs out exactly at the end of a window, that end is the answer, not the next
+    opening. A zero delta gives `start` itself.
+    """
+    at = _utc(start, "start")
+    if delta < _ZERO:
+        raise ValueError("delta must not be negative")
+    if hours.always or delta == _ZERO:
+        return at + delta
+    left = delta
+    for opens, closes in _windows(hours, _local_date(at, hours)):
+        if closes <= at:
+            continue
+        begin = max(opens, at)
+        if left <= closes - begin:
+            return begin + left
+        left -= closes - begin
+    raise AssertionError("unreachable: _windows never ends")  # pragma: no cover
+
+
+def is_working_time(when: datetime, hours: Hours) -> bool:
+    """Whether the SLA clock runs at `when`; a window includes its start, not its end."""
+    at = _utc(when, "when")
+    if hours.always:
+        return True
+    windows = _windows(hours, _local_date(at, hours), until=at + _TICK)
+    return any(opens <= at < closes for opens, closes in windows)
+
+
+def next_working_moment(when: datetime, hours: Hours) -> datetime:
+    """`when` itself (in UTC) inside working time, else the next opening."""
+    at = _utc(when, "when")
+    if hours.always:
+        return at
+    for opens, closes in _windows(hours, _local_date(at, hours)):
+        if closes > at:
+            return max(opens, at)
+    raise AssertionError("unreachable: _windows never ends")  # pragma: no cover
+
+
+def working_time_between(a: datetime, b: datetime, hours: Hours) -> timedelta:
+    """Working time from `a` to `b`, for "claimed late" checks; zero when `b` is not after `a`."""
+    first, last = _utc(a, "a"), _utc(b, "b")
+    if last <= first:
+        return _ZERO
+    if hours.always:
+        return last - first
+    total = _ZERO
+    for opens, closes in _windows(hours, _local_date(first, hours), until=last):
+        begin, end = max(opens, first), min(closes, last)
+        if end > begin:
+            total += end - begin
+    return total
+
+
+def _windows(
+    hours: Hours, first_day: date, *, until: datetime | None = None
+) -> Iterator[tuple[datetime, datetime]]:
+    """Working windows in UTC, in order, from the local day `first_day`.
+
+    With `until`, it stops at the first window opening at or after it; without, it goes on for
+    ever, unless MAX_SEARCH_DAYS pass without a window.
+    """
+    tz = hours.timezone
+    day = first_day
+    idle = 0
+    previous_close: datetime | None = None
+    while True:
+        if day.weekday() in hours.days and day not in hours.holidays:
+            opens = datetime.combine(day, hours.start, tzinfo=tz).astimezone(UTC)
+            closes = datetime.combine(day, hours.end, tzinfo=tz).astimezone(UTC)
+            if until is not None and opens >= until:
+                return
+            # Clocks going back around midnight could make a window start before the last one
+            # ended; counting that time twice would break the sums.
+            if previous_close is not None:
+                opens = max(opens, previous_close)
+            if closes > opens:
+                idle = 0
+                previous_close = closes
+                yield opens, closes
+        idle += 1
+        if until is None and idle > MAX_SEARCH_DAYS:
+            raise ValueError(
+                f"no working time within {MAX_SEARCH_DAYS} days after {first_day.isoformat()} — "
+                "check the working days and holidays"
+            )
+        if until is not None and day > until.astimezone(tz).date():
+            return
+        day += timedelta(days=1)
+
+
+def _local_date(at: datetime, hours: Hours) -> date:
+    # A day early: with clock changes at midnight, the previous day's window can still be open.
+    return at.astimezone(hours.timezone).date() - timedelta(days=1)
+
+
+def _utc(when: datetime, name: str) -> datetime:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return when.astimezone(UTC)

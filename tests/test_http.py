@@ -1,0 +1,67 @@
+"""The HTTP endpoint as Slack (and a load balancer) reach it."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+from tests.conftest import MARKETER, Bot
+
+EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
+
+
+def test_forged_signature_is_rejected_and_stores_nothing(bot: Bot) -> None:
+    response = bot.sim.slash_command(EXAMPLE, user_id=MARKETER, secret="not-the-secret")
+    assert response.status == 401
+    bot.settle()
+    assert bot.leads() == []
+    assert not bot.slack.calls_to("chat.postMessage")
+
+
+def test_stale_signature_outside_replay_window_is_rejected(bot: Bot) -> None:
+    six_minutes_ago = int(time.time()) - 6 * 60
+    response = bot.sim.slash_command(EXAMPLE, user_id=MARKETER, timestamp=six_minutes_ago)
+    assert response.status == 401
+    bot.settle()
+    assert bot.leads() == []
+
+
+def test_unsigned_request_is_rejected(bot: Bot) -> None:
+    response = bot.sim.raw(
+        b"command=%2Flead&text=Jane", "application/x-www-form-urlencoded", sign=False
+    )
+    assert response.status == 401
+    assert bot.leads() == []
+
+
+def test_healthz_answers_when_app_and_database_are_up(bot: Bot) -> None:
+    url = bot.server.url.replace("/slack/events", "/healthz")
+    with urllib.request.urlopen(url, timeout=5) as r:
+        assert r.status == 200
+        assert b'"ok": true' in r.read()
+
+
+def test_ack_does_not_wait_for_slack(bot: Bot) -> None:
+    """Slack gives 3 seconds: the command is answered while chat.postMessage still hangs."""
+    bot.slack.fail("chat.postMessage", hang=8)
+    bot.sim.timeout = 2.5  # a client that gives up like Slack would
+    response = bot.sim.slash_command(EXAMPLE, user_id=MARKETER)
+    assert response.status == 200
+    assert "Lead #1" in response.json()["text"]
+    # The lead was stored before anything was posted.
+    [lead] = bot.leads()
+    assert lead.card_ts is None
+    assert bot.slack.calls_to("chat.postMessage") == []  # still hanging at this point
+
+
+def test_card_post_failure_is_recorded_and_told_to_the_submitter(bot: Bot) -> None:
+    bot.slack.fail("chat.postMessage", error="not_in_channel")
+    response = bot.sim.slash_command(
+        EXAMPLE, user_id=MARKETER, response_url=bot.slack.response_url("cmd")
+    )
+    assert response.status == 200
+    bot.settle()
+    [lead] = bot.leads()
+    assert lead.card_ts is None and lead.card_error == "not_in_channel"
+    [note] = bot.slack.wait_for_response(name="cmd")
+    assert "/invite" in note.body["text"]

@@ -1,0 +1,192 @@
+"""Settings, the CLI and the schema: clear one-line errors, idempotent migrations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from bot import db
+from bot.manifest import SCOPES, manifest_yaml
+from bot.settings import SETTINGS_HELP, SettingsError, load_settings, parse_duration
+from models import Base
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = {
+    "SLACK_BOT_TOKEN": "xoxb-1",
+    "SLACK_SIGNING_SECRET": "s",
+    "LEADS_CHANNEL": "C0LEADS001",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("TIMEZONE", "Mars/Olympus", "TIMEZONE: 'Mars/Olympus' is not a time zone"),
+        ("REMINDER_AFTER", "soon", "REMINDER_AFTER: 'soon' is not a duration"),
+        ("REMINDER_AFTER", "0m", "REMINDER_AFTER: '0m' must be longer than zero"),
+        ("ESCALATE_AFTER", "two", "ESCALATE_AFTER: 'two'"),
+        ("DIGEST_AT", "9am", "DIGEST_AT: '9am' is not a time"),
+        ("LEADS_CHANNEL", "leads channel", "LEADS_CHANNEL: 'leads channel' is not a channel"),
+        ("MANAGER_IDS", "U0GOOD1,bob", "MANAGER_IDS: 'bob' is not a Slack user id"),
+        ("DATABASE_URL", "not a url", "DATABASE_URL: 'not a url' is not a database URL"),
+        ("DATABASE_URL", "mysql://x@h/db", "DATABASE_URL: 'mysql' is not supported"),
+        ("PORT", "99999", "PORT: '99999'"),
+        ("SLACK_API_URL", "slack.com", "SLACK_API_URL: 'slack.com'"),
+    ],
+)
+def test_bad_setting_names_itself(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({**GOOD, name: value}, require=GOOD, dotenv_path=None)
+    message = str(error.value)
+    assert message.startswith(expected)
+    assert "\n" not in message
+
+
+def test_missing_required_setting_names_itself() -> None:
+    with pytest.raises(SettingsError, match=r"^SLACK_SIGNING_SECRET: missing"):
+        load_settings({"SLACK_BOT_TOKEN": "x"}, require=("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"))
+
+
+def test_defaults_and_parsing() -> None:
+    s = load_settings(
+        {**GOOD, "MANAGER_IDS": "U01, U02 W03", "DATABASE_URL": "postgresql://u:p@h/db"},
+        dotenv_path=None,
+    )
+    assert s.reminder_after == timedelta(minutes=30) and s.escalate_after == 2
+    assert s.manager_ids == ("U01", "U02", "W03")
+    assert s.sqlalchemy_url.drivername == "postgresql+psycopg"  # psycopg 3, as written
+    assert s.digest_at.hour == 9 and s.timezone.key == "UTC"
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+
+
+def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("LEADS_CHANNEL=#from-dotenv\nREMINDER_AFTER=2h\n")
+    s = load_settings({"REMINDER_AFTER": "45s"}, dotenv_path=env_file)
+    assert s.leads_channel == "#from-dotenv"
+    assert s.reminder_after == timedelta(seconds=45)
+
+
+def test_env_example_lists_every_setting() -> None:
+    text = (ROOT / ".env.example").read_text()
+    for name in SETTINGS_HELP:
+        assert f"{name}=" in text, name
+
+
+def _leadbot(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_with_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
+    result = _leadbot("serve", env={**GOOD, "TIMEZONE": "Nowhere/Special"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "leadbot: TIMEZONE: 'Nowhere/Special' is not a time zone — "
+        "expected an IANA name like Europe/Berlin"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_tokens_says_what_is_missing(tmp_path: Path) -> None:
+    result = _leadbot("serve", env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("leadbot: SLACK_BOT_TOKEN: missing")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_migrate_is_idempotent_and_models_match_migrations(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    first = _leadbot("migrate", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "migrated from empty to" in first.stdout
+    again = _leadbot("migrate", env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+    from models import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        assert db.is_up_to_date(engine)
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == []
+    finally:
+        engine.dispose()
+
+
+def test_out_of_date_schema_is_refused_unless_embedded_sqlite(tmp_path: Path) -> None:
+    from bot.cli import StartupError, open_database
+    from bot.settings import Settings
+
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(StartupError, match="run `leadbot migrate`"):
+        open_database(Settings(database_url=empty), migrate_sqlite=False)
+    engine = open_database(Settings(database_url=empty))  # the embedded default migrates itself
+    assert db.is_up_to_date(engine)
+    engine.dispose()
+
+
+def test_serve_refuses_an_out_of_date_postgres_schema() -> None:
+    from bot.cli import StartupError, open_database
+    from bot.settings import Settings
+
+    url = os.environ.get("LEADBOT_TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("needs LEADBOT_TEST_DATABASE_URL (PostgreSQL)")
+    from sqlalchemy import text
+
+    from bot.settings import database_url
+    from models import make_engine
+
+    admin = make_engine(database_url(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "leadbot_empty" WITH (FORCE)'))
+        conn.execute(text('CREATE DATABASE "leadbot_empty"'))
+    admin.dispose()
+    empty = database_url(url).set(database="leadbot_empty").render_as_string(hide_password=False)
+    with pytest.raises(StartupError, match="run `leadbot migrate`"):
+        open_database(Settings(database_url=empty))
+
+
+def test_jobs_list_names_every_job(tmp_path: Path) -> None:
+    result = _leadbot("jobs", "list", env={}, cwd=tmp_path)
+    assert result.returncode == 0
+    assert "reminders" in result.stdout and "digest" in result.stdout
+
+
+def test_jobs_run_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
+    result = _leadbot("jobs", "run", "nope", env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown job 'nope'" in result.stderr
+
+
+def test_manifest_declares_command_interactivity_and_scopes(tmp_path: Path) -> None:
+    result = _leadbot("manifest", "--url", "https://leads.example.com", env={}, cwd=tmp_path)
+    assert result.returncode == 0
+    out = result.stdout
+    assert "command: /lead" in out
+    assert out.count("url: https://leads.example.com/slack/events") == 2
+    assert "socket_mode_enabled: false" in out
+    for scope in SCOPES:
+        assert f"- {scope}" in out
+    for scope in ("commands", "chat:write", "chat:write.public", "im:write", "users:read"):
+        assert scope in SCOPES
+    # The committed manifest.yml is the Socket Mode one `leadbot manifest` prints.
+    assert (ROOT / "manifest.yml").read_text() == manifest_yaml()
+    assert "socket_mode_enabled: true" in manifest_yaml()
