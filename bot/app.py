@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 
+from bot import flows
 from bot.clock import Clock, SystemClock
 from bot.delivery import Slack, make_web_client
+from bot.outbox import Outbox
 from bot.services import Services
 from bot.settings import Settings
 from models import make_engine, make_sessionmaker
@@ -58,13 +61,34 @@ def build_services(
     clock: Clock | None = None,
 ) -> Services:
     engine = engine or make_engine(settings.sqlalchemy_url)
-    client = client or make_web_client(settings.slack_bot_token, settings.slack_api_url)
+    timeout = max(1, int(settings.slack_timeout.total_seconds()))
+    client = client or make_web_client(
+        settings.slack_bot_token, settings.slack_api_url, timeout=timeout
+    )
+    sessions = make_sessionmaker(engine)
+    clock = clock or SystemClock()
+    outbox = Outbox(
+        sessions,
+        # The outbox schedules its own retries, so its client must not block on them.
+        Slack(
+            make_web_client(
+                settings.slack_bot_token, settings.slack_api_url, timeout=timeout, retries=False
+            )
+        ),
+        posts_per_second=settings.posts_per_second,
+        # Longer than any one call can take, so a live holder never loses its lease.
+        lease=max(timedelta(seconds=30), 3 * settings.slack_timeout),
+        clock=clock.now,
+        first_reminder=lambda lead, now: now + settings.reminder_after,
+        on_card_failed=flows.tell_submitter_card_failed,
+    )
     return Services(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         slack=Slack(client),
-        clock=clock or SystemClock(),
+        clock=clock,
+        outbox=outbox,
     )
 
 

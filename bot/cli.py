@@ -75,7 +75,7 @@ def _build(settings: Settings):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bot.scheduler import start_scheduler
+    from bot.scheduler import start_background
     from bot.server import Server
 
     settings = load_settings(require=SERVE_REQUIRES)
@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app, services = _build(settings)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
-    scheduler = None if args.no_scheduler else start_scheduler(services)
+    scheduler = start_background(services, with_scheduler=not args.no_scheduler)
     server = Server(app, host=host, port=port, threads=settings.web_threads)
     log.info(
         "leadbot %s serving on http://%s:%s/slack/events (%d threads, scheduler %s)",
@@ -100,20 +100,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
+        services.outbox.stop()
     return 0
 
 
 def cmd_socket(args: argparse.Namespace) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    from bot.scheduler import start_scheduler
+    from bot.scheduler import start_background
 
     settings = load_settings(require=(*SERVE_REQUIRES, "SLACK_APP_TOKEN"))
     if not settings.slack_app_token.startswith("xapp-"):
         raise SettingsError("SLACK_APP_TOKEN: expected an app-level token starting with xapp-")
     _logging(settings)
     app, services = _build(settings)
-    scheduler = None if args.no_scheduler else start_scheduler(services)
+    scheduler = start_background(services, with_scheduler=not args.no_scheduler)
     log.info("leadbot %s connecting in Socket Mode", __version__)
     try:
         SocketModeHandler(app, settings.slack_app_token).start()
@@ -122,6 +123,7 @@ def cmd_socket(args: argparse.Namespace) -> int:
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
+        services.outbox.stop()
     return 0
 
 
@@ -160,6 +162,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(digest.run(services, force=True))
     else:
         print(JOBS[args.name].run(services))
+    if args.name != "outbox":
+        # Whatever the pass queued goes out now; cron deployments have no worker thread.
+        print(f"outbox: {services.outbox.drain()}")
     return 0
 
 

@@ -39,27 +39,47 @@ ADVICE = {
 }
 
 
+# Errors that may go away by themselves: retry with backoff. Anything else Slack answers is a
+# configuration or content problem that retrying cannot fix.
+TRANSIENT = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+
+
 class DeliveryError(Exception):
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, *, retry_after: float | None = None) -> None:
         self.code = code
+        self.retry_after = retry_after
         super().__init__(code)
+
+    @property
+    def transient(self) -> bool:
+        return (
+            self.code in TRANSIENT
+            or self.code.startswith("http_5")
+            or self.code.startswith("connection_error")
+        )
 
     @property
     def advice(self) -> str:
         return ADVICE.get(self.code, f"Slack answered {self.code!r}")
 
 
-def make_web_client(token: str, base_url: str, *, timeout: int = 10) -> WebClient:
-    return WebClient(
-        token=token,
-        base_url=base_url,
-        timeout=timeout,
-        retry_handlers=[
+def make_web_client(
+    token: str, base_url: str, *, timeout: int = 10, retries: bool = True
+) -> WebClient:
+    """A WebClient; with `retries`, slack_sdk's handlers retry 429 (after Retry-After), 5xx and
+    connection errors. The outbox uses one without: it schedules its own retries."""
+    handlers = (
+        [
             ConnectionErrorRetryHandler(max_retry_count=2),
             RateLimitErrorRetryHandler(max_retry_count=3),
             ServerErrorRetryHandler(max_retry_count=2),
-        ],
+        ]
+        if retries
+        else []
     )
+    return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=handlers)
 
 
 class Slack:
@@ -74,14 +94,29 @@ class Slack:
         try:
             response = fn(**kwargs)
         except SlackApiError as e:
-            code = str(e.response.get("error") or f"http_{e.response.status_code}")
-            raise DeliveryError(code) from None
+            status = e.response.status_code
+            code = "ratelimited" if status == 429 else str(e.response.get("error") or "")
+            if status >= 500 or not code:
+                code = f"http_{status}"
+            retry_after = None
+            if status == 429:
+                header = (e.response.headers or {}).get("Retry-After") or (
+                    e.response.headers or {}
+                ).get("retry-after")
+                header = header[0] if isinstance(header, list) else header
+                retry_after = float(header) if str(header or "").strip().isdigit() else 1.0
+            raise DeliveryError(code, retry_after=retry_after) from None
         except (SlackClientError, OSError) as e:  # timeouts, refused connections, …
             raise DeliveryError(f"connection_error: {type(e).__name__}") from None
         return dict(response.data) if isinstance(response.data, dict) else {}
 
     def post(
-        self, channel: str, message: Message, *, thread_ts: str | None = None
+        self,
+        channel: str,
+        message: Message,
+        *,
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Post; returns (channel id, ts)."""
         args: dict[str, Any] = {"channel": channel, "text": message.text, "unfurl_links": False}
@@ -89,6 +124,8 @@ class Slack:
             args["blocks"] = message.blocks
         if thread_ts:
             args["thread_ts"] = thread_ts
+        if metadata:
+            args["metadata"] = metadata
         data = self._call("chat.postMessage", **args)
         return str(data.get("channel", channel)), str(data.get("ts", ""))
 
@@ -109,6 +146,18 @@ class Slack:
             log.warning("permalink failed: %s", e.code)
             return None
         return data.get("permalink")
+
+    def history(self, channel: str, *, oldest: float) -> list[dict[str, Any]]:
+        """Recent top-level messages with their metadata (to find a card we may have posted)."""
+        data = self._call(
+            "conversations.history",
+            channel=channel,
+            oldest=f"{oldest:.6f}",
+            limit=200,
+            include_all_metadata=True,
+        )
+        messages = data.get("messages")
+        return messages if isinstance(messages, list) else []
 
     def views_open(self, trigger_id: str, view: dict[str, Any]) -> None:
         self._call("views.open", trigger_id=trigger_id, view=view)

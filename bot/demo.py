@@ -270,6 +270,8 @@ def _story(bot: LocalBot, ws: _Workspace) -> None:
     slash("")
     if not ws.show_changes().views:
         raise DemoError("expected the /lead form to open")
+    ws.write()
+    ws.para("(Submitting it runs the same checks as the typed form; Maya cancels it here.)")
 
     # 5. First click wins.
     clock.advance(timedelta(minutes=7))
@@ -326,14 +328,16 @@ def _story(bot: LocalBot, ws: _Workspace) -> None:
     ws.write()
     ws.write("─" * ws.width)
     ws.para(
-        'That\'s the loop. Next: connect a real workspace — see "Connect Slack" in the README. '
-        "`leadbot manifest` prints the Slack app manifest to create the app in one step."
+        'That\'s the loop. Next: connect a real workspace — see "Connect a Slack workspace" '
+        "in the README; `leadbot manifest` prints the Slack app manifest to create the app in "
+        "one step."
     )
 
 
 @contextlib.contextmanager
 def _quiet_logging() -> Iterator[None]:
-    """Only the story on stdout: log records below WARNING are dropped, the rest go to stderr."""
+    """Only the story on stdout: records below WARNING are dropped; the rest go to stderr (or to
+    whatever handlers the caller already installed, e.g. pytest's)."""
     root = logging.getLogger()
     saved_level, saved_handlers = root.level, list(root.handlers)
     handler = logging.StreamHandler(sys.stderr)
@@ -352,16 +356,9 @@ def _quiet_logging() -> Iterator[None]:
 
 
 def _stop(bot: LocalBot) -> None:
-    """Stop the bot even when its listeners are stuck: server, listener pool, database."""
-    try:
-        with contextlib.suppress(TimeoutError):
-            bot.settle(timeout=5)
-    finally:
-        try:
-            bot.server.stop()
-        finally:
-            bot.app.leadbot_executor.shutdown(wait=True, cancel_futures=True)  # type: ignore[attr-defined]
-            bot.services.engine.dispose()
+    """Stop the bot even when its listeners are stuck (LocalBot.stop stops everything)."""
+    with contextlib.suppress(TimeoutError):
+        bot.stop()
 
 
 def run_demo(out: TextIO = sys.stdout, *, width: int = 78) -> int:

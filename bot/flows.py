@@ -1,76 +1,81 @@
-"""Adapters between the core and Slack: each step a handler or job takes after the database
-has decided. The database write always comes first; Slack is told afterwards.
+"""Adapters between the core and Slack. The database decides first; what Slack must be told is
+queued in the outbox in the same transaction, so a change and its messages stand or fall together.
 """
 
 from __future__ import annotations
 
 import logging
 
-from bot import leads, render
+from sqlalchemy.orm import Session
+
+from bot import leads, outbox, render
 from bot.delivery import DeliveryError
+from bot.parsing import LeadInput
 from bot.services import Services
 from models import Lead
 
 log = logging.getLogger(__name__)
 
 
-def post_card(services: Services, lead_id: int) -> DeliveryError | None:
-    """Post a stored lead's claim card to the leads channel and remember where it went."""
-    now = services.clock.now()
+def submit_lead(
+    services: Services, data: LeadInput, *, user_id: str, team_id: str, channel: str | None
+) -> Lead:
+    """Store the lead and queue its card (one transaction); raises SQLAlchemyError if the
+    database is down, in which case nothing was stored."""
     with services.sessions.begin() as s:
-        lead = leads.get_lead(s, lead_id)
-        if lead is None or lead.card_ts:
-            return None
-        message = render.lead_card(lead, now)
-    try:
-        channel, ts = services.slack.post(services.settings.leads_channel, message)
-    except DeliveryError as e:
-        log.warning("card for lead %s not posted: %s", lead_id, e.code)
-        with services.sessions.begin() as s:
-            leads.card_failed(s, lead_id, error=e.code, now=services.clock.now())
-        return e
-    with services.sessions.begin() as s:
-        leads.card_posted(
+        lead = leads.submit(
             s,
-            lead_id,
-            channel=channel,
-            ts=ts,
+            data,
+            team_id=team_id,
+            submitted_by=user_id,
             now=services.clock.now(),
-            reminder_after=services.settings.reminder_after,
+            source_channel=channel,
         )
-    log.info("card posted for lead %s", lead_id)
-    return None
+        outbox.enqueue_card(s, lead, services.settings.leads_channel)
+    services.outbox.kick()
+    log.info("lead %s submitted", lead.id)
+    return lead
 
 
-def refresh_card(services: Services, lead: Lead) -> None:
-    """Re-render the card in place (same ts) from the lead's current state."""
-    if not (lead.card_channel and lead.card_ts):
-        return
-    try:
-        services.slack.update(
-            lead.card_channel, lead.card_ts, render.lead_card(lead, services.clock.now())
-        )
-    except DeliveryError as e:
-        log.warning("card for lead %s not updated: %s", lead.id, e.code)
-
-
-def announce_claim(services: Services, lead: Lead) -> None:
+def after_claim(session: Session, lead: Lead) -> None:
     """After a won claim: the card, the claimer's private details, the submitter's news."""
-    refresh_card(services, lead)
-    for user, message in (
-        (lead.owner_id, render.claimer_dm(lead)),
-        (lead.submitted_by, render.submitter_claimed_dm(lead)),
-    ):
-        if not user:
-            continue
-        try:
-            services.slack.dm(user, message)
-        except DeliveryError as e:
-            log.warning("DM about lead %s not sent: %s", lead.id, e.code)
+    outbox.enqueue_refresh(session, lead.id)
+    if lead.owner_id:
+        outbox.enqueue_message(session, lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)
+    outbox.enqueue_message(
+        session, lead.submitted_by, render.submitter_claimed_dm(lead), lead_id=lead.id
+    )
+
+
+def after_release(session: Session, lead: Lead, by: str) -> None:
+    outbox.enqueue_refresh(session, lead.id)
+    if lead.card_channel and lead.card_ts:
+        outbox.enqueue_message(
+            session,
+            lead.card_channel,
+            render.released_note(lead, by),
+            lead_id=lead.id,
+            thread_ts=lead.card_ts,
+        )
+
+
+def tell_submitter_card_failed(session: Session, lead: Lead, error: DeliveryError) -> None:
+    """A card that cannot be posted: the submitter hears why, in words they can act on."""
+    outbox.enqueue_message(
+        session,
+        lead.submitted_by,
+        render.Message(
+            text=f"⚠️ Lead #{lead.id} {render.lead_label(lead)} is saved, but its card could "
+            f"not be posted: {error.advice}. Ask your leadbot admin; the managers' digest "
+            "lists it too."
+        ),
+        lead_id=lead.id,
+    )
 
 
 def tell(services: Services, channel: str | None, user: str, text: str) -> None:
-    """A private word to one person: ephemeral in the channel when we have one, else a DM."""
+    """A private word to one person about their own click: ephemeral where they clicked, else
+    a DM. Sent directly: it is only useful now, so it does not wait in the outbox."""
     try:
         if channel:
             services.slack.ephemeral(channel, user, text)

@@ -86,19 +86,22 @@ def card_posted(
     channel: str,
     ts: str,
     now: datetime,
-    reminder_after: timedelta,
+    next_reminder_at: datetime,
+    permalink: str | None = None,
 ) -> None:
     """The card is in the channel: the reminder clock starts now."""
     session.execute(
         update(Lead)
-        .where(Lead.id == lead_id)
+        # Only the first post counts: a duplicate delivery must not move the card.
+        .where(Lead.id == lead_id, Lead.card_ts.is_(None))
         .values(
             card_channel=channel,
             card_ts=ts,
             card_posted_at=now,
+            card_permalink=permalink,
             card_error=None,
             # Only an unclaimed lead waits for a reminder (a fast rep may already have it).
-            next_reminder_at=_if_new(now + reminder_after),
+            next_reminder_at=_if_new(next_reminder_at),
         )
     )
     record(session, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts)

@@ -49,20 +49,30 @@ class LocalBot:
     clock: FakeClock
     app: App
 
-    def settle(self, timeout: float = 10.0) -> None:
-        """Wait until every acked request has finished its follow-up work."""
+    def settle(self, timeout: float = 15.0) -> None:
+        """Wait until every acked request has finished and the outbox has delivered what is
+        due (retries a few seconds away included)."""
         if not self.app.leadbot_executor.wait_idle(timeout):  # type: ignore[attr-defined]
             raise TimeoutError(f"listeners still busy after {timeout} s")
+        if not self.services.outbox.wait_quiet(timeout):
+            raise TimeoutError(f"outbox still delivering after {timeout} s")
 
     def run_job(self, name: str) -> str:
         from jobs import JOBS
 
-        return JOBS[name].run(self.services)
-
-    def stop(self) -> None:
+        summary = JOBS[name].run(self.services)
         self.settle()
-        self.server.stop()
-        self.services.engine.dispose()
+        return summary
+
+    def stop(self, settle_timeout: float = 15.0) -> None:
+        """Stop everything it started, even when the listeners are stuck."""
+        try:
+            self.settle(settle_timeout)
+        finally:
+            self.services.outbox.stop()
+            self.server.stop()
+            self.app.leadbot_executor.shutdown(wait=True, cancel_futures=True)  # type: ignore[attr-defined]
+            self.services.engine.dispose()
 
 
 def start_local_bot(
@@ -85,6 +95,7 @@ def start_local_bot(
         clock=clock,
     )
     app = create_app(settings, services=services)
+    services.outbox.start()
     server = Server(app, host="127.0.0.1", port=port, threads=settings.web_threads).start()
     sim = SlackSim(
         server.url,

@@ -48,8 +48,9 @@ _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
 # The same shapes LEADS_CHANNEL accepts.
 _CHANNEL = re.compile(r"^(?:[CG][A-Z0-9]{2,}|#[a-z0-9][a-z0-9_-]{0,79})$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 _DAYS = {name: i for i, name in enumerate(DAY_NAMES)} | {
     name: i
     for i, name in enumerate(
@@ -323,7 +324,7 @@ def _parse(text: str, name: str, fallback: _Fallback) -> Policy:
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         at = _TOML_AT.search(message)
-        where = f"line {at.group(1)}, column {at.group(2)}" if at else "end of file"
+        where = f"line {at.group(1)}, column {at.group(2)}" if at and at.group(1) else "end of file"
         message = _TOML_AT.sub("", message)
         raise PolicyError(_one_line(f"{name}: {where}: {message} (TOML syntax)")) from None
     try:
@@ -457,7 +458,8 @@ def _priorities(value: object, fallback: _Fallback) -> dict[str, PriorityRule]:
     rules: dict[str, PriorityRule] = {}
     seen: set[str] = set()
     for raw_key, item in value.items():
-        place = f"priorities.{raw_key}"
+        # Written as TOML would need it, so the place can be found in the file.
+        place = f"priorities.{raw_key if _BARE_KEY.match(raw_key) else json.dumps(raw_key)}"
         key = _key(raw_key, place)
         if _fold(key) in seen:
             raise _Problem(place, f"{_show(key)} is used twice (keys are not case-sensitive)")
@@ -596,7 +598,8 @@ def _string(value: object, place: str) -> str:
 def _text(value: object, place: str, *, empty: bool = False, limit: int = 500) -> str:
     text = " ".join(_string(value, place).split())  # one line: it is shown in Slack
     if not text and not empty:
-        raise _Problem(place, "empty — leave the key out instead")
+        hint = "remove it" if place.endswith("]") else "leave the key out instead"
+        raise _Problem(place, f"empty — {hint}")
     if len(text) > limit:
         raise _Problem(place, f"too long ({len(text)} characters; at most {limit})")
     return text

@@ -282,9 +282,14 @@ def reminder(lead: Lead, waited: timedelta, number: int) -> Message:
     return Message(text=text)
 
 
-def escalation_thread_note(lead: Lead, reminders: int) -> Message:
+def escalation_thread_note(lead: Lead, reminders: int, *, told_managers: bool = True) -> Message:
+    if told_managers:
+        return Message(
+            text=f"📣 Still unclaimed after {reminders} reminders — the managers have been told."
+        )
     return Message(
-        text=f"📣 Still unclaimed after {reminders} reminders — the managers have been told."
+        text=f"📣 Still unclaimed after {reminders} reminders. No managers are set up to tell "
+        "(MANAGER_IDS) — can someone take it?"
     )
 
 

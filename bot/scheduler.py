@@ -13,10 +13,13 @@ log = logging.getLogger(__name__)
 
 
 def start_scheduler(services: Services) -> BackgroundScheduler:
+    """Jobs on intervals, plus the outbox worker thread."""
     from jobs import JOBS
 
     scheduler = BackgroundScheduler(timezone=UTC)
     for job in JOBS.values():
+        if not job.scheduled:
+            continue
         scheduler.add_job(
             _runner(services, job.name),
             "interval",
@@ -28,6 +31,13 @@ def start_scheduler(services: Services) -> BackgroundScheduler:
         )
     scheduler.start()
     return scheduler
+
+
+def start_background(services: Services, *, with_scheduler: bool) -> BackgroundScheduler | None:
+    """The outbox worker always runs (the bot's own messages go through it); the job scheduler
+    only when asked (`--no-scheduler` leaves jobs to `leadbot jobs run` from cron)."""
+    services.outbox.start()
+    return start_scheduler(services) if with_scheduler else None
 
 
 def run_job(services: Services, name: str) -> str:

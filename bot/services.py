@@ -9,6 +9,7 @@ from sqlalchemy.orm import sessionmaker
 
 from bot.clock import Clock
 from bot.delivery import Slack
+from bot.outbox import Outbox
 from bot.settings import Settings
 
 
@@ -19,4 +20,5 @@ class Services:
     sessions: sessionmaker
     slack: Slack
     clock: Clock
+    outbox: Outbox
     team_id: str = ""  # this workspace, from auth.test at start-up

@@ -47,6 +47,8 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     "ESCALATE_AFTER": ("2", "reminders before the managers get a DM"),
     "DIGEST_AT": ("09:00", "time of the managers' daily digest, HH:MM"),
     "TIMEZONE": ("UTC", "IANA time zone of DIGEST_AT, e.g. Europe/Berlin"),
+    "SLACK_TIMEOUT": ("10s", "how long one Slack API call may take before it is retried"),
+    "SLACK_POSTS_PER_SECOND": ("1", "pace of posts per channel (Slack allows about 1/s)"),
     "HOST": ("0.0.0.0", "address `leadbot serve` listens on"),
     "PORT": ("3000", "port `leadbot serve` listens on"),
     "WEB_THREADS": ("8", "worker threads of the HTTP server"),
@@ -70,6 +72,8 @@ class Settings:
     escalate_after: int = 2
     digest_at: time = time(9, 0)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    slack_timeout: timedelta = timedelta(seconds=10)
+    posts_per_second: float = 1.0
     host: str = "0.0.0.0"
     port: int = 3000
     web_threads: int = 8
@@ -194,6 +198,15 @@ def load_settings(
     api_url = get("SLACK_API_URL")
     if not re.match(r"^https?://", api_url):
         raise SettingsError(f"SLACK_API_URL: {api_url!r} — expected an http(s) URL")
+    pace = get("SLACK_POSTS_PER_SECOND")
+    try:
+        posts_per_second = float(pace)
+    except ValueError:
+        posts_per_second = 0.0
+    if not 0 < posts_per_second <= 1000:
+        raise SettingsError(
+            f"SLACK_POSTS_PER_SECOND: {pace!r} — expected a number above 0, like 1 or 0.5"
+        )
     db = get("DATABASE_URL")
     database_url(db)  # validate now so start-up stops with one line, not a driver traceback
 
@@ -209,6 +222,8 @@ def load_settings(
         escalate_after=int(escalate),
         digest_at=time(int(m.group(1)), int(m.group(2))),
         timezone=tz,
+        slack_timeout=parse_duration(get("SLACK_TIMEOUT"), name="SLACK_TIMEOUT"),
+        posts_per_second=posts_per_second,
         host=get("HOST"),
         port=port,
         web_threads=threads,

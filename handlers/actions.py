@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import flows, leads, render
+from bot import flows, leads, outbox, render
 from bot.ids import Action
 from handlers.common import parse_value, services_of
 
@@ -38,6 +38,9 @@ def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) 
     team = str((body.get("team") or {}).get("id") or services.team_id)
     with services.sessions.begin() as s:
         result = leads.claim(s, lead_id, user, team_id=team, now=services.clock.now())
+        if result.won and result.lead is not None:
+            flows.after_claim(s, result.lead)
+    services.outbox.kick()
     if result.lead is None:
         flows.tell(services, channel, user, f"Lead #{lead_id} no longer exists; nothing changed.")
         return
@@ -45,7 +48,6 @@ def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) 
         flows.tell(services, channel, user, render.already_claimed(result.lead))
         return
     log.info("lead %s claimed", lead_id)
-    flows.announce_claim(services, result.lead)
 
 
 def release(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
@@ -66,6 +68,11 @@ def release(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any
             now=services.clock.now(),
             reminder_after=services.settings.reminder_after,
         )
+        if result.ok and result.lead is not None:
+            flows.after_release(s, result.lead, user)
+        elif result.reason == "not_claimed" and result.lead is not None:
+            outbox.enqueue_refresh(s, lead_id)  # make sure the card shows it is open
+    services.outbox.kick()
     if result.lead is None:
         flows.tell(services, channel, user, f"Lead #{lead_id} no longer exists; nothing changed.")
         return
@@ -73,17 +80,6 @@ def release(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any
         flows.tell(services, channel, user, render.release_refused(result.lead))
         return
     if not result.ok:
-        # Already open: just make sure the card shows it.
-        flows.refresh_card(services, result.lead)
         flows.tell(services, channel, user, f"Lead #{lead_id} is not claimed; nothing to release.")
         return
     log.info("lead %s released", lead_id)
-    flows.refresh_card(services, result.lead)
-    lead = result.lead
-    if lead.card_channel and lead.card_ts:
-        try:
-            services.slack.post(
-                lead.card_channel, render.released_note(lead, user), thread_ts=lead.card_ts
-            )
-        except Exception as e:
-            log.warning("release note for lead %s not posted: %s", lead_id, type(e).__name__)

@@ -10,7 +10,7 @@ from slack_bolt import Ack, App, Respond
 
 from bot import flows, render
 from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
-from handlers.common import DB_DOWN, SQLAlchemyError, services_of, store_lead
+from handlers.common import DB_DOWN, SQLAlchemyError, services_of
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ def register(app: App) -> None:
 
 
 def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respond) -> None:
+    """Store first, then ack with the receipt; the card follows through the outbox."""
     services = services_of(context)
     text = slack_unescape(str(command.get("text") or ""))
     user_id = str(command.get("user_id") or "")
@@ -50,7 +51,7 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         )
         return
     try:
-        lead = store_lead(
+        lead = flows.submit_lead(
             services,
             result.lead,
             user_id=user_id,
@@ -61,14 +62,5 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         log.error("lead not stored, database error: %s", type(e).__name__)
         ack(response_type="ephemeral", text=f"{DB_DOWN}\n```{render.esc(text)}```")
         return
-    lead_id = lead.id
     receipt = render.receipt(lead, services.settings.leads_channel)
     ack(response_type="ephemeral", text=receipt.text, blocks=receipt.blocks)
-    log.info("lead %s submitted", lead_id)
-    error = flows.post_card(services, lead_id)
-    if error is not None:
-        respond(
-            response_type="ephemeral",
-            replace_original=False,
-            text=f"⚠️ Lead #{lead_id} is saved, but its card could not be posted: {error.advice}.",
-        )

@@ -6,10 +6,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import leads
-from bot.parsing import LeadInput
 from bot.services import Services
-from models import Lead
 
 DB_DOWN = (
     "⚠️ I couldn't save that lead: the database is not answering right now. "
@@ -19,21 +16,6 @@ DB_DOWN = (
 
 def services_of(context: Any) -> Services:
     return context["leadbot"]
-
-
-def store_lead(
-    services: Services, data: LeadInput, *, user_id: str, team_id: str, channel: str | None
-) -> Lead:
-    """Store the lead (committed on return); raises SQLAlchemyError when the database is down."""
-    with services.sessions.begin() as s:
-        return leads.submit(
-            s,
-            data,
-            team_id=team_id,
-            submitted_by=user_id,
-            now=services.clock.now(),
-            source_channel=channel,
-        )
 
 
 def parse_value(value: Any) -> tuple[int, int | None] | None:
@@ -46,4 +28,4 @@ def parse_value(value: Any) -> tuple[int, int | None] | None:
     return int(head), int(tail) if tail else None
 
 
-__all__ = ["DB_DOWN", "SQLAlchemyError", "parse_value", "services_of", "store_lead"]
+__all__ = ["DB_DOWN", "SQLAlchemyError", "parse_value", "services_of"]

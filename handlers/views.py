@@ -12,7 +12,7 @@ from slack_sdk.webhook import WebhookClient
 from bot import flows, render
 from bot.ids import MODAL_FIELDS, View
 from bot.parsing import validate_fields
-from handlers.common import SQLAlchemyError, services_of, store_lead
+from handlers.common import SQLAlchemyError, services_of
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
     team = str((body.get("team") or {}).get("id") or services.team_id)
     metadata = _metadata(view)
     try:
-        lead = store_lead(
+        lead = flows.submit_lead(
             services, result.lead, user_id=user, team_id=team, channel=metadata.get("channel_id")
         )
     except SQLAlchemyError as e:
@@ -56,20 +56,8 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
         )
         return
     ack()
-    log.info("lead %s submitted (modal)", lead.id)
     receipt = render.receipt(lead, services.settings.leads_channel)
     _tell_submitter(services, metadata, user, receipt)
-    error = flows.post_card(services, lead.id)
-    if error is not None:
-        _tell_submitter(
-            services,
-            metadata,
-            user,
-            render.Message(
-                text=f"⚠️ Lead #{lead.id} is saved, but its card could not be posted: "
-                f"{error.advice}."
-            ),
-        )
 
 
 def _tell_submitter(

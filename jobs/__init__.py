@@ -14,12 +14,18 @@ from bot.services import Services
 from jobs import digest, reminders
 
 
+def _outbox(services: Services) -> str:
+    return str(services.outbox.drain())
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
     run: Callable[[Services], str]  # one pass; returns a one-line summary
     every: timedelta  # how often the in-process scheduler runs a pass
     description: str
+    # False: `serve` runs it in its own worker thread (woken at once when work is queued).
+    scheduled: bool = True
 
 
 JOBS: dict[str, Job] = {
@@ -36,6 +42,13 @@ JOBS: dict[str, Job] = {
             digest.run,
             timedelta(seconds=60),
             "send managers the daily digest at DIGEST_AT in TIMEZONE (once a day)",
+        ),
+        Job(
+            "outbox",
+            _outbox,
+            timedelta(seconds=2),
+            "deliver queued Slack messages: retries, pacing, recovery after a crash",
+            scheduled=False,
         ),
     )
 }

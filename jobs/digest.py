@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
-from bot import leads, render
-from bot.delivery import DeliveryError
+from bot import leads, outbox, render
 from bot.services import Services
-
-log = logging.getLogger(__name__)
 
 
 def due_date(services: Services) -> datetime | None:
@@ -34,17 +30,10 @@ def run(services: Services, *, force: bool = False) -> str:
                 return f"already sent for {due.date()}"
     with services.sessions() as s:
         figures = leads.digest_for(s, now)
-    permalinks = {
-        lead.id: services.slack.permalink(lead.card_channel, lead.card_ts)
-        for lead in figures.backlog
-        if lead.card_channel and lead.card_ts
-    }
+    permalinks = {lead.id: lead.card_permalink for lead in figures.backlog}
     message = render.digest_message(figures, permalinks, now)
-    sent = 0
-    for manager in settings.manager_ids:
-        try:
-            services.slack.dm(manager, message)
-            sent += 1
-        except DeliveryError as e:
-            log.warning("digest to a manager not delivered: %s", e.code)
-    return f"sent to {sent} of {len(settings.manager_ids)} managers"
+    with services.sessions.begin() as s:
+        for manager in settings.manager_ids:
+            outbox.enqueue_message(s, manager, message)
+    services.outbox.kick()
+    return f"sent to {len(settings.manager_ids)} managers"

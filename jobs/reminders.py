@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
-from bot import leads, render
-from bot.delivery import DeliveryError
+from bot import leads, outbox, render
 from bot.services import Services
-
-log = logging.getLogger(__name__)
 
 
 def run(services: Services) -> str:
@@ -18,6 +13,8 @@ def run(services: Services) -> str:
         due = leads.due_reminders(s, now)
     reminded = escalated = 0
     for lead_id in due:
+        # Winning the conditional UPDATE and queueing the messages is one transaction: a
+        # reminder is either decided and on its way, or neither (and another process takes it).
         with services.sessions.begin() as s:
             turn = leads.take_reminder(
                 s,
@@ -26,30 +23,25 @@ def run(services: Services) -> str:
                 reminder_after=settings.reminder_after,
                 escalate_after=settings.escalate_after,
             )
-        if turn is None:  # another process won it, or the lead was claimed meanwhile
-            continue
-        lead = turn.lead
-        assert lead.card_channel and lead.card_ts
-        waited = now - (lead.card_posted_at or lead.submitted_at)
-        try:
-            if turn.kind == "reminder":
-                services.slack.post(
-                    lead.card_channel,
-                    render.reminder(lead, waited, turn.number),
-                    thread_ts=lead.card_ts,
-                )
-                reminded += 1
+            if turn is None:  # another process won it, or the lead was claimed meanwhile
                 continue
-            permalink = services.slack.permalink(lead.card_channel, lead.card_ts)
-            dm = render.escalation_dm(lead, waited, turn.number - 1, permalink)
-            for manager in settings.manager_ids:
-                services.slack.dm(manager, dm)
-            services.slack.post(
-                lead.card_channel,
-                render.escalation_thread_note(lead, turn.number - 1),
-                thread_ts=lead.card_ts,
+            lead = turn.lead
+            assert lead.card_channel and lead.card_ts
+            waited = now - (lead.card_posted_at or lead.submitted_at)
+            if turn.kind == "reminder":
+                message = render.reminder(lead, waited, turn.number)
+                reminded += 1
+            else:
+                dm = render.escalation_dm(lead, waited, turn.number - 1, lead.card_permalink)
+                for manager in settings.manager_ids:
+                    outbox.enqueue_message(s, manager, dm, lead_id=lead.id)
+                message = render.escalation_thread_note(
+                    lead, turn.number - 1, told_managers=bool(settings.manager_ids)
+                )
+                escalated += 1
+            outbox.enqueue_message(
+                s, lead.card_channel, message, lead_id=lead.id, thread_ts=lead.card_ts
             )
-            escalated += 1
-        except DeliveryError as e:
-            log.warning("%s for lead %s not delivered: %s", turn.kind, lead_id, e.code)
+    if reminded or escalated:
+        services.outbox.kick()
     return f"{reminded} reminded, {escalated} escalated"

@@ -84,6 +84,8 @@ class Lead(Base):
     card_ts: Mapped[str | None] = mapped_column(String(32))
     card_posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     card_error: Mapped[str | None] = mapped_column(String(200))
+    # Kept from the one chat.getPermalink call at posting, so escalations and digests need none.
+    card_permalink: Mapped[str | None] = mapped_column(String(400))
 
     reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
     next_reminder_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -134,6 +136,55 @@ class JobRun(Base):
     __table_args__ = (UniqueConstraint("job", "due_on", name="uq_job_runs_job_due_on"),)
 
 
+# OutboxItem.status values
+PENDING = "pending"
+SENT = "sent"
+FAILED = "failed"
+
+
+class OutboxItem(Base):
+    """A message for Slack that must get there exactly once, even across crashes.
+
+    Written in the same transaction as the change it reports; delivered by whoever holds its
+    lease (a conditional UPDATE), so two processes never send the same item.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # card, card_refresh, message
+    # A second item with the same key is never enqueued (e.g. one card per lead).
+    dedupe_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    channel: Mapped[str | None] = mapped_column(String(64))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    payload: Mapped[str | None] = mapped_column(Text)  # JSON: text, blocks
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(40))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result_ts: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        # The sweep reads only what is pending and due; delivered history is never scanned.
+        Index("ix_outbox_status_next_attempt", "status", "next_attempt_at"),
+        Index("ix_outbox_lead_id", "lead_id"),
+    )
+
+
+class ProcessedEvent(Base):
+    """Events API deliveries already handled, so Slack's retries are not processed twice."""
+
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """An engine with the settings leadbot relies on for each backend."""
     # hide_parameters: SQL errors and logs must never carry lead contact details.
@@ -159,11 +210,16 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
 
 __all__ = [
     "CLAIMED",
+    "FAILED",
     "NEW",
+    "PENDING",
+    "SENT",
     "Base",
     "JobRun",
     "Lead",
     "LeadEvent",
+    "OutboxItem",
+    "ProcessedEvent",
     "make_engine",
     "make_sessionmaker",
 ]

@@ -101,6 +101,8 @@ BASE_ENV = {
     "ESCALATE_AFTER": "2",
     "DIGEST_AT": "09:00",
     "TIMEZONE": "UTC",
+    # Fast pacing: tests post many messages to one channel; pacing itself has its own test.
+    "SLACK_POSTS_PER_SECOND": "200",
 }
 
 

@@ -166,7 +166,8 @@ def _seed(bot: Bot) -> dict[str, int]:
                 channel=LEADS_CHANNEL,
                 ts=f"1764000000.{lead.id:06d}",
                 now=at,
-                reminder_after=timedelta(minutes=30),
+                next_reminder_at=at + timedelta(minutes=30),
+                permalink=f"https://example.slack.com/archives/{LEADS_CHANNEL}/p1764000000{lead.id:06d}",
             )
             if rep:
                 leads.claim(s, lead.id, rep, team_id="T0LEADBOT", now=at + timedelta(minutes=after))
@@ -181,7 +182,7 @@ def test_digest_figures_on_a_known_day(bot: Bot) -> None:
     assert bot.slack.dms(MANAGER) == []
 
     bot.clock.set(datetime(2026, 11, 26, 9, 0, tzinfo=UTC))
-    assert bot.run_job("digest") == "sent to 1 of 1 managers"
+    assert bot.run_job("digest") == "sent to 1 managers"
     assert bot.run_job("digest").startswith("already sent")
     [digest] = bot.slack.dms(MANAGER)
     body = json.dumps(digest.blocks)
@@ -207,7 +208,7 @@ def test_digest_time_follows_timezone(database_url: str, slack, clock) -> None:
         bot.clock.set(datetime(2026, 11, 26, 13, 29, tzinfo=UTC))  # 08:29 in New York
         assert bot.run_job("digest").startswith("not due yet")
         bot.clock.set(datetime(2026, 11, 26, 13, 30, tzinfo=UTC))
-        assert bot.run_job("digest") == "sent to 1 of 1 managers"
+        assert bot.run_job("digest") == "sent to 1 managers"
         bot.clock.set(datetime(2026, 11, 27, 4, 0, tzinfo=UTC))  # 23:00 the same NY day
         assert bot.run_job("digest").startswith("already sent")
     finally:
@@ -228,7 +229,7 @@ def test_concurrent_digest_runs_send_once(bot: Bot) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results)[-1] == "sent to 1 of 1 managers"
+    assert sorted(results)[-1] == "sent to 1 managers"
     assert sum(r.startswith("sent") for r in results) == 1
     assert len(bot.slack.dms(MANAGER)) == 1
 

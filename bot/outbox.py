@@ -1,0 +1,471 @@
+"""The outbox: every message for a lead reaches Slack exactly once, whatever crashes.
+
+Items are written in the same transaction as the change they report. A deliverer takes an item's
+lease with a conditional UPDATE (so two processes never send the same item; a dead holder's lease
+expires), calls Slack, and records the result. Transient failures (5xx, timeouts, 429) are retried
+with backoff — a 429 waits at least its Retry-After — and permanent ones are recorded on the lead
+and told to the person who can fix them. Posts are paced per channel, as Slack asks.
+
+Cards carry their lead id in Slack message metadata: when a card's previous attempt ended without
+an answer (a crash mid-post), the channel's recent history is checked before posting again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot import leads, render
+from bot.delivery import DeliveryError, Slack
+from models import FAILED, PENDING, SENT, Lead, OutboxItem
+
+log = logging.getLogger(__name__)
+
+CARD = "card"
+CARD_REFRESH = "card_refresh"
+MESSAGE = "message"
+CARD_EVENT_TYPE = "leadbot_card"
+MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far apart
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- enqueueing (inside the caller's transaction) -----------------------------------------------
+
+
+def enqueue_card(session: Session, lead: Lead, channel: str, now: datetime | None = None) -> None:
+    """Queue the lead's claim card; a lead never gets two (unique dedupe key)."""
+    exists = session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == f"card:{lead.id}"))
+    if exists is None:
+        session.add(
+            OutboxItem(
+                lead_id=lead.id,
+                kind=CARD,
+                dedupe_key=f"card:{lead.id}",
+                channel=channel,
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now or _now(),
+                created_at=now or _now(),
+            )
+        )
+
+
+def enqueue_refresh(session: Session, lead_id: int, now: datetime | None = None) -> None:
+    """Queue a re-render of the card from the lead's state at delivery time (coalesced)."""
+    pending = session.scalar(
+        select(OutboxItem.id).where(
+            OutboxItem.lead_id == lead_id,
+            OutboxItem.kind == CARD_REFRESH,
+            OutboxItem.status == PENDING,
+            OutboxItem.lease_owner.is_(None),
+        )
+    )
+    if pending is None:
+        session.add(
+            OutboxItem(
+                lead_id=lead_id,
+                kind=CARD_REFRESH,
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now or _now(),
+                created_at=now or _now(),
+            )
+        )
+
+
+def enqueue_message(
+    session: Session,
+    channel: str,
+    message: render.Message,
+    *,
+    lead_id: int | None = None,
+    thread_ts: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Queue a post: a DM when `channel` is a user id, a thread reply with `thread_ts`."""
+    session.add(
+        OutboxItem(
+            lead_id=lead_id,
+            kind=MESSAGE,
+            channel=channel,
+            thread_ts=thread_ts,
+            payload=json.dumps({"text": message.text, "blocks": message.blocks}),
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now or _now(),
+            created_at=now or _now(),
+        )
+    )
+
+
+# --- pacing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    """Token bucket for chat.postMessage to one channel."""
+
+    rate: float
+    burst: float
+    tokens: float
+    stamp: float = field(default_factory=time.monotonic)
+    blocked_until: float = 0.0  # after a 429, nothing goes to this channel before this
+
+    def wait_time(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if now < self.blocked_until:
+            return self.blocked_until - now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
+@dataclass
+class PassResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    paced: float | None = None  # seconds until a paced item may go, if any waits
+
+    def __str__(self) -> str:
+        return f"{self.sent} sent, {self.retried} to retry, {self.failed} failed"
+
+
+class Outbox:
+    def __init__(
+        self,
+        sessions: sessionmaker,
+        slack: Slack,
+        *,
+        posts_per_second: float = 1.0,
+        burst: int = 4,
+        lease: timedelta = timedelta(seconds=60),
+        wall: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = _now,
+        first_reminder: Callable[[Lead, datetime], datetime] | None = None,
+        on_card_failed: Callable[[Session, Lead, DeliveryError], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.slack = slack
+        self.rate = posts_per_second
+        self.burst = burst
+        self.lease = lease
+        self.wall = wall  # real time: leases, retries, pacing
+        self.clock = clock  # business time (injectable): when a card was posted, its age
+        self.owner = f"{uuid.uuid4()}"
+        self.on_card_failed = on_card_failed
+        self.first_reminder = first_reminder or (lambda lead, now: now + timedelta(minutes=30))
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.RLock()  # _bucket() is called with it held
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Condition()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    # -- worker thread ------------------------------------------------------------------------
+
+    def start(self) -> Outbox:
+        self._thread = threading.Thread(target=self._loop, name="leadbot-outbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def kick(self) -> None:
+        """Something was enqueued: deliver now rather than at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._idle:
+                self._busy = True
+            delay = 2.0
+            try:
+                result = self.run_pass()
+                if result.paced is not None:
+                    delay = min(delay, max(0.01, result.paced))
+                elif result.sent or result.retried:
+                    delay = 0.0
+                delay = min(delay, self._next_due_in())
+            except Exception as e:
+                log.error("outbox pass failed: %s", type(e).__name__, exc_info=e)
+            finally:
+                with self._idle:
+                    self._busy = False
+                    self._idle.notify_all()
+            if delay > 0:
+                self._wake.wait(delay)
+            self._wake.clear()
+
+    def wait_quiet(self, timeout: float = 15.0, horizon: float = 6.0) -> bool:
+        """Wait until nothing is pending that is due within `horizon` seconds (tests, demo)."""
+        deadline = time.monotonic() + timeout
+        self.kick()
+        while time.monotonic() < deadline:
+            with self._idle:
+                # Let the worker finish the pass it is in (or the one the kick started).
+                self._idle.wait_for(lambda: not self._busy, timeout=0.2)
+                if not self._busy and self._next_due_in() > horizon:
+                    return True
+            with self._idle:
+                self._idle.wait(0.02)
+        return False
+
+    def _next_due_in(self) -> float:
+        with self.sessions() as s:
+            soonest = s.scalar(
+                select(OutboxItem.next_attempt_at)
+                .where(OutboxItem.status == PENDING)
+                .order_by(OutboxItem.next_attempt_at)
+                .limit(1)
+            )
+        if soonest is None:
+            return float("inf")
+        return max(0.0, (soonest - self.wall()).total_seconds())
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def drain(self, max_seconds: float = 120.0) -> PassResult:
+        """Deliver everything due now, pacing as needed (for `leadbot jobs run outbox`)."""
+        total = PassResult()
+        deadline = time.monotonic() + max_seconds
+        while time.monotonic() < deadline:
+            result = self.run_pass()
+            total.sent += result.sent
+            total.retried += result.retried
+            total.failed += result.failed
+            if result.paced is not None:
+                time.sleep(min(result.paced, max(0.0, deadline - time.monotonic())))
+            elif not result.sent:
+                break
+        return total
+
+    def run_pass(self, limit: int = 100) -> PassResult:
+        """One sweep over due items, oldest first; items paced out stay for the next pass."""
+        now = self.wall()
+        with self.sessions() as s:
+            due = list(
+                s.scalars(
+                    select(OutboxItem.id)
+                    .where(
+                        OutboxItem.status == PENDING,
+                        OutboxItem.next_attempt_at <= now,
+                        or_(OutboxItem.lease_until.is_(None), OutboxItem.lease_until < now),
+                    )
+                    .order_by(OutboxItem.id)
+                    .limit(limit)
+                )
+            )
+        result = PassResult()
+        for item_id in due:
+            self._deliver(item_id, result)
+        return result
+
+    def _bucket(self, channel: str) -> _Bucket:
+        with self._lock:
+            bucket = self._buckets.get(channel)
+            if bucket is None:
+                bucket = _Bucket(rate=self.rate, burst=self.burst, tokens=self.burst)
+                self._buckets[channel] = bucket
+            return bucket
+
+    def _take_lease(self, item_id: int) -> OutboxItem | None:
+        now = self.wall()
+        with self.sessions.begin() as s:
+            won = s.execute(
+                update(OutboxItem)
+                .where(
+                    OutboxItem.id == item_id,
+                    OutboxItem.status == PENDING,
+                    OutboxItem.next_attempt_at <= now,
+                    or_(OutboxItem.lease_until.is_(None), OutboxItem.lease_until < now),
+                )
+                .values(
+                    lease_owner=self.owner,
+                    lease_until=now + self.lease,
+                    attempts=OutboxItem.attempts + 1,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if won != 1:
+                return None
+            return s.get(OutboxItem, item_id)
+
+    def _deliver(self, item_id: int, result: PassResult) -> None:
+        with self.sessions() as s:
+            peek = s.get(OutboxItem, item_id)
+            if peek is None:
+                return
+            posting_to = peek.channel if peek.kind in (CARD, MESSAGE) else None
+        if posting_to:
+            with self._lock:
+                wait = self._bucket(posting_to).wait_time()
+            if wait > 0:
+                result.paced = wait if result.paced is None else min(result.paced, wait)
+                return
+        item = self._take_lease(item_id)
+        if item is None:
+            return  # someone else has it, or it is no longer due
+        if posting_to:
+            with self._lock:
+                self._bucket(posting_to).take()
+        try:
+            ts, channel = self._send(item)
+        except DeliveryError as e:
+            self._failed(item, e, result)
+            return
+        self._succeeded(item, ts, channel)
+        result.sent += 1
+
+    def _send(self, item: OutboxItem) -> tuple[str | None, str | None]:
+        """Do the Slack call for an item; returns (ts, channel) of what was posted, if any."""
+        if item.kind == MESSAGE:
+            payload = json.loads(item.payload or "{}")
+            message = render.Message(
+                text=payload.get("text", ""), blocks=payload.get("blocks") or []
+            )
+            channel, ts = self.slack.post(str(item.channel), message, thread_ts=item.thread_ts)
+            return ts, channel
+        with self.sessions() as s:
+            lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
+        if lead is None:
+            return None, None  # the lead is gone (forgotten or purged): nothing to show
+        if item.kind == CARD:
+            if lead.card_ts:
+                return lead.card_ts, lead.card_channel
+            if item.attempts > 1:
+                found = self._find_posted_card(item, lead)
+                if found:
+                    return found
+            channel, ts = self.slack.post(
+                str(item.channel),
+                render.lead_card(lead, self.clock()),
+                metadata={"event_type": CARD_EVENT_TYPE, "event_payload": {"lead_id": lead.id}},
+            )
+            return ts, channel
+        # CARD_REFRESH: render the lead as it is now; before its card exists there is nothing to
+        # refresh (the card itself will be rendered from the current state).
+        if lead.card_channel and lead.card_ts:
+            self.slack.update(lead.card_channel, lead.card_ts, render.lead_card(lead, self.clock()))
+        return None, None
+
+    def _find_posted_card(self, item: OutboxItem, lead: Lead) -> tuple[str, str] | None:
+        """After an attempt that ended without an answer, look for the card before reposting."""
+        channel = str(item.channel)
+        if channel[:1] not in ("C", "G"):
+            with self.sessions() as s:
+                known = s.scalar(
+                    select(Lead.card_channel).where(Lead.card_channel.is_not(None)).limit(1)
+                )
+            if not known:
+                return None
+            channel = known
+        oldest = item.created_at.timestamp() - 60
+        for message in self.slack.history(channel, oldest=oldest):
+            meta = message.get("metadata") or {}
+            payload = meta.get("event_payload") or {}
+            if meta.get("event_type") == CARD_EVENT_TYPE and payload.get("lead_id") == lead.id:
+                log.info("card for lead %s was already posted; adopting it", lead.id)
+                return str(message.get("ts")), channel
+        return None
+
+    def _succeeded(self, item: OutboxItem, ts: str | None, channel: str | None) -> None:
+        now = self.wall()
+        posted_at = self.clock()
+        permalink = None
+        if item.kind == CARD and ts and channel:
+            permalink = self.slack.permalink(channel, ts)
+        with self.sessions.begin() as s:
+            s.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == item.id, OutboxItem.lease_owner == self.owner)
+                .values(status=SENT, sent_at=now, result_ts=ts, lease_owner=None, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+            lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
+            if item.kind == CARD and ts and channel and lead is not None:
+                leads.card_posted(
+                    s,
+                    lead.id,
+                    channel=channel,
+                    ts=ts,
+                    permalink=permalink,
+                    now=posted_at,
+                    next_reminder_at=self.first_reminder(lead, posted_at),
+                )
+        if item.kind == CARD:
+            log.info("card posted for lead %s", item.lead_id)
+
+    def _failed(self, item: OutboxItem, error: DeliveryError, result: PassResult) -> None:
+        now = self.wall()
+        if error.transient:
+            backoff = min(MAX_BACKOFF, 0.5 * 2 ** max(0, item.attempts - 1))
+            if error.retry_after is not None:
+                backoff = max(backoff, error.retry_after)
+                if item.channel:
+                    with self._lock:
+                        bucket = self._bucket(item.channel)
+                        bucket.blocked_until = time.monotonic() + error.retry_after
+            values: dict[str, Any] = {
+                "next_attempt_at": now + timedelta(seconds=backoff),
+                "lease_owner": None,
+                "lease_until": None,
+                "last_error": error.code[:200],
+            }
+            result.retried += 1
+            log.warning(
+                "outbox item %s (%s, lead %s) will be retried in %.1fs: %s",
+                item.id,
+                item.kind,
+                item.lead_id,
+                backoff,
+                error.code,
+            )
+        else:
+            values = {
+                "status": FAILED,
+                "lease_owner": None,
+                "lease_until": None,
+                "last_error": error.code[:200],
+            }
+            result.failed += 1
+            log.warning(
+                "outbox item %s (%s, lead %s) failed for good: %s",
+                item.id,
+                item.kind,
+                item.lead_id,
+                error.code,
+            )
+        with self.sessions.begin() as s:
+            s.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == item.id, OutboxItem.lease_owner == self.owner)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if not error.transient and item.kind == CARD and item.lead_id:
+                leads.card_failed(s, item.lead_id, error=error.code, now=now)
+                lead = leads.get_lead(s, item.lead_id)
+                if lead is not None and self.on_card_failed is not None:
+                    self.on_card_failed(s, lead, error)

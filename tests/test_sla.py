@@ -1,0 +1,391 @@
+"""The working-hours clock: deadlines that skip nights, weekends, holidays and survive DST."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.policy import Hours
+from bot.sla import (
+    add_working_time,
+    is_working_time,
+    next_working_moment,
+    working_time_between,
+)
+
+NEW_YORK = ZoneInfo("America/New_York")
+WEEKDAYS = frozenset(range(5))
+EVERY_DAY = frozenset(range(7))
+MINUTE = timedelta(minutes=1)
+
+
+def office(
+    zone: str = "America/New_York",
+    *,
+    days: frozenset[int] = WEEKDAYS,
+    start: time = time(9),
+    end: time = time(18),
+    holidays: tuple[date, ...] = (),
+) -> Hours:
+    return Hours(ZoneInfo(zone), days, start, end, frozenset(holidays))
+
+
+NY = office(holidays=(date(2026, 12, 25),))
+
+
+def at(zone: str, *fields: int) -> datetime:
+    """A local wall-clock time in `zone` as an aware UTC instant."""
+    return datetime(*fields, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def ny(*fields: int) -> datetime:
+    return at("America/New_York", *fields)
+
+
+def local(when: datetime, hours: Hours) -> datetime:
+    return when.astimezone(hours.timezone).replace(tzinfo=None)
+
+
+# --- the promised example and the everyday cases ----------------------------------------------
+
+
+def test_friday_evening_hot_lead_is_due_monday_morning() -> None:
+    submitted = ny(2026, 11, 27, 17, 55)  # a Friday
+    due = add_working_time(submitted, 15 * MINUTE, NY)
+    assert local(due, NY) == datetime(2026, 11, 30, 9, 10)  # Monday
+    assert due.tzinfo is UTC
+    assert due == datetime(2026, 11, 30, 14, 10, tzinfo=UTC)
+
+
+def test_inside_hours_is_plain_addition() -> None:
+    assert add_working_time(ny(2026, 5, 12, 10, 0), timedelta(hours=2), NY) == ny(2026, 5, 12, 12)
+
+
+def test_ending_exactly_at_closing_time_stays_there() -> None:
+    assert add_working_time(ny(2026, 5, 12, 17, 0), timedelta(hours=1), NY) == ny(2026, 5, 12, 18)
+
+
+def test_evening_submission_counts_from_next_morning() -> None:
+    assert add_working_time(ny(2026, 5, 12, 20, 0), 15 * MINUTE, NY) == ny(2026, 5, 13, 9, 15)
+
+
+def test_submission_before_opening() -> None:
+    assert add_working_time(ny(2026, 5, 12, 7, 0), 15 * MINUTE, NY) == ny(2026, 5, 12, 9, 15)
+    assert add_working_time(ny(2026, 5, 12, 0, 0), 15 * MINUTE, NY) == ny(2026, 5, 12, 9, 15)
+
+
+def test_weekend_submission_waits_for_monday() -> None:
+    assert add_working_time(ny(2026, 5, 16, 11, 0), 15 * MINUTE, NY) == ny(2026, 5, 18, 9, 15)
+    assert add_working_time(ny(2026, 5, 17, 23, 59), 15 * MINUTE, NY) == ny(2026, 5, 18, 9, 15)
+
+
+def test_holiday_is_skipped() -> None:
+    # Thursday 24 December 17:50; Friday the 25th is a holiday, then the weekend.
+    due = add_working_time(ny(2026, 12, 24, 17, 50), 30 * MINUTE, NY)
+    assert due == ny(2026, 12, 28, 9, 20)
+
+
+def test_submitted_on_a_holiday() -> None:
+    assert add_working_time(ny(2026, 12, 25, 10, 0), MINUTE, NY) == ny(2026, 12, 28, 9, 1)
+
+
+def test_one_day_is_24_working_hours() -> None:
+    # 9 hours on Monday, 9 on Tuesday, 6 on Wednesday.
+    assert add_working_time(ny(2026, 5, 11, 9, 0), timedelta(days=1), NY) == ny(2026, 5, 13, 15)
+
+
+def test_multi_day_delta_across_a_weekend() -> None:
+    # Thursday 6h + Friday 9h + Monday 9h = 24h, ending exactly at Monday's close.
+    assert add_working_time(ny(2026, 5, 14, 12, 0), timedelta(days=1), NY) == ny(2026, 5, 18, 18)
+
+
+def test_long_delta_across_weeks_and_a_holiday() -> None:
+    # 5 days of working time = 120 working hours = 13 workdays and 3 hours.
+    start = ny(2026, 12, 14, 9, 0)  # Monday
+    due = add_working_time(start, timedelta(days=5), NY)
+    # 14-18 (5), 21-24 (4), 28-31 (4) = 13 workdays (25th off); then 3h on Friday 1 January.
+    assert due == ny(2027, 1, 1, 12, 0)
+    assert working_time_between(start, due, NY) == timedelta(days=5)
+
+
+def test_zero_delta_is_the_start() -> None:
+    saturday = ny(2026, 5, 16, 11, 0)
+    assert add_working_time(saturday, timedelta(0), NY) == saturday
+
+
+# --- time zones on both sides of UTC ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "zone", ["Asia/Tokyo", "America/Los_Angeles", "Pacific/Auckland", "Asia/Kolkata", "UTC"]
+)
+def test_friday_to_monday_in_any_zone(zone: str) -> None:
+    hours = office(zone)
+    due = add_working_time(at(zone, 2026, 11, 27, 17, 55), 15 * MINUTE, hours)
+    assert local(due, hours) == datetime(2026, 11, 30, 9, 10)
+
+
+def test_tokyo_morning_is_the_previous_utc_day() -> None:
+    tokyo = office("Asia/Tokyo")
+    # Sunday 23:30 UTC is Monday 08:30 in Tokyo: the local day decides, not the UTC one.
+    sunday_night_utc = datetime(2026, 5, 17, 23, 30, tzinfo=UTC)
+    assert not is_working_time(sunday_night_utc, tokyo)
+    due = add_working_time(sunday_night_utc, 15 * MINUTE, tokyo)
+    assert due == datetime(2026, 5, 18, 0, 15, tzinfo=UTC)  # Monday 09:15 JST
+    # Friday 17:55 JST is Friday 08:55 UTC.
+    friday = datetime(2026, 5, 15, 8, 55, tzinfo=UTC)
+    assert add_working_time(friday, 15 * MINUTE, tokyo) == datetime(2026, 5, 18, 0, 10, tzinfo=UTC)
+
+
+def test_los_angeles_evening_is_the_next_utc_day() -> None:
+    la = office("America/Los_Angeles")
+    # Friday 17:55 PDT is Saturday 00:55 UTC; due Monday 09:10 PDT = 16:10 UTC.
+    friday = datetime(2026, 5, 16, 0, 55, tzinfo=UTC)
+    assert is_working_time(friday, la)
+    assert add_working_time(friday, 15 * MINUTE, la) == datetime(2026, 5, 18, 16, 10, tzinfo=UTC)
+
+
+def test_auckland_across_its_spring_forward_weekend() -> None:
+    auckland = office("Pacific/Auckland")
+    # Clocks go 02:00 -> 03:00 on Sunday 27 September 2026: +12 on Friday, +13 on Monday.
+    friday = at("Pacific/Auckland", 2026, 9, 25, 17, 55)
+    due = add_working_time(friday, 15 * MINUTE, auckland)
+    assert local(due, auckland) == datetime(2026, 9, 28, 9, 10)
+    assert due == datetime(2026, 9, 27, 20, 10, tzinfo=UTC)
+
+
+def test_input_in_any_zone_output_in_utc() -> None:
+    start = datetime(2026, 5, 12, 16, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # 10:00 in New York
+    due = add_working_time(start, timedelta(hours=1), NY)
+    assert due.tzinfo is UTC and due == ny(2026, 5, 12, 11, 0)
+
+
+# --- clocks changing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("zone", "change_day"),
+    [
+        ("America/New_York", date(2026, 3, 8)),
+        ("America/New_York", date(2026, 11, 1)),
+        ("Europe/Berlin", date(2026, 3, 29)),
+        ("Europe/Berlin", date(2026, 10, 25)),
+    ],
+)
+def test_a_change_day_still_has_nine_working_hours(zone: str, change_day: date) -> None:
+    hours = office(zone, days=EVERY_DAY)
+    before, after = change_day - timedelta(days=1), change_day + timedelta(days=1)
+
+    def wall(day: date, hour: int, minute: int = 0) -> datetime:
+        return at(zone, day.year, day.month, day.day, hour, minute)
+
+    assert wall(change_day, 18) - wall(change_day, 9) == timedelta(hours=9)
+    assert working_time_between(wall(before, 12), wall(after, 12), hours) == timedelta(hours=18)
+    # Saturday 17:55 + 15m: Sunday (the change day) 09:10 local, whatever the offset now is.
+    due = add_working_time(wall(before, 17, 55), 15 * MINUTE, hours)
+    assert local(due, hours) == datetime.combine(change_day, time(9, 10))
+    assert due == wall(change_day, 9, 10)
+    # And a full day of working time still ends at the same wall-clock time two days later.
+    later = add_working_time(wall(before, 9), timedelta(days=1), hours)
+    assert local(later, hours) == datetime.combine(after, time(15))
+
+
+def test_new_york_spring_forward_over_a_weekday_schedule() -> None:
+    # Friday 17:55 EST -> Monday 09:10 EDT; in UTC, an hour earlier than the week before.
+    due = add_working_time(ny(2026, 3, 6, 17, 55), 15 * MINUTE, NY)
+    assert due == datetime(2026, 3, 9, 13, 10, tzinfo=UTC)
+    before = add_working_time(ny(2026, 2, 27, 17, 55), 15 * MINUTE, NY)
+    assert before == datetime(2026, 3, 2, 14, 10, tzinfo=UTC)
+
+
+def test_new_york_fall_back_over_a_weekday_schedule() -> None:
+    due = add_working_time(ny(2026, 10, 30, 17, 55), 15 * MINUTE, NY)
+    assert due == datetime(2026, 11, 2, 14, 10, tzinfo=UTC)  # Monday 09:10 EST
+
+
+def test_a_window_spanning_the_change_counts_real_time() -> None:
+    # Working time is elapsed time: a 00:00–12:00 window is 11h on spring-forward day, 13h in fall.
+    night_shift = office(days=EVERY_DAY, start=time(0), end=time(12))
+    spring = working_time_between(ny(2026, 3, 8, 0, 0), ny(2026, 3, 8, 12, 0), night_shift)
+    fall = working_time_between(ny(2026, 11, 1, 0, 0), ny(2026, 11, 1, 12, 0), night_shift)
+    assert (spring, fall) == (timedelta(hours=11), timedelta(hours=13))
+    assert add_working_time(ny(2026, 3, 8, 0, 0), timedelta(hours=11), night_shift) == ny(
+        2026, 3, 8, 12, 0
+    )
+
+
+def test_a_start_time_the_clocks_skip() -> None:
+    # 02:30 does not exist on 8 March 2026 in New York; it is read with the winter offset,
+    # i.e. 03:30 EDT, so that day's 02:30–04:00 window is half an hour.
+    skipped = office(days=EVERY_DAY, start=time(2, 30), end=time(4))
+    assert next_working_moment(ny(2026, 3, 8, 0, 0), skipped) == datetime(
+        2026, 3, 8, 7, 30, tzinfo=UTC
+    )
+    day = working_time_between(ny(2026, 3, 8, 0, 0), ny(2026, 3, 8, 12, 0), skipped)
+    assert day == timedelta(minutes=30)
+
+
+def test_a_window_the_clocks_skip_entirely_is_no_window() -> None:
+    # 02:30 (read as 03:30 EDT) to 03:00 EDT on 8 March 2026 ends before it starts.
+    gone = office(days=EVERY_DAY, start=time(2, 30), end=time(3))
+    # Five minutes on Saturday, none on Sunday, five on Monday.
+    due = add_working_time(ny(2026, 3, 7, 2, 55), 10 * MINUTE, gone)
+    assert due == ny(2026, 3, 9, 2, 35)
+    assert working_time_between(ny(2026, 3, 8), ny(2026, 3, 9), gone) == timedelta(0)
+
+
+# --- is_working_time, next_working_moment, working_time_between -------------------------------
+
+
+def test_is_working_time() -> None:
+    assert is_working_time(ny(2026, 5, 12, 9, 0), NY)  # opening counts
+    assert is_working_time(ny(2026, 5, 12, 17, 59), NY)
+    assert not is_working_time(ny(2026, 5, 12, 18, 0), NY)  # closing does not
+    assert not is_working_time(ny(2026, 5, 12, 8, 59), NY)
+    assert not is_working_time(ny(2026, 5, 16, 12, 0), NY)  # Saturday
+    assert not is_working_time(ny(2026, 12, 25, 12, 0), NY)  # holiday
+
+
+def test_next_working_moment() -> None:
+    inside = ny(2026, 5, 12, 10, 30)
+    assert next_working_moment(inside, NY) == inside
+    assert next_working_moment(ny(2026, 5, 12, 18, 0), NY) == ny(2026, 5, 13, 9, 0)
+    assert next_working_moment(ny(2026, 5, 15, 19, 0), NY) == ny(2026, 5, 18, 9, 0)
+    assert next_working_moment(ny(2026, 12, 24, 18, 0), NY) == ny(2026, 12, 28, 9, 0)
+    assert next_working_moment(inside, NY).tzinfo is UTC
+
+
+def test_working_time_between() -> None:
+    assert working_time_between(ny(2026, 5, 15, 17, 0), ny(2026, 5, 18, 10, 0), NY) == timedelta(
+        hours=2
+    )
+    assert working_time_between(ny(2026, 5, 16, 1), ny(2026, 5, 17, 23), NY) == timedelta(0)
+    assert working_time_between(ny(2026, 5, 12, 10), ny(2026, 5, 12, 9), NY) == timedelta(0)
+    assert working_time_between(ny(2026, 12, 24, 9), ny(2026, 12, 28, 9), NY) == timedelta(hours=9)
+
+
+def test_claimed_late_check() -> None:
+    # The use the function exists for: was the lead claimed within its SLA?
+    submitted, claimed = ny(2026, 11, 27, 17, 55), ny(2026, 11, 30, 9, 20)
+    assert working_time_between(submitted, claimed, NY) == 25 * MINUTE
+    assert working_time_between(submitted, claimed, NY) > 15 * MINUTE
+
+
+def test_between_spans_a_long_closed_stretch() -> None:
+    # Bounded by its end, so four closed years are just zero hours, not a failure.
+    first = date(2026, 1, 1)
+    reopens = first + timedelta(days=1500)
+    rare = office(days=EVERY_DAY, holidays=tuple(first + timedelta(n) for n in range(1500)))
+    y, m, d = reopens.year, reopens.month, reopens.day
+    assert working_time_between(ny(2026, 1, 1), ny(y, m, d), rare) == timedelta(0)
+    assert working_time_between(ny(2026, 1, 1), ny(y, m, d, 10), rare) == timedelta(hours=1)
+
+
+# --- around the clock and broken schedules ----------------------------------------------------
+
+
+def test_always_means_plain_elapsed_time() -> None:
+    always = Hours(NEW_YORK, EVERY_DAY, time.min, time.max, frozenset(), always=True)
+    sunday_night = ny(2026, 3, 8, 1, 30)
+    assert add_working_time(sunday_night, 15 * MINUTE, always) == sunday_night + 15 * MINUTE
+    assert is_working_time(sunday_night, always)
+    assert next_working_moment(sunday_night, always) == sunday_night
+    assert working_time_between(sunday_night, sunday_night + timedelta(days=2), always) == (
+        timedelta(days=2)
+    )
+
+
+def test_no_working_days_raises_instead_of_looping() -> None:
+    never = office(days=frozenset())
+    with pytest.raises(ValueError, match="no working time"):
+        add_working_time(ny(2026, 5, 12, 10), MINUTE, never)
+    with pytest.raises(ValueError, match="no working time"):
+        next_working_moment(ny(2026, 5, 12, 10), never)
+    assert not is_working_time(ny(2026, 5, 12, 10), never)
+
+
+def test_years_of_holidays_raise_instead_of_looping() -> None:
+    closed = office(holidays=tuple(date(2026, 1, 1) + timedelta(n) for n in range(4 * 366)))
+    with pytest.raises(ValueError, match="no working time"):
+        add_working_time(ny(2026, 1, 1), MINUTE, closed)
+
+
+def test_a_year_of_holidays_is_still_searched_through() -> None:
+    closed_2026 = office(holidays=tuple(date(2026, 1, 1) + timedelta(n) for n in range(365)))
+    assert add_working_time(ny(2026, 3, 1), MINUTE, closed_2026) == ny(2027, 1, 1, 9, 1)
+
+
+def test_naive_datetimes_and_negative_deltas_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        add_working_time(datetime(2026, 5, 12, 10), MINUTE, NY)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        is_working_time(datetime(2026, 5, 12, 10), NY)
+    with pytest.raises(ValueError, match="negative"):
+        add_working_time(ny(2026, 5, 12, 10), -MINUTE, NY)
+
+
+# --- properties -------------------------------------------------------------------------------
+
+ZONES = [
+    "America/New_York",
+    "America/Los_Angeles",
+    "Europe/Berlin",
+    "Asia/Tokyo",
+    "Asia/Kolkata",
+    "Pacific/Auckland",
+    "Australia/Lord_Howe",  # a half-hour DST change
+    "Pacific/Chatham",  # +12:45 / +13:45
+    "UTC",
+]
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> Hours:
+    zone = draw(st.sampled_from(ZONES))
+    days = draw(st.frozensets(st.integers(0, 6), min_size=1))
+    start_minute = draw(st.integers(0, 23 * 60 - 30))
+    # At least 30 minutes a day keeps long deltas from walking through decades.
+    end_minute = draw(st.integers(start_minute + 30, 24 * 60 - 1))
+    holidays = draw(st.frozensets(st.dates(date(2025, 1, 1), date(2029, 12, 31)), max_size=40))
+    return Hours(
+        ZoneInfo(zone),
+        days,
+        time(*divmod(start_minute, 60)),
+        time(*divmod(end_minute, 60)),
+        holidays,
+    )
+
+
+instants = st.datetimes(
+    min_value=datetime(2025, 1, 1), max_value=datetime(2029, 12, 31), timezones=st.just(UTC)
+)
+deltas = st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=10))
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=instants, delta=deltas, hours=schedules())
+def test_adding_then_measuring_gives_the_delta_back(
+    start: datetime, delta: timedelta, hours: Hours
+) -> None:
+    due = add_working_time(start, delta, hours)
+    assert due.tzinfo is UTC
+    assert due > start
+    assert working_time_between(start, due, hours) == delta
+    # The deadline is inside working time, or exactly at a window's end.
+    assert is_working_time(due, hours) or is_working_time(due - timedelta(microseconds=1), hours)
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=instants, hours=schedules())
+def test_next_working_moment_is_working_time_and_nothing_is_skipped(
+    start: datetime, hours: Hours
+) -> None:
+    opening = next_working_moment(start, hours)
+    assert opening >= start
+    assert is_working_time(opening, hours)
+    assert working_time_between(start, opening, hours) == timedelta(0)
+    assert (opening == start) == is_working_time(start, hours)
