@@ -168,6 +168,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from bot.privacy import forget_person
+
+    settings = load_settings(require=SERVE_REQUIRES)
+    _logging(settings)
+    _, services = _build(settings)
+    print(forget_person(services, args.email))
+    print(f"outbox: {services.outbox.drain()}")
+    return 0
+
+
 def cmd_manifest(args: argparse.Namespace) -> int:
     from bot.manifest import manifest_yaml
 
@@ -215,6 +226,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("name", help="job name (see `leadbot jobs list`)")
     run.add_argument("--force", action="store_true", help="digest: send now even if not due")
     jobs.set_defaults(func=cmd_jobs)
+
+    forget = sub.add_parser(
+        "forget", help="erase one person's data (GDPR): their leads, events and card contents"
+    )
+    forget.add_argument("email", help="the person's email address (case and spaces ignored)")
+    forget.set_defaults(func=cmd_forget)
 
     manifest = sub.add_parser("manifest", help="print the Slack app manifest (YAML)")
     manifest.add_argument("--url", help="public base URL for HTTP mode; omit for Socket Mode")

@@ -49,6 +49,9 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     "TIMEZONE": ("UTC", "IANA time zone of DIGEST_AT, e.g. Europe/Berlin"),
     "SLACK_TIMEOUT": ("10s", "how long one Slack API call may take before it is retried"),
     "SLACK_POSTS_PER_SECOND": ("1", "pace of posts per channel (Slack allows about 1/s)"),
+    "RETAIN_FOR": ("", "delete leads older than this (e.g. 365d) with the purge job; empty keeps all"),
+    "SALES_IDS": ("", "if set, only these user ids (U…) may claim leads, comma-separated"),
+    "SALES_USERGROUP": ("", "if set, only members of this user group (S…) may claim leads"),
     "HOST": ("0.0.0.0", "address `leadbot serve` listens on"),
     "PORT": ("3000", "port `leadbot serve` listens on"),
     "WEB_THREADS": ("8", "worker threads of the HTTP server"),
@@ -74,6 +77,9 @@ class Settings:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     slack_timeout: timedelta = timedelta(seconds=10)
     posts_per_second: float = 1.0
+    retain_for: timedelta | None = None
+    sales_ids: tuple[str, ...] = ()
+    sales_usergroup: str = ""
     host: str = "0.0.0.0"
     port: int = 3000
     web_threads: int = 8
@@ -167,13 +173,14 @@ def load_settings(
             f"LEADS_CHANNEL: {leads_channel!r} is not a channel — "
             "expected a channel id like C0123ABCD or a name like #leads"
         )
-    managers = tuple(m for m in re.split(r"[\s,]+", get("MANAGER_IDS")) if m)
-    for m in managers:
-        if not _USER.match(m):
-            raise SettingsError(
-                f"MANAGER_IDS: {m!r} is not a Slack user id — expected ids like U0123ABCD, "
-                "comma-separated (profile → ⋯ → Copy member ID)"
-            )
+    managers = _user_ids(get("MANAGER_IDS"), "MANAGER_IDS")
+    sales = _user_ids(get("SALES_IDS"), "SALES_IDS")
+    usergroup = get("SALES_USERGROUP")
+    if usergroup and not re.match(r"^S[A-Z0-9]{2,}$", usergroup):
+        raise SettingsError(
+            f"SALES_USERGROUP: {usergroup!r} is not a user group id — expected an id like S0123ABCD"
+        )
+    retain = get("RETAIN_FOR")
     escalate = get("ESCALATE_AFTER")
     if not escalate.isdigit() or int(escalate) < 1:
         raise SettingsError(
@@ -224,11 +231,25 @@ def load_settings(
         timezone=tz,
         slack_timeout=parse_duration(get("SLACK_TIMEOUT"), name="SLACK_TIMEOUT"),
         posts_per_second=posts_per_second,
+        retain_for=parse_duration(retain, name="RETAIN_FOR") if retain else None,
+        sales_ids=sales,
+        sales_usergroup=usergroup,
         host=get("HOST"),
         port=port,
         web_threads=threads,
         log_level=log_level,
     )
+
+
+def _user_ids(text: str, name: str) -> tuple[str, ...]:
+    ids = tuple(m for m in re.split(r"[\s,]+", text) if m)
+    for m in ids:
+        if not _USER.match(m):
+            raise SettingsError(
+                f"{name}: {m!r} is not a Slack user id — expected ids like U0123ABCD, "
+                "comma-separated (profile → ⋯ → Copy member ID)"
+            )
+    return ids
 
 
 def _int(text: str, name: str, low: int, high: int) -> int:

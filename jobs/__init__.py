@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.services import Services
-from jobs import digest, reminders
+from jobs import digest, purge, reminders
 
 
 def _outbox(services: Services) -> str:
@@ -42,6 +42,12 @@ JOBS: dict[str, Job] = {
             digest.run,
             timedelta(seconds=60),
             "send managers the daily digest at DIGEST_AT in TIMEZONE (once a day)",
+        ),
+        Job(
+            "purge",
+            purge.run,
+            timedelta(hours=1),
+            "delete leads older than RETAIN_FOR, with their event log (off when unset)",
         ),
         Job(
             "outbox",
