@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine
 
 from bot import flows
+from bot.access import ClaimAccess
 from bot.clock import Clock, SystemClock
 from bot.delivery import Slack, make_web_client
 from bot.outbox import Outbox
@@ -82,14 +83,30 @@ def build_services(
         first_reminder=lambda lead, now: now + settings.reminder_after,
         on_card_failed=flows.tell_submitter_card_failed,
     )
+    slack = Slack(client)
     return Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        slack=Slack(client),
+        slack=slack,
         clock=clock,
         outbox=outbox,
+        access=ClaimAccess(settings, slack),
     )
+
+
+def _first_time(services: Services, event_id: str) -> bool:
+    """Record an Events API event id; False if it was already recorded (a retry)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from models import ProcessedEvent
+
+    try:
+        with services.sessions.begin() as s:
+            s.add(ProcessedEvent(event_id=event_id[:64], at=services.clock.now()))
+    except IntegrityError:
+        return False
+    return True
 
 
 def create_app(
@@ -122,6 +139,28 @@ def create_app(
     @app.middleware
     def inject_services(context: Any, next: Any) -> Any:
         context["leadbot"] = services
+        return next()
+
+    @app.middleware
+    def this_workspace_only(context: Any, body: dict[str, Any], next: Any) -> Any:
+        # Every query is scoped to this workspace; a payload from another one touches nothing.
+        team = context.get("team_id")
+        if services.team_id and team and team != services.team_id:
+            log.warning("refused a request from another workspace")
+            if body.get("command"):
+                return BoltResponse(
+                    status=200,
+                    body="This leadbot belongs to another Slack workspace; nothing was done.",
+                )
+            return BoltResponse(status=200, body="")
+        return next()
+
+    @app.middleware
+    def once_per_event(body: dict[str, Any], next: Any) -> Any:
+        # Slack retries events it thinks we missed (X-Slack-Retry-Num); handle each event_id once.
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if isinstance(event_id, str) and event_id and not _first_time(services, event_id):
+            return BoltResponse(status=200, body="")
         return next()
 
     @app.error

@@ -18,11 +18,9 @@ class StartupError(Exception):
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from bot.logs import configure_logging
+
+    configure_logging(settings.log_level, sys.stderr)
 
 
 def open_database(settings: Settings, *, migrate_sqlite: bool = True):

@@ -159,5 +159,13 @@ class Slack:
         messages = data.get("messages")
         return messages if isinstance(messages, list) else []
 
+    def usergroup_members(self, usergroup: str) -> list[str]:
+        data = self._call("usergroups.users.list", usergroup=usergroup)
+        users = data.get("users")
+        return [str(u) for u in users] if isinstance(users, list) else []
+
+    def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
+        self._call("views.publish", user_id=user_id, view=view)
+
     def views_open(self, trigger_id: str, view: dict[str, Any]) -> None:
         self._call("views.open", trigger_id=trigger_id, view=view)

@@ -39,7 +39,7 @@ def submit_lead(
 
 def after_claim(session: Session, lead: Lead) -> None:
     """After a won claim: the card, the claimer's private details, the submitter's news."""
-    outbox.enqueue_refresh(session, lead.id)
+    outbox.enqueue_refresh(session, lead)
     if lead.owner_id:
         outbox.enqueue_message(session, lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)
     outbox.enqueue_message(
@@ -48,7 +48,7 @@ def after_claim(session: Session, lead: Lead) -> None:
 
 
 def after_release(session: Session, lead: Lead, by: str) -> None:
-    outbox.enqueue_refresh(session, lead.id)
+    outbox.enqueue_refresh(session, lead)
     if lead.card_channel and lead.card_ts:
         outbox.enqueue_message(
             session,

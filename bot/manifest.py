@@ -13,6 +13,7 @@ def manifest_yaml(url: str | None = None, *, name: str = "leadbot") -> str:
         endpoint = base if base.endswith("/slack/events") else f"{base}/slack/events"
     command_url = f"\n      url: {endpoint}" if endpoint else ""
     interactivity_url = f"\n    request_url: {endpoint}" if endpoint else ""
+    events_url = f"\n    request_url: {endpoint}" if endpoint else ""
     scopes = "".join(f"\n      - {s}" for s in SCOPES)
     return f"""\
 # Slack app manifest for leadbot ({"HTTP mode: " + endpoint if endpoint else "Socket Mode"}).
@@ -22,6 +23,10 @@ display_information:
   description: Hands event leads from field marketing to sales, with claims, reminders and digests.
   background_color: "#1d3557"
 features:
+  app_home:
+    home_tab_enabled: true
+    messages_tab_enabled: true
+    messages_tab_read_only_enabled: false
   bot_user:
     display_name: {name}
     always_online: true
@@ -34,6 +39,9 @@ oauth_config:
   scopes:
     bot:{scopes}
 settings:
+  event_subscriptions:{events_url}
+    bot_events:
+      - app_home_opened
   interactivity:
     is_enabled: true{interactivity_url}
   org_deploy_enabled: false

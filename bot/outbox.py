@@ -63,21 +63,26 @@ def enqueue_card(session: Session, lead: Lead, channel: str, now: datetime | Non
         )
 
 
-def enqueue_refresh(session: Session, lead_id: int, now: datetime | None = None) -> None:
-    """Queue a re-render of the card from the lead's state at delivery time (coalesced)."""
-    pending = session.scalar(
+def enqueue_refresh(session: Session, lead: Lead, now: datetime | None = None) -> None:
+    """Queue a re-render of the card, rendered from the lead's state at delivery time.
+
+    One per lead version: a refresh already queued (or sent) for this version covers every
+    later click on an out-of-date card.
+    """
+    marker = json.dumps({"version": lead.version})
+    exists = session.scalar(
         select(OutboxItem.id).where(
-            OutboxItem.lead_id == lead_id,
+            OutboxItem.lead_id == lead.id,
             OutboxItem.kind == CARD_REFRESH,
-            OutboxItem.status == PENDING,
-            OutboxItem.lease_owner.is_(None),
+            OutboxItem.payload == marker,
         )
     )
-    if pending is None:
+    if exists is None:
         session.add(
             OutboxItem(
-                lead_id=lead_id,
+                lead_id=lead.id,
                 kind=CARD_REFRESH,
+                payload=marker,
                 status=PENDING,
                 attempts=0,
                 next_attempt_at=now or _now(),

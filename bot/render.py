@@ -303,6 +303,16 @@ def escalation_dm(lead: Lead, waited: timedelta, reminders: int, permalink: str 
     return Message(text=text, blocks=_blocks([SectionBlock(text=MarkdownTextObject(text=text))]))
 
 
+def current_state(lead: Lead) -> str:
+    """One sentence on where a lead stands now, for someone who clicked an old card."""
+    if lead.status == CLAIMED and lead.owner_id and lead.claimed_at:
+        return (
+            f"Lead #{lead.id} is claimed by {mention(lead.owner_id)} since "
+            f"{slack_date(lead.claimed_at)}; the card now shows that."
+        )
+    return f"Lead #{lead.id} is open to claim; the card now shows that."
+
+
 def release_refused(lead: Lead) -> str:
     owner = mention(lead.owner_id) if lead.owner_id else "the owner"
     return f"Only {owner} or a manager can release lead #{lead.id}."
@@ -464,4 +474,15 @@ def digest_message(
         f"Lead digest: {d.submitted} submitted, {d.claimed} claimed, "
         f"{d.backlog_total} unclaimed in the last 24 hours"
     )
+    return Message(text=text, blocks=_blocks(blocks))
+
+
+def forgotten_card(lead_id: int) -> Message:
+    """What a forgotten lead's card becomes: nothing about the person, and no buttons."""
+    text = "This lead was removed at the person's request."
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=f"🗑️ {text}")),
+        # The id alone lets a rep match it to their notes; it says nothing about the person.
+        ContextBlock(elements=[MarkdownTextObject(text=f"Lead #{lead_id}")]),
+    ]
     return Message(text=text, blocks=_blocks(blocks))

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import text
 from waitress.server import create_server
@@ -18,8 +18,19 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 
 
+class _Handler(SlackRequestHandler):
+    """Bolt's WSGI handler, answering a body it cannot parse with 400 instead of a 500."""
+
+    def dispatch(self, request: Any) -> BoltResponse:
+        try:
+            return super().dispatch(request)
+        except (ValueError, AttributeError, TypeError):  # bad JSON, or JSON of the wrong shape
+            log.warning("refused a malformed request body")
+            return BoltResponse(status=400, body="malformed request: the payload is not valid")
+
+
 def wsgi_app(app: App) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    slack = SlackRequestHandler(app, path="/slack/events")
+    slack = _Handler(app, path="/slack/events")
     services = app.leadbot  # type: ignore[attr-defined]
 
     def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

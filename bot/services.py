@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from bot.access import ClaimAccess
 from bot.clock import Clock
 from bot.delivery import Slack
 from bot.outbox import Outbox
@@ -21,4 +22,5 @@ class Services:
     slack: Slack
     clock: Clock
     outbox: Outbox
+    access: ClaimAccess
     team_id: str = ""  # this workspace, from auth.test at start-up

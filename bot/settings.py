@@ -49,7 +49,10 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     "TIMEZONE": ("UTC", "IANA time zone of DIGEST_AT, e.g. Europe/Berlin"),
     "SLACK_TIMEOUT": ("10s", "how long one Slack API call may take before it is retried"),
     "SLACK_POSTS_PER_SECOND": ("1", "pace of posts per channel (Slack allows about 1/s)"),
-    "RETAIN_FOR": ("", "delete leads older than this (e.g. 365d) with the purge job; empty keeps all"),
+    "RETAIN_FOR": (
+        "",
+        "delete leads older than this (e.g. 365d) with the purge job; empty keeps all",
+    ),
     "SALES_IDS": ("", "if set, only these user ids (U…) may claim leads, comma-separated"),
     "SALES_USERGROUP": ("", "if set, only members of this user group (S…) may claim leads"),
     "HOST": ("0.0.0.0", "address `leadbot serve` listens on"),

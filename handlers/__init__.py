@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import actions, commands, views
+from handlers import actions, commands, events, views
 
 
 def register(app: App) -> None:
     commands.register(app)
     actions.register(app)
     views.register(app)
+    events.register(app)

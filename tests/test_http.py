@@ -65,3 +65,39 @@ def test_card_post_failure_is_recorded_and_told_to_the_submitter(bot: Bot) -> No
     assert len(attempts) == 1
     [note] = bot.slack.dms(MARKETER)
     assert "could not be posted" in note.text and "/invite" in note.text
+
+
+def test_contact_details_never_reach_the_logs_even_at_debug(bot: Bot) -> None:
+    import io
+    import logging
+
+    from bot.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream)
+    try:
+        bot.submit("Jane Doe, jane.private@acme.example, +1 415 555 0199, Acme Corp, hot")
+        [lead] = bot.leads()
+        bot.slack.fail("chat.postMessage", error="channel_not_found")  # an error path too
+        bot.sim.block_action(
+            "U0REPAAAA1",
+            "lead_claim",
+            f"{lead.id}:1",
+            channel_id=lead.card_channel,
+            message_ts=lead.card_ts,
+        )
+        bot.settle()
+        logging.getLogger("slack_sdk").debug("body: email=jane.private@acme.example")
+        logging.getLogger("leadbot").warning("oops %s", "+1 415 555 0199")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    logged = stream.getvalue()
+    assert "lead 1 submitted" in logged and "lead 1 claimed" in logged  # by id, not by name
+    assert "jane.private" not in logged
+    assert "555 0199" not in logged and "5550199" not in logged

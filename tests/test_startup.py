@@ -181,7 +181,7 @@ def test_manifest_declares_command_interactivity_and_scopes(tmp_path: Path) -> N
     assert result.returncode == 0
     out = result.stdout
     assert "command: /lead" in out
-    assert out.count("url: https://leads.example.com/slack/events") == 2
+    assert out.count("url: https://leads.example.com/slack/events") == 3
     assert "socket_mode_enabled: false" in out
     for scope in SCOPES:
         assert f"- {scope}" in out

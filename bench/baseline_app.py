@@ -1,0 +1,101 @@
+"""The baseline: a bare Bolt app whose listeners only ack, behind the same server as leadbot.
+
+Run as `python -m bench.baseline_app --port P` with the same environment as `leadbot serve`:
+the same waitress settings and thread count (WEB_THREADS, default 8), the same listener
+executor size and `process_before_response=False`, the same request verification and the same
+`auth.test` at start-up. What it lacks is exactly leadbot's own work (parsing, the database,
+rendering, the outbox, the scheduler), so leadbot's figure / this figure is leadbot's overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+from waitress.server import create_server
+
+from bot.ids import Action, View
+
+StartResponse = Callable[..., Any]
+
+
+def build(threads: int) -> App:
+    client = WebClient(
+        token=os.environ["SLACK_BOT_TOKEN"], base_url=os.environ["SLACK_API_URL"], timeout=10
+    )
+    app = App(
+        client=client,
+        signing_secret=os.environ["SLACK_SIGNING_SECRET"],
+        token_verification_enabled=True,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("baseline.bolt"),
+        # leadbot's pool is max(4, WEB_THREADS) threads: the same here.
+        listener_executor=ThreadPoolExecutor(max_workers=max(4, threads)),
+    )
+
+    def only_ack(ack: Ack) -> None:
+        ack()
+
+    app.command("/lead")(only_ack)
+    app.action(Action.CLAIM.value)(only_ack)
+    app.action(Action.RELEASE.value)(only_ack)
+    app.view(View.NEW_LEAD.value)(only_ack)
+    return app
+
+
+def wsgi(app: App) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    slack = SlackRequestHandler(app, path="/slack/events")
+
+    def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            data = json.dumps({"ok": True}).encode()
+            start_response(
+                "200 OK",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+            )
+            return [data]
+        return slack(environ, start_response)
+
+    return application
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    args = p.parse_args()
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    threads = int(os.environ.get("WEB_THREADS", "8"))
+    server = create_server(
+        wsgi(build(threads)),
+        host=args.host,
+        port=args.port,
+        threads=threads,
+        # The same settings as bot/server.py's Server.
+        max_request_body_size=1_048_576,
+        ident="leadbot",
+        clear_untrusted_proxy_headers=True,
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,532 @@
+"""What every scenario needs: results, databases, the served processes, signed load, statistics."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from http.client import HTTPConnection, HTTPException
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from bot.slack_sim import SLACK_USER_AGENT, Response, SlackSim
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # every socket of the bench is loopback
+SECRET = "bench-signing-secret"
+TOKEN = "xoxb-bench-token"
+LEADS_CHANNEL = "C0LEADS001"
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the table: a figure, what it is compared with, and whether it meets its target."""
+
+    scenario: str
+    db: str  # "sqlite", "postgres" or "-" where the database does not matter
+    metric: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    ratio: float | None = None  # value / baseline (or value / bound), None when not comparable
+    target: str = ""
+    ok: bool | None = None  # None: no target
+    note: str = ""
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        return row
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seconds": round(self.seconds, 2),
+            "error": self.error,
+            "rows": [asdict(r) for r in self.rows],
+            "details": self.details,
+        }
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0:
+        return None
+    return value / base
+
+
+@dataclass
+class Context:
+    """What the command line asked for, and where scenarios may put files."""
+
+    quick: bool
+    dbs: list[str]
+    workdir: Path
+    log: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        return quick if self.quick else full
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+
+def machine_info(pg_version: str | None) -> dict[str, Any]:
+    import slack_bolt
+    import sqlalchemy
+    import waitress  # noqa: F401  (its version comes from the distribution metadata)
+    from importlib.metadata import version
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "sqlalchemy": sqlalchemy.__version__,
+        "slack_bolt": slack_bolt.version.__version__,
+        "waitress": version("waitress"),
+        "psycopg": _dist_version("psycopg"),
+        "sqlite": sqlite3.sqlite_version,
+        "postgres": pg_version,
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+# --- databases ---------------------------------------------------------------------------------
+
+
+def pg_server_version() -> str | None:
+    """PostgreSQL's version, or None when it is not reachable (the PG runs are then skipped)."""
+    from models import make_engine
+
+    try:
+        engine = make_engine(_sa(PG_ADMIN_URL), connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            found = conn.scalar(text("SHOW server_version"))
+        engine.dispose()
+        return str(found)
+    except Exception:
+        return None
+
+
+def _sa(url: str) -> Any:
+    return make_url(url).set(drivername="postgresql+psycopg")
+
+
+@dataclass
+class Database:
+    """A fresh, migrated database for one scenario run; `drop()` removes it."""
+
+    kind: str  # "sqlite" | "postgres"
+    url: str  # as DATABASE_URL would be written by an operator
+    path: Path | None = None
+
+    @classmethod
+    def create(cls, kind: str, name: str, workdir: Path) -> Database:
+        from bot import db
+        from models import make_engine
+
+        if kind == "sqlite":
+            path = workdir / f"{name}.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            database = cls(kind, f"sqlite:///{path}", path)
+        else:
+            dbname = f"leadbot_bench_{name}"
+            admin = make_engine(_sa(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+            admin.dispose()
+            url = make_url(PG_ADMIN_URL).set(database=dbname)
+            database = cls(kind, url.render_as_string(hide_password=False))
+        engine = database.engine()
+        db.upgrade(engine)  # `serve` refuses an unmigrated PostgreSQL, as deployed
+        engine.dispose()
+        return database
+
+    def engine(self, **kwargs: Any) -> Engine:
+        from bot.settings import database_url
+        from models import make_engine
+
+        return make_engine(database_url(self.url), **kwargs)
+
+    def drop(self) -> None:
+        from models import make_engine
+
+        if self.kind == "sqlite" and self.path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            return
+        name = make_url(self.url).database
+        with contextlib.suppress(Exception):
+            admin = make_engine(_sa(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+# --- processes under test ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def bot_env(database_url: str, slack_url: str, extra: Mapping[str, str] = ()) -> dict[str, str]:
+    """The environment an operator would give `leadbot serve`, pointed at loopback services."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # Nothing of the caller's own Slack/database settings may leak into the process.
+        if not k.startswith(("SLACK_", "DATABASE_", "LEADS_", "WEB_", "MANAGER_", "REMINDER_"))
+    }
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            "SLACK_BOT_TOKEN": TOKEN,
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_API_URL": slack_url,
+            "DATABASE_URL": database_url,
+            "LEADS_CHANNEL": LEADS_CHANNEL,
+        }
+    )
+    env.update(dict(extra))
+    return env
+
+
+class Served:
+    """`leadbot serve` (or the baseline app) as a subprocess on a loopback port."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path):
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.port = port
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.t0 = 0.0
+
+    @classmethod
+    def product(
+        cls, name: str, database_url: str, slack_url: str, workdir: Path, **extra: str
+    ) -> Served:
+        port = free_port()
+        argv = [sys.executable, "-m", "bot.cli", "serve", "--host", HOST, "--port", str(port)]
+        return cls(name, argv, bot_env(database_url, slack_url, extra), port, workdir)
+
+    @classmethod
+    def baseline(cls, name: str, slack_url: str, workdir: Path, **extra: str) -> Served:
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.baseline_app", "--port", str(port)]
+        # The same settings as the product; the database is never touched by the baseline.
+        env = bot_env("sqlite:///unused.db", slack_url, extra)
+        return cls(name, argv, env, port, workdir)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/slack/events"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> Served:
+        log = self.log_path.open("wb")
+        self.t0 = time.perf_counter()
+        # cwd is the scratch folder: no stray .env is read and no default leadbot.db is created.
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> float:
+        """Seconds from process start to the first 200 on /healthz."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {self.log_tail()}")
+            try:
+                conn = HTTPConnection(HOST, self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                status = conn.getresponse().status
+                conn.close()
+                if status == 200:
+                    return time.perf_counter() - self.t0
+            except (OSError, HTTPException):
+                pass
+            time.sleep(0.005)
+        raise TimeoutError(f"{self.name} not healthy after {timeout}s: {self.log_tail()}")
+
+    def rss_mb(self) -> float:
+        """Resident set size (VmRSS) of the server process, in MiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # SIGINT is Ctrl-C: serve shuts its scheduler and outbox down; kill only if it hangs.
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def __enter__(self) -> Served:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- signed requests, prepared ahead -----------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A request exactly as Slack would send it (signed), ready to POST."""
+
+    kind: str
+    body: bytes
+    headers: dict[str, str]
+
+
+class PreparingSim(SlackSim):
+    """SlackSim that builds and signs requests but keeps them instead of sending them.
+
+    The load generator then only writes bytes, so the bench process (which shares the machine's
+    two cores with the server) spends as little CPU as possible per request.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: list[Prepared] = []
+        self.kind = "request"
+
+    def raw(
+        self,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+        sign: bool = True,
+        timestamp: int | str | None = None,
+        secret: str | None = None,
+    ) -> Response:
+        sent = {
+            "Content-Type": content_type,
+            "User-Agent": SLACK_USER_AGENT,
+            "Accept": "application/json,*/*",
+        }
+        if sign:
+            ts = str(int(time.time()) if timestamp is None else timestamp)
+            sent["X-Slack-Request-Timestamp"] = ts
+            sent["X-Slack-Signature"] = self.signature(body, ts, secret)
+        sent.update(headers or {})
+        self.prepared.append(Prepared(self.kind, body, sent))
+        return Response(status=0, headers={}, body="", request_body=body)
+
+    def take(self) -> list[Prepared]:
+        out, self.prepared = self.prepared, []
+        return out
+
+
+@dataclass
+class Sample:
+    kind: str
+    started: float  # perf_counter at send
+    latency: float  # seconds until the whole answer was read
+    status: int  # 0: connection error or timeout
+    body: bytes = b""
+
+
+@dataclass
+class LoadResult:
+    samples: list[Sample]
+    wall: float  # seconds from the first send to the last answer
+
+    def ok(self, kind: str | None = None) -> list[Sample]:
+        return [s for s in self.samples if s.status == 200 and kind in (None, s.kind)]
+
+    def latencies(self, kind: str | None = None) -> list[float]:
+        return [s.latency for s in self.ok(kind)]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for s in self.samples if s.status != 200)
+
+    @property
+    def throughput(self) -> float:
+        return len(self.ok()) / self.wall if self.wall > 0 else 0.0
+
+    def summary(self, kind: str | None = None) -> dict[str, Any]:
+        lat = self.latencies(kind)
+        return {
+            "requests": len([s for s in self.samples if kind in (None, s.kind)]),
+            "ok": len(lat),
+            "errors": self.errors if kind is None else None,
+            "p50_ms": _ms(percentile(lat, 50)),
+            "p90_ms": _ms(percentile(lat, 90)),
+            "p99_ms": _ms(percentile(lat, 99)),
+            "max_ms": _ms(max(lat) if lat else None),
+            "wall_s": round(self.wall, 3),
+            "rps": round(self.throughput, 1) if kind is None else None,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def run_load(
+    port: int,
+    requests: Sequence[Prepared],
+    *,
+    clients: int,
+    max_seconds: float,
+    keep_body: bool = False,
+    path: str = "/slack/events",
+) -> LoadResult:
+    """Send `requests` in order from `clients` threads, each on its own keep-alive connection,
+    as fast as answers come back (closed loop). Stops early at `max_seconds`."""
+    counter = itertools.count()
+    per_thread: list[list[Sample]] = [[] for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def worker(out: list[Sample]) -> None:
+        conn = HTTPConnection(HOST, port, timeout=30)
+        with contextlib.suppress(OSError):
+            conn.connect()
+        start.wait()
+        while True:
+            i = next(counter)  # itertools.count is atomic under the GIL
+            if i >= len(requests) or time.monotonic() > deadline[0]:
+                break
+            req = requests[i]
+            body = b""
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body=req.body, headers=req.headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                status = resp.status
+                if resp.will_close:
+                    conn.close()
+            except (OSError, HTTPException):
+                status = 0
+                conn.close()
+            latency = time.perf_counter() - t0
+            out.append(Sample(req.kind, t0, latency, status, body if keep_body else b""))
+        conn.close()
+
+    threads = [
+        threading.Thread(target=worker, args=(per_thread[i],), daemon=True) for i in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    deadline[0] = time.monotonic() + max_seconds
+    start.wait()
+    t_start = time.perf_counter()
+    for t in threads:
+        t.join(timeout=max_seconds + 60)
+    samples = sorted(itertools.chain.from_iterable(per_thread), key=lambda s: s.started)
+    t_end = max((s.started + s.latency for s in samples), default=t_start)
+    return LoadResult(samples, t_end - t_start)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def lead_texts(n: int, start: int = 0) -> Iterator[str]:
+    """Realistic `/lead` lines: name, company, email, phone, priority, #event, a note."""
+    priorities = ("hot", "warm", "cold")
+    for i in range(start, start + n):
+        yield (
+            f"Jane Doe {i}, Acme Widgets {i % 97}, jane.doe{i}@example.com, +1 415 555 {i % 10000:04d}, "
+            f"{priorities[i % 3]}, #expo{i % 7}, wants a demo of the enterprise plan next week"
+        )
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,68 @@
+"""The App Home tab: how to use leadbot, your open leads, and the unclaimed queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
+from sqlalchemy import select
+
+from bot import render
+from bot.services import Services
+from models import CLAIMED, NEW, Lead
+
+LIST_MAX = 15
+
+
+def home_view(services: Services, user_id: str) -> dict[str, Any]:
+    with services.sessions() as s:
+        mine = list(
+            s.scalars(
+                select(Lead)
+                .where(Lead.status == CLAIMED, Lead.owner_id == user_id)
+                .order_by(Lead.claimed_at)
+                .limit(LIST_MAX)
+            )
+        )
+        queue = list(
+            s.scalars(
+                select(Lead).where(Lead.status == NEW).order_by(Lead.submitted_at).limit(LIST_MAX)
+            )
+        )
+    now = services.clock.now()
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text="leadbot")),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text="Type `/lead` after a conversation at an event to hand the lead to sales "
+                "(`/lead help` for the format). The first rep to click *Claim* owns it."
+            )
+        ),
+        DividerBlock(),
+        SectionBlock(text=MarkdownTextObject(text=_lines("*Your open leads*", mine, now))),
+        SectionBlock(text=MarkdownTextObject(text=_lines("*Unclaimed, oldest first*", queue, now))),
+        ContextBlock(elements=[MarkdownTextObject(text=f"Updated {render.slack_date(now)}")]),
+    ]
+    return View(type="home", blocks=blocks).to_dict()
+
+
+def _lines(title: str, leads: list[Lead], now: Any) -> str:
+    if not leads:
+        return f"{title}\nnone"
+    rows = []
+    for lead in leads:
+        link = f"<{lead.card_permalink}|#{lead.id}>" if lead.card_permalink else f"#{lead.id}"
+        waited = render.human_duration(now - lead.submitted_at)
+        rows.append(
+            f"• {link} {render.lead_label(lead, 60)} — {render.esc(lead.priority)}, {waited}"
+        )
+    return title + "\n" + "\n".join(rows)

@@ -1,0 +1,185 @@
+"""Hostile and malformed requests, other workspaces, stale cards, access and a busy database:
+each gets a clear answer, no 5xx, and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from models import CLAIMED, NEW
+from tests.conftest import MARKETER, REP_A, REP_B, Bot, start_bot
+
+EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
+
+
+def _lead(bot: Bot):
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    return lead
+
+
+def _click(bot: Bot, user: str, action: str, value: str, lead) -> int:
+    r = bot.sim.block_action(
+        user, action, value, channel_id=lead.card_channel, message_ts=lead.card_ts
+    )
+    bot.settle()
+    return r.status
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"payload=%7Bnot+json",
+        b"payload=",
+        b"{broken json",
+        b"payload=%5B1%2C2%5D",
+        b"",
+    ],
+)
+def test_malformed_bodies_get_a_4xx_or_empty_ack_never_5xx(bot: Bot, body: bytes) -> None:
+    ctype = "application/json" if body.startswith(b"{") else "application/x-www-form-urlencoded"
+    r = bot.sim.raw(body, ctype)
+    assert r.status < 500
+    bot.settle()
+    assert bot.leads() == []
+
+
+def test_payload_missing_fields_changes_nothing(bot: Bot) -> None:
+    lead = _lead(bot)
+    payload = {"type": "block_actions", "team": {"id": "T0LEADBOT"}, "actions": [{}]}
+    r = bot.sim.raw(
+        ("payload=" + json.dumps(payload)).encode(), "application/x-www-form-urlencoded"
+    )
+    assert r.status < 500
+    payload["actions"] = [{"action_id": "lead_claim", "value": str(lead.id)}]  # no user
+    r = bot.sim.raw(
+        ("payload=" + __import__("urllib.parse").parse.quote(json.dumps(payload))).encode(),
+        "application/x-www-form-urlencoded",
+    )
+    assert r.status < 500
+    bot.settle()
+    assert bot.lead(lead.id).status == NEW
+
+
+def test_another_workspace_touches_nothing(bot: Bot) -> None:
+    lead = _lead(bot)
+    r = bot.sim.slash_command(EXAMPLE, user_id=MARKETER, team_id="T0INTRUDER")
+    assert r.status == 200 and "another Slack workspace" in r.body
+    r = bot.sim.block_action(
+        REP_A,
+        "lead_claim",
+        f"{lead.id}:1",
+        channel_id=lead.card_channel,
+        message_ts=lead.card_ts,
+        team_id="T0INTRUDER",
+    )
+    bot.settle()
+    assert r.status == 200
+    assert len(bot.leads()) == 1 and bot.lead(lead.id).status == NEW
+
+
+def test_claim_clicked_twice_by_the_same_rep_has_one_effect(bot: Bot) -> None:
+    lead = _lead(bot)
+    assert _click(bot, REP_A, "lead_claim", f"{lead.id}:1", lead) == 200
+    assert _click(bot, REP_A, "lead_claim", f"{lead.id}:1", lead) == 200
+    assert bot.lead(lead.id).owner_id == REP_A
+    assert len(bot.slack.dms(REP_A)) == 1
+    [note] = bot.slack.ephemerals(REP_A)
+    assert "already own" in note.text
+
+
+def test_release_from_a_stale_card_changes_nothing_and_refreshes(bot: Bot) -> None:
+    lead = _lead(bot)
+    _click(bot, REP_A, "lead_claim", f"{lead.id}:1", lead)  # version 2, owner A
+    _click(bot, REP_A, "lead_release", f"{lead.id}:2", lead)  # version 3, open
+    _click(bot, REP_B, "lead_claim", f"{lead.id}:3", lead)  # version 4, owner B
+    updates = len(bot.slack.calls_to("chat.update"))
+    # A manager clicks Release on the card as it looked when A owned it.
+    from tests.conftest import MANAGER
+
+    _click(bot, MANAGER, "lead_release", f"{lead.id}:2", lead)
+    current = bot.lead(lead.id)
+    assert current.status == CLAIMED and current.owner_id == REP_B
+    [note] = bot.slack.ephemerals(MANAGER)
+    assert "out of date" in note.text and f"<@{REP_B}>" in note.text
+    assert len(bot.slack.calls_to("chat.update")) >= updates  # the card shows the truth
+
+
+def test_release_delivered_twice_releases_once(bot: Bot) -> None:
+    lead = _lead(bot)
+    _click(bot, REP_A, "lead_claim", f"{lead.id}:1", lead)
+    _click(bot, REP_A, "lead_release", f"{lead.id}:2", lead)
+    _click(bot, REP_A, "lead_release", f"{lead.id}:2", lead)
+    with bot.services.sessions() as s:
+        kinds = [k for (k,) in s.execute(text("SELECT kind FROM lead_events ORDER BY id"))]
+    assert kinds.count("released") == 1
+
+
+def test_event_retries_are_processed_once(bot: Bot) -> None:
+    event = {"type": "app_home_opened", "user": MARKETER, "tab": "home", "channel": "D0MARKET01"}
+    first = bot.sim.event(event, event_id="Ev0RETRY01")
+    again = bot.sim.event(event, retry_num=1, event_id="Ev0RETRY01")
+    bot.settle()
+    assert first.status == 200 and again.status == 200
+    assert len(bot.slack.calls_to("views.publish")) == 1
+    assert "Unclaimed" in json.dumps(bot.slack.home(MARKETER))
+    with bot.services.sessions() as s:
+        seen = s.execute(text("SELECT count(*) FROM processed_events")).scalar()
+    assert seen == 1
+
+
+def test_only_sales_may_claim_when_restricted(database_url: str, slack, clock) -> None:
+    bot = start_bot(database_url, slack, clock, SALES_IDS=REP_A, SALES_USERGROUP="S0SALES001")
+    slack.set_usergroup("S0SALES001", [REP_B])
+    try:
+        lead = _lead(bot)
+        _click(bot, MARKETER, "lead_claim", f"{lead.id}:1", lead)
+        assert bot.lead(lead.id).status == NEW
+        [refusal] = bot.slack.ephemerals(MARKETER)
+        assert "Only" in refusal.text and "nothing changed" in refusal.text
+        _click(bot, REP_B, "lead_claim", f"{lead.id}:1", lead)  # a member of the user group
+        assert bot.lead(lead.id).owner_id == REP_B
+        _click(bot, MARKETER, "lead_claim", f"{lead.id}:2", lead)
+        # The group's member list is cached, not asked for on every click.
+        assert len(slack.calls_to("usergroups.users.list")) == 1
+    finally:
+        bot.stop()
+
+
+def test_database_busy_echoes_the_text_and_recovers(bot: Bot) -> None:
+    """A lock held elsewhere: the marketer is told, gets their text back, nothing half-written;
+    once the lock goes, the next /lead works."""
+    engine = bot.services.engine
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_lock() -> None:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN EXCLUSIVE")
+            else:
+                conn.execute(text("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            release.wait(20)
+            conn.rollback()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        r = bot.sim.slash_command(EXAMPLE + ", notes: ask about SSO", user_id=MARKETER)
+        assert r.status == 200
+        body = r.json()
+        assert body["response_type"] == "ephemeral"
+        assert "database" in body["text"] and "ask about SSO" in body["text"]
+    finally:
+        release.set()
+        holder.join()
+    bot.settle()
+    assert bot.leads() == []
+    r = bot.submit(EXAMPLE)
+    assert "Lead #" in r.json()["text"]
+    assert len(bot.leads()) == 1

@@ -1,0 +1,288 @@
+"""Retention (the purge job) and erasure (`leadbot forget`), on the real database and Slack."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, func, select
+
+from bot import leads, outbox, render
+from bot.clock import FakeClock
+from bot.parsing import LeadInput
+from bot.privacy import ForgetError, forget_person, purge_expired
+from bot.settings import SettingsError
+from bot.slack_emulator import SlackEmulator
+from models import Lead, LeadEvent, OutboxItem
+from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, SECRET, TEAM, Bot, start_bot
+
+ROOT = Path(__file__).resolve().parent.parent
+JANE = "Jane Doe, Jane.Doe@Acme.example, +1 415 555 0100, Acme Corp, hot, #SaaStr2026"
+JANE_AGAIN = "Janet Doe, jane.doe@acme.EXAMPLE, Initech, warm"  # same address, other case
+BOB = "Bob Roe, bob@roe.example, +44 20 7946 0000, Roe Ltd"
+JANE_DETAILS = ("jane.doe@acme.example", "jane doe", "janet doe", "415 555 0100", "4155550100")
+
+
+def _counts(bot: Bot, lead_id: int) -> tuple[int, int, int]:
+    """(leads, events, outbox rows) for one lead id."""
+    with bot.services.sessions() as s:
+        return (
+            s.scalar(select(func.count()).select_from(Lead).where(Lead.id == lead_id)) or 0,
+            s.scalar(select(func.count()).where(LeadEvent.lead_id == lead_id)) or 0,
+            s.scalar(select(func.count()).where(OutboxItem.lead_id == lead_id)) or 0,
+        )
+
+
+def _seed(bot: Bot, count: int, at: datetime, prefix: str = "old") -> list[int]:
+    with bot.services.sessions.begin() as s:
+        return [
+            leads.submit(
+                s,
+                LeadInput(name=f"{prefix} {i}", email=f"{prefix}{i}@example.com"),
+                team_id=TEAM,
+                submitted_by=MARKETER,
+                now=at,
+            ).id
+            for i in range(count)
+        ]
+
+
+def _queue_dm(bot: Bot, lead_id: int, text: str, *, later: bool = False) -> None:
+    """A message about the lead waiting in the outbox (`later`: not due for an hour)."""
+    due = datetime.now(UTC) + timedelta(hours=1) if later else None  # wall clock, as the outbox
+    with bot.services.sessions.begin() as s:
+        outbox.enqueue_message(s, REP_A, render.Message(text=text), lead_id=lead_id, now=due)
+
+
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    """Every SQL statement the engine runs inside the block."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _all_logging_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    # SQLAlchemy's own loggers stay at WARNING unless told: at DEBUG they print result rows.
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy")
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def retaining_bot(database_url: str, slack: SlackEmulator, clock: FakeClock) -> Iterator[Bot]:
+    bot = start_bot(database_url, slack, clock, RETAIN_FOR="30d")
+    try:
+        yield bot
+    finally:
+        bot.stop()
+
+
+def test_purge_deletes_only_expired_leads_with_their_events_and_outbox(
+    retaining_bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = retaining_bot
+    bot.submit(JANE)
+    [old] = bot.leads()
+    _queue_dm(bot, old.id, "still queued", later=True)
+    bot.clock.advance(timedelta(days=20))
+    bot.submit(BOB)
+    recent = bot.leads()[-1]
+    edge_id = _seed(bot, 1, old.submitted_at + timedelta(seconds=1), "edge")[0]
+    before = _counts(bot, old.id)
+    assert before[0] == 1 and before[1] >= 2 and before[2] >= 2  # card + the queued DM
+
+    bot.clock.advance(timedelta(days=10, seconds=1))  # `old` is now 30 days and 1 s old
+    _all_logging_at_debug(caplog)
+    assert bot.run_job("purge") == "purged 1 leads older than 30d"
+
+    assert _counts(bot, old.id) == (0, 0, 0)
+    assert [lead.id for lead in bot.leads()] == [recent.id, edge_id]  # exactly 30 d old stays
+    assert _counts(bot, recent.id)[1:] != (0, 0)
+    assert bot.run_job("purge") == "purged 0 leads older than 30d"
+    logged = caplog.text.lower()
+    assert f"ids {old.id}..{old.id}" in logged
+    assert not [d for d in JANE_DETAILS if d in logged]
+
+
+def test_purge_goes_in_batches_and_reads_nothing_but_ids(retaining_bot: Bot) -> None:
+    bot = retaining_bot
+    _seed(bot, 5, bot.clock.now() - timedelta(days=40))
+    kept = _seed(bot, 2, bot.clock.now() - timedelta(days=29), "new")
+    with _statements(bot.services.engine) as sql:
+        assert purge_expired(bot.services, batch_size=2) == "purged 5 leads older than 30d"
+    assert [lead.id for lead in bot.leads()] == kept
+    deletes = [s for s in sql if s.startswith("DELETE FROM leads")]
+    assert len(deletes) == 3  # 2 + 2 + 1, each in its own transaction
+    selects = [s for s in sql if s.startswith("SELECT") and "FROM leads" in s]
+    assert selects and all(s.startswith("SELECT leads.id FROM leads WHERE") for s in selects)
+    assert all("leads.submitted_at <" in s for s in selects)  # the index range scan
+
+
+def test_purge_is_off_without_retain_for(bot: Bot) -> None:
+    bot.submit(JANE)
+    bot.clock.advance(timedelta(days=3650))
+    assert bot.run_job("purge") == "skipped: RETAIN_FOR not set"
+    assert len(bot.leads()) == 1
+
+
+# --- erasure -----------------------------------------------------------------------------------
+
+
+def _card(bot: Bot, lead: Lead) -> str:
+    assert lead.card_channel and lead.card_ts
+    message = bot.slack.message(lead.card_channel, lead.card_ts)
+    assert message is not None
+    return json.dumps({"text": message.text, "blocks": message.blocks}).lower()
+
+
+def test_forget_erases_every_lead_of_the_address_and_blanks_their_cards(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot.submit(JANE)
+    bot.submit(JANE_AGAIN)
+    bot.submit(BOB)
+    jane, janet, bob = bot.leads()
+    bot.sim.block_action(
+        REP_A, "lead_claim", f"{jane.id}:1", channel_id=jane.card_channel, message_ts=jane.card_ts
+    )
+    bot.settle()
+    assert "jane.doe@acme.example" in json.dumps(bot.slack.dms(REP_A)[0].blocks).lower()
+    jane, janet = bot.lead(jane.id), bot.lead(janet.id)
+    assert "jane doe" in _card(bot, jane) and "janet doe" in _card(bot, janet)
+    bob_card = _card(bot, bob)
+    # Hold the outbox so a message about Jane is still pending when she is forgotten.
+    bot.services.outbox.stop()
+    _queue_dm(bot, janet.id, "Janet Doe wants a call back")
+    _queue_dm(bot, bob.id, "Bob Roe wants a call back")
+
+    _all_logging_at_debug(caplog)
+    result = forget_person(bot.services, "  JANE.doe @Acme.Example ")
+    assert result == "forgot 2 leads for that address; 2 cards blanked"
+
+    assert [lead.id for lead in bot.leads()] == [bob.id]
+    assert _counts(bot, jane.id) == (0, 0, 0) and _counts(bot, janet.id) == (0, 0, 0)
+    for lead in (jane, janet):
+        card = _card(bot, lead)
+        assert "removed at the person's request" in card
+        assert not [d for d in (*JANE_DETAILS, "acme", "initech", "saastr") if d in card]
+        assert '"actions"' not in card  # no Claim/Release button on a forgotten lead
+    assert _card(bot, bob) == bob_card
+    assert bot.services.outbox.drain().sent == 1  # Bob's DM goes; Janet's was dropped
+    assert [m.text for m in bot.slack.dms(REP_A)][-1] == "Bob Roe wants a call back"
+    assert not [m for m in bot.slack.dms(REP_A) if "Janet" in m.text]
+
+    logged = caplog.text.lower()
+    assert f"deleted leads {jane.id}, {janet.id}" in logged
+    assert any(r.name.startswith("sqlalchemy") for r in caplog.records)  # rows were logged too
+    assert not [d for d in JANE_DETAILS if d in logged]
+
+
+def test_forget_matches_non_ascii_addresses_whatever_the_case(bot: Bot) -> None:
+    bot.submit("Jörg Ünal, JÖRG.Ünal@Beispiel.DE")
+    bot.submit(BOB)
+    assert forget_person(bot.services, "jörg.ünal@beispiel.de") == (
+        "forgot 1 leads for that address; 1 cards blanked"
+    )
+    assert [lead.name for lead in bot.leads()] == ["Bob Roe"]
+
+
+def test_forget_of_an_unknown_address_changes_nothing(bot: Bot) -> None:
+    bot.submit(BOB)
+    assert forget_person(bot.services, "nobody@example.com") == (
+        "forgot 0 leads for that address; 0 cards blanked"
+    )
+    assert len(bot.leads()) == 1
+
+
+def test_forget_reports_cards_it_could_not_blank(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot.submit(JANE)
+    [jane] = bot.leads()
+    bot.slack.fail("chat.update", error="message_not_found")
+    caplog.set_level(logging.WARNING, logger="bot.privacy")
+    assert forget_person(bot.services, "jane.doe@acme.example") == (
+        "forgot 1 leads for that address; 0 cards blanked"
+    )
+    assert bot.leads() == []
+    assert f"card of lead {jane.id}: message_not_found" in caplog.text
+
+
+@pytest.mark.parametrize("address", ["not-an-email", "", "jane@", "@acme.example", "a@b@c.d"])
+def test_forget_refuses_what_is_not_an_address(bot: Bot, address: str) -> None:
+    bot.submit(BOB)
+    with pytest.raises(ForgetError) as error:
+        forget_person(bot.services, address)
+    assert isinstance(error.value, SettingsError)  # so the CLI prints one line and exits 2
+    assert "\n" not in str(error.value)
+    assert len(bot.leads()) == 1
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def _leadbot(*args: str, slack: SlackEmulator, database_url: str) -> subprocess.CompletedProcess:
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "LEADS_CHANNEL": LEADS_CHANNEL,
+        "SLACK_API_URL": slack.url,
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "DEBUG",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_forget_refuses_a_non_address_with_one_line(
+    database_url: str, slack: SlackEmulator
+) -> None:
+    result = _leadbot("forget", "not-an-email", slack=slack, database_url=database_url)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("leadbot: forget: that is not an email address")
+    assert "not-an-email" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_forget_erases_and_blanks(bot: Bot) -> None:
+    bot.submit(JANE)
+    bot.submit(BOB)
+    jane, bob = bot.leads()
+    result = _leadbot(
+        "forget",
+        "Jane.Doe@acme.example",
+        slack=bot.slack,
+        database_url=bot.services.settings.database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "forgot 1 leads for that address; 1 cards blanked"
+    assert "removed at the person's request" in _card(bot, jane)
+    assert [lead.id for lead in bot.leads()] == [bob.id]
+    assert not [d for d in JANE_DETAILS if d in result.stderr.lower()]  # DEBUG logs included
