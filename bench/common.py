@@ -334,16 +334,23 @@ class Served:
         except OSError:
             return ""
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 3.0) -> float | None:
+        """Ctrl-C (serve then stops its scheduler and outbox), SIGKILL after `grace` seconds.
+
+        Returns how long the graceful stop took, or None when it had to be killed.
+        """
         if self.proc is None or self.proc.poll() is not None:
-            return
-        # SIGINT is Ctrl-C: serve shuts its scheduler and outbox down; kill only if it hangs.
+            return 0.0
+        t0 = time.perf_counter()
         self.proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(timeout=8)
+            self.proc.wait(timeout=grace)
+            self.stop_seconds: float | None = time.perf_counter() - t0
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=5)
+            self.stop_seconds = None
+        return self.stop_seconds
 
     def __enter__(self) -> Served:
         return self.start()

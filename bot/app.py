@@ -80,7 +80,7 @@ def build_services(
         # Longer than any one call can take, so a live holder never loses its lease.
         lease=max(timedelta(seconds=30), 3 * settings.slack_timeout),
         clock=clock.now,
-        first_reminder=lambda lead, now: now + settings.reminder_after,
+        first_reminder=lambda lead, now: flows.claim_due(settings, lead, now),
         on_card_failed=flows.tell_submitter_card_failed,
     )
     slack = Slack(client)

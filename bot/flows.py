@@ -5,6 +5,9 @@ queued in the outbox in the same transaction, so a change and its messages stand
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -12,6 +15,8 @@ from bot import leads, outbox, render
 from bot.delivery import DeliveryError
 from bot.parsing import LeadInput
 from bot.services import Services
+from bot.settings import Settings
+from bot.sla import add_working_time
 from models import Lead
 
 log = logging.getLogger(__name__)
@@ -31,7 +36,7 @@ def submit_lead(
             now=services.clock.now(),
             source_channel=channel,
         )
-        outbox.enqueue_card(s, lead, services.settings.leads_channel)
+        outbox.enqueue_card(s, lead, card_channel(services.settings, data))
     services.outbox.kick()
     log.info("lead %s submitted", lead.id)
     return lead
@@ -83,3 +88,43 @@ def tell(services: Services, channel: str | None, user: str, text: str) -> None:
             services.slack.dm(user, render.Message(text=text))
     except DeliveryError as e:
         log.warning("private note to a user not sent: %s", e.code)
+
+
+# --- the policy's clock ------------------------------------------------------------------------
+
+
+def claim_due(settings: Settings, lead: Lead, start: datetime) -> datetime:
+    """When an unclaimed lead is next due a reminder: its priority's claim_within of working
+    time after `start` (working hours, working days, holidays skipped)."""
+    policy = settings.policy
+    return add_working_time(start, policy.rule(lead.priority).claim_within, policy.hours)
+
+
+def reminder_schedule(settings: Settings, now: datetime) -> Callable[[Lead], tuple[datetime, int]]:
+    """For leads.take_reminder: the next reminder time and the escalation count, per lead."""
+
+    def schedule(lead: Lead) -> tuple[datetime, int]:
+        return claim_due(settings, lead, now), settings.policy.rule(lead.priority).escalate_after
+
+    return schedule
+
+
+def card_channel(settings: Settings, data: LeadInput | Lead) -> str:
+    """Where the lead's card goes: the first matching route of the policy, else LEADS_CHANNEL."""
+    return settings.policy.route(
+        territory=data.territory,
+        persona=data.persona,
+        priority=data.priority,
+        event=data.event,
+        default_channel=settings.leads_channel,
+    )
+
+
+def parse_options(settings: Settings) -> dict[str, Any]:
+    """The policy's vocabulary for the /lead parser and the modal's validation."""
+    policy = settings.policy
+    return {
+        "priorities": policy.priority_keys(),
+        "default_priority": policy.default_priority,
+        "personas": policy.persona_keys() or None,
+    }

@@ -7,6 +7,7 @@ several processes could race for are single conditional UPDATEs, so the database
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -100,6 +101,7 @@ def card_posted(
             card_posted_at=now,
             card_permalink=permalink,
             card_error=None,
+            claim_due_at=next_reminder_at,
             # Only an unclaimed lead waits for a reminder (a fast rep may already have it).
             next_reminder_at=_if_new(next_reminder_at),
         )
@@ -166,7 +168,7 @@ def release(
     team_id: str,
     managers: tuple[str, ...] | list[str],
     now: datetime,
-    reminder_after: timedelta,
+    next_reminder_at: datetime,
 ) -> ReleaseResult:
     """Owner or manager puts a claimed lead back; the reminder clock starts again."""
     lead = get_lead(session, lead_id, team_id)
@@ -188,7 +190,8 @@ def release(
             claimed_at=None,
             reminders_sent=0,
             escalated_at=None,
-            next_reminder_at=now + reminder_after,
+            next_reminder_at=next_reminder_at,
+            follow_up_at=None,
             version=Lead.version + 1,
         )
         .execution_options(synchronize_session=False)
@@ -228,8 +231,7 @@ def take_reminder(
     lead_id: int,
     *,
     now: datetime,
-    reminder_after: timedelta,
-    escalate_after: int,
+    schedule: Callable[[Lead], tuple[datetime, int]],
 ) -> ReminderTurn | None:
     """Win the right to send this lead's due reminder, or None if someone else did / it's moot.
 
@@ -242,10 +244,12 @@ def take_reminder(
     if lead.next_reminder_at > now:
         return None
     seen = lead.reminders_sent
+    # The lead's policy: when the next reminder is due, and after how many the managers hear.
+    next_at, escalate_after = schedule(lead)
     escalate = seen >= escalate_after and lead.escalated_at is None
     values: dict[str, Any] = {
         "reminders_sent": seen + 1,
-        "next_reminder_at": now + reminder_after,
+        "next_reminder_at": next_at,
     }
     if escalate:
         values["escalated_at"] = now

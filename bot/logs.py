@@ -12,7 +12,9 @@ import re
 from typing import TextIO
 
 # Libraries whose DEBUG output includes payloads (message text, form bodies, SQL parameters).
-CHATTY = ("slack_sdk", "slack_bolt", "leadbot.bolt", "urllib3", "sqlalchemy", "waitress")
+CHATTY = ("slack_sdk", "slack_bolt", "leadbot.bolt", "urllib3", "waitress")
+# SQLAlchemy logs every statement at INFO (with result rows at DEBUG): warnings only.
+QUIET = ("sqlalchemy", "apscheduler.executors")
 EMAIL = re.compile(r"[^\s@<>|,;:\"'(){}\[\]]+@[^\s@<>|,;:\"'(){}\[\]]+\.[A-Za-z]{2,}")
 PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
 
@@ -49,4 +51,6 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
     floor = max(logging.INFO, logging.getLevelName(level))
     for name in CHATTY:
         logging.getLogger(name).setLevel(floor)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, floor))
     return handler

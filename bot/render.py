@@ -36,6 +36,7 @@ from models import CLAIMED, Lead
 
 if TYPE_CHECKING:
     from bot.leads import DigestFigures
+    from bot.policy import Policy
 
 CARD_NOTES_MAX = 500  # the card is a teaser; the full notes go to whoever claims the lead
 SECTION_TEXT_MAX = 3000
@@ -338,14 +339,39 @@ _MODAL_INPUTS: list[tuple[str, str, str, bool, bool]] = [
 ]
 
 
-def lead_modal(
-    private_metadata: str = "",
-    priorities: Sequence[str] = ("hot", "warm", "cold"),
-    default_priority: str = "warm",
-) -> dict[str, Any]:
-    """The `/lead` modal; block_id of each input is the field name (errors map back 1:1)."""
+def lead_modal(private_metadata: str = "", policy: Policy | None = None) -> dict[str, Any]:
+    """The `/lead` modal; block_id of each input is the field name (errors map back 1:1).
+
+    Priority is a select of the policy's priorities; persona is a select of its personas (with
+    their descriptions) when the policy lists any, free text otherwise.
+    """
+    if policy is None:
+        from bot.policy import default_policy
+
+        policy = default_policy({})
     blocks: list[Block] = []
     for name, label, placeholder, optional, multiline in _MODAL_INPUTS:
+        if name == "persona" and policy.personas:
+            blocks.append(
+                InputBlock(
+                    block_id="persona",
+                    label="Persona",
+                    optional=True,
+                    element=StaticSelectElement(
+                        action_id=input_action_id("persona"),
+                        placeholder="Who are they?",
+                        options=[
+                            Option(
+                                text=shorten(p.name, 75),
+                                value=p.key,
+                                description=shorten(p.description, 75) or None,
+                            )
+                            for p in policy.personas
+                        ],
+                    ),
+                )
+            )
+            continue
         blocks.append(
             InputBlock(
                 block_id=name,
@@ -361,8 +387,15 @@ def lead_modal(
             )
         )
         if name == "title":
-            options = [Option(text=p, value=p) for p in priorities]
-            initial = next((o for o in options if o.value == default_priority), options[0])
+            options = [
+                Option(
+                    text=key,
+                    value=key,
+                    description=shorten(rule.means, 75) or None,
+                )
+                for key, rule in policy.priorities.items()
+            ]
+            initial = next((o for o in options if o.value == policy.default_priority), options[0])
             blocks.append(
                 InputBlock(
                     block_id="priority",

@@ -12,11 +12,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:
+    from bot.policy import Policy
 
 
 class SettingsError(ValueError):
@@ -55,6 +59,11 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     ),
     "SALES_IDS": ("", "if set, only these user ids (U…) may claim leads, comma-separated"),
     "SALES_USERGROUP": ("", "if set, only members of this user group (S…) may claim leads"),
+    "POLICY_FILE": ("policy.toml", "the handoff policy (TOML); built-in defaults when absent"),
+    "DUPLICATE_WINDOW": (
+        "90d",
+        "a lead matching an earlier one's email or phone within this is marked",
+    ),
     "HOST": ("0.0.0.0", "address `leadbot serve` listens on"),
     "PORT": ("3000", "port `leadbot serve` listens on"),
     "WEB_THREADS": ("8", "worker threads of the HTTP server"),
@@ -83,6 +92,8 @@ class Settings:
     retain_for: timedelta | None = None
     sales_ids: tuple[str, ...] = ()
     sales_usergroup: str = ""
+    duplicate_window: timedelta = timedelta(days=90)
+    policy: Policy = field(default_factory=lambda: _policy(None))
     host: str = "0.0.0.0"
     port: int = 3000
     web_threads: int = 8
@@ -237,11 +248,21 @@ def load_settings(
         retain_for=parse_duration(retain, name="RETAIN_FOR") if retain else None,
         sales_ids=sales,
         sales_usergroup=usergroup,
+        duplicate_window=parse_duration(get("DUPLICATE_WINDOW"), name="DUPLICATE_WINDOW"),
+        # Read last: it names its own file and place, and its defaults use the settings above.
+        policy=_policy(env),
         host=get("HOST"),
         port=port,
         web_threads=threads,
         log_level=log_level,
     )
+
+
+def _policy(env: Mapping[str, str] | None) -> Policy:
+    # Imported here: the policy module builds on this one (durations, SettingsError).
+    from bot.policy import default_policy, load_policy
+
+    return default_policy({}) if env is None else load_policy(env=env)
 
 
 def _user_ids(text: str, name: str) -> tuple[str, ...]:
@@ -259,3 +280,23 @@ def _int(text: str, name: str, low: int, high: int) -> int:
     if not text.isdigit() or not low <= int(text) <= high:
         raise SettingsError(f"{name}: {text!r} — expected a whole number from {low} to {high}")
     return int(text)
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every setting with its meaning and default."""
+    lines = [
+        "# leadbot settings. Copy to .env (never commit it) and fill in the blanks.",
+        "# The real environment overrides this file; a bad value stops start-up with one line.",
+        "",
+    ]
+    for name, (default, meaning) in SETTINGS_HELP.items():
+        lines.append(
+            f"# {meaning}" + ("" if default is None else f" (default: {default or 'none'})")
+        )
+        lines.append(f"{name}={default or ''}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bot.settings > .env.example
+    print(env_example(), end="")

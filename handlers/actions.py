@@ -91,13 +91,14 @@ def release(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any
     try:
         with services.sessions.begin() as s:
             current = leads.get_lead(s, lead_id, _team(body, services))
-            if current is not None and version is not None and version != current.version:
+            stale = result = None
+            if current is None:
+                pass  # answered below: no such lead in this workspace
+            elif version is not None and version != current.version:
                 # The card showed an older state (e.g. another owner): act on nothing, refresh.
                 outbox.enqueue_refresh(s, current)
                 stale = render.current_state(current)
-                result = None
             else:
-                stale = None
                 result = leads.release(
                     s,
                     lead_id,
@@ -105,7 +106,9 @@ def release(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any
                     team_id=_team(body, services),
                     managers=services.settings.manager_ids,
                     now=services.clock.now(),
-                    reminder_after=services.settings.reminder_after,
+                    next_reminder_at=flows.claim_due(
+                        services.settings, current, services.clock.now()
+                    ),
                 )
                 if result.ok and result.lead is not None:
                     flows.after_release(s, result.lead, user)

@@ -31,7 +31,8 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         )
         try:
             services.slack.views_open(
-                str(command.get("trigger_id") or ""), render.lead_modal(metadata)
+                str(command.get("trigger_id") or ""),
+                render.lead_modal(metadata, services.settings.policy),
             )
         except Exception as e:
             log.warning("could not open the /lead modal: %s", type(e).__name__)
@@ -41,7 +42,7 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         ack(response_type="ephemeral", text=USAGE)
         return
 
-    result = parse_lead_text(text)
+    result = parse_lead_text(text, **flows.parse_options(services.settings))
     if result.lead is None:
         problems = "\n".join(f"• {e.message}" for e in result.errors)
         ack(
@@ -62,5 +63,5 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         log.error("lead not stored, database error: %s", type(e).__name__)
         ack(response_type="ephemeral", text=f"{DB_DOWN}\n```{render.esc(text)}```")
         return
-    receipt = render.receipt(lead, services.settings.leads_channel)
+    receipt = render.receipt(lead, flows.card_channel(services.settings, lead))
     ack(response_type="ephemeral", text=receipt.text, blocks=receipt.blocks)

@@ -32,7 +32,7 @@ def _metadata(view: dict[str, Any]) -> dict[str, Any]:
 def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
     services = services_of(context)
     values = render.modal_values((view.get("state") or {}).get("values") or {})
-    result = validate_fields(values)
+    result = validate_fields(values, **flows.parse_options(services.settings))
     if result.lead is None:
         errors: dict[str, str] = {}
         for error in result.errors:
@@ -56,7 +56,7 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
         )
         return
     ack()
-    receipt = render.receipt(lead, services.settings.leads_channel)
+    receipt = render.receipt(lead, flows.card_channel(services.settings, lead))
     _tell_submitter(services, metadata, user, receipt)
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from bot import leads, outbox, render
+from bot import flows, leads, outbox, render
 from bot.services import Services
+from bot.sla import is_working_time
 
 
 def run(services: Services) -> str:
     settings = services.settings
     now = services.clock.now()
+    if not is_working_time(now, settings.policy.hours):
+        return "outside working hours: nothing sent"
+    schedule = flows.reminder_schedule(settings, now)
     with services.sessions() as s:
         due = leads.due_reminders(s, now)
     reminded = escalated = 0
@@ -20,8 +24,7 @@ def run(services: Services) -> str:
                 s,
                 lead_id,
                 now=now,
-                reminder_after=settings.reminder_after,
-                escalate_after=settings.escalate_after,
+                schedule=schedule,
             )
             if turn is None:  # another process won it, or the lead was claimed meanwhile
                 continue

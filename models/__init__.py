@@ -87,6 +87,24 @@ class Lead(Base):
     # Kept from the one chat.getPermalink call at posting, so escalations and digests need none.
     card_permalink: Mapped[str | None] = mapped_column(String(400))
 
+    # When the policy says it had to be claimed by (its first reminder): "claimed late" is
+    # claimed_at > claim_due_at, an SQL comparison for the digest and reports.
+    claim_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Outcome as sales reports it: None until the first one (contacted, meeting, qualified,
+    # disqualified, won, lost).
+    stage: Mapped[str | None] = mapped_column(String(32))
+    stage_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome_reason: Mapped[str | None] = mapped_column(String(200))
+    # Claimed but no outcome yet: nudge the owner at this time (working hours).
+    follow_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    follow_up_misses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    # Duplicate detection: normalised contact (lower-case email without spaces, phone digits).
+    email_norm: Mapped[str | None] = mapped_column(String(254))
+    phone_norm: Mapped[str | None] = mapped_column(String(40))
+    duplicate_of_id: Mapped[int | None] = mapped_column(Integer)
+
     reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
     next_reminder_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -100,6 +118,10 @@ class Lead(Base):
         Index("ix_leads_status_next_reminder", "status", "next_reminder_at"),
         Index("ix_leads_submitted_at", "submitted_at"),
         Index("ix_leads_claimed_at", "claimed_at"),
+        Index("ix_leads_status_follow_up", "status", "follow_up_at"),
+        Index("ix_leads_email_norm", "email_norm"),
+        Index("ix_leads_phone_norm", "phone_norm"),
+        Index("ix_leads_owner_status", "owner_id", "status"),
     )
 
     def __repr__(self) -> str:  # never the contact details: reprs end up in logs

@@ -14,7 +14,13 @@ from alembic.runtime.migration import MigrationContext
 
 from bot import db
 from bot.manifest import SCOPES, manifest_yaml
-from bot.settings import SETTINGS_HELP, SettingsError, load_settings, parse_duration
+from bot.settings import (
+    SETTINGS_HELP,
+    SettingsError,
+    env_example,
+    load_settings,
+    parse_duration,
+)
 from models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +83,8 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
 def test_env_example_lists_every_setting() -> None:
     text = (ROOT / ".env.example").read_text()
     for name in SETTINGS_HELP:
-        assert f"{name}=" in text, name
+        assert f"\n{name}=" in text, name
+    assert text == env_example(), "regenerate it: python -m bot.settings > .env.example"
 
 
 def _leadbot(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

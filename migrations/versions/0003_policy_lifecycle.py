@@ -1,0 +1,59 @@
+"""Policy and lifecycle: SLA due time, outcomes, follow-ups, duplicate detection.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-26
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from models import UTCDateTime
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("leads") as batch:
+        batch.add_column(sa.Column("claim_due_at", UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("stage", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("stage_at", UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("outcome_reason", sa.String(200), nullable=True))
+        batch.add_column(sa.Column("follow_up_at", UTCDateTime(), nullable=True))
+        batch.add_column(
+            sa.Column("follow_up_misses", sa.Integer(), nullable=False, server_default="0")
+        )
+        batch.add_column(sa.Column("email_norm", sa.String(254), nullable=True))
+        batch.add_column(sa.Column("phone_norm", sa.String(40), nullable=True))
+        batch.add_column(sa.Column("duplicate_of_id", sa.Integer(), nullable=True))
+    op.create_index("ix_leads_status_follow_up", "leads", ["status", "follow_up_at"])
+    op.create_index("ix_leads_email_norm", "leads", ["email_norm"])
+    op.create_index("ix_leads_phone_norm", "leads", ["phone_norm"])
+    op.create_index("ix_leads_owner_status", "leads", ["owner_id", "status"])
+    # Leads stored before this revision get their normalised contact now, so duplicate
+    # detection sees them too.
+    op.execute(
+        "UPDATE leads SET email_norm = lower(replace(email, ' ', '')) WHERE email IS NOT NULL"
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_leads_owner_status", table_name="leads")
+    op.drop_index("ix_leads_phone_norm", table_name="leads")
+    op.drop_index("ix_leads_email_norm", table_name="leads")
+    op.drop_index("ix_leads_status_follow_up", table_name="leads")
+    with op.batch_alter_table("leads") as batch:
+        for column in (
+            "duplicate_of_id",
+            "phone_norm",
+            "email_norm",
+            "follow_up_misses",
+            "stage_at",
+            "outcome_reason",
+            "stage",
+            "claim_due_at",
+        ):
+            batch.drop_column(column)
