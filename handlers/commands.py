@@ -11,6 +11,7 @@ from slack_bolt import Ack, App, Respond
 from bot import flows, render
 from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
 from handlers.common import DB_DOWN, SQLAlchemyError, services_of
+from handlers.subcommands import SUBCOMMANDS
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         return
     if is_help(text):
         ack(response_type="ephemeral", text=USAGE)
+        return
+    word = text.strip().split(maxsplit=1)[0].lower()
+    if word in SUBCOMMANDS and "," not in text:
+        # `/lead policy`, `/lead mine`, `/lead report …`: answered privately, nothing stored.
+        ack(response_type="ephemeral", **SUBCOMMANDS[word](services, command, text.strip()))
         return
 
     result = parse_lead_text(text, **flows.parse_options(services.settings))

@@ -1,0 +1,23 @@
+"""`/lead <word>` subcommands: each takes the services, the command payload and the full text,
+and returns the keyword arguments of an ephemeral ack (`text`, optionally `blocks`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bot.policy import describe_policy
+from bot.services import Services
+
+Subcommand = Callable[[Services, dict[str, Any], str], dict[str, Any]]
+
+
+def policy(services: Services, command: dict[str, Any], text: str) -> dict[str, Any]:
+    """The written handoff policy, readably."""
+    settings = services.settings
+    return {"text": describe_policy(settings.policy, default_channel=settings.leads_channel)}
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "policy": policy,
+}
