@@ -21,6 +21,9 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from bot.sandbox import RunningSandbox, start_sandbox
 from bot.sandbox.workspace import MANAGER, MARKETER, REP_A, REP_B
 
+# Needs Debian's chromium: excluded from the default run, run by .ci/run as `pytest -m browser`.
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
