@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-SCOPES = ("commands", "chat:write", "chat:write.public", "im:write", "users:read")
+SCOPES = (
+    "commands",
+    "chat:write",
+    "chat:write.public",
+    "im:write",
+    "users:read",
+    # Card recovery after a crash mid-post reads the leads channel's recent history.
+    "channels:history",
+    "groups:history",
+    # SALES_USERGROUP: who may claim.
+    "usergroups:read",
+)
 
 
 def manifest_yaml(url: str | None = None, *, name: str = "leadbot") -> str:

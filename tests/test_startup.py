@@ -80,6 +80,12 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     assert s.reminder_after == timedelta(seconds=45)
 
 
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in SETTINGS_HELP:
+        assert f"| `{name}` |" in readme, name
+
+
 def test_env_example_lists_every_setting() -> None:
     text = (ROOT / ".env.example").read_text()
     for name in SETTINGS_HELP:
