@@ -136,6 +136,9 @@ class Slack:
         # Posting to a user id lands in the bot's DM with them (no conversations.open round trip).
         self.post(user_id, message)
 
+    def delete(self, channel: str, ts: str) -> None:
+        self._call("chat.delete", channel=channel, ts=ts)
+
     def ephemeral(self, channel: str, user_id: str, text: str) -> None:
         self._call("chat.postEphemeral", channel=channel, user=user_id, text=text)
 

@@ -31,7 +31,6 @@ def local_settings(
         "SLACK_SIGNING_SECRET": LOCAL_SECRET,
         "SLACK_API_URL": slack_url,
         "DATABASE_URL": database_url,
-        "LEADS_CHANNEL": "#leads",
         "WEB_THREADS": "4",
     }
     env.update(dict(overrides))
@@ -84,6 +83,11 @@ def start_local_bot(
     migrate: bool = False,
     port: int = 0,
 ) -> LocalBot:
+    overrides = dict(overrides)
+    channel = overrides.get("LEADS_CHANNEL", "#leads")
+    if channel.startswith("#"):
+        # LEADS_CHANNEL takes an id, as in a real workspace: ask the emulator for this one's.
+        overrides["LEADS_CHANNEL"] = slack.channel_id(channel)
     settings = local_settings(database_url, slack.url, overrides)
     engine = make_engine(settings.sqlalchemy_url)
     if migrate:

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import leads, render
+from bot import duplicates, leads, render
 from bot.delivery import DeliveryError, Slack
 from models import FAILED, PENDING, SENT, Lead, OutboxItem
 
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 CARD = "card"
 CARD_REFRESH = "card_refresh"
+# After a card attempt ended without an answer, Slack may still apply it late: look again a few
+# seconds after the card is in, and delete any second copy.
+CARD_CHECK = "card_check"
+CARD_CHECK_DELAY = timedelta(seconds=4)
 MESSAGE = "message"
 CARD_EVENT_TYPE = "leadbot_card"
 MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far apart
@@ -208,11 +212,13 @@ class Outbox:
             delay = 2.0
             try:
                 result = self.run_pass()
-                if result.paced is not None:
-                    delay = min(delay, max(0.01, result.paced))
-                elif result.sent or result.retried:
-                    delay = 0.0
-                delay = min(delay, self._next_due_in())
+                if result.sent or result.retried or result.failed:
+                    delay = 0.0  # there may be more right behind
+                else:
+                    delay = min(delay, self._next_due_in())
+                    if result.paced is not None:
+                        # Due but paced: wait for the channel's next token, not a busy loop.
+                        delay = max(delay, min(2.0, result.paced))
             except Exception as e:
                 log.error("outbox pass failed: %s", type(e).__name__, exc_info=e)
             finally:
@@ -238,16 +244,20 @@ class Outbox:
         return False
 
     def _next_due_in(self) -> float:
+        """Seconds until a pending item may be taken: its retry time, or its lease's end when
+        another (perhaps dead) process holds it."""
+        now = self.wall()
         with self.sessions() as s:
-            soonest = s.scalar(
-                select(OutboxItem.next_attempt_at)
+            rows = s.execute(
+                select(OutboxItem.next_attempt_at, OutboxItem.lease_until)
                 .where(OutboxItem.status == PENDING)
                 .order_by(OutboxItem.next_attempt_at)
-                .limit(1)
-            )
-        if soonest is None:
+                .limit(50)
+            ).all()
+        if not rows:
             return float("inf")
-        return max(0.0, (soonest - self.wall()).total_seconds())
+        soonest = min(max(due, lease or due) for due, lease in rows)
+        return max(0.0, (soonest - now).total_seconds())
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -354,6 +364,8 @@ class Outbox:
             return ts, channel
         with self.sessions() as s:
             lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
+            # A repeat's card links the earlier lead and names its owner as they are now.
+            note = duplicates.card_note(s, lead) if lead is not None else None
         if lead is None:
             return None, None  # the lead is gone (forgotten or purged): nothing to show
         if item.kind == CARD:
@@ -365,35 +377,72 @@ class Outbox:
                     return found
             channel, ts = self.slack.post(
                 str(item.channel),
-                render.lead_card(lead, self.clock()),
+                render.lead_card(lead, self.clock(), note=note),
                 metadata={"event_type": CARD_EVENT_TYPE, "event_payload": {"lead_id": lead.id}},
             )
             return ts, channel
+        if item.kind == CARD_CHECK:
+            if lead.card_channel and lead.card_ts:
+                channel = self._channel_id(lead.card_channel)
+                for ts in self._cards_in_history(
+                    channel or lead.card_channel, lead.id, item.created_at
+                ):
+                    if ts != lead.card_ts:
+                        log.warning("deleting a second card for lead %s", lead.id)
+                        self.slack.delete(lead.card_channel, ts)
+            return None, None
         # CARD_REFRESH: render the lead as it is now; before its card exists there is nothing to
         # refresh (the card itself will be rendered from the current state).
         if lead.card_channel and lead.card_ts:
-            self.slack.update(lead.card_channel, lead.card_ts, render.lead_card(lead, self.clock()))
+            card = render.lead_card(lead, self.clock(), note=note)
+            self.slack.update(lead.card_channel, lead.card_ts, card)
         return None, None
 
     def _find_posted_card(self, item: OutboxItem, lead: Lead) -> tuple[str, str] | None:
         """After an attempt that ended without an answer, look for the card before reposting."""
-        channel = str(item.channel)
-        if channel[:1] not in ("C", "G"):
-            with self.sessions() as s:
-                known = s.scalar(
-                    select(Lead.card_channel).where(Lead.card_channel.is_not(None)).limit(1)
+        channel = self._channel_id(str(item.channel))
+        if channel is None:
+            return None
+        found = self._cards_in_history(channel, lead.id, item.created_at)
+        if found:
+            log.info("card for lead %s was already posted; adopting it", lead.id)
+            return found[-1], channel  # the oldest: history comes newest first
+        return None
+
+    def _channel_id(self, channel: str) -> str | None:
+        """History needs an id; a route may name a channel (`#x`): use where its cards went."""
+        if channel[:1] in ("C", "G"):
+            return channel
+        with self.sessions() as s:
+            return s.scalar(
+                select(Lead.card_channel)
+                .join(OutboxItem, OutboxItem.lead_id == Lead.id)
+                .where(
+                    OutboxItem.kind == CARD,
+                    OutboxItem.channel == channel,
+                    Lead.card_channel.is_not(None),
                 )
-            if not known:
-                return None
-            channel = known
-        oldest = item.created_at.timestamp() - 60
-        for message in self.slack.history(channel, oldest=oldest):
+                .limit(1)
+            )
+
+    def _cards_in_history(self, channel: str, lead_id: int, since: datetime) -> list[str]:
+        """The ts of every card for `lead_id` in the channel's recent history, newest first."""
+        try:
+            messages = self.slack.history(channel, oldest=since.timestamp() - 60)
+        except DeliveryError as e:
+            if e.transient:
+                raise
+            # Cannot look (missing scope, private channel): post anyway — a possible duplicate
+            # is better than a lost lead.
+            log.warning("cannot read history to check for lead %s's card: %s", lead_id, e.code)
+            return []
+        found = []
+        for message in messages:
             meta = message.get("metadata") or {}
             payload = meta.get("event_payload") or {}
-            if meta.get("event_type") == CARD_EVENT_TYPE and payload.get("lead_id") == lead.id:
-                log.info("card for lead %s was already posted; adopting it", lead.id)
-                return str(message.get("ts")), channel
-        return None
+            if meta.get("event_type") == CARD_EVENT_TYPE and payload.get("lead_id") == lead_id:
+                found.append(str(message.get("ts")))
+        return found
 
     def _succeeded(self, item: OutboxItem, ts: str | None, channel: str | None) -> None:
         now = self.wall()
@@ -409,6 +458,18 @@ class Outbox:
                 .execution_options(synchronize_session=False)
             )
             lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
+            uncertain = (item.last_error or "").startswith("connection_error")
+            if item.kind == CARD and lead is not None and item.attempts > 1 and uncertain:
+                s.add(
+                    OutboxItem(
+                        lead_id=lead.id,
+                        kind=CARD_CHECK,
+                        status=PENDING,
+                        attempts=0,
+                        next_attempt_at=now + CARD_CHECK_DELAY,
+                        created_at=item.created_at,
+                    )
+                )
             if item.kind == CARD and ts and channel and lead is not None:
                 leads.card_posted(
                     s,

@@ -30,7 +30,8 @@ class SettingsError(ValueError):
 _DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
 _DURATION = re.compile(r"^\s*(?:\d+\s*[smhd]\s*)+$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_CHANNEL = re.compile(r"^(?:[CG][A-Z0-9]{2,}|#[a-z0-9][a-z0-9_-]{0,79})$")
+# A channel id, not a name: a name cannot be used to look a card up again after a crash.
+_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -42,7 +43,7 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     "SLACK_APP_TOKEN": (None, "app-level token, xapp-…, only for `leadbot socket`"),
     "SLACK_API_URL": ("https://slack.com/api/", "Slack Web API base URL"),
     "DATABASE_URL": ("sqlite:///leadbot.db", "SQLAlchemy URL: sqlite:///file.db or postgresql://…"),
-    "LEADS_CHANNEL": (None, "channel id (C…) or #name where claim cards are posted"),
+    "LEADS_CHANNEL": (None, "channel id (C…) where claim cards are posted"),
     "MANAGER_IDS": ("", "Slack user ids (U…) of managers, comma-separated"),
     "REMINDER_AFTER": (
         "30m",
@@ -184,8 +185,8 @@ def load_settings(
     leads_channel = get("LEADS_CHANNEL")
     if leads_channel and not _CHANNEL.match(leads_channel):
         raise SettingsError(
-            f"LEADS_CHANNEL: {leads_channel!r} is not a channel — "
-            "expected a channel id like C0123ABCD or a name like #leads"
+            f"LEADS_CHANNEL: {leads_channel!r} is not a channel id — expected an id like "
+            "C0123ABCD (in Slack: the channel's name → Copy link, the last part)"
         )
     managers = _user_ids(get("MANAGER_IDS"), "MANAGER_IDS")
     sales = _user_ids(get("SALES_IDS"), "SALES_IDS")

@@ -39,7 +39,8 @@ GOOD = {
         ("REMINDER_AFTER", "0m", "REMINDER_AFTER: '0m' must be longer than zero"),
         ("ESCALATE_AFTER", "two", "ESCALATE_AFTER: 'two'"),
         ("DIGEST_AT", "9am", "DIGEST_AT: '9am' is not a time"),
-        ("LEADS_CHANNEL", "leads channel", "LEADS_CHANNEL: 'leads channel' is not a channel"),
+        ("LEADS_CHANNEL", "leads channel", "LEADS_CHANNEL: 'leads channel' is not a channel id"),
+        ("LEADS_CHANNEL", "#leads", "LEADS_CHANNEL: '#leads' is not a channel id"),
         ("MANAGER_IDS", "U0GOOD1,bob", "MANAGER_IDS: 'bob' is not a Slack user id"),
         ("DATABASE_URL", "not a url", "DATABASE_URL: 'not a url' is not a database URL"),
         ("DATABASE_URL", "mysql://x@h/db", "DATABASE_URL: 'mysql' is not supported"),
@@ -74,9 +75,9 @@ def test_defaults_and_parsing() -> None:
 
 def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("LEADS_CHANNEL=#from-dotenv\nREMINDER_AFTER=2h\n")
+    env_file.write_text("LEADS_CHANNEL=C0DOTENV01\nREMINDER_AFTER=2h\n")
     s = load_settings({"REMINDER_AFTER": "45s"}, dotenv_path=env_file)
-    assert s.leads_channel == "#from-dotenv"
+    assert s.leads_channel == "C0DOTENV01"
     assert s.reminder_after == timedelta(seconds=45)
 
 
