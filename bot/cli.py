@@ -167,8 +167,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from bot.privacy import forget_person
+    from bot.privacy import check_address, forget_person
 
+    check_address(args.email)
     settings = load_settings(require=SERVE_REQUIRES)
     _logging(settings)
     _, services = _build(settings)

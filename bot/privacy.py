@@ -101,16 +101,22 @@ def purge_expired(services: Services, *, batch_size: int = PURGE_BATCH) -> str:
 # --- erasure -----------------------------------------------------------------------------------
 
 
+def check_address(email: str) -> str:
+    """The normalised address, or ForgetError; checked before anything connects to Slack."""
+    target = normalize_email(email or "")
+    if not _is_email(target):
+        # Not echoed: even a mistyped address is personal data on the operator's screen/logs.
+        raise ForgetError("forget: that is not an email address — expected name@example.com")
+    return target
+
+
 def forget_person(services: Services, email: str) -> str:
     """Erase every lead of this address (case and spaces ignored) and blank their cards.
 
     The leads go first, in one transaction, and only then are the cards blanked: a card refresh
     still queued for a lead would otherwise put the details back on a card we had just blanked.
     """
-    target = normalize_email(email or "")
-    if not _is_email(target):
-        # Not echoed: even a mistyped address is personal data on the operator's screen/logs.
-        raise ForgetError("forget: that is not an email address — expected name@example.com")
+    target = check_address(email)
     with services.sessions.begin() as s:
         rows = s.execute(
             select(Lead.id, Lead.card_channel, Lead.card_ts)
