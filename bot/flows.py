@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bot import leads, outbox, render
+from bot import duplicates, leads, outbox, outcomes, render
 from bot.delivery import DeliveryError
 from bot.parsing import LeadInput
 from bot.services import Services
@@ -36,14 +36,24 @@ def submit_lead(
             now=services.clock.now(),
             source_channel=channel,
         )
-        outbox.enqueue_card(s, lead, card_channel(services.settings, data))
+        where = card_channel(services.settings, data)
+        outbox.enqueue_card(s, lead, where)
+        # A repeat of a recent lead is marked (its card renders the mark at delivery), and the
+        # owner still working the earlier one hears of it in this same transaction.
+        earlier = duplicates.mark(s, lead, services.settings.duplicate_window)
+        dm = duplicates.owner_dm(lead, earlier, where) if earlier is not None else None
+        if dm is not None:
+            outbox.enqueue_message(s, dm[0], dm[1], lead_id=lead.id)
     services.outbox.kick()
     log.info("lead %s submitted", lead.id)
     return lead
 
 
-def after_claim(session: Session, lead: Lead) -> None:
-    """After a won claim: the card, the claimer's private details, the submitter's news."""
+def after_claim(session: Session, lead: Lead, settings: Settings | None = None) -> None:
+    """After a won claim: the card, the claimer's private details, the submitter's news; with
+    `settings`, the follow-up clock starts (the policy's follow_up_within after the claim)."""
+    if settings is not None:
+        outcomes.start_follow_up(session, lead, settings.policy)
     outbox.enqueue_refresh(session, lead)
     if lead.owner_id:
         outbox.enqueue_message(session, lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)

@@ -1,4 +1,4 @@
-"""The App Home tab: how to use leadbot, your open leads, and the unclaimed queue."""
+"""The App Home tab: how to use leadbot, your open leads, the unclaimed queue, the policy."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 from sqlalchemy import select
 
-from bot import render
+from bot import outcomes, render, report
+from bot.policy import describe_policy
 from bot.services import Services
 from models import CLAIMED, NEW, Lead
 
@@ -28,7 +29,8 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
         mine = list(
             s.scalars(
                 select(Lead)
-                .where(Lead.status == CLAIMED, Lead.owner_id == user_id)
+                # Won, lost and disqualified leads are done: not "open" any more.
+                .where(Lead.status == CLAIMED, Lead.owner_id == user_id, outcomes.not_closed())
                 .order_by(Lead.claimed_at)
                 .limit(LIST_MAX)
             )
@@ -50,6 +52,13 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
         DividerBlock(),
         SectionBlock(text=MarkdownTextObject(text=_lines("*Your open leads*", mine, now))),
         SectionBlock(text=MarkdownTextObject(text=_lines("*Unclaimed, oldest first*", queue, now))),
+        DividerBlock(),
+        # The written policy, split on lines into sections within Block Kit's limits.
+        *report.policy_blocks(
+            describe_policy(
+                services.settings.policy, default_channel=services.settings.leads_channel
+            )
+        ),
         ContextBlock(elements=[MarkdownTextObject(text=f"Updated {render.slack_date(now)}")]),
     ]
     return View(type="home", blocks=blocks).to_dict()

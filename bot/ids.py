@@ -8,10 +8,17 @@ from enum import StrEnum
 class Action(StrEnum):
     CLAIM = "lead_claim"
     RELEASE = "lead_release"
+    # Lifecycle (issue 4): the outcome select (card, follow-up DM, /lead mine), reassign, snooze.
+    OUTCOME = "lead_outcome"
+    REASSIGN = "lead_reassign"
+    SNOOZE_HOUR = "lead_snooze_1h"
+    SNOOZE_DAY = "lead_snooze_1d"
 
 
 class View(StrEnum):
     NEW_LEAD = "lead_new"
+    DISQUALIFY = "lead_disqualify"
+    REASSIGN = "lead_reassign_to"
 
 
 # Input blocks of the new-lead modal: block_id == field name, so validation errors map 1:1.
@@ -32,3 +39,11 @@ MODAL_FIELDS: tuple[str, ...] = (
 def input_action_id(field: str) -> str:
     """The action_id of the element inside a modal input block."""
     return f"{field}_input"
+
+
+# Input blocks of the disqualify and reassign modals (action_id: input_action_id(block_id)).
+DISQUALIFY_REASON = "outcome_reason"
+DISQUALIFY_NOTE = "outcome_note"
+REASSIGN_OWNER = "new_owner"
+# The actions block of a claimed card (Release, Reassign, Record outcome).
+OWNER_ACTIONS_BLOCK = "lead_owner_actions"

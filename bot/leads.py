@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.parsing import LeadInput
+from bot.parsing import LeadInput, contact_keys
 from models import CLAIMED, NEW, JobRun, Lead, LeadEvent
 
 SYSTEM = "system"  # the actor of events no person caused
@@ -47,11 +47,15 @@ def submit(
     source_channel: str | None = None,
 ) -> Lead:
     """Store a validated lead; its card is posted afterwards by the caller."""
+    # Normalised contact, indexed, so bot.duplicates can find the same person again.
+    email_norm, phone_norm = contact_keys(data.email, data.phone)
     lead = Lead(
         team_id=team_id,
         name=data.name,
         email=data.email,
         phone=data.phone,
+        email_norm=email_norm,
+        phone_norm=phone_norm,
         company=data.company,
         title=data.title,
         priority=data.priority,

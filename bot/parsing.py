@@ -133,6 +133,16 @@ def normalize_phone(phone: str) -> str:
     return "".join(c for c in phone if "0" <= c <= "9")
 
 
+MIN_PHONE_DIGITS = 7  # fewer digits (an extension, a typo) would match unrelated people
+
+
+def contact_keys(email: str | None, phone: str | None) -> tuple[str | None, str | None]:
+    """(email_norm, phone_norm) as stored on a lead for duplicate detection; None when absent."""
+    email_norm = normalize_email(email) if email else ""
+    phone_norm = normalize_phone(phone) if phone else ""
+    return (email_norm or None, phone_norm if len(phone_norm) >= MIN_PHONE_DIGITS else None)
+
+
 def parse_lead_text(
     text: str,
     *,

@@ -126,10 +126,13 @@ def _fields(lead: Lead) -> list[MarkdownTextObject]:
     return out
 
 
-def lead_card(lead: Lead, now: datetime) -> Message:
-    """The public claim card: no email or phone, ever."""
+def lead_card(lead: Lead, now: datetime, *, note: str | None = None) -> Message:
+    """The public claim card: no email or phone, ever. `note` is ready mrkdwn (already
+    escaped), e.g. bot.duplicates' "possible duplicate of #12" line, shown under the header."""
     header = f"{PRIORITY_EMOJI.get(lead.priority, '')} {lead.name}".strip()
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=shorten(header, HEADER_MAX)))]
+    if note:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=note)))
     fields = _fields(lead)
     if fields:
         blocks.append(SectionBlock(fields=fields))
@@ -156,10 +159,15 @@ def lead_card(lead: Lead, now: datetime) -> Message:
                 )
             )
         )
+        # The stage line and the owner's actions (Record outcome, Reassign): bot/render_outcomes.
+        from bot import render_outcomes
+
+        blocks.extend(render_outcomes.card_stage_blocks(lead))
         blocks.append(
             ActionsBlock(
                 block_id="lead_owner_actions",
-                elements=[
+                elements=render_outcomes.owner_elements(
+                    lead,
                     ButtonElement(
                         text="Release",
                         action_id=Action.RELEASE,
@@ -170,11 +178,12 @@ def lead_card(lead: Lead, now: datetime) -> Message:
                             confirm="Release",
                             deny="Keep it",
                         ),
-                    )
-                ],
+                    ),
+                ),
             )
         )
         text = f"Lead #{lead.id}: {lead_label(lead)} claimed by {mention(lead.owner_id)}"
+        text += render_outcomes.card_text_suffix(lead)
     else:
         blocks.append(
             ActionsBlock(
@@ -194,18 +203,24 @@ def lead_card(lead: Lead, now: datetime) -> Message:
     return Message(text=text, blocks=_blocks(blocks))
 
 
-def receipt(lead: Lead, channel: str) -> Message:
+def receipt(lead: Lead, channel: str, *, note: str | None = None) -> Message:
+    """`note`: ready (escaped) mrkdwn added as its own paragraph, e.g. a duplicate warning."""
     where = f"<#{channel}>" if channel.startswith(("C", "G")) else esc(channel)
     text = (
         f"✅ Lead #{lead.id} {lead_label(lead)} is in. Its card goes to {where}; "
         "you'll get a DM when a rep claims it."
     )
-    return Message(text=text, blocks=_blocks([SectionBlock(text=MarkdownTextObject(text=text))]))
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=text))]
+    if note:
+        text = f"{text}\n{note}"
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=note)))
+    return Message(text=text, blocks=_blocks(blocks))
 
 
-def claimer_dm(lead: Lead) -> Message:
-    """Contact details and full notes, privately, for the rep who owns the lead."""
-    lines = [f"You claimed lead #{lead.id} {lead_label(lead)}. Here is how to reach them:"]
+def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
+    """Contact details and full notes, privately, for the rep who owns the lead. `intro`
+    (ready mrkdwn) replaces the first line, e.g. for a lead a manager reassigned."""
+    lines = [intro or f"You claimed lead #{lead.id} {lead_label(lead)}. Here is how to reach them:"]
     details = [
         ("Name", lead.name),
         ("Title", lead.title),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import actions, commands, events, views
+from handlers import actions, commands, events, outcomes, views
 
 
 def register(app: App) -> None:
     commands.register(app)
     actions.register(app)
+    outcomes.register(app)
     views.register(app)
     events.register(app)

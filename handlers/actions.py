@@ -62,7 +62,7 @@ def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) 
                 s, lead_id, user, team_id=_team(body, services), now=services.clock.now()
             )
             if result.won and result.lead is not None:
-                flows.after_claim(s, result.lead)
+                flows.after_claim(s, result.lead, services.settings)
             elif result.lead is not None:
                 # The clicker may have seen an out-of-date card: bring it up to date.
                 outbox.enqueue_refresh(s, result.lead)

@@ -8,7 +8,7 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import flows, render
+from bot import duplicates, flows, render
 from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
 from handlers.common import DB_DOWN, SQLAlchemyError, services_of
 from handlers.subcommands import SUBCOMMANDS
@@ -69,5 +69,9 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         log.error("lead not stored, database error: %s", type(e).__name__)
         ack(response_type="ephemeral", text=f"{DB_DOWN}\n```{render.esc(text)}```")
         return
-    receipt = render.receipt(lead, flows.card_channel(services.settings, lead))
+    receipt = render.receipt(
+        lead,
+        flows.card_channel(services.settings, lead),
+        note=duplicates.receipt_note(services.sessions, lead),
+    )
     ack(response_type="ephemeral", text=receipt.text, blocks=receipt.blocks)

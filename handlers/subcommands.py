@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bot import report as reports
 from bot.policy import describe_policy
 from bot.services import Services
+from handlers import outcomes
 
 Subcommand = Callable[[Services, dict[str, Any], str], dict[str, Any]]
 
@@ -18,6 +20,13 @@ def policy(services: Services, command: dict[str, Any], text: str) -> dict[str, 
     return {"text": describe_policy(settings.policy, default_channel=settings.leads_channel)}
 
 
+def report(services: Services, command: dict[str, Any], text: str) -> dict[str, Any]:
+    """`/lead report [#event] [days]`: the funnel per event and per persona (bot/report.py)."""
+    return reports.answer(services, command, text)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "policy": policy,
+    "report": report,
+    "mine": outcomes.mine,  # your open leads, with their outcome select
 }

@@ -9,7 +9,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk.webhook import WebhookClient
 
-from bot import flows, render
+from bot import duplicates, flows, render
 from bot.ids import MODAL_FIELDS, View
 from bot.parsing import validate_fields
 from handlers.common import SQLAlchemyError, services_of
@@ -56,7 +56,11 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
         )
         return
     ack()
-    receipt = render.receipt(lead, flows.card_channel(services.settings, lead))
+    receipt = render.receipt(
+        lead,
+        flows.card_channel(services.settings, lead),
+        note=duplicates.receipt_note(services.sessions, lead),
+    )
     _tell_submitter(services, metadata, user, receipt)
 
 

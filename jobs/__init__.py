@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.services import Services
-from jobs import digest, purge, reminders
+from jobs import digest, followups, purge, reminders
 
 
 def _outbox(services: Services) -> str:
@@ -36,6 +36,12 @@ JOBS: dict[str, Job] = {
             reminders.run,
             timedelta(seconds=30),
             "remind about unclaimed leads in the card's thread; escalate to managers",
+        ),
+        Job(
+            "followups",
+            followups.run,
+            timedelta(seconds=60),
+            "nudge owners of claimed leads with no outcome; tell managers at the next miss",
         ),
         Job(
             "digest",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot import leads, outbox, render
+from bot import leads, outbox, render, report
 from bot.services import Services
 
 
@@ -30,8 +30,11 @@ def run(services: Services, *, force: bool = False) -> str:
                 return f"already sent for {due.date()}"
     with services.sessions() as s:
         figures = leads.digest_for(s, now)
+        # SLA breaches, cards not posted, the per-event funnel (bot/report.py).
+        extras = report.digest_extras(s, now)
     permalinks = {lead.id: lead.card_permalink for lead in figures.backlog}
     message = render.digest_message(figures, permalinks, now)
+    message = report.with_digest_extras(message, extras, now)
     with services.sessions.begin() as s:
         for manager in settings.manager_ids:
             outbox.enqueue_message(s, manager, message)

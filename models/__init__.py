@@ -122,6 +122,16 @@ class Lead(Base):
         Index("ix_leads_email_norm", "email_norm"),
         Index("ix_leads_phone_norm", "phone_norm"),
         Index("ix_leads_owner_status", "owner_id", "status"),
+        # Reports and the digest's funnel: index-only scans of a submitted_at window.
+        Index(
+            "ix_leads_submitted_funnel",
+            "submitted_at",
+            "event",
+            "persona",
+            "stage",
+            "claimed_at",
+            "outcome_reason",
+        ),
     )
 
     def __repr__(self) -> str:  # never the contact details: reprs end up in logs

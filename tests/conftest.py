@@ -66,7 +66,8 @@ def database_url(database_template: str, tmp_path: Path) -> str:
     if database_template.startswith("postgresql"):
         engine = make_engine(database_template)
         with engine.begin() as conn:
-            conn.execute(text("TRUNCATE leads, lead_events, job_runs RESTART IDENTITY CASCADE"))
+            tables = "leads, lead_events, job_runs, outbox, processed_events"
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         engine.dispose()
         return database_template
     path = tmp_path / "leadbot.db"

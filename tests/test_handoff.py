@@ -246,7 +246,7 @@ def test_claim_updates_card_in_place_and_tells_claimer_and_submitter(bot: Bot) -
     assert update.args["ts"] == lead.card_ts and update.args["channel"] == LEADS_CHANNEL
     card = card_json(bot, lead)
     assert f"Claimed by <@{REP_A}>" in card and "<!date^" in card
-    assert buttons(bot, lead) == ["lead_release"]
+    assert buttons(bot, lead) == ["lead_outcome", "lead_reassign", "lead_release"]
     assert "jane@acme.example" not in card
 
     [claimer_dm] = bot.slack.dms(REP_A)

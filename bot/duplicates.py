@@ -1,0 +1,190 @@
+"""Duplicate leads: the same person submitted again within DUPLICATE_WINDOW.
+
+A lead whose normalised email or phone matches an earlier lead of the same workspace submitted
+within the window is still stored (a second conversation can be worth having), but marked with
+`duplicate_of_id` = the most recent earlier match. Its card and the submitter's receipt link the
+earlier lead and name its owner; an owner still working the earlier lead is told by DM.
+
+Race: the lookup sees committed rows only, so two identical leads submitted at the same instant
+may both go unmarked. That is acceptable: the mark is a hint, a missed one costs a little double
+work and never a lead, and a lock here would make every submission wait on the others.
+
+Contact details stay private: cards, receipts and DMs say *what* matched (email, phone), never
+the value, and all user text goes through `render.esc`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot import leads, render
+from bot.outcomes import CLOSING
+from models import CLAIMED, Lead
+
+log = logging.getLogger(__name__)
+
+# Outcomes after which nobody is working the lead any more: its owner need not hear of repeats.
+# One list, owned by the outcomes core.
+CLOSED_STAGES = CLOSING
+# Slack's own permalinks look like this; anything else is not put inside <url|text> markup.
+_SAFE_URL = re.compile(r"^https?://[^\s<>|]+$")
+
+
+def find_earlier(
+    session: Session,
+    *,
+    team_id: str,
+    email_norm: str | None,
+    phone_norm: str | None,
+    since: datetime,
+    until: datetime,
+    exclude_id: int | None = None,
+) -> Lead | None:
+    """The most recent lead of `team_id` submitted in [since, until] with the same email or
+    phone, or None. Equality on the indexed email_norm / phone_norm columns only, so the
+    database reads the few matching rows, never the window's history."""
+    keys = []
+    if email_norm:
+        keys.append(Lead.email_norm == email_norm)
+    if phone_norm:
+        keys.append(Lead.phone_norm == phone_norm)
+    if not keys:
+        return None  # nothing to compare: a lead without contact matches nothing
+    query = select(Lead).where(
+        or_(*keys),
+        Lead.team_id == team_id,
+        Lead.submitted_at >= since,
+        Lead.submitted_at <= until,
+    )
+    if exclude_id is not None:
+        query = query.where(Lead.id != exclude_id)
+    query = query.order_by(Lead.submitted_at.desc(), Lead.id.desc()).limit(1)
+    return session.scalars(query).first()
+
+
+def mark(session: Session, lead: Lead, window: timedelta) -> Lead | None:
+    """Mark a just-stored lead as a duplicate of its most recent earlier match, if any, and
+    return that earlier lead. Runs in the submitter's transaction (see the race note above)."""
+    earlier = find_earlier(
+        session,
+        team_id=lead.team_id,
+        email_norm=lead.email_norm,
+        phone_norm=lead.phone_norm,
+        since=lead.submitted_at - window,
+        until=lead.submitted_at,
+        exclude_id=lead.id,
+    )
+    if earlier is None:
+        return None
+    lead.duplicate_of_id = earlier.id
+    session.flush()
+    leads.record(
+        session,
+        lead.id,
+        "duplicate_of",
+        leads.SYSTEM,
+        lead.submitted_at,
+        earlier=earlier.id,
+        matched=matched_on(lead, earlier),
+    )
+    return earlier
+
+
+def earlier_of(session: Session, lead: Lead) -> Lead | None:
+    """The lead this one repeats, or None (not a duplicate, or the earlier one was deleted)."""
+    if lead.duplicate_of_id is None:
+        return None
+    return leads.get_lead(session, lead.duplicate_of_id, lead.team_id)
+
+
+def matched_on(lead: Lead, earlier: Lead) -> str:
+    """Which contact matched, in words: never the value itself."""
+    same = []
+    if lead.email_norm and lead.email_norm == earlier.email_norm:
+        same.append("email")
+    if lead.phone_norm and lead.phone_norm == earlier.phone_norm:
+        same.append("phone")
+    return " and ".join(same) or "contact"
+
+
+def is_open(lead: Lead) -> bool:
+    """Claimed and not closed: someone is working it now."""
+    return lead.status == CLAIMED and bool(lead.owner_id) and lead.stage not in CLOSED_STAGES
+
+
+# --- rendering (pure) --------------------------------------------------------------------------
+
+
+def link(lead: Lead) -> str:
+    """The lead's card when its permalink is known, else just `#id`."""
+    url = lead.card_permalink
+    if url and _SAFE_URL.match(url):
+        return f"<{url}|lead #{lead.id}>"
+    return f"lead #{lead.id}"
+
+
+def _owner(earlier: Lead) -> str:
+    if earlier.status == CLAIMED and earlier.owner_id:
+        closed = (
+            f", closed as {render.esc(earlier.stage)}" if earlier.stage in CLOSED_STAGES else ""
+        )
+        return f"owned by {render.mention(earlier.owner_id)}{closed}"
+    return "still unclaimed"
+
+
+def note(lead: Lead, earlier: Lead) -> str:
+    """One mrkdwn line for the card and the receipt: which lead, who has it."""
+    return (
+        f"⚠️ *Possible duplicate:* same {matched_on(lead, earlier)} as {link(earlier)}, "
+        f"submitted {render.slack_date(earlier.submitted_at, '{date_short_pretty}')} — "
+        f"{_owner(earlier)}."
+    )
+
+
+def card_note(session: Session, lead: Lead) -> str | None:
+    """The card's duplicate line, from the earlier lead's state now (called at delivery)."""
+    earlier = earlier_of(session, lead)
+    return note(lead, earlier) if earlier is not None else None
+
+
+def receipt_note(sessions: sessionmaker, lead: Lead) -> str | None:
+    """The submitter's receipt line. The lead is already stored: if this read fails, the
+    receipt goes without the hint rather than not at all."""
+    if lead.duplicate_of_id is None:
+        return None
+    try:
+        with sessions() as s:
+            text = card_note(s, lead)
+    except SQLAlchemyError as e:
+        log.warning("duplicate note for the receipt not read: %s", type(e).__name__)
+        return None
+    return f"{text} It is saved anyway; its card says so too." if text else None
+
+
+def owner_dm(lead: Lead, earlier: Lead, card_channel: str) -> tuple[str, render.Message] | None:
+    """(user, message) for the owner of an open earlier lead, or None when nobody need hear.
+
+    Names the new lead as its public card does (name, company, event) and says what matched,
+    never the contact values: the owner has the earlier lead's details already.
+    """
+    if not is_open(earlier) or earlier.owner_id is None:
+        return None
+    if earlier.owner_id == lead.submitted_by:
+        return None  # they submitted it themselves, and their receipt says so
+    where = (
+        f"<#{card_channel}>" if card_channel.startswith(("C", "G")) else render.esc(card_channel)
+    )
+    event = f" from {render.esc(render.shorten(lead.event, 100))}" if lead.event else ""
+    text = (
+        f"👀 {render.mention(lead.submitted_by)} just submitted lead #{lead.id} "
+        f"{render.lead_label(lead)}{event} with the same {matched_on(lead, earlier)} as your "
+        f"lead {link(earlier)} {render.lead_label(earlier)}. Its card in {where} is marked as a "
+        "possible duplicate: claim it, or tell the channel you already have them."
+    )
+    return earlier.owner_id, render.Message(text=text)

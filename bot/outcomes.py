@@ -1,0 +1,427 @@
+"""The lead lifecycle after the claim: outcomes, reassignment, follow-ups. The core: plain values
+in, plain results out, no Slack wire format.
+
+Sales records what happened to a lead as a *stage*; three stages close it (no more follow-ups).
+Every change is one conditional UPDATE on what was read (version, owner, follow-up time), so a
+stale card, a double click or two processes sweeping follow-ups at once change a lead once.
+Callers own the session and its transaction, and queue what Slack must hear in the same one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from bot.leads import SYSTEM, get_lead, record
+from bot.policy import Policy
+from bot.sla import add_working_time
+from models import CLAIMED, Lead
+
+# Stage values, in the order a deal usually goes, with what people read.
+STAGES: dict[str, str] = {
+    "contacted": "Contacted",
+    "meeting": "Meeting booked",
+    "qualified": "Qualified",
+    "disqualified": "Disqualified",
+    "won": "Won",
+    "lost": "Lost",
+}
+DISQUALIFIED = "disqualified"
+# These end the lead's follow-ups: there is nothing left for sales to report.
+CLOSING: frozenset[str] = frozenset({DISQUALIFIED, "won", "lost"})
+NOTE_MAX = 500  # a disqualify note, kept in the event log and told to the submitter
+SNOOZES: dict[str, timedelta] = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
+
+
+def stage_label(stage: str | None) -> str:
+    return STAGES.get(stage or "", stage or "No outcome yet")
+
+
+def is_closed(lead: Lead) -> bool:
+    return lead.stage in CLOSING
+
+
+def may_act(user_id: str, lead: Lead, managers: Collection[str]) -> bool:
+    """Only the owner or a manager records outcomes on a lead (or snoozes its follow-up)."""
+    return user_id == lead.owner_id or user_id in managers
+
+
+def follow_up_due(policy: Policy, lead: Lead, start: datetime) -> datetime:
+    """When a claimed lead without an outcome is next due a follow-up: its priority's
+    follow_up_within of working time after `start`."""
+    return add_working_time(start, policy.rule(lead.priority).follow_up_within, policy.hours)
+
+
+def not_closed() -> Any:
+    """SQL: the lead has no closing stage (it may still need follow-ups)."""
+    return or_(Lead.stage.is_(None), Lead.stage.not_in(CLOSING))
+
+
+# --- recording an outcome ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    ok: bool
+    # "recorded" (or "allowed" from check_outcome), "not_found", "unknown_stage", "stale",
+    # "not_claimed", "forbidden", "same" (already at that stage: a no-op), "reason_required"
+    reason: str
+    lead: Lead | None
+    previous: str | None = None  # the stage before, when recorded
+
+
+def check_outcome(
+    session: Session,
+    lead_id: int,
+    user_id: str,
+    stage: str,
+    *,
+    team_id: str,
+    managers: Collection[str],
+    version: int | None = None,
+) -> OutcomeResult:
+    """Whether `user_id` may move the lead to `stage` now; changes nothing.
+
+    `version` is the lead version the clicked card was rendered from (None when the click came
+    from a message that shows no state, such as a DM): an older one is "stale".
+    """
+    lead = get_lead(session, lead_id, team_id)
+    if lead is None:
+        return OutcomeResult(False, "not_found", None)
+    if stage not in STAGES:
+        return OutcomeResult(False, "unknown_stage", lead)
+    if lead.status != CLAIMED or lead.owner_id is None:
+        return OutcomeResult(False, "not_claimed", lead)
+    if not may_act(user_id, lead, managers):
+        return OutcomeResult(False, "forbidden", lead)
+    # Before the version check: the same choice delivered twice is quietly nothing, not "stale".
+    if lead.stage == stage:
+        return OutcomeResult(False, "same", lead)
+    if version is not None and version != lead.version:
+        return OutcomeResult(False, "stale", lead)
+    return OutcomeResult(True, "allowed", lead)
+
+
+def record_outcome(
+    session: Session,
+    lead_id: int,
+    user_id: str,
+    stage: str,
+    *,
+    team_id: str,
+    managers: Collection[str],
+    policy: Policy,
+    now: datetime,
+    version: int | None = None,
+    reason: str | None = None,
+    note: str | None = None,
+) -> OutcomeResult:
+    """Move a claimed lead to `stage` (owner or manager only) and log it as a `stage` event.
+
+    A closing stage clears the follow-up; any other starts its clock again from now.
+    """
+    checked = check_outcome(
+        session, lead_id, user_id, stage, team_id=team_id, managers=managers, version=version
+    )
+    if not checked.ok:
+        return checked
+    lead = checked.lead
+    assert lead is not None
+    reason = (reason or "").strip()[:200] or None
+    if stage == DISQUALIFIED and reason is None:
+        return OutcomeResult(False, "reason_required", lead)
+    note = (note or "").strip()[:NOTE_MAX] or None
+    previous, seen_version, owner = lead.stage, lead.version, lead.owner_id
+    result = session.execute(
+        update(Lead)
+        # Conditional on the version we checked: a change since (another click, a reassign, a
+        # release) makes this one a no-op, and the caller refreshes the card.
+        .where(
+            Lead.id == lead_id,
+            Lead.status == CLAIMED,
+            Lead.owner_id == owner,
+            Lead.version == seen_version,
+        )
+        .values(
+            stage=stage,
+            stage_at=now,
+            outcome_reason=reason if stage == DISQUALIFIED else None,
+            follow_up_at=None if stage in CLOSING else follow_up_due(policy, lead, now),
+            follow_up_misses=0,
+            version=Lead.version + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(lead)
+        return OutcomeResult(False, "stale", lead)
+    detail: dict[str, Any] = {"stage": stage, "reason": reason if stage == DISQUALIFIED else None}
+    if previous:
+        detail["previous"] = previous
+    if note:
+        detail["note"] = note
+    record(session, lead_id, "stage", user_id, now, **detail)
+    session.refresh(lead)
+    return OutcomeResult(True, "recorded", lead, previous)
+
+
+# --- reassigning -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReassignResult:
+    ok: bool
+    # "reassigned" (or "allowed" from check_reassign), "not_found", "forbidden", "not_claimed",
+    # "closed", "stale", "same_owner"
+    reason: str
+    lead: Lead | None
+    previous_owner: str | None = None
+
+
+def check_reassign(
+    session: Session,
+    lead_id: int,
+    user_id: str,
+    *,
+    team_id: str,
+    managers: Collection[str],
+    version: int | None = None,
+    new_owner: str | None = None,
+) -> ReassignResult:
+    """Whether `user_id` (a manager) may hand this lead to someone else now; changes nothing."""
+    lead = get_lead(session, lead_id, team_id)
+    if lead is None:
+        return ReassignResult(False, "not_found", None)
+    if user_id not in managers:
+        return ReassignResult(False, "forbidden", lead)
+    if version is not None and version != lead.version:
+        return ReassignResult(False, "stale", lead)
+    if lead.status != CLAIMED or lead.owner_id is None:
+        return ReassignResult(False, "not_claimed", lead)
+    if is_closed(lead):
+        return ReassignResult(False, "closed", lead)
+    if new_owner is not None and new_owner == lead.owner_id:
+        return ReassignResult(False, "same_owner", lead)
+    return ReassignResult(True, "allowed", lead)
+
+
+def reassign(
+    session: Session,
+    lead_id: int,
+    new_owner: str,
+    *,
+    by: str,
+    team_id: str,
+    managers: Collection[str],
+    policy: Policy,
+    now: datetime,
+    version: int | None = None,
+) -> ReassignResult:
+    """A manager gives a claimed, open lead to `new_owner`; the follow-up clock starts anew."""
+    checked = check_reassign(
+        session,
+        lead_id,
+        by,
+        team_id=team_id,
+        managers=managers,
+        version=version,
+        new_owner=new_owner,
+    )
+    if not checked.ok:
+        return checked
+    lead = checked.lead
+    assert lead is not None
+    previous, seen_version = lead.owner_id, lead.version
+    result = session.execute(
+        update(Lead)
+        .where(
+            Lead.id == lead_id,
+            Lead.status == CLAIMED,
+            Lead.owner_id == previous,
+            Lead.version == seen_version,
+        )
+        .values(
+            owner_id=new_owner,
+            # The new owner gets a full follow-up interval, and no misses of the previous one.
+            follow_up_at=follow_up_due(policy, lead, now),
+            follow_up_misses=0,
+            version=Lead.version + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(lead)
+        return ReassignResult(False, "stale", lead)
+    record(session, lead_id, "reassigned", by, now, previous_owner=previous, owner=new_owner)
+    session.refresh(lead)
+    return ReassignResult(True, "reassigned", lead, previous)
+
+
+# --- follow-ups ---------------------------------------------------------------------------------
+
+
+def start_follow_up(session: Session, lead: Lead, policy: Policy) -> None:
+    """After a won claim: the follow-up falls due `follow_up_within` of working time after it."""
+    if lead.claimed_at is None or lead.status != CLAIMED or is_closed(lead):
+        return
+    due = follow_up_due(policy, lead, lead.claimed_at)
+    session.execute(
+        update(Lead)
+        .where(Lead.id == lead.id, Lead.status == CLAIMED, Lead.owner_id == lead.owner_id)
+        .values(follow_up_at=due, follow_up_misses=0)
+        .execution_options(synchronize_session=False)
+    )
+    lead.follow_up_at, lead.follow_up_misses = due, 0
+
+
+@dataclass(frozen=True)
+class SnoozeResult:
+    ok: bool
+    reason: str  # "snoozed", "not_found", "not_claimed", "forbidden", "closed", "unknown"
+    lead: Lead | None
+    until: datetime | None = None
+
+
+def snooze(
+    session: Session,
+    lead_id: int,
+    user_id: str,
+    *,
+    team_id: str,
+    managers: Collection[str],
+    policy: Policy,
+    now: datetime,
+    delta: timedelta,
+) -> SnoozeResult:
+    """Ask again `delta` of working time from now. Misses are not forgiven: if the lead is still
+    without an outcome then, it counts as the next miss (the managers hear)."""
+    lead = get_lead(session, lead_id, team_id)
+    if lead is None:
+        return SnoozeResult(False, "not_found", None)
+    if lead.status != CLAIMED or lead.owner_id is None:
+        return SnoozeResult(False, "not_claimed", lead)
+    if not may_act(user_id, lead, managers):
+        return SnoozeResult(False, "forbidden", lead)
+    if is_closed(lead) or lead.follow_up_at is None:
+        return SnoozeResult(False, "closed", lead)
+    until = add_working_time(now, delta, policy.hours)
+    result = session.execute(
+        update(Lead)
+        .where(
+            Lead.id == lead_id,
+            Lead.status == CLAIMED,
+            Lead.owner_id == lead.owner_id,
+            Lead.follow_up_at.is_not(None),
+        )
+        .values(follow_up_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(lead)
+        return SnoozeResult(False, "closed", lead)
+    record(session, lead_id, "snoozed", user_id, now, until=until.isoformat())
+    session.refresh(lead)
+    return SnoozeResult(True, "snoozed", lead, until)
+
+
+def due_follow_ups(session: Session, now: datetime, limit: int = 200) -> list[int]:
+    """Ids of claimed leads whose follow-up is due: an index range scan on (status, due)."""
+    return list(
+        session.scalars(
+            select(Lead.id)
+            .where(Lead.status == CLAIMED, Lead.follow_up_at <= now)
+            .order_by(Lead.follow_up_at)
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class FollowUpTurn:
+    lead: Lead
+    kind: str  # "nudge" (the owner only) or "escalation" (the managers too)
+    misses: int  # follow-ups missed, this one included
+
+
+def take_follow_up(
+    session: Session, lead_id: int, *, now: datetime, policy: Policy
+) -> FollowUpTurn | None:
+    """Win the right to send this lead's due follow-up, or None (someone else did / it's moot).
+
+    The first miss nudges the owner; the second also tells the managers; later ones nudge the
+    owner again, once per interval. The UPDATE is conditional on the due time and miss count we
+    read, so of N processes sweeping at once exactly one sends.
+    """
+    lead = get_lead(session, lead_id)
+    if lead is None or lead.status != CLAIMED or lead.owner_id is None or is_closed(lead):
+        return None
+    due, misses = lead.follow_up_at, lead.follow_up_misses or 0
+    if due is None or due > now:
+        return None
+    result = session.execute(
+        update(Lead)
+        .where(
+            Lead.id == lead_id,
+            Lead.status == CLAIMED,
+            Lead.follow_up_at == due,
+            Lead.follow_up_misses == misses,
+            not_closed(),
+        )
+        .values(follow_up_misses=misses + 1, follow_up_at=follow_up_due(policy, lead, now))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    kind = "escalation" if misses == 1 else "nudge"
+    record(
+        session,
+        lead_id,
+        "follow_up_escalated" if kind == "escalation" else "follow_up_nudged",
+        SYSTEM,
+        now,
+        misses=misses + 1,
+        owner=lead.owner_id,
+    )
+    session.refresh(lead)
+    return FollowUpTurn(lead=lead, kind=kind, misses=misses + 1)
+
+
+# --- listing ------------------------------------------------------------------------------------
+
+
+def open_leads_of(session: Session, user_id: str, *, team_id: str, limit: int = 20) -> list[Lead]:
+    """The user's claimed leads that are not closed, oldest claim first."""
+    return list(
+        session.scalars(
+            select(Lead)
+            .where(
+                Lead.team_id == team_id,
+                Lead.owner_id == user_id,
+                Lead.status == CLAIMED,
+                not_closed(),
+            )
+            .order_by(Lead.claimed_at, Lead.id)
+            .limit(limit)
+        )
+    )
+
+
+def count_open_leads_of(session: Session, user_id: str, *, team_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Lead)
+            .where(
+                Lead.team_id == team_id,
+                Lead.owner_id == user_id,
+                Lead.status == CLAIMED,
+                not_closed(),
+            )
+        )
+        or 0
+    )

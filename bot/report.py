@@ -1,0 +1,766 @@
+"""Funnel reports: `/lead report [#event] [days]`, the digest's extras, the policy on App Home.
+
+Queries are SQL aggregates over an indexed `submitted_at` (or `claimed_at`, or `status`) range,
+so the cost follows the window asked for, not the history stored; no lead is loaded into Python
+to be counted. Medians use window functions (`row_number`/`count` over a partition), which
+SQLite and PostgreSQL both have, and only for the groups shown.
+
+Rendering is pure, as in `bot.render`: figures in, Block Kit (validated by slack_sdk) and text out;
+every event, persona and reason goes through `render.esc`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shlex
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+from slack_sdk.webhook import WebhookClient
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    String,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from bot.delivery import ADVICE
+from bot.leads import _seconds_between
+from bot.render import (
+    HEADER_MAX,
+    SECTION_TEXT_MAX,
+    Message,
+    _blocks,
+    _split,
+    esc,
+    human_duration,
+    lead_label,
+    mention,
+    shorten,
+    slack_date,
+)
+from models import NEW, Lead
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 3650
+TOP_GROUPS = 15  # groups listed per breakdown in `/lead report`
+DIGEST_TOP_EVENTS = 5  # the digest is read on a phone: the few events that matter
+DIGEST_FUNNEL_DAYS = 30
+DIGEST_LIST = 5  # leads named per digest list; the counts cover the rest
+LABEL_MAX = 60
+
+# Stages as sales report them (bot/outcomes.py writes them). The funnel is cumulative: a lead
+# that reached a later stage passed the earlier ones, and a disqualified or lost lead was
+# contacted on the way out.
+DISQUALIFIED = "disqualified"
+WON = "won"
+LOST = "lost"
+CONTACTED_STAGES: tuple[str, ...] = ("contacted", "meeting", "qualified", WON, DISQUALIFIED, LOST)
+QUALIFIED_STAGES: tuple[str, ...] = ("qualified", WON)
+
+USAGE = (
+    "Usage: `/lead report [#event] [days]` — the funnel of leads submitted in the last `days` "
+    f"(1–{MAX_DAYS}, default {DEFAULT_DAYS}), for one `#event` or all of them. "
+    'Example: `/lead report #SaaStr2026 90`. Quote an event with spaces: `#"Web Summit"`.'
+)
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """One group's funnel; `key` is the event or persona (None: leads without one)."""
+
+    key: str | None
+    submitted: int
+    claimed: int
+    contacted: int
+    qualified: int
+    won: int
+    disqualified: int
+    lost: int
+    median_to_claim: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The largest groups (by leads submitted), and how many groups there are in all."""
+
+    groups: list[Funnel]
+    total_groups: int
+
+    @property
+    def hidden(self) -> int:
+        return self.total_groups - len(self.groups)
+
+
+@dataclass(frozen=True)
+class Report:
+    since: datetime
+    until: datetime
+    days: int
+    event: str | None
+    total: Funnel
+    by_event: Breakdown
+    by_persona: Breakdown
+    reasons: list[tuple[str | None, int]]  # disqualify reasons, most frequent first
+    total_reasons: int
+
+
+def _window(since: datetime, until: datetime) -> ColumnElement[bool]:
+    # submitted_at first: the indexed range bounds every report query.
+    return and_(Lead.submitted_at >= since, Lead.submitted_at < until)
+
+
+def _counts() -> list[tuple[str, Any]]:
+    # count(expr) skips NULLs: a CASE without ELSE counts only the rows that match.
+    return [
+        ("submitted", func.count()),
+        ("claimed", func.count(Lead.claimed_at)),
+        ("contacted", func.count(case((Lead.stage.in_(CONTACTED_STAGES), 1)))),
+        ("qualified", func.count(case((Lead.stage.in_(QUALIFIED_STAGES), 1)))),
+        ("won", func.count(case((Lead.stage == WON, 1)))),
+        ("disqualified", func.count(case((Lead.stage == DISQUALIFIED, 1)))),
+        ("lost", func.count(case((Lead.stage == LOST, 1)))),
+    ]
+
+
+_EMPTY = Funnel(None, 0, 0, 0, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class _Groups:
+    rows: list[Funnel]  # the top groups, medians not filled in yet
+    total: Funnel  # over every group, not only the top ones
+    count: int  # how many groups there are
+
+
+def _groups(session: Session, where: ColumnElement[bool], column: Any, top: int) -> _Groups:
+    """The `top` largest groups of `column` (by leads submitted), in one pass over the window.
+
+    Window functions over the grouped rows run after GROUP BY and before LIMIT, so the same
+    query also gives the number of groups and the totals over all of them.
+    """
+    counts = _counts()
+    rows = session.execute(
+        select(
+            column.label("key"),
+            *(expr.label(name) for name, expr in counts),
+            *(func.sum(expr).over().label(f"all_{name}") for name, expr in counts),
+            func.count().over().label("groups"),
+        )
+        .where(where)
+        .group_by(column)
+        # Named groups before "(none)" at equal counts; NULL sorts differently per backend.
+        .order_by(func.count().desc(), column.is_(None), column)
+        .limit(top)
+    ).all()
+    if not rows:
+        return _Groups([], _EMPTY, 0)
+    names = [name for name, _ in counts]
+    first = rows[0]._mapping
+    total = Funnel(None, *(int(first[f"all_{n}"]) for n in names))
+    groups = [Funnel(r.key, *(int(r._mapping[n]) for n in names)) for r in rows]
+    return _Groups(groups, total, int(first["groups"]))
+
+
+def _medians(
+    session: Session,
+    where: ColumnElement[bool],
+    dimensions: Mapping[str, tuple[Any, Sequence[str | None]]],
+    *,
+    overall: bool = False,
+) -> dict[tuple[str, str | None], timedelta]:
+    """Median time to claim per group, for the groups named in `dimensions` ({name: (column,
+    keys)}), and over all leads (key ("", None)) when `overall`: one pass over the window.
+
+    Each row is ranked within its group by its wait. The middle one or two rows of a group of
+    n are those with 2·rank in [n, n+2] (row (n+1)/2 when n is odd, n/2 and n/2+1 when even):
+    no division and no percentile_cont (SQLite has none). Only those few rows come back.
+    """
+    # As a float: PostgreSQL's extract() gives numeric, several times slower to sort.
+    wait = cast(_seconds_between(session, Lead.submitted_at, Lead.claimed_at), Float)
+    columns: list[Any] = [wait.label("w")]
+    parts: list[tuple[str, Any]] = [(name, column) for name, (column, _) in dimensions.items()]
+    if overall:
+        parts.append(("", None))
+    for name, column in parts:
+        columns += [
+            (column if column is not None else literal(None, String)).label(f"k_{name}"),
+            func.row_number().over(partition_by=column, order_by=wait).label(f"r_{name}"),
+            func.count().over(partition_by=column).label(f"n_{name}"),
+        ]
+    ranked = select(*columns).where(where, Lead.claimed_at.is_not(None)).subquery()
+
+    def middle(name: str) -> ColumnElement[bool]:
+        rank, n = ranked.c[f"r_{name}"], ranked.c[f"n_{name}"]
+        return (rank * 2).between(n, n + 2)
+
+    wanted: list[ColumnElement[bool]] = []
+    for name, (_, keys) in dimensions.items():
+        key = ranked.c[f"k_{name}"]
+        named = [k for k in keys if k is not None]
+        in_keys: ColumnElement[bool] = key.in_(named) if named else false()
+        if None in keys:
+            in_keys = or_(in_keys, key.is_(None))
+        wanted.append(and_(middle(name), in_keys))
+    if overall:
+        wanted.append(middle(""))
+    if not wanted:
+        return {}
+    waits: dict[tuple[str, str | None], list[float]] = {}
+    for row in session.execute(select(ranked).where(or_(*wanted))).mappings():
+        for name, _ in parts:
+            keys = dimensions[name][1] if name else (None,)
+            rank, n, key = row[f"r_{name}"], row[f"n_{name}"], row[f"k_{name}"]
+            if n <= 2 * rank <= n + 2 and key in keys:
+                waits.setdefault((name, key), []).append(float(row["w"]))
+    return {k: timedelta(seconds=round(sum(ws) / len(ws))) for k, ws in waits.items()}
+
+
+def _with_medians(
+    groups: _Groups, name: str, medians: Mapping[tuple[str, str | None], timedelta]
+) -> Breakdown:
+    rows = [replace(g, median_to_claim=medians.get((name, g.key))) for g in groups.rows]
+    return Breakdown(rows, groups.count)
+
+
+def _reasons(
+    session: Session, where: ColumnElement[bool], top: int
+) -> tuple[list[tuple[str | None, int]], int]:
+    rows = session.execute(
+        select(Lead.outcome_reason, func.count(), func.count().over())
+        .where(where, Lead.stage == DISQUALIFIED)
+        .group_by(Lead.outcome_reason)
+        .order_by(func.count().desc(), Lead.outcome_reason.is_(None), Lead.outcome_reason)
+        .limit(top)
+    ).all()
+    return [(r[0], int(r[1])) for r in rows], int(rows[0][2]) if rows else 0
+
+
+def report_for(
+    session: Session,
+    now: datetime,
+    *,
+    days: int = DEFAULT_DAYS,
+    event: str | None = None,
+    top: int = TOP_GROUPS,
+) -> Report:
+    """The funnel of leads submitted in the `days` before `now`, overall, per event, per persona.
+
+    `event` narrows to one event, compared case-insensitively (people type `#saastr2026` for
+    the `SaaStr2026` on the cards). Four queries at most, each one pass over the window.
+    """
+    since = now - timedelta(days=days)
+    where = _window(since, now)
+    if event is not None:
+        where = and_(where, func.lower(Lead.event) == event.lower())
+    # With one event asked for, a per-event breakdown would only repeat the total.
+    by_event = _groups(session, where, Lead.event, top) if event is None else None
+    if by_event is not None and not by_event.count:
+        return Report(since, now, days, event, _EMPTY, Breakdown([], 0), Breakdown([], 0), [], 0)
+    by_persona = _groups(session, where, Lead.persona, top)
+    total = by_persona.total
+    dimensions = {"persona": (Lead.persona, [g.key for g in by_persona.rows if g.claimed])}
+    if by_event is not None:
+        dimensions["event"] = (Lead.event, [g.key for g in by_event.rows if g.claimed])
+    medians = _medians(session, where, dimensions, overall=True) if total.claimed else {}
+    total = replace(total, median_to_claim=medians.get(("", None)))
+    reasons, total_reasons = _reasons(session, where, top) if total.disqualified else ([], 0)
+    return Report(
+        since,
+        now,
+        days,
+        event,
+        total,
+        _with_medians(by_event, "event", medians) if by_event else Breakdown([], 0),
+        _with_medians(by_persona, "persona", medians),
+        reasons,
+        total_reasons,
+    )
+
+
+@dataclass(frozen=True)
+class DigestExtras:
+    """What the daily digest adds: SLA breaches, undelivered cards, the per-event funnel."""
+
+    claimed_late: int  # claimed in the last 24 h after their claim_due_at
+    claimed_late_leads: list[Lead]  # the most late first
+    overdue: int  # unclaimed now and past their claim_due_at
+    overdue_leads: list[Lead]  # the longest overdue first
+    undelivered: int  # unclaimed leads whose card could not be posted
+    undelivered_errors: list[tuple[str, int]]  # Slack's error code, how many cards
+    undelivered_leads: list[Lead]  # the oldest first
+    funnel_total: Funnel
+    funnel: Breakdown  # per event, over `funnel_days`
+    funnel_days: int = DIGEST_FUNNEL_DAYS
+
+
+def digest_extras(
+    session: Session,
+    now: datetime,
+    *,
+    window: timedelta = timedelta(hours=24),
+    funnel_days: int = DIGEST_FUNNEL_DAYS,
+    top_events: int = DIGEST_TOP_EVENTS,
+    limit: int = DIGEST_LIST,
+) -> DigestExtras:
+    """The digest's extra figures: each query is bounded by an index (claimed_at, status,
+    submitted_at), never by the size of the history."""
+    since = now - window
+    late = and_(
+        Lead.claimed_at >= since,
+        Lead.claimed_at < now,
+        Lead.claim_due_at.is_not(None),
+        Lead.claimed_at > Lead.claim_due_at,
+    )
+    claimed_late = session.scalar(select(func.count()).select_from(Lead).where(late)) or 0
+    late_by = _seconds_between(session, Lead.claim_due_at, Lead.claimed_at)
+    claimed_late_leads = (
+        list(
+            session.scalars(select(Lead).where(late).order_by(late_by.desc(), Lead.id).limit(limit))
+        )
+        if claimed_late
+        else []
+    )
+
+    overdue_where = and_(Lead.status == NEW, Lead.claim_due_at < now)
+    overdue = session.scalar(select(func.count()).select_from(Lead).where(overdue_where)) or 0
+    overdue_leads = (
+        list(
+            session.scalars(
+                select(Lead).where(overdue_where).order_by(Lead.claim_due_at, Lead.id).limit(limit)
+            )
+        )
+        if overdue
+        else []
+    )
+
+    failed = and_(Lead.status == NEW, Lead.card_error.is_not(None))
+    errors = session.execute(
+        select(Lead.card_error, func.count())
+        .where(failed)
+        .group_by(Lead.card_error)
+        .order_by(func.count().desc(), Lead.card_error)
+    ).all()
+    undelivered = sum(int(n) for _, n in errors)
+    undelivered_leads = (
+        list(
+            session.scalars(
+                select(Lead).where(failed).order_by(Lead.submitted_at, Lead.id).limit(limit)
+            )
+        )
+        if undelivered
+        else []
+    )
+
+    where = _window(now - timedelta(days=funnel_days), now)
+    events = _groups(session, where, Lead.event, top_events)
+    claimed = [g.key for g in events.rows if g.claimed]
+    medians = _medians(session, where, {"event": (Lead.event, claimed)}) if claimed else {}
+    return DigestExtras(
+        claimed_late=claimed_late,
+        claimed_late_leads=claimed_late_leads,
+        overdue=overdue,
+        overdue_leads=overdue_leads,
+        undelivered=undelivered,
+        undelivered_errors=[(str(code), int(n)) for code, n in errors],
+        undelivered_leads=undelivered_leads,
+        funnel_total=events.total,
+        funnel=_with_medians(events, "event", medians),
+        funnel_days=funnel_days,
+    )
+
+
+# --- `/lead report` arguments ------------------------------------------------------------------
+
+
+class UsageError(ValueError):
+    """A word `/lead report` cannot read; str(error) is the message for the person."""
+
+
+@dataclass(frozen=True)
+class ReportArgs:
+    event: str | None = None
+    days: int = DEFAULT_DAYS
+
+
+# Phones type curly quotes; shlex only knows straight ones.
+_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
+
+
+def parse_report_args(text: str) -> ReportArgs:
+    """`report [#event] [days]` (either order) → ReportArgs, or UsageError naming the bad word."""
+    words = text.strip().split(maxsplit=1)
+    rest = text
+    if words and words[0].lower() == "report":  # the subcommand's own word, if given
+        rest = words[1] if len(words) > 1 else ""
+    try:
+        tokens = shlex.split(rest.translate(_QUOTES))
+    except ValueError:
+        raise UsageError(f"❌ A quote is not closed in `{_show(rest)}`.\n{USAGE}") from None
+    event: str | None = None
+    days: int | None = None
+    for token in tokens:
+        if token.startswith("#"):
+            name = " ".join(token.lstrip("#").split())  # stored events have no leading `#`
+            if not name:
+                raise UsageError(f"❌ `{_show(token)}`: write the event's name after `#`.\n{USAGE}")
+            if event is not None:
+                raise UsageError(
+                    f"❌ `{_show(token)}`: one `#event` at a time "
+                    f"(already `#{_show(event)}`).\n{USAGE}"
+                )
+            event = name
+        elif token.isdecimal() and token.isascii():
+            if days is not None:
+                raise UsageError(
+                    f"❌ `{_show(token)}`: the number of days is given twice "
+                    f"(already {days}).\n{USAGE}"
+                )
+            value = int(token)
+            if not 1 <= value <= MAX_DAYS:
+                raise UsageError(
+                    f"❌ `{_show(token)}` is not a number of days from 1 to {MAX_DAYS}.\n{USAGE}"
+                )
+            days = value
+        else:
+            raise UsageError(
+                f"❌ `{_show(token)}` is neither an `#event` nor a number of days.\n{USAGE}"
+            )
+    return ReportArgs(event=event, days=days or DEFAULT_DAYS)
+
+
+def _show(word: str) -> str:
+    # Echoed inside `code`: escaped, one line, short, and no backtick to break out of it.
+    return esc(shorten(" ".join(word.split()).replace("`", "'"), 40))
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _days(days: int) -> str:
+    return "the last day" if days == 1 else f"the last {days} days"
+
+
+def _label(key: str | None, none: str, names: Mapping[str, str] | None = None) -> str:
+    if key is None:
+        return f"_{none}_"
+    return f"*{esc(shorten((names or {}).get(key, key), LABEL_MAX))}*"
+
+
+def _steps(f: Funnel) -> str:
+    text = (
+        f"{f.submitted} submitted → {f.claimed} claimed → {f.contacted} contacted → "
+        f"{f.qualified} qualified → {f.won} won"
+    )
+    if f.disqualified:
+        text += f" · {f.disqualified} disqualified"
+    if f.lost:
+        text += f" · {f.lost} lost"
+    if f.median_to_claim is not None:
+        text += f" · median time to claim {human_duration(f.median_to_claim)}"
+    return text
+
+
+def _group_lines(
+    breakdown: Breakdown,
+    total: Funnel,
+    *,
+    noun: str,
+    none: str,
+    names: Mapping[str, str] | None = None,
+    limit: int = SECTION_TEXT_MAX - 200,
+    more_hint: str = "",
+) -> str:
+    """One line per group, whole lines only, then one line for the groups left out."""
+    lines: list[str] = []
+    size = 0
+    shown_leads = 0
+    for group in breakdown.groups:
+        line = f"• {_label(group.key, none, names)}: {_steps(group)}"
+        if size + len(line) + 1 > limit:
+            break
+        lines.append(line)
+        size += len(line) + 1
+        shown_leads += group.submitted
+    more = breakdown.total_groups - len(lines)
+    if more > 0:
+        leads = total.submitted - shown_leads
+        plural = noun if more == 1 else f"{noun}s"
+        lines.append(
+            f"…and {more} more {plural} ({leads} lead{'' if leads == 1 else 's'}){more_hint}"
+        )
+    return "\n".join(lines) or "none"
+
+
+def _reason_lines(reasons: list[tuple[str | None, int]], total_reasons: int, total: int) -> str:
+    lines = [f"• {_label(r, 'no reason given')}: {n}" for r, n in reasons]
+    if total_reasons > len(reasons):
+        rest = total - sum(n for _, n in reasons)
+        lines.append(f"…and {total_reasons - len(reasons)} more reasons ({rest} leads)")
+    return "\n".join(lines)
+
+
+def report_message(report: Report, persona_names: Mapping[str, str] | None = None) -> Message:
+    """`/lead report` as a message: totals, per event, per persona, disqualify reasons."""
+    scope = f"#{report.event}, " if report.event else ""
+    header = shorten(f"📊 Lead report — {scope}{_days(report.days)}", HEADER_MAX)
+    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=header))]
+    t = report.total
+    where = f" for *#{esc(shorten(report.event, LABEL_MAX))}*" if report.event else ""
+    if not t.submitted:
+        text = f"No leads were submitted{where} in {_days(report.days)}."
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
+    else:
+        summary = f"*All leads{where}*\n{_steps(t)}"
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=summary)))
+        if report.event is None:
+            events = _group_lines(report.by_event, t, noun="event", none="no event")
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*By event*\n{events}")))
+        personas = _group_lines(
+            report.by_persona, t, noun="persona", none="no persona", names=persona_names
+        )
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*By persona*\n{personas}")))
+        if report.reasons:
+            reasons = _reason_lines(report.reasons, report.total_reasons, t.disqualified)
+            blocks.append(
+                SectionBlock(text=MarkdownTextObject(text=f"*Disqualify reasons*\n{reasons}"))
+            )
+        text = f"Lead report{where}, {_days(report.days)}: {_steps(t)}"
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f"Leads submitted from {slack_date(report.since)} to "
+                    f"{slack_date(report.until)}. _Contacted_ counts every lead with an outcome; "
+                    "_qualified_ counts qualified and won."
+                )
+            ]
+        )
+    )
+    fallback = text if t.submitted else f"Lead report: {text}"
+    return Message(text=fallback, blocks=_blocks(blocks))
+
+
+def _ref(lead: Lead) -> str:
+    link = lead.card_permalink
+    ref = f"<{link}|#{lead.id}>" if link else f"#{lead.id}"
+    return f"{ref} {lead_label(lead, LABEL_MAX)}"
+
+
+def digest_blocks(x: DigestExtras, now: datetime) -> list[Block]:
+    """The digest's extra sections: SLA breaches, cards not posted, the per-event funnel."""
+    blocks: list[Block] = [DividerBlock()]
+    if not x.claimed_late and not x.overdue:
+        sla = "*SLA breaches:* none ✅"
+    else:
+        lines = ["*SLA breaches*", f"• Claimed late in the last 24 hours: *{x.claimed_late}*"]
+        for lead in x.claimed_late_leads:
+            assert lead.claimed_at is not None and lead.claim_due_at is not None
+            late = human_duration(lead.claimed_at - lead.claim_due_at)
+            owner = mention(lead.owner_id) if lead.owner_id else "someone"
+            lines.append(f"  ◦ {_ref(lead)} — {owner} claimed it {late} after it was due")
+        if x.claimed_late > len(x.claimed_late_leads):
+            lines.append(f"  ◦ …and {x.claimed_late - len(x.claimed_late_leads)} more")
+        lines.append(f"• Past due and still unclaimed: *{x.overdue}*")
+        for lead in x.overdue_leads:
+            assert lead.claim_due_at is not None
+            lines.append(f"  ◦ {_ref(lead)} — due {human_duration(now - lead.claim_due_at)} ago")
+        if x.overdue > len(x.overdue_leads):
+            lines.append(f"  ◦ …and {x.overdue - len(x.overdue_leads)} more")
+        sla = _fit(lines)
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=sla)))
+
+    if x.undelivered:
+        lines = [
+            f"*Cards that could not be posted ({x.undelivered})* — these leads are not in "
+            "the channel, so nobody can claim them:"
+        ]
+        for code, n in x.undelivered_errors:
+            advice = ADVICE.get(code, "Slack refused the card")
+            lines.append(f"• `{esc(shorten(code, 60))}` ×{n}: {esc(advice)}")
+        lines.append("Leads: " + ", ".join(_ref(lead) for lead in x.undelivered_leads))
+        if x.undelivered > len(x.undelivered_leads):
+            lines[-1] += f" and {x.undelivered - len(x.undelivered_leads)} more"
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_fit(lines))))
+
+    title = f"*Funnel by event, {_days(x.funnel_days)}*"
+    if not x.funnel_total.submitted:
+        funnel = f"{title}\nno leads"
+    else:
+        funnel = f"{title}\n" + _group_lines(
+            x.funnel,
+            x.funnel_total,
+            noun="event",
+            none="no event",
+            more_hint=" — `/lead report` lists them all",
+        )
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=funnel)))
+    return blocks
+
+
+def _fit(lines: list[str], limit: int = SECTION_TEXT_MAX - 100) -> str:
+    """Whole lines up to `limit`: cutting one could break a link or an escape."""
+    kept: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) + 1 > limit - 20:
+            kept.append(f"…and {len(lines) - len(kept)} more lines")
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)
+
+
+def with_digest_extras(message: Message, x: DigestExtras, now: datetime) -> Message:
+    """The digest message with the extra sections after its own, and a longer fallback text."""
+    notes = []
+    if x.claimed_late or x.overdue:
+        notes.append(f"{x.claimed_late} claimed late, {x.overdue} past due and unclaimed")
+    if x.undelivered:
+        notes.append(f"{x.undelivered} card{'' if x.undelivered == 1 else 's'} not posted")
+    text = message.text + ("; " + "; ".join(notes) if notes else "")
+    return Message(text=text, blocks=message.blocks + _blocks(digest_blocks(x, now)))
+
+
+# --- answering `/lead report` within Slack's three seconds -----------------------------------
+
+# Slack drops a slash command not answered within 3 s. A month of leads takes well under a
+# second even at a million leads, but years of them can take longer: past this budget the ack
+# says the report is coming, and the report follows through the command's response_url.
+ANSWER_BUDGET = 2.0
+WORKING = "📊 Counting a lot of leads — the report will appear here in a few seconds."
+DB_DOWN = "⚠️ The database is not answering right now, so there is no report; try again soon."
+
+
+def answer(
+    services: Services, command: Mapping[str, Any], text: str, *, budget: float | None = None
+) -> dict[str, Any]:
+    """`/lead report …` → the keyword arguments of its ephemeral ack (`text`, `blocks`)."""
+    try:
+        args = parse_report_args(text)
+    except UsageError as e:
+        return {"text": str(e)}
+    settings = services.settings
+    names = {p.key: p.name for p in settings.policy.personas}
+    now = services.clock.now()
+    results: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1)
+    lock = threading.Lock()
+    late = threading.Event()
+
+    def work() -> None:
+        try:
+            with services.sessions() as s:
+                figures = report_for(s, now, days=args.days, event=args.event)
+            message = report_message(figures, persona_names=names)
+            result: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
+        except SQLAlchemyError as e:
+            log.error("report failed, database error: %s", type(e).__name__)
+            result = {"text": DB_DOWN}
+        except Exception:
+            log.exception("report failed")
+            result = {"text": "⚠️ The report failed; the error is in leadbot's log."}
+        with lock:  # either the ack takes it, or it goes to response_url: never both
+            if not late.is_set():
+                results.put(result)
+                return
+        _respond_later(str(command.get("response_url") or ""), result)
+
+    threading.Thread(target=work, name="leadbot-report", daemon=True).start()
+    try:
+        return results.get(timeout=ANSWER_BUDGET if budget is None else budget)
+    except queue.Empty:
+        with lock:
+            if results.empty():
+                late.set()
+                return {"text": WORKING}
+        return results.get_nowait()
+
+
+def _respond_later(url: str, result: Mapping[str, Any]) -> None:
+    if not url:
+        log.warning("report ready after the ack, but the command had no response_url")
+        return
+    client = WebhookClient(
+        url,
+        timeout=10,
+        retry_handlers=[ConnectionErrorRetryHandler(), RateLimitErrorRetryHandler()],
+    )
+    try:
+        response = client.send(response_type="ephemeral", **result)
+    except Exception as e:  # logged, not raised: this runs on a thread of its own
+        log.warning("report not delivered to response_url: %s", type(e).__name__)
+        return
+    if response.status_code != 200:
+        log.warning("report not delivered to response_url: HTTP %s", response.status_code)
+
+
+# --- the written policy on App Home ------------------------------------------------------------
+
+POLICY_SECTIONS_MAX = 20  # App Home allows 100 blocks; the rest of the page needs few
+
+
+def policy_blocks(
+    text: str, *, max_sections: int = POLICY_SECTIONS_MAX, limit: int = SECTION_TEXT_MAX
+) -> list[Block]:
+    """`describe_policy` text as sections of at most `limit` characters, split between lines.
+
+    A line longer than a section (a long list of reasons) is split inside, never within an
+    `&entity;`. Past `max_sections` the rest is left to `/lead policy`.
+    """
+    pieces: list[str] = []
+    for line in text.split("\n"):
+        # Room is left in each piece for the closing note below.
+        pieces.extend(_split(line, limit - 100) if len(line) > limit - 100 else [line])
+    # Whole lines per section; a section never starts or ends with a blank line.
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for piece in pieces:
+        if chunks[-1] and size + 1 + len(piece) > limit:
+            chunks.append([])
+            size = -1
+        chunks[-1].append(piece)
+        size += 1 + len(piece)
+    sections = [t for t in ("\n".join(c).strip("\n") for c in chunks) if t.strip()]
+    if len(sections) > max_sections:
+        sections = sections[:max_sections]
+        note = "…the rest: type `/lead policy`."
+        lines = sections[-1].split("\n")
+        # Drop whole lines from the end until the note fits (never cut inside an escape).
+        while len(lines) > 1 and len("\n".join(lines)) + len(note) + 1 > limit:
+            lines.pop()
+        sections[-1] = "\n".join(lines) + "\n" + note
+    return [SectionBlock(text=MarkdownTextObject(text=s)) for s in sections]

@@ -1,0 +1,435 @@
+"""The lifecycle after the claim: Record outcome (card, follow-up DM, `/lead mine`), the
+disqualify modal, Reassign (managers), Snooze, and `/lead mine`.
+
+As in handlers/actions.py: ack first, let the database decide with a conditional UPDATE, and
+queue the card refresh and DMs in the outbox in the same transaction. Refusals change nothing
+and say why, privately, to the person who clicked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from bot import flows, outbox, outcomes, render
+from bot import render_outcomes as views
+from bot.delivery import DeliveryError
+from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View
+from bot.services import Services
+from handlers.common import parse_value, services_of
+from models import Lead
+
+log = logging.getLogger(__name__)
+
+DB_BUSY = "⚠️ The database is not answering right now, so nothing changed. Try again in a minute."
+BROKEN = "That control is broken (no lead in it); nothing changed."
+
+
+def register(app: App) -> None:
+    app.action(Action.OUTCOME.value)(outcome_chosen)
+    app.action(Action.REASSIGN.value)(reassign_clicked)
+    app.action(Action.SNOOZE_HOUR.value)(snooze_clicked)
+    app.action(Action.SNOOZE_DAY.value)(snooze_clicked)
+    app.view(View.DISQUALIFY.value)(disqualify_submitted)
+    app.view(View.REASSIGN.value)(reassign_submitted)
+
+
+# --- payload helpers ----------------------------------------------------------------------------
+
+
+def _user(body: dict[str, Any]) -> str:
+    return str((body.get("user") or {}).get("id") or "")
+
+
+def _channel(body: dict[str, Any]) -> str | None:
+    """Where the click happened (a channel or a DM), for a private answer there."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id"
+    )
+    return str(channel) if channel else None
+
+
+def _team(body: dict[str, Any], services: Services) -> str:
+    return str((body.get("team") or {}).get("id") or services.team_id)
+
+
+def _metadata(view: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
+    """(lead id, card version or None, channel) from a modal's private_metadata."""
+    try:
+        data = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return None, None, None
+    if not isinstance(data, dict):
+        return None, None, None
+    lead_id, version, channel = data.get("lead_id"), data.get("version"), data.get("channel")
+    return (
+        lead_id if isinstance(lead_id, int) and not isinstance(lead_id, bool) else None,
+        version if isinstance(version, int) and not isinstance(version, bool) else None,
+        channel if isinstance(channel, str) else None,
+    )
+
+
+def _values(view: dict[str, Any]) -> dict[str, Any]:
+    values = (view.get("state") or {}).get("values")
+    return values if isinstance(values, dict) else {}
+
+
+def _open(services: Services, body: dict[str, Any], modal: dict[str, Any]) -> bool:
+    try:
+        services.slack.views_open(str(body.get("trigger_id") or ""), modal)
+    except DeliveryError as e:
+        log.warning("could not open a modal: %s", e.code)
+        return False
+    return True
+
+
+# --- what each change sends -----------------------------------------------------------------------
+
+
+def after_outcome(session: Session, lead: Lead, actor: str, note: str | None = None) -> None:
+    """A recorded stage: the card shows it, and the submitter hears where their lead stands."""
+    outbox.enqueue_refresh(session, lead)
+    outbox.enqueue_message(
+        session, lead.submitted_by, views.stage_dm(lead, actor, note), lead_id=lead.id
+    )
+
+
+def after_reassign(session: Session, lead: Lead, by: str, previous: str | None) -> None:
+    """The new owner gets the contact details, the old one a note, the card's thread a line."""
+    outbox.enqueue_refresh(session, lead)
+    if lead.owner_id:
+        dm = render.claimer_dm(lead, intro=views.new_owner_intro(lead, by))
+        outbox.enqueue_message(session, lead.owner_id, dm, lead_id=lead.id)
+    if previous and previous != by:
+        outbox.enqueue_message(session, previous, views.old_owner_note(lead, by), lead_id=lead.id)
+    if lead.card_channel and lead.card_ts:
+        outbox.enqueue_message(
+            session,
+            lead.card_channel,
+            views.reassigned_thread_note(lead, by, previous),
+            lead_id=lead.id,
+            thread_ts=lead.card_ts,
+        )
+
+
+def _outcome_answer(lead_id: int, result: outcomes.OutcomeResult, *, from_card: bool) -> str | None:
+    """What the clicker is told; None when the card (or nothing) says it all."""
+    lead = result.lead
+    if lead is None:
+        return f"Lead #{lead_id} no longer exists; nothing changed."
+    if result.reason == "recorded":
+        # The card shows it; a DM or an ephemeral list does not change, so confirm there.
+        return None if from_card else f"✅ {views.recorded(lead)}"
+    if result.reason == "forbidden":
+        return views.outcome_refused(lead)
+    if result.reason == "same":
+        return f"Lead #{lead.id} is already {views.stage_text(lead)}; nothing changed."
+    if result.reason == "stale":
+        return f"That was out of date; nothing changed. {views.current_state(lead)}"
+    if result.reason == "not_claimed":
+        return f"Lead #{lead.id} is not claimed any more; nothing changed."
+    if result.reason == "reason_required":
+        return "A disqualified lead needs a reason; nothing changed."
+    return BROKEN
+
+
+def _refresh_if_behind(session: Session, result: Any) -> None:
+    # Whoever acted on an old state should see the current one: bring the card up to date.
+    if result.lead is not None and result.reason in ("stale", "not_claimed", "same", "closed"):
+        outbox.enqueue_refresh(session, result.lead)
+
+
+# --- Record outcome -----------------------------------------------------------------------------
+
+
+def outcome_chosen(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    """A stage chosen in a Record outcome select; Disqualified first asks why, in a modal."""
+    ack()
+    services = services_of(context)
+    user, channel = _user(body), _channel(body)
+    parsed = views.parse_outcome_value((action.get("selected_option") or {}).get("value"))
+    if parsed is None:
+        flows.tell(services, channel, user, BROKEN)
+        return
+    lead_id, version, stage = parsed
+    settings = services.settings
+    modal: dict[str, Any] | None = None
+    try:
+        with services.sessions.begin() as s:
+            if stage == outcomes.DISQUALIFIED:
+                result = outcomes.check_outcome(
+                    s,
+                    lead_id,
+                    user,
+                    stage,
+                    team_id=_team(body, services),
+                    managers=settings.manager_ids,
+                    version=version,
+                )
+                if result.ok and result.lead is not None:
+                    metadata = views.modal_metadata(
+                        result.lead, versioned=version is not None, channel=channel
+                    )
+                    modal = views.disqualify_modal(
+                        result.lead, settings.policy.disqualify_reasons, metadata
+                    )
+            else:
+                result = outcomes.record_outcome(
+                    s,
+                    lead_id,
+                    user,
+                    stage,
+                    team_id=_team(body, services),
+                    managers=settings.manager_ids,
+                    policy=settings.policy,
+                    now=services.clock.now(),
+                    version=version,
+                )
+                if result.ok and result.lead is not None:
+                    after_outcome(s, result.lead, user)
+            _refresh_if_behind(s, result)
+    except SQLAlchemyError as e:
+        log.error("outcome for lead %s failed, database error: %s", lead_id, type(e).__name__)
+        flows.tell(services, channel, user, DB_BUSY)
+        return
+    services.outbox.kick()
+    if modal is not None:
+        if not _open(services, body, modal):
+            flows.tell(services, channel, user, "I couldn't open the form; nothing changed.")
+        return
+    if result.ok:
+        log.info("lead %s is now %s", lead_id, stage)
+    answer = _outcome_answer(lead_id, result, from_card=version is not None)
+    if answer:
+        flows.tell(services, channel, user, answer)
+
+
+def disqualify_submitted(
+    ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any
+) -> None:
+    """The disqualify modal: a reason from the policy is required, the note is optional."""
+    services = services_of(context)
+    settings = services.settings
+    user = _user(body)
+    lead_id, version, channel = _metadata(view)
+    values = _values(view)
+    reason = views.view_input(values, DISQUALIFY_REASON)
+    note = views.view_input(values, DISQUALIFY_NOTE)
+    if reason is None or reason not in settings.policy.disqualify_reasons:
+        ack(response_action="errors", errors={DISQUALIFY_REASON: "Choose a reason from the list."})
+        return
+    if lead_id is None:
+        ack()
+        flows.tell(services, channel, user, BROKEN)
+        return
+    try:
+        with services.sessions.begin() as s:
+            result = outcomes.record_outcome(
+                s,
+                lead_id,
+                user,
+                outcomes.DISQUALIFIED,
+                team_id=_team(body, services),
+                managers=settings.manager_ids,
+                policy=settings.policy,
+                now=services.clock.now(),
+                version=version,
+                reason=reason,
+                note=note,
+            )
+            if result.ok and result.lead is not None:
+                after_outcome(s, result.lead, user, note=note)
+            _refresh_if_behind(s, result)
+    except SQLAlchemyError as e:
+        log.error("disqualify of lead %s failed, database error: %s", lead_id, type(e).__name__)
+        ack(
+            response_action="errors",
+            errors={
+                DISQUALIFY_REASON: "The database is not answering; nothing changed. Try again."
+            },
+        )
+        return
+    ack()
+    services.outbox.kick()
+    answer = _outcome_answer(lead_id, result, from_card=version is not None)
+    if answer:
+        flows.tell(services, channel, user, answer)
+
+
+# --- Reassign -------------------------------------------------------------------------------------
+
+
+def _reassign_answer(lead_id: int, result: outcomes.ReassignResult) -> str | None:
+    lead = result.lead
+    if lead is None:
+        return f"Lead #{lead_id} no longer exists; nothing changed."
+    if result.reason == "reassigned":
+        return None  # the card and its thread say it
+    if result.reason == "forbidden":
+        return views.reassign_refused()
+    if result.reason == "stale":
+        return f"That card was out of date; nothing changed. {views.current_state(lead)}"
+    if result.reason == "closed":
+        return f"Lead #{lead.id} is closed ({views.stage_text(lead)}); nothing to reassign."
+    if result.reason == "not_claimed":
+        return f"Lead #{lead.id} is not claimed; anyone can claim it from the card."
+    return BROKEN
+
+
+def reassign_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    """Reassign on the card: managers get a modal to pick the new owner; others are refused."""
+    ack()
+    services = services_of(context)
+    user, channel = _user(body), _channel(body)
+    parsed = parse_value(action.get("value"))
+    if parsed is None:
+        flows.tell(services, channel, user, BROKEN)
+        return
+    lead_id, version = parsed
+    modal: dict[str, Any] | None = None
+    try:
+        with services.sessions.begin() as s:
+            result = outcomes.check_reassign(
+                s,
+                lead_id,
+                user,
+                team_id=_team(body, services),
+                managers=services.settings.manager_ids,
+                version=version,
+            )
+            if result.ok and result.lead is not None:
+                metadata = views.modal_metadata(result.lead, versioned=True, channel=channel)
+                modal = views.reassign_modal(result.lead, metadata)
+            _refresh_if_behind(s, result)
+    except SQLAlchemyError as e:
+        log.error("reassign of lead %s failed, database error: %s", lead_id, type(e).__name__)
+        flows.tell(services, channel, user, DB_BUSY)
+        return
+    services.outbox.kick()
+    if modal is not None:
+        if not _open(services, body, modal):
+            flows.tell(services, channel, user, "I couldn't open the form; nothing changed.")
+        return
+    answer = _reassign_answer(lead_id, result)
+    if answer:
+        flows.tell(services, channel, user, answer)
+
+
+def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
+    services = services_of(context)
+    settings = services.settings
+    user = _user(body)
+    lead_id, version, channel = _metadata(view)
+    new_owner = views.view_input(_values(view), REASSIGN_OWNER)
+    if new_owner is None:
+        ack(response_action="errors", errors={REASSIGN_OWNER: "Choose the new owner."})
+        return
+    if lead_id is None:
+        ack()
+        flows.tell(services, channel, user, BROKEN)
+        return
+    try:
+        with services.sessions.begin() as s:
+            result = outcomes.reassign(
+                s,
+                lead_id,
+                new_owner,
+                by=user,
+                team_id=_team(body, services),
+                managers=settings.manager_ids,
+                policy=settings.policy,
+                now=services.clock.now(),
+                version=version,
+            )
+            if result.ok and result.lead is not None:
+                after_reassign(s, result.lead, user, result.previous_owner)
+            _refresh_if_behind(s, result)
+    except SQLAlchemyError as e:
+        log.error("reassign of lead %s failed, database error: %s", lead_id, type(e).__name__)
+        ack(
+            response_action="errors",
+            errors={REASSIGN_OWNER: "The database is not answering; nothing changed. Try again."},
+        )
+        return
+    if result.reason == "same_owner":
+        ack(
+            response_action="errors",
+            errors={REASSIGN_OWNER: "They already own this lead; choose someone else."},
+        )
+        return
+    ack()
+    services.outbox.kick()
+    if result.ok:
+        log.info("lead %s reassigned", lead_id)
+    answer = _reassign_answer(lead_id, result)
+    if answer:
+        flows.tell(services, channel, user, answer)
+
+
+# --- Snooze ---------------------------------------------------------------------------------------
+
+
+def snooze_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    """Snooze 1 hour / 1 day on a follow-up nudge: ask again that much working time from now."""
+    ack()
+    services = services_of(context)
+    settings = services.settings
+    user, channel = _user(body), _channel(body)
+    parsed = parse_value(action.get("value"))
+    if parsed is None:
+        flows.tell(services, channel, user, BROKEN)
+        return
+    lead_id = parsed[0]
+    key = "1h" if action.get("action_id") == Action.SNOOZE_HOUR else "1d"
+    try:
+        with services.sessions.begin() as s:
+            result = outcomes.snooze(
+                s,
+                lead_id,
+                user,
+                team_id=_team(body, services),
+                managers=settings.manager_ids,
+                policy=settings.policy,
+                now=services.clock.now(),
+                delta=outcomes.SNOOZES[key],
+            )
+    except SQLAlchemyError as e:
+        log.error("snooze of lead %s failed, database error: %s", lead_id, type(e).__name__)
+        flows.tell(services, channel, user, DB_BUSY)
+        return
+    lead = result.lead
+    if lead is None:
+        answer = f"Lead #{lead_id} no longer exists; nothing changed."
+    elif result.ok and result.until is not None:
+        answer = views.snoozed(lead, result.until)
+    elif result.reason == "forbidden":
+        answer = views.snooze_refused(lead)
+    elif result.reason == "closed":
+        answer = f"Lead #{lead.id} is closed ({views.stage_text(lead)}): no more follow-ups."
+    else:
+        answer = f"Lead #{lead.id} is not claimed any more; nothing to snooze."
+    flows.tell(services, channel, user, answer)
+
+
+# --- /lead mine -----------------------------------------------------------------------------------
+
+
+def mine(services: Services, command: dict[str, Any], text: str) -> dict[str, Any]:
+    """`/lead mine`: the caller's open leads (claimed, not closed), each with its outcome select."""
+    user = str(command.get("user_id") or "")
+    team = str(command.get("team_id") or services.team_id)
+    try:
+        with services.sessions() as s:
+            leads = outcomes.open_leads_of(s, user, team_id=team, limit=views.MINE_MAX)
+            total = len(leads)
+            if total >= views.MINE_MAX:
+                total = outcomes.count_open_leads_of(s, user, team_id=team)
+    except SQLAlchemyError as e:
+        log.error("/lead mine failed, database error: %s", type(e).__name__)
+        return {"text": "⚠️ The database is not answering right now; try again in a minute."}
+    return views.mine(leads, total, services.clock.now())

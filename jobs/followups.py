@@ -1,0 +1,47 @@
+"""Follow-ups: a claimed lead with no new outcome after its priority's follow_up_within (working
+time) nudges its owner by DM; the next miss tells the managers too. Only in working hours."""
+
+from __future__ import annotations
+
+from bot import outbox, outcomes
+from bot.render_outcomes import follow_up_escalation, follow_up_nudge
+from bot.services import Services
+from bot.sla import is_working_time
+
+
+def run(services: Services) -> str:
+    settings = services.settings
+    policy = settings.policy
+    now = services.clock.now()
+    # Nobody is nudged at night: what falls due meanwhile goes out at the next opening.
+    if not is_working_time(now, policy.hours):
+        return "outside working hours: nothing sent"
+    with services.sessions() as s:
+        due = outcomes.due_follow_ups(s, now)
+    nudged = escalated = 0
+    for lead_id in due:
+        # Winning the conditional UPDATE and queueing the DMs is one transaction: a follow-up
+        # is either decided and on its way, or neither (and another process takes it).
+        with services.sessions.begin() as s:
+            turn = outcomes.take_follow_up(s, lead_id, now=now, policy=policy)
+            if turn is None:  # another process won it, or an outcome came in meanwhile
+                continue
+            lead = turn.lead
+            assert lead.owner_id
+            tell_managers = turn.kind == "escalation" and bool(settings.manager_ids)
+            if tell_managers:
+                dm = follow_up_escalation(lead, now, turn.misses)
+                for manager in settings.manager_ids:
+                    outbox.enqueue_message(s, manager, dm, lead_id=lead.id)
+                escalated += 1
+            else:
+                nudged += 1
+            outbox.enqueue_message(
+                s,
+                lead.owner_id,
+                follow_up_nudge(lead, now, managers_told=tell_managers),
+                lead_id=lead.id,
+            )
+    if nudged or escalated:
+        services.outbox.kick()
+    return f"{nudged} nudged, {escalated} escalated"
