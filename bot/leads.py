@@ -160,7 +160,7 @@ def claim(
 @dataclass(frozen=True)
 class ReleaseResult:
     ok: bool
-    reason: str  # "released", "not_found", "not_claimed", "forbidden"
+    reason: str  # "released", "not_found", "not_claimed", "closed", "forbidden"
     lead: Lead | None
 
 
@@ -180,6 +180,9 @@ def release(
         return ReleaseResult(False, "not_found", None)
     if lead.status != CLAIMED:
         return ReleaseResult(False, "not_claimed", lead)
+    if lead.stage in ("won", "lost", "disqualified"):
+        # A closed lead stays with whoever closed it; its card shows no Release button.
+        return ReleaseResult(False, "closed", lead)
     if user_id != lead.owner_id and user_id not in managers:
         record(session, lead_id, "release_refused", user_id, now)
         return ReleaseResult(False, "forbidden", lead)

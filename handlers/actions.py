@@ -123,6 +123,8 @@ def release(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any
         flows.tell(services, channel, user, f"That card was out of date; nothing changed. {stale}")
     elif result is None or result.lead is None:
         flows.tell(services, channel, user, f"Lead #{lead_id} no longer exists; nothing changed.")
+    elif result.reason == "closed":
+        flows.tell(services, channel, user, f"Lead #{lead_id} is closed; it cannot be released.")
     elif result.reason == "forbidden":
         flows.tell(services, channel, user, render.release_refused(result.lead))
     elif not result.ok:

@@ -183,3 +183,14 @@ def test_database_busy_echoes_the_text_and_recovers(bot: Bot) -> None:
     r = bot.submit(EXAMPLE)
     assert "Lead #" in r.json()["text"]
     assert len(bot.leads()) == 1
+
+
+def test_a_closed_lead_cannot_be_released_even_by_a_forged_click(bot: Bot) -> None:
+    lead = _lead(bot)
+    _click(bot, REP_A, "lead_claim", f"{lead.id}:1", lead)
+    with bot.services.sessions.begin() as s:
+        s.execute(text("UPDATE leads SET stage = 'won' WHERE id = :id"), {"id": lead.id})
+    _click(bot, REP_A, "lead_release", f"{lead.id}:2", lead)
+    assert bot.lead(lead.id).status == CLAIMED
+    [note] = bot.slack.ephemerals(REP_A)
+    assert "closed" in note.text
