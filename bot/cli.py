@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from bot import __version__
 from bot.settings import SERVE_REQUIRES, Settings, SettingsError, load_settings
@@ -72,6 +73,19 @@ def _build(settings: Settings):
     return app, services
 
 
+def _run_until_stopped(run: Callable[[], object], services: Any, scheduler: Any) -> int:
+    """Run the front end until Ctrl-C, then stop the jobs and the outbox worker."""
+    try:
+        run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        services.outbox.stop()
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from bot.scheduler import start_background
     from bot.server import Server
@@ -91,15 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.web_threads,
         "off" if scheduler is None else "on",
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
-        services.outbox.stop()
-    return 0
+    return _run_until_stopped(server.serve_forever, services, scheduler)
 
 
 def cmd_socket(args: argparse.Namespace) -> int:
@@ -114,15 +120,9 @@ def cmd_socket(args: argparse.Namespace) -> int:
     app, services = _build(settings)
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
     log.info("leadbot %s connecting in Socket Mode", __version__)
-    try:
-        SocketModeHandler(app, settings.slack_app_token).start()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
-        services.outbox.stop()
-    return 0
+    return _run_until_stopped(
+        SocketModeHandler(app, settings.slack_app_token).start, services, scheduler
+    )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

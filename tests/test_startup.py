@@ -204,3 +204,14 @@ def test_manifest_declares_command_interactivity_and_scopes(tmp_path: Path) -> N
     # The committed manifest.yml is the Socket Mode one `leadbot manifest` prints.
     assert (ROOT / "manifest.yml").read_text() == manifest_yaml()
     assert "socket_mode_enabled: true" in manifest_yaml()
+
+
+def test_socket_mode_needs_an_app_token(tmp_path: Path) -> None:
+    missing = _leadbot("socket", env=GOOD, cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("leadbot: SLACK_APP_TOKEN: missing")
+    wrong = _leadbot(
+        "socket", env={**GOOD, "SLACK_APP_TOKEN": "xoxb-not-an-app-token"}, cwd=tmp_path
+    )
+    assert wrong.returncode == 2
+    assert "SLACK_APP_TOKEN: expected an app-level token" in wrong.stderr
