@@ -10,6 +10,7 @@ rendering, the outbox, the scheduler), so leadbot's figure / this figure is lead
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -90,10 +91,8 @@ def main() -> int:
         ident="leadbot",
         clear_untrusted_proxy_headers=True,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how the bench stops it
         server.run()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -39,7 +39,7 @@ PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5
 
 @dataclass
 class Row:
-    """One line of the table: a figure, what it is compared with, and whether it meets its target."""
+    """One line of the table: a figure, what it is compared with, whether it meets its target."""
 
     scenario: str
     db: str  # "sqlite", "postgres" or "-" where the database does not matter
@@ -119,10 +119,10 @@ def median(values: Sequence[float]) -> float | None:
 
 
 def machine_info(pg_version: str | None) -> dict[str, Any]:
+    from importlib.metadata import version
+
     import slack_bolt
     import sqlalchemy
-    import waitress  # noqa: F401  (its version comes from the distribution metadata)
-    from importlib.metadata import version
 
     return {
         "cpu_count": os.cpu_count(),
@@ -188,7 +188,8 @@ class Database:
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             database = cls(kind, f"sqlite:///{path}", path)
         else:
-            dbname = f"leadbot_bench_{name}"
+            # The pid keeps concurrent runs (other engineers share this server) apart.
+            dbname = f"leadbot_bench_{name}_{os.getpid()}"
             admin = make_engine(_sa(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
@@ -528,7 +529,8 @@ def lead_texts(n: int, start: int = 0) -> Iterator[str]:
     priorities = ("hot", "warm", "cold")
     for i in range(start, start + n):
         yield (
-            f"Jane Doe {i}, Acme Widgets {i % 97}, jane.doe{i}@example.com, +1 415 555 {i % 10000:04d}, "
+            f"Jane Doe {i}, Acme Widgets {i % 97}, jane.doe{i}@example.com, "
+            f"+1 415 555 {i % 10000:04d}, "
             f"{priorities[i % 3]}, #expo{i % 7}, wants a demo of the enterprise plan next week"
         )
 
