@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -16,42 +14,13 @@ from bot import flows
 from bot.access import ClaimAccess
 from bot.clock import Clock, SystemClock
 from bot.delivery import Slack, make_web_client
+from bot.executor import TrackingExecutor
 from bot.outbox import Outbox
 from bot.services import Services
 from bot.settings import Settings
 from models import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
-
-
-class TrackingExecutor(ThreadPoolExecutor):
-    """Bolt's listener pool, able to say when all acked work has finished.
-
-    Tests, the demo and graceful shutdown use `wait_idle` instead of sleeping.
-    """
-
-    def __init__(self, max_workers: int = 8) -> None:
-        super().__init__(max_workers=max_workers, thread_name_prefix="leadbot-listener")
-        self._busy = 0
-        self._idle = threading.Condition()
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        with self._idle:
-            self._busy += 1
-
-        def tracked() -> Any:
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                with self._idle:
-                    self._busy -= 1
-                    self._idle.notify_all()
-
-        return super().submit(tracked)
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
 
 
 def build_services(
@@ -92,6 +61,7 @@ def build_services(
         clock=clock,
         outbox=outbox,
         access=ClaimAccess(settings, slack),
+        notes=TrackingExecutor(max_workers=4, name="leadbot-notes"),
     )
 
 
@@ -135,6 +105,7 @@ def create_app(
     )
     auth = services.slack.client.auth_test()
     services.team_id = str(auth.get("team_id") or "")
+    services.outbox.workspace_url = str(auth.get("url") or "") or None
 
     @app.middleware
     def inject_services(context: Any, next: Any) -> Any:

@@ -90,14 +90,19 @@ def tell_submitter_card_failed(session: Session, lead: Lead, error: DeliveryErro
 
 def tell(services: Services, channel: str | None, user: str, text: str) -> None:
     """A private word to one person about their own click: ephemeral where they clicked, else
-    a DM. Sent directly: it is only useful now, so it does not wait in the outbox."""
-    try:
-        if channel:
-            services.slack.ephemeral(channel, user, text)
-        else:
-            services.slack.dm(user, render.Message(text=text))
-    except DeliveryError as e:
-        log.warning("private note to a user not sent: %s", e.code)
+    a DM. Only useful now, so it skips the outbox; sent from its own small pool so that Slack's
+    round trip never holds a listener thread that other people's acks are waiting for."""
+
+    def send() -> None:
+        try:
+            if channel:
+                services.slack.ephemeral(channel, user, text)
+            else:
+                services.slack.dm(user, render.Message(text=text))
+        except DeliveryError as e:
+            log.warning("private note to a user not sent: %s", e.code)
+
+    services.notes.submit(send)
 
 
 # --- the policy's clock ------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def submit(
 
 def get_lead(session: Session, lead_id: int, team_id: str | None = None) -> Lead | None:
     """The lead, scoped to the workspace when one is given."""
-    query = select(Lead).where(Lead.id == lead_id)
+    # populate_existing: after a conditional UPDATE in this session, read the row as it is now.
+    query = select(Lead).where(Lead.id == lead_id).execution_options(populate_existing=True)
     if team_id is not None:
         query = query.where(Lead.team_id == team_id)
     return session.scalars(query).one_or_none()
@@ -150,10 +151,8 @@ def claim(
     if won:
         record(session, lead_id, "claimed", user_id, now)
     lead = get_lead(session, lead_id, team_id)
-    if lead is not None:
-        session.refresh(lead)
-        if not won:
-            record(session, lead_id, "claim_too_late", user_id, now)
+    if lead is not None and not won:
+        record(session, lead_id, "claim_too_late", user_id, now)
     return ClaimResult(won=won, lead=lead)
 
 

@@ -53,6 +53,8 @@ class LocalBot:
         due (retries a few seconds away included)."""
         if not self.app.leadbot_executor.wait_idle(timeout):  # type: ignore[attr-defined]
             raise TimeoutError(f"listeners still busy after {timeout} s")
+        if not self.services.notes.wait_idle(timeout):
+            raise TimeoutError(f"private notes still being sent after {timeout} s")
         if not self.services.outbox.wait_quiet(timeout):
             raise TimeoutError(f"outbox still delivering after {timeout} s")
 
@@ -71,6 +73,7 @@ class LocalBot:
             self.services.outbox.stop()
             self.server.stop()
             self.app.leadbot_executor.shutdown(wait=True, cancel_futures=True)  # type: ignore[attr-defined]
+            self.services.notes.shutdown(wait=True, cancel_futures=True)
             self.services.engine.dispose()
 
 

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -169,6 +170,7 @@ class Outbox:
         clock: Callable[[], datetime] = _now,
         first_reminder: Callable[[Lead, datetime], datetime] | None = None,
         on_card_failed: Callable[[Session, Lead, DeliveryError], None] | None = None,
+        workers: int = 8,
     ) -> None:
         self.sessions = sessions
         self.slack = slack
@@ -187,6 +189,11 @@ class Outbox:
         self._idle = threading.Condition()
         self._busy = False
         self._thread: threading.Thread | None = None
+        # Slack calls in flight at once (different leads); each waits ~a round trip.
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadbot-outbox")
+        self._pool_closed = False
+        # From auth.test: permalinks are built from it instead of one API call per card.
+        self.workspace_url: str | None = None
 
     # -- worker thread ------------------------------------------------------------------------
 
@@ -200,6 +207,8 @@ class Outbox:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._pool_closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def kick(self) -> None:
         """Something was enqueued: deliver now rather than at the next poll."""
@@ -281,8 +290,8 @@ class Outbox:
         now = self.wall()
         with self.sessions() as s:
             due = list(
-                s.scalars(
-                    select(OutboxItem.id)
+                s.execute(
+                    select(OutboxItem.id, OutboxItem.lead_id, OutboxItem.channel)
                     .where(
                         OutboxItem.status == PENDING,
                         OutboxItem.next_attempt_at <= now,
@@ -292,9 +301,34 @@ class Outbox:
                     .limit(limit)
                 )
             )
+        # Items of one lead go in order (its card before news about it); different leads and
+        # channels go in parallel, so Slack's round trip does not cap throughput.
+        groups: dict[object, list[tuple[int, int | None, str | None]]] = {}
+        for item_id, lead_id, channel in due:
+            groups.setdefault(lead_id if lead_id is not None else ("channel", channel), []).append(
+                (item_id, lead_id, channel)
+            )
+        # After stop() (a one-off drain, tests) the pool is gone: deliver in this thread.
+        mapper = map if self._pool_closed else self._pool.map
+        results = list(mapper(self._deliver_group, groups.values()))
+        total = PassResult()
+        for r in results:
+            total.sent += r.sent
+            total.retried += r.retried
+            total.failed += r.failed
+            if r.paced is not None:
+                total.paced = r.paced if total.paced is None else min(total.paced, r.paced)
+        return total
+
+    def _deliver_group(self, items: list[tuple[int, int | None, str | None]]) -> PassResult:
         result = PassResult()
-        for item_id in due:
+        for item_id, _lead, _channel in items:
+            if self._stop.is_set() and not self._pool_closed:
+                break  # shutting down: what is left stays pending for the next process
+            before = result.paced
             self._deliver(item_id, result)
+            if result.paced is not None and result.paced != before:
+                break  # this lead's next item must not overtake the paced one
         return result
 
     def _bucket(self, channel: str) -> _Bucket:
@@ -334,17 +368,20 @@ class Outbox:
                 return
             posting_to = peek.channel if peek.kind in (CARD, MESSAGE) else None
         if posting_to:
-            with self._lock:
-                wait = self._bucket(posting_to).wait_time()
+            with self._lock:  # check and take the token together: threads share the bucket
+                bucket = self._bucket(posting_to)
+                wait = bucket.wait_time()
+                if wait <= 0:
+                    bucket.take()
             if wait > 0:
                 result.paced = wait if result.paced is None else min(result.paced, wait)
                 return
         item = self._take_lease(item_id)
         if item is None:
+            if posting_to:
+                with self._lock:
+                    self._bucket(posting_to).tokens += 1  # not ours to send: give it back
             return  # someone else has it, or it is no longer due
-        if posting_to:
-            with self._lock:
-                self._bucket(posting_to).take()
         try:
             ts, channel = self._send(item)
         except DeliveryError as e:
@@ -444,12 +481,18 @@ class Outbox:
                 found.append(str(message.get("ts")))
         return found
 
+    def _permalink(self, channel: str, ts: str) -> str | None:
+        if self.workspace_url and channel[:1] in ("C", "G"):
+            # Slack's permalink format: {workspace}/archives/{channel}/p{ts without the dot}.
+            return f"{self.workspace_url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
+        return self.slack.permalink(channel, ts)
+
     def _succeeded(self, item: OutboxItem, ts: str | None, channel: str | None) -> None:
         now = self.wall()
         posted_at = self.clock()
         permalink = None
         if item.kind == CARD and ts and channel:
-            permalink = self.slack.permalink(channel, ts)
+            permalink = self._permalink(channel, ts)
         with self.sessions.begin() as s:
             s.execute(
                 update(OutboxItem)

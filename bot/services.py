@@ -10,6 +10,7 @@ from sqlalchemy.orm import sessionmaker
 from bot.access import ClaimAccess
 from bot.clock import Clock
 from bot.delivery import Slack
+from bot.executor import TrackingExecutor
 from bot.outbox import Outbox
 from bot.settings import Settings
 
@@ -23,4 +24,5 @@ class Services:
     clock: Clock
     outbox: Outbox
     access: ClaimAccess
+    notes: TrackingExecutor  # fire-and-forget private notes (ephemerals) to people
     team_id: str = ""  # this workspace, from auth.test at start-up
