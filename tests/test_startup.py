@@ -215,3 +215,11 @@ def test_socket_mode_needs_an_app_token(tmp_path: Path) -> None:
     )
     assert wrong.returncode == 2
     assert "SLACK_APP_TOKEN: expected an app-level token" in wrong.stderr
+
+
+def test_unreachable_database_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    env = {**GOOD, "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"}  # nothing listens
+    result = _leadbot("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("leadbot: DATABASE_URL: cannot use the database")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
