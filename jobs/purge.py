@@ -1,11 +1,10 @@
-"""Retention: delete leads older than RETAIN_FOR (placeholder until bot/privacy.py lands)."""
+"""Retention: delete leads older than RETAIN_FOR, with their history (off when unset)."""
 
 from __future__ import annotations
 
+from bot.privacy import purge_expired
 from bot.services import Services
 
 
 def run(services: Services) -> str:
-    from bot.privacy import purge_expired
-
     return purge_expired(services)
