@@ -69,7 +69,7 @@ def _lines(title: str, leads: list[Lead], now: Any) -> str:
         return f"{title}\nnone"
     rows = []
     for lead in leads:
-        link = f"<{lead.card_permalink}|#{lead.id}>" if lead.card_permalink else f"#{lead.id}"
+        link = render.lead_ref(lead)
         waited = render.human_duration(now - lead.submitted_at)
         rows.append(
             f"• {link} {render.lead_label(lead, 60)} — {render.esc(lead.priority)}, {waited}"

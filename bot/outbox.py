@@ -536,12 +536,7 @@ class Outbox:
                     with self._lock:
                         bucket = self._bucket(item.channel)
                         bucket.blocked_until = time.monotonic() + error.retry_after
-            values: dict[str, Any] = {
-                "next_attempt_at": now + timedelta(seconds=backoff),
-                "lease_owner": None,
-                "lease_until": None,
-                "last_error": error.code[:200],
-            }
+            values: dict[str, Any] = {"next_attempt_at": now + timedelta(seconds=backoff)}
             result.retried += 1
             log.warning(
                 "outbox item %s (%s, lead %s) will be retried in %.1fs: %s",
@@ -552,12 +547,7 @@ class Outbox:
                 error.code,
             )
         else:
-            values = {
-                "status": FAILED,
-                "lease_owner": None,
-                "lease_until": None,
-                "last_error": error.code[:200],
-            }
+            values = {"status": FAILED}
             result.failed += 1
             log.warning(
                 "outbox item %s (%s, lead %s) failed for good: %s",
@@ -566,6 +556,8 @@ class Outbox:
                 item.lead_id,
                 error.code,
             )
+        # Either way the lease is given up and the error kept for the digest and operators.
+        values.update(lease_owner=None, lease_until=None, last_error=error.code[:200])
         with self.sessions.begin() as s:
             s.execute(
                 update(OutboxItem)

@@ -7,7 +7,7 @@ phone) appear only in `claimer_dm`, which goes to the rep who owns the lead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -102,6 +102,11 @@ def lead_label(lead: Lead, limit: int = 200) -> str:
     if lead.company:
         label += f" ({esc(shorten(lead.company, limit))})"
     return label
+
+
+def lead_ref(lead: Lead) -> str:
+    """`#12`, linked to the card when its permalink is known."""
+    return f"<{lead.card_permalink}|#{lead.id}>" if lead.card_permalink else f"#{lead.id}"
 
 
 def card_value(lead: Lead) -> str:
@@ -468,9 +473,7 @@ def _lines_within(lines: list[str], limit: int) -> str:
     return "\n".join(kept) or "none"
 
 
-def digest_message(
-    d: DigestFigures, permalinks: Mapping[int, str | None], now: datetime
-) -> Message:
+def digest_message(d: DigestFigures, now: datetime) -> Message:
     speed = "no claims"
     if d.median_to_claim is not None and d.slowest_to_claim is not None:
         speed = (
@@ -503,9 +506,8 @@ def digest_message(
         size = 0
         for lead in d.backlog:
             waited = human_duration(now - lead.submitted_at)
-            link = permalinks.get(lead.id)
-            label = f"<{link}|#{lead.id}>" if link else f"#{lead.id}"
-            line = f"• {label} {lead_label(lead, 60)} — {esc(lead.priority)}, waiting {waited}"
+            label = f"{lead_ref(lead)} {lead_label(lead, 60)}"
+            line = f"• {label} — {esc(lead.priority)}, waiting {waited}"
             # Whole lines only: cutting one could break a link or an escape.
             if size + len(line) > SECTION_TEXT_MAX - 200:
                 break

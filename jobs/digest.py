@@ -32,8 +32,7 @@ def run(services: Services, *, force: bool = False) -> str:
         figures = leads.digest_for(s, now)
         # SLA breaches, cards not posted, the per-event funnel (bot/report.py).
         extras = report.digest_extras(s, now)
-    permalinks = {lead.id: lead.card_permalink for lead in figures.backlog}
-    message = render.digest_message(figures, permalinks, now)
+    message = render.digest_message(figures, now)
     message = report.with_digest_extras(message, extras, now)
     with services.sessions.begin() as s:
         for manager in settings.manager_ids:

@@ -189,9 +189,9 @@ def test_digest_message() -> None:
         claims_per_rep=[(REP, 2)],
         leads_per_event=[("SaaStr2026", 2), (None, 1)],
         backlog_total=1,
-        backlog=[make_lead()],
+        backlog=[make_lead(card_permalink=PERMALINK)],
     )
-    out = blocks_html(render.digest_message(figures, {7: PERMALINK}, NOW))
+    out = blocks_html(render.digest_message(figures, NOW))
     text = visible_text(out)
     assert "Lead digest" in text
     assert "Last 24 hours: 3 submitted · 2 claimed" in text
