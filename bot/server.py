@@ -90,10 +90,16 @@ class Server:
         return self
 
     def stop(self) -> None:
-        self._server.close()
-        # waitress's loop ends once its socket map is empty; close() leaves client channels.
-        for channel in list(self._server._map.values()):  # type: ignore[union-attr]
-            channel.close()
-        self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
+            # Close sockets inside waitress's own loop thread: closing them from here while it
+            # polls is a race (EBADF in poll). The loop ends once its socket map is empty.
+            self._server.trigger.pull_trigger(self._close_all)  # type: ignore[union-attr]
             self._thread.join(timeout=5)
+        else:
+            self._close_all()
+        self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+
+    def _close_all(self) -> None:
+        self._server.close()  # the listening socket and the trigger
+        for channel in list(self._server._map.values()):  # type: ignore[union-attr]
+            channel.close()  # client connections that close() leaves open
