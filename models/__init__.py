@@ -5,6 +5,10 @@ Alembic (migrations/) is the only thing that changes the schema; these models mu
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
+import time
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -20,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    exc,
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -224,10 +229,128 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     if str(url).startswith("postgresql"):
         kwargs.setdefault("connect_args", {"options": "-c lock_timeout=2000"})
     # hide_parameters: SQL errors and logs must never carry lead contact details.
-    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    if str(url).startswith("sqlite"):
+        kwargs.setdefault("connect_args", {})
+        kwargs["connect_args"].setdefault("factory", _OneWriterConnection)
+    engine = create_engine(url, hide_parameters=True, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        _ping_when_idle(engine)
     return engine
+
+
+# A connection back from the pool after this long is pinged before use (it may have been cut by
+# a database restart or an idle timeout); one in steady use is not, which saves a round trip per
+# request where pool_pre_ping would ping every checkout.
+PING_IDLE_AFTER = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def stamp(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("checked_in")
+        if last is not None and time.monotonic() - last < PING_IDLE_AFTER:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as e:
+            # The pool drops this connection and checks out (or opens) another.
+            raise exc.DisconnectionError(type(e).__name__) from e
+
+
+class _OneWriterConnection(sqlite3.Connection):
+    """A sqlite3 connection whose writers queue on a Python lock, not SQLite's busy handler.
+
+    SQLite allows one writer per file. A second one waits in the busy handler, which sleeps 1,
+    2, 5 … up to 100 ms between tries, so under load a write often sleeps on long after the lock
+    came free (hundreds of ms at p99). Here a transaction takes a lock shared by every connection
+    of this process to the same file at its first INSERT/UPDATE/DELETE, and gives it back once
+    its COMMIT or ROLLBACK is done, so the next writer goes the moment the file is free. Other
+    processes on the same file still meet at SQLite's own lock (busy_timeout).
+    """
+
+    WAIT = 2.0  # as busy_timeout
+
+    def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, *args, **kwargs)
+        name = str(database)
+        shared = name not in ("", ":memory:") and not name.startswith("file:")
+        key = os.path.realpath(name) if shared else f"private-{id(self)}"
+        with _WRITE_LOCKS_GUARD:
+            self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
+        self._writing = False
+
+    def cursor(self, factory: Any = None) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor(factory or _OneWriterCursor)
+
+    def begin_write(self) -> None:
+        if self._writing:
+            return
+        if not self._write_lock.acquire(timeout=self.WAIT):
+            # What SQLite itself says once busy_timeout has passed.
+            raise sqlite3.OperationalError("database is locked")
+        self._writing = True
+
+    def end_write(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._write_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.end_write()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.end_write()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.end_write()
+
+
+class _OneWriterCursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        if not _is_write(sql):
+            return super().execute(sql, parameters)
+        connection: _OneWriterConnection = self.connection  # type: ignore[assignment]
+        connection.begin_write()
+        try:
+            return super().execute(sql, parameters)
+        finally:
+            if not connection.in_transaction:  # autocommit, or the write never began
+                connection.end_write()
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> sqlite3.Cursor:
+        if not _is_write(sql):
+            return super().executemany(sql, seq_of_parameters)
+        connection: _OneWriterConnection = self.connection  # type: ignore[assignment]
+        connection.begin_write()
+        try:
+            return super().executemany(sql, seq_of_parameters)
+        finally:
+            if not connection.in_transaction:
+                connection.end_write()
+
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -241,6 +364,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # lose the last commits, which the outbox and Slack's retries tolerate.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _is_write(statement: str) -> bool:
+    return statement.lstrip()[:7].upper().startswith(("INSERT", "UPDATE", "DELETE", "REPLACE"))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:

@@ -1,0 +1,130 @@
+"""The engine's connection handling: SQLite writers queue in the process, and a PostgreSQL
+connection cut while idle is replaced before anyone uses it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+import models
+from models import make_engine
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT count(*) FROM job_runs")) or 0)
+
+
+def _insert(conn: object, job: str) -> None:
+    conn.execute(  # type: ignore[attr-defined]
+        text("INSERT INTO job_runs (job, due_on, at) VALUES (:job, '2026-11-26', '2026-11-26')"),
+        {"job": job},
+    )
+
+
+def _sqlite_only(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the writer queue is SQLite's; PostgreSQL has row locks")
+
+
+def test_sqlite_writers_queue_and_each_commits(engine: Engine) -> None:
+    """A second writer waits for the first to commit, then goes: no 'database is locked'."""
+    _sqlite_only(engine)
+    first_wrote = threading.Event()
+    second_started = threading.Event()
+    outcome: list[object] = []
+
+    def second() -> None:
+        second_started.set()
+        try:
+            with engine.begin() as conn:
+                _insert(conn, "second")
+            outcome.append("committed")
+        except Exception as e:
+            outcome.append(e)
+
+    with engine.begin() as conn:
+        _insert(conn, "first")
+        first_wrote.set()
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        assert second_started.wait(5)
+        waiter.join(0.3)
+        # Still waiting for our transaction: the lock is held until COMMIT.
+        assert waiter.is_alive() and outcome == []
+    waiter.join(5)
+    assert outcome == ["committed"]
+    assert _count(engine) == 2
+
+
+def test_sqlite_writer_lock_is_given_back_on_rollback_and_error(engine: Engine) -> None:
+    _sqlite_only(engine)
+    with pytest.raises(ZeroDivisionError), engine.begin() as conn:
+        _insert(conn, "rolled back")
+        raise ZeroDivisionError
+    # The duplicate key fails mid-transaction; its rollback must free the lock too.
+    with engine.begin() as conn:
+        _insert(conn, "kept")
+    with pytest.raises(Exception, match="UNIQUE"), engine.begin() as conn:
+        _insert(conn, "kept")
+    done = threading.Event()
+
+    def write() -> None:
+        with engine.begin() as conn:
+            _insert(conn, "after")
+        done.set()
+
+    threading.Thread(target=write).start()
+    assert done.wait(5), "a later writer was left waiting on a lock nobody holds"
+    assert _count(engine) == 2
+
+
+def test_sqlite_writer_waiting_too_long_is_told_the_database_is_locked(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sqlite_only(engine)
+    monkeypatch.setattr(models._OneWriterConnection, "WAIT", 0.2)
+    failure: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with engine.begin() as conn:
+                _insert(conn, "second")
+        except OperationalError as e:
+            failure.append(e)
+
+    with engine.begin() as conn:
+        _insert(conn, "first")
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(5)
+    assert len(failure) == 1 and isinstance(failure[0].orig, sqlite3.OperationalError)
+    assert "locked" in str(failure[0].orig)
+    assert _count(engine) == 1
+
+
+def test_postgres_connection_cut_while_idle_is_replaced(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restart or a firewall drops pooled connections; the next request must not be
+    the one that finds out."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite connections are files; there is nothing to cut")
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    admin = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            pid = conn.scalar(text("SELECT pg_backend_pid()"))
+        with admin.connect() as conn:
+            assert conn.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # Idle for longer than PING_IDLE_AFTER (made 0 here, rather than waiting).
+        monkeypatch.setattr(models, "PING_IDLE_AFTER", 0.0)
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT pg_backend_pid()")) != pid
+    finally:
+        engine.dispose()
+        admin.dispose()
