@@ -15,13 +15,14 @@ the value, and all user text goes through `render.esc`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import bindparam, or_, select
+from sqlalchemy.orm import Session
 
 from bot import leads, render
 from bot.outcomes import CLOSING
@@ -44,56 +45,37 @@ def find_earlier(
     phone_norm: str | None,
     since: datetime,
     until: datetime,
-    exclude_id: int | None = None,
 ) -> Lead | None:
     """The most recent lead of `team_id` submitted in [since, until] with the same email or
     phone, or None. Equality on the indexed email_norm / phone_norm columns only, so the
     database reads the few matching rows, never the window's history."""
-    keys = []
-    if email_norm:
-        keys.append(Lead.email_norm == email_norm)
-    if phone_norm:
-        keys.append(Lead.phone_norm == phone_norm)
-    if not keys:
+    if not email_norm and not phone_norm:
         return None  # nothing to compare: a lead without contact matches nothing
-    query = select(Lead).where(
-        or_(*keys),
-        Lead.team_id == team_id,
-        Lead.submitted_at >= since,
-        Lead.submitted_at <= until,
-    )
-    if exclude_id is not None:
-        query = query.where(Lead.id != exclude_id)
-    query = query.order_by(Lead.submitted_at.desc(), Lead.id.desc()).limit(1)
-    return session.scalars(query).first()
+    query = _find_earlier(bool(email_norm), bool(phone_norm))
+    params = {"team_id": team_id, "since": since, "until": until}
+    params |= {"email_norm": email_norm, "phone_norm": phone_norm}
+    return session.scalars(query, params).first()
 
 
-def mark(session: Session, lead: Lead, window: timedelta) -> Lead | None:
-    """Mark a just-stored lead as a duplicate of its most recent earlier match, if any, and
-    return that earlier lead. Runs in the submitter's transaction (see the race note above)."""
-    earlier = find_earlier(
-        session,
-        team_id=lead.team_id,
-        email_norm=lead.email_norm,
-        phone_norm=lead.phone_norm,
-        since=lead.submitted_at - window,
-        until=lead.submitted_at,
-        exclude_id=lead.id,
+@functools.cache
+def _find_earlier(by_email: bool, by_phone: bool) -> Any:
+    """The lookup, built once per shape (SQLAlchemy then skips its construction per request)."""
+    keys = []
+    if by_email:
+        keys.append(Lead.email_norm == bindparam("email_norm"))
+    if by_phone:
+        keys.append(Lead.phone_norm == bindparam("phone_norm"))
+    return (
+        select(Lead)
+        .where(
+            or_(*keys),
+            Lead.team_id == bindparam("team_id"),
+            Lead.submitted_at >= bindparam("since"),
+            Lead.submitted_at <= bindparam("until"),
+        )
+        .order_by(Lead.submitted_at.desc(), Lead.id.desc())
+        .limit(1)
     )
-    if earlier is None:
-        return None
-    lead.duplicate_of_id = earlier.id
-    session.flush()
-    leads.record(
-        session,
-        lead.id,
-        "duplicate_of",
-        leads.SYSTEM,
-        lead.submitted_at,
-        earlier=earlier.id,
-        matched=matched_on(lead, earlier),
-    )
-    return earlier
 
 
 def earlier_of(session: Session, lead: Lead) -> Lead | None:
@@ -105,10 +87,14 @@ def earlier_of(session: Session, lead: Lead) -> Lead | None:
 
 def matched_on(lead: Lead, earlier: Lead) -> str:
     """Which contact matched, in words: never the value itself."""
+    return matched_on_keys(lead.email_norm, lead.phone_norm, earlier)
+
+
+def matched_on_keys(email_norm: str | None, phone_norm: str | None, earlier: Lead | None) -> str:
     same = []
-    if lead.email_norm and lead.email_norm == earlier.email_norm:
+    if earlier is not None and email_norm and email_norm == earlier.email_norm:
         same.append("email")
-    if lead.phone_norm and lead.phone_norm == earlier.phone_norm:
+    if earlier is not None and phone_norm and phone_norm == earlier.phone_norm:
         same.append("phone")
     return " and ".join(same) or "contact"
 
@@ -153,18 +139,11 @@ def card_note(session: Session, lead: Lead) -> str | None:
     return note(lead, earlier) if earlier is not None else None
 
 
-def receipt_note(sessions: sessionmaker, lead: Lead) -> str | None:
-    """The submitter's receipt line. The lead is already stored: if this read fails, the
-    receipt goes without the hint rather than not at all."""
-    if lead.duplicate_of_id is None:
+def receipt_note(lead: Lead, earlier: Lead | None) -> str | None:
+    """The submitter's receipt line for a repeat of `earlier`, or None."""
+    if earlier is None:
         return None
-    try:
-        with sessions() as s:
-            text = card_note(s, lead)
-    except SQLAlchemyError as e:
-        log.warning("duplicate note for the receipt not read: %s", type(e).__name__)
-        return None
-    return f"{text} It is saved anyway; its card says so too." if text else None
+    return f"{note(lead, earlier)} It is saved anyway; its card says so too."
 
 
 def owner_dm(lead: Lead, earlier: Lead, card_channel: str) -> tuple[str, render.Message] | None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
 from bot import duplicates, leads, outbox, outcomes, render
 from bot.delivery import DeliveryError
-from bot.parsing import LeadInput
+from bot.parsing import LeadInput, contact_keys
 from bot.services import Services
 from bot.settings import Settings
 from bot.sla import add_working_time
@@ -22,44 +22,85 @@ from models import Lead
 log = logging.getLogger(__name__)
 
 
+class Submitted(NamedTuple):
+    lead: Lead
+    earlier: Lead | None  # the recent lead this one repeats, if any
+
+
 def submit_lead(
     services: Services, data: LeadInput, *, user_id: str, team_id: str, channel: str | None
-) -> Lead:
+) -> Submitted:
     """Store the lead and queue its card (one transaction); raises SQLAlchemyError if the
-    database is down, in which case nothing was stored."""
+    database is down, in which case nothing was stored.
+
+    A repeat of a recent lead is marked (its card renders the mark at delivery), and the owner
+    still working the earlier one hears of it in this same transaction.
+    """
+    now = services.clock.now()
+    email_norm, phone_norm = contact_keys(data.email, data.phone)
+    where = card_channel(services.settings, data)
     with services.sessions.begin() as s:
+        earlier = duplicates.find_earlier(
+            s,
+            team_id=team_id,
+            email_norm=email_norm,
+            phone_norm=phone_norm,
+            since=now - services.settings.duplicate_window,
+            until=now,
+        )
         lead = leads.submit(
             s,
             data,
             team_id=team_id,
             submitted_by=user_id,
-            now=services.clock.now(),
+            now=now,
             source_channel=channel,
+            duplicate_of=earlier,
+            matched_on=duplicates.matched_on_keys(email_norm, phone_norm, earlier),
         )
-        where = card_channel(services.settings, data)
-        outbox.enqueue_card(s, lead, where)
-        # A repeat of a recent lead is marked (its card renders the mark at delivery), and the
-        # owner still working the earlier one hears of it in this same transaction.
-        earlier = duplicates.mark(s, lead, services.settings.duplicate_window)
+        # A new lead has no card yet, so no dedupe lookup is needed before queueing one.
+        rows = [outbox.card_row(lead, where)]
         dm = duplicates.owner_dm(lead, earlier, where) if earlier is not None else None
         if dm is not None:
-            outbox.enqueue_message(s, dm[0], dm[1], lead_id=lead.id)
+            rows.append(outbox.message_row(dm[0], dm[1], lead_id=lead.id))
+        outbox.enqueue(s, rows)
     services.outbox.kick()
     log.info("lead %s submitted", lead.id)
-    return lead
+    return Submitted(lead, earlier)
 
 
-def after_claim(session: Session, lead: Lead, settings: Settings | None = None) -> None:
-    """After a won claim: the card, the claimer's private details, the submitter's news; with
-    `settings`, the follow-up clock starts (the policy's follow_up_within after the claim)."""
-    if settings is not None:
-        outcomes.start_follow_up(session, lead, settings.policy)
-    outbox.enqueue_refresh(session, lead)
-    if lead.owner_id:
-        outbox.enqueue_message(session, lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)
-    outbox.enqueue_message(
-        session, lead.submitted_by, render.submitter_claimed_dm(lead), lead_id=lead.id
-    )
+def claim(services: Services, lead_id: int, user_id: str, team_id: str) -> leads.ClaimResult:
+    """First click wins, in one transaction: the claim with its follow-up clock, then the card
+    refresh and both DMs (claimer's private details, submitter's news) in one INSERT."""
+    now = services.clock.now()
+    with services.sessions.begin() as s:
+        result = leads.claim(
+            s,
+            lead_id,
+            user_id,
+            team_id=team_id,
+            now=now,
+            follow_up=outcomes.follow_up_on_claim(services.settings.policy, now),
+        )
+        lead = result.lead
+        if result.won and lead is not None:
+            # The version was bumped by this transaction: no refresh for it can exist yet.
+            rows = [outbox.refresh_row(lead)]
+            if lead.owner_id:
+                rows.append(
+                    outbox.message_row(lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)
+                )
+            rows.append(
+                outbox.message_row(
+                    lead.submitted_by, render.submitter_claimed_dm(lead), lead_id=lead.id
+                )
+            )
+            outbox.enqueue(s, rows)
+        elif lead is not None:
+            # The clicker may have seen an out-of-date card: bring it up to date.
+            outbox.enqueue_refresh(s, lead)
+    services.outbox.kick()
+    return result
 
 
 def after_release(session: Session, lead: Lead, by: str) -> None:

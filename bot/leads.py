@@ -6,13 +6,14 @@ several processes could race for are single conditional UPDATEs, so the database
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,15 +27,33 @@ def record(
     session: Session, lead_id: int, kind: str, actor: str, now: datetime, **detail: Any
 ) -> None:
     """Append to the lead's event log (never updated, never deleted but with the lead)."""
-    session.execute(
-        insert(LeadEvent).values(
-            lead_id=lead_id,
-            at=now,
-            actor=actor,
-            kind=kind,
-            detail=json.dumps(detail, sort_keys=True) if detail else None,
-        )
-    )
+    session.execute(_RECORD, [event_row(lead_id, kind, actor, now, **detail)])
+
+
+def event_row(lead_id: int, kind: str, actor: str, now: datetime, **detail: Any) -> dict[str, Any]:
+    """An event for `record_all`, to write several in one statement."""
+    return {
+        "lead_id": lead_id,
+        "at": now,
+        "actor": actor,
+        "kind": kind,
+        "detail": json.dumps(detail, sort_keys=True) if detail else None,
+    }
+
+
+def record_all(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.execute(_RECORD, rows)
+
+
+# Hot statements are built once: SQLAlchemy then skips their construction and cache-key work,
+# which costs more CPU than SQLite takes to run them. Core, not the ORM's unit of work.
+_LEADS = Lead.__table__
+_RECORD = LeadEvent.__table__.insert()
+_INSERT_LEAD = _LEADS.insert().returning(_LEADS.c.id)
+_GET_LEAD = (
+    select(Lead).where(Lead.id == bindparam("lead_id")).execution_options(populate_existing=True)
+)
+_GET_TEAM_LEAD = _GET_LEAD.where(Lead.team_id == bindparam("team_id"))
 
 
 def submit(
@@ -45,44 +64,54 @@ def submit(
     submitted_by: str,
     now: datetime,
     source_channel: str | None = None,
+    duplicate_of: Lead | None = None,
+    matched_on: str = "contact",
 ) -> Lead:
-    """Store a validated lead; its card is posted afterwards by the caller."""
+    """Store a validated lead (a repeat of `duplicate_of`, matched on `matched_on`, when given);
+    its card is queued by the caller. Returns the stored values as a Lead outside the session."""
     # Normalised contact, indexed, so bot.duplicates can find the same person again.
     email_norm, phone_norm = contact_keys(data.email, data.phone)
-    lead = Lead(
-        team_id=team_id,
-        name=data.name,
-        email=data.email,
-        phone=data.phone,
-        email_norm=email_norm,
-        phone_norm=phone_norm,
-        company=data.company,
-        title=data.title,
-        priority=data.priority,
-        event=data.event,
-        territory=data.territory,
-        persona=data.persona,
-        notes=data.notes,
-        submitted_by=submitted_by,
-        submitted_at=now,
-        source_channel=source_channel,
-        status=NEW,
-        version=1,
-        reminders_sent=0,
-    )
-    session.add(lead)
-    session.flush()
-    record(session, lead.id, "submitted", submitted_by, now)
-    return lead
+    values: dict[str, Any] = {
+        "team_id": team_id,
+        "name": data.name,
+        "email": data.email,
+        "phone": data.phone,
+        "email_norm": email_norm,
+        "phone_norm": phone_norm,
+        "company": data.company,
+        "title": data.title,
+        "priority": data.priority,
+        "event": data.event,
+        "territory": data.territory,
+        "persona": data.persona,
+        "notes": data.notes,
+        "submitted_by": submitted_by,
+        "submitted_at": now,
+        "source_channel": source_channel,
+        "status": NEW,
+        "version": 1,
+        "reminders_sent": 0,
+        "follow_up_misses": 0,
+        "duplicate_of_id": duplicate_of.id if duplicate_of is not None else None,
+    }
+    lead_id = session.execute(_INSERT_LEAD, values).scalar_one()
+    events = [event_row(lead_id, "submitted", submitted_by, now)]
+    if duplicate_of is not None:
+        events.append(
+            event_row(
+                lead_id, "duplicate_of", SYSTEM, now, earlier=duplicate_of.id, matched=matched_on
+            )
+        )
+    record_all(session, events)
+    return Lead(id=lead_id, **values)
 
 
 def get_lead(session: Session, lead_id: int, team_id: str | None = None) -> Lead | None:
     """The lead, scoped to the workspace when one is given."""
     # populate_existing: after a conditional UPDATE in this session, read the row as it is now.
-    query = select(Lead).where(Lead.id == lead_id).execution_options(populate_existing=True)
-    if team_id is not None:
-        query = query.where(Lead.team_id == team_id)
-    return session.scalars(query).one_or_none()
+    if team_id is None:
+        return session.scalars(_GET_LEAD, {"lead_id": lead_id}).one_or_none()
+    return session.scalars(_GET_TEAM_LEAD, {"lead_id": lead_id, "team_id": team_id}).one_or_none()
 
 
 def card_posted(
@@ -132,28 +161,71 @@ class ClaimResult:
 
 
 def claim(
-    session: Session, lead_id: int, user_id: str, *, team_id: str, now: datetime
+    session: Session,
+    lead_id: int,
+    user_id: str,
+    *,
+    team_id: str,
+    now: datetime,
+    follow_up: dict[str, datetime] | None = None,
 ) -> ClaimResult:
-    """First click wins: one conditional UPDATE decides, whatever the number of processes."""
-    result = session.execute(
-        update(Lead)
-        .where(Lead.id == lead_id, Lead.team_id == team_id, Lead.status == NEW)
-        .values(
-            status=CLAIMED,
-            owner_id=user_id,
-            claimed_at=now,
-            next_reminder_at=None,
-            version=Lead.version + 1,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    won = result.rowcount == 1
-    if won:
+    """First click wins: one conditional UPDATE decides, whatever the number of processes.
+
+    The same statement starts the follow-up clock (`follow_up`: its due time by lower-case
+    priority, with "" for any other; see outcomes.follow_up_on_claim) and returns the claimed
+    row, so a won claim reads nothing more.
+    """
+    params: dict[str, Any] = {
+        "b_lead_id": lead_id,
+        "b_team_id": team_id,
+        "b_owner_id": user_id,
+        "b_now": now,
+    }
+    keys = tuple(sorted(follow_up)) if follow_up else ()
+    for i, key in enumerate(keys):
+        params[f"follow_up_{i}"] = follow_up[key]  # type: ignore[index]
+    row = session.execute(_claim_statement(keys), params).one_or_none()
+    # A plain object with the row's values (not in the session): what callers read and render.
+    won_lead = Lead(**row._mapping) if row is not None else None
+    if won_lead is not None:
         record(session, lead_id, "claimed", user_id, now)
+        return ClaimResult(won=True, lead=won_lead)
     lead = get_lead(session, lead_id, team_id)
-    if lead is not None and not won:
+    if lead is not None:
         record(session, lead_id, "claim_too_late", user_id, now)
-    return ClaimResult(won=won, lead=lead)
+    return ClaimResult(won=False, lead=lead)
+
+
+@functools.lru_cache(maxsize=16)
+def _claim_statement(priorities: tuple[str, ...]) -> Any:
+    """The claiming UPDATE for a policy's priorities, built once per set of priorities.
+    (Parameters are prefixed b_: SQLAlchemy reserves column names in an UPDATE's SET.)"""
+    values: dict[str, Any] = {
+        "status": CLAIMED,
+        # Typed, so UTCDateTime converts the datetimes as it does for any other value.
+        "owner_id": bindparam("b_owner_id", type_=_LEADS.c.owner_id.type),
+        "claimed_at": bindparam("b_now", type_=_LEADS.c.claimed_at.type),
+        "next_reminder_at": None,
+        "version": _LEADS.c.version + 1,
+    }
+    if priorities:
+        due = [
+            bindparam(f"follow_up_{i}", type_=_LEADS.c.follow_up_at.type)
+            for i in range(len(priorities))
+        ]
+        when = [(func.lower(_LEADS.c.priority) == p, due[i]) for i, p in enumerate(priorities) if p]
+        values["follow_up_at"] = case(*when, else_=due[priorities.index("")])
+        values["follow_up_misses"] = 0
+    return (
+        update(_LEADS)
+        .where(
+            _LEADS.c.id == bindparam("b_lead_id"),
+            _LEADS.c.team_id == bindparam("b_team_id"),
+            _LEADS.c.status == NEW,
+        )
+        .values(values)
+        .returning(*_LEADS.c)
+    )
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import duplicates, leads, render
@@ -50,50 +50,94 @@ def _now() -> datetime:
 # --- enqueueing (inside the caller's transaction) -----------------------------------------------
 
 
+def _row(
+    *,
+    kind: str,
+    now: datetime | None,
+    lead_id: int | None = None,
+    channel: str | None = None,
+    thread_ts: str | None = None,
+    payload: str | None = None,
+    dedupe_key: str | None = None,
+) -> dict[str, Any]:
+    """An outbox row; every row has the same keys, so several go in one multi-row INSERT."""
+    at = now or _now()
+    return {
+        "lead_id": lead_id,
+        "kind": kind,
+        "dedupe_key": dedupe_key,
+        "channel": channel,
+        "thread_ts": thread_ts,
+        "payload": payload,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": at,
+        "created_at": at,
+    }
+
+
+# Core, not ORM unit-of-work: a request's items are one executemany, with no flush bookkeeping.
+_INSERT = OutboxItem.__table__.insert()
+
+
+def enqueue(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Write rows made by the *_row functions, all in one statement."""
+    if rows:
+        session.execute(_INSERT, rows)
+
+
+def card_row(lead: Lead, channel: str, now: datetime | None = None) -> dict[str, Any]:
+    """The lead's claim card; the unique dedupe key means a lead never gets two."""
+    return _row(kind=CARD, lead_id=lead.id, channel=channel, dedupe_key=f"card:{lead.id}", now=now)
+
+
 def enqueue_card(session: Session, lead: Lead, channel: str, now: datetime | None = None) -> None:
-    """Queue the lead's claim card; a lead never gets two (unique dedupe key)."""
+    """Queue the lead's claim card unless it already has one."""
     exists = session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == f"card:{lead.id}"))
     if exists is None:
-        session.add(
-            OutboxItem(
-                lead_id=lead.id,
-                kind=CARD,
-                dedupe_key=f"card:{lead.id}",
-                channel=channel,
-                status=PENDING,
-                attempts=0,
-                next_attempt_at=now or _now(),
-                created_at=now or _now(),
-            )
-        )
+        enqueue(session, [card_row(lead, channel, now)])
+
+
+def refresh_row(lead: Lead, now: datetime | None = None) -> dict[str, Any]:
+    """A re-render of the card from the lead's state at delivery time, marked with the version
+    it was queued for."""
+    return _row(
+        kind=CARD_REFRESH, lead_id=lead.id, payload=json.dumps({"version": lead.version}), now=now
+    )
 
 
 def enqueue_refresh(session: Session, lead: Lead, now: datetime | None = None) -> None:
-    """Queue a re-render of the card, rendered from the lead's state at delivery time.
-
-    One per lead version: a refresh already queued (or sent) for this version covers every
-    later click on an out-of-date card.
-    """
-    marker = json.dumps({"version": lead.version})
+    """Queue a re-render of the card, one per lead version: a refresh already queued (or sent)
+    for this version covers every later click on an out-of-date card."""
+    row = refresh_row(lead, now)
     exists = session.scalar(
         select(OutboxItem.id).where(
             OutboxItem.lead_id == lead.id,
             OutboxItem.kind == CARD_REFRESH,
-            OutboxItem.payload == marker,
+            OutboxItem.payload == row["payload"],
         )
     )
     if exists is None:
-        session.add(
-            OutboxItem(
-                lead_id=lead.id,
-                kind=CARD_REFRESH,
-                payload=marker,
-                status=PENDING,
-                attempts=0,
-                next_attempt_at=now or _now(),
-                created_at=now or _now(),
-            )
-        )
+        enqueue(session, [row])
+
+
+def message_row(
+    channel: str,
+    message: render.Message,
+    *,
+    lead_id: int | None = None,
+    thread_ts: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A post: a DM when `channel` is a user id, a thread reply with `thread_ts`."""
+    return _row(
+        kind=MESSAGE,
+        lead_id=lead_id,
+        channel=channel,
+        thread_ts=thread_ts,
+        payload=json.dumps({"text": message.text, "blocks": message.blocks}),
+        now=now,
+    )
 
 
 def enqueue_message(
@@ -106,19 +150,44 @@ def enqueue_message(
     now: datetime | None = None,
 ) -> None:
     """Queue a post: a DM when `channel` is a user id, a thread reply with `thread_ts`."""
-    session.add(
-        OutboxItem(
-            lead_id=lead_id,
-            kind=MESSAGE,
-            channel=channel,
-            thread_ts=thread_ts,
-            payload=json.dumps({"text": message.text, "blocks": message.blocks}),
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=now or _now(),
-            created_at=now or _now(),
-        )
+    enqueue(session, [message_row(channel, message, lead_id=lead_id, thread_ts=thread_ts, now=now)])
+
+
+# --- delivery statements, built once (see bot.leads) ----------------------------------------------
+
+_OUTBOX = OutboxItem.__table__
+_TAKE_LEASE = (
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id == bindparam("b_id"),
+        _OUTBOX.c.status == PENDING,
+        _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+        or_(_OUTBOX.c.lease_until.is_(None), _OUTBOX.c.lease_until < bindparam("b_now")),
     )
+    .values(
+        lease_owner=bindparam("b_owner", type_=_OUTBOX.c.lease_owner.type),
+        lease_until=bindparam("b_until", type_=_OUTBOX.c.lease_until.type),
+        attempts=_OUTBOX.c.attempts + 1,
+    )
+    .returning(*_OUTBOX.c)
+)
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("b_id"), _OUTBOX.c.lease_owner == bindparam("b_owner"))
+    .values(
+        status=SENT,
+        sent_at=bindparam("b_now", type_=_OUTBOX.c.sent_at.type),
+        result_ts=bindparam("b_ts", type_=_OUTBOX.c.result_ts.type),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+
+
+class _Due(NamedTuple):
+    id: int
+    channel: str | None
+    kind: str
 
 
 # --- pacing ------------------------------------------------------------------------------------
@@ -291,7 +360,7 @@ class Outbox:
         with self.sessions() as s:
             due = list(
                 s.execute(
-                    select(OutboxItem.id, OutboxItem.lead_id, OutboxItem.channel)
+                    select(OutboxItem.id, OutboxItem.lead_id, OutboxItem.channel, OutboxItem.kind)
                     .where(
                         OutboxItem.status == PENDING,
                         OutboxItem.next_attempt_at <= now,
@@ -303,10 +372,10 @@ class Outbox:
             )
         # Items of one lead go in order (its card before news about it); different leads and
         # channels go in parallel, so Slack's round trip does not cap throughput.
-        groups: dict[object, list[tuple[int, int | None, str | None]]] = {}
-        for item_id, lead_id, channel in due:
+        groups: dict[object, list[_Due]] = {}
+        for item_id, lead_id, channel, kind in due:
             groups.setdefault(lead_id if lead_id is not None else ("channel", channel), []).append(
-                (item_id, lead_id, channel)
+                _Due(item_id, channel, kind)
             )
         # After stop() (a one-off drain, tests) the pool is gone: deliver in this thread.
         mapper = map if self._pool_closed else self._pool.map
@@ -320,13 +389,13 @@ class Outbox:
                 total.paced = r.paced if total.paced is None else min(total.paced, r.paced)
         return total
 
-    def _deliver_group(self, items: list[tuple[int, int | None, str | None]]) -> PassResult:
+    def _deliver_group(self, items: list[_Due]) -> PassResult:
         result = PassResult()
-        for item_id, _lead, _channel in items:
+        for due in items:
             if self._stop.is_set() and not self._pool_closed:
                 break  # shutting down: what is left stays pending for the next process
             before = result.paced
-            self._deliver(item_id, result)
+            self._deliver(due, result)
             if result.paced is not None and result.paced != before:
                 break  # this lead's next item must not overtake the paced one
         return result
@@ -340,33 +409,19 @@ class Outbox:
             return bucket
 
     def _take_lease(self, item_id: int) -> OutboxItem | None:
+        """The item, leased to this process; None if it is not due or another holds it."""
         now = self.wall()
         with self.sessions.begin() as s:
-            won = s.execute(
-                update(OutboxItem)
-                .where(
-                    OutboxItem.id == item_id,
-                    OutboxItem.status == PENDING,
-                    OutboxItem.next_attempt_at <= now,
-                    or_(OutboxItem.lease_until.is_(None), OutboxItem.lease_until < now),
-                )
-                .values(
-                    lease_owner=self.owner,
-                    lease_until=now + self.lease,
-                    attempts=OutboxItem.attempts + 1,
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if won != 1:
-                return None
-            return s.get(OutboxItem, item_id)
+            row = s.execute(
+                _TAKE_LEASE,
+                {"b_id": item_id, "b_now": now, "b_owner": self.owner, "b_until": now + self.lease},
+            ).one_or_none()
+        # A plain object with the leased row's values; results are written by id and owner.
+        return OutboxItem(**row._mapping) if row is not None else None
 
-    def _deliver(self, item_id: int, result: PassResult) -> None:
-        with self.sessions() as s:
-            peek = s.get(OutboxItem, item_id)
-            if peek is None:
-                return
-            posting_to = peek.channel if peek.kind in (CARD, MESSAGE) else None
+    def _deliver(self, due: _Due, result: PassResult) -> None:
+        item_id = due.id
+        posting_to = due.channel if due.kind in (CARD, MESSAGE) else None
         if posting_to:
             with self._lock:  # check and take the token together: threads share the bucket
                 bucket = self._bucket(posting_to)
@@ -495,14 +550,13 @@ class Outbox:
             permalink = self._permalink(channel, ts)
         with self.sessions.begin() as s:
             s.execute(
-                update(OutboxItem)
-                .where(OutboxItem.id == item.id, OutboxItem.lease_owner == self.owner)
-                .values(status=SENT, sent_at=now, result_ts=ts, lease_owner=None, lease_until=None)
-                .execution_options(synchronize_session=False)
+                _MARK_SENT, {"b_id": item.id, "b_owner": self.owner, "b_now": now, "b_ts": ts}
             )
+            if item.kind != CARD:
+                return
             lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
             uncertain = (item.last_error or "").startswith("connection_error")
-            if item.kind == CARD and lead is not None and item.attempts > 1 and uncertain:
+            if lead is not None and item.attempts > 1 and uncertain:
                 s.add(
                     OutboxItem(
                         lead_id=lead.id,
@@ -513,7 +567,7 @@ class Outbox:
                         created_at=item.created_at,
                     )
                 )
-            if item.kind == CARD and ts and channel and lead is not None:
+            if ts and channel and lead is not None:
                 leads.card_posted(
                     s,
                     lead.id,
@@ -523,8 +577,7 @@ class Outbox:
                     now=posted_at,
                     next_reminder_at=self.first_reminder(lead, posted_at),
                 )
-        if item.kind == CARD:
-            log.info("card posted for lead %s", item.lead_id)
+        log.info("card posted for lead %s", item.lead_id)
 
     def _failed(self, item: OutboxItem, error: DeliveryError, result: PassResult) -> None:
         now = self.wall()

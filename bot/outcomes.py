@@ -54,7 +54,20 @@ def may_act(user_id: str, lead: Lead, managers: Collection[str]) -> bool:
 def follow_up_due(policy: Policy, lead: Lead, start: datetime) -> datetime:
     """When a claimed lead without an outcome is next due a follow-up: its priority's
     follow_up_within of working time after `start`."""
-    return add_working_time(start, policy.rule(lead.priority).follow_up_within, policy.hours)
+    return follow_up_due_at(policy, lead.priority, start)
+
+
+def follow_up_on_claim(policy: Policy, now: datetime) -> dict[str, datetime]:
+    """For leads.claim: when a lead claimed `now` falls due its first follow-up, by lower-case
+    priority, "" standing for a priority the policy has since dropped (the default's rule, as
+    policy.rule gives), so the claim needs no second statement to start the clock."""
+    due = {key.lower(): follow_up_due_at(policy, key, now) for key in policy.priority_keys()}
+    due[""] = follow_up_due_at(policy, policy.default_priority, now)
+    return due
+
+
+def follow_up_due_at(policy: Policy, priority: str, start: datetime) -> datetime:
+    return add_working_time(start, policy.rule(priority).follow_up_within, policy.hours)
 
 
 def not_closed() -> Any:
@@ -263,20 +276,6 @@ def reassign(
 
 
 # --- follow-ups ---------------------------------------------------------------------------------
-
-
-def start_follow_up(session: Session, lead: Lead, policy: Policy) -> None:
-    """After a won claim: the follow-up falls due `follow_up_within` of working time after it."""
-    if lead.claimed_at is None or lead.status != CLAIMED or is_closed(lead):
-        return
-    due = follow_up_due(policy, lead, lead.claimed_at)
-    session.execute(
-        update(Lead)
-        .where(Lead.id == lead.id, Lead.status == CLAIMED, Lead.owner_id == lead.owner_id)
-        .values(follow_up_at=due, follow_up_misses=0)
-        .execution_options(synchronize_session=False)
-    )
-    lead.follow_up_at, lead.follow_up_misses = due, 0
 
 
 @dataclass(frozen=True)

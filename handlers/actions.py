@@ -57,20 +57,11 @@ def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) 
         flows.tell(services, channel, user, services.access.refusal())
         return
     try:
-        with services.sessions.begin() as s:
-            result = leads.claim(
-                s, lead_id, user, team_id=_team(body, services), now=services.clock.now()
-            )
-            if result.won and result.lead is not None:
-                flows.after_claim(s, result.lead, services.settings)
-            elif result.lead is not None:
-                # The clicker may have seen an out-of-date card: bring it up to date.
-                outbox.enqueue_refresh(s, result.lead)
+        result = flows.claim(services, lead_id, user, _team(body, services))
     except SQLAlchemyError as e:
         log.error("claim of lead %s failed, database error: %s", lead_id, type(e).__name__)
         flows.tell(services, channel, user, DB_BUSY)
         return
-    services.outbox.kick()
     if result.lead is None:
         flows.tell(services, channel, user, f"Lead #{lead_id} no longer exists; nothing changed.")
     elif result.won:

@@ -58,7 +58,7 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         )
         return
     try:
-        lead = flows.submit_lead(
+        lead, earlier = flows.submit_lead(
             services,
             result.lead,
             user_id=user_id,
@@ -72,6 +72,6 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
     receipt = render.receipt(
         lead,
         flows.card_channel(services.settings, lead),
-        note=duplicates.receipt_note(services.sessions, lead),
+        note=duplicates.receipt_note(lead, earlier),
     )
     ack(response_type="ephemeral", text=receipt.text, blocks=receipt.blocks)

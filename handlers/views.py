@@ -45,7 +45,7 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
     team = str((body.get("team") or {}).get("id") or services.team_id)
     metadata = _metadata(view)
     try:
-        lead = flows.submit_lead(
+        lead, earlier = flows.submit_lead(
             services, result.lead, user_id=user, team_id=team, channel=metadata.get("channel_id")
         )
     except SQLAlchemyError as e:
@@ -59,7 +59,7 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
     receipt = render.receipt(
         lead,
         flows.card_channel(services.settings, lead),
-        note=duplicates.receipt_note(services.sessions, lead),
+        note=duplicates.receipt_note(lead, earlier),
     )
     _tell_submitter(services, metadata, user, receipt)
 
