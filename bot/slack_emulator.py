@@ -323,6 +323,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+@dataclass
+class Gate:
+    """Calls held by SlackEmulator.hold: `arrived` is set when the first one comes in, and they
+    are answered once `release()` is called."""
+
+    method: str
+    when: Callable[[JsonDict], bool] | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class SlackEmulator:
     """An in-process fake of slack.com's Web API, reachable over real HTTP on 127.0.0.1."""
 
@@ -389,6 +403,7 @@ class SlackEmulator:
         self._usergroups: dict[str, list[str]] = {}
         self._users: dict[str, JsonDict] = {}
         self._faults: dict[str, list[_Fault]] = {}
+        self._gates: list[Gate] = []
         self._latency = 0.0
         self._rate: tuple[float, int] | None = None
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -512,6 +527,15 @@ class SlackEmulator:
         """
         with self._cond:
             self._custom[method] = handler
+
+    def hold(self, method: str, when: Callable[[JsonDict], bool] | None = None) -> Gate:
+        """Keep calls to `method` (those `when` accepts) in flight, unanswered, until the gate
+        is released: a slow or hung Slack, at a moment the test chooses. Held calls wait outside
+        the emulator's lock, so the test can keep using the emulator meanwhile."""
+        gate = Gate(method, when)
+        with self._cond:
+            self._gates.append(gate)
+        return gate
 
     def set_usergroup(self, usergroup_id: str, user_ids: Iterable[str]) -> None:
         with self._cond:
@@ -720,6 +744,14 @@ class SlackEmulator:
             latency = self._latency
         if not self._pause(latency):
             return None
+        with self._cond:
+            gates = [g for g in self._gates if g.method == method and not g.released.is_set()]
+        for gate in gates:
+            if _matches(gate.when, args):
+                gate.arrived.set()
+                while not gate.released.wait(0.05):
+                    if self._stopping.is_set():
+                        return None
         fault = self._take_fault(method)
         if fault is not None and fault.hang and not self._pause(fault.hang):
             return None

@@ -592,3 +592,27 @@ def test_errors_are_returned_not_raised_and_raw_bodies(receiver: Receiver) -> No
     unsigned = sim.raw(b"payload=%7B%7D", "application/x-www-form-urlencoded", sign=False)
     assert unsigned.status == 200 and unsigned.json() is None
     assert "X-Slack-Signature" not in receiver.last()[1]
+
+
+def test_hold_keeps_matching_calls_in_flight_until_released(
+    emu: SlackEmulator, client: WebClient
+) -> None:
+    gate = emu.hold("chat.postMessage", when=lambda args: args.get("channel") == "C0HELD0001")
+    answers: list[str] = []
+
+    def post() -> None:
+        answers.append(client.chat_postMessage(channel="C0HELD0001", text="held")["ts"])
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    assert gate.arrived.wait(5)
+    # Other calls, and other channels, are answered meanwhile.
+    assert client.chat_postMessage(channel="C0OTHER001", text="free")["ok"]
+    assert client.auth_test()["ok"]
+    poster.join(0.3)
+    assert poster.is_alive() and answers == []
+    assert [m.text for m in emu.messages()] == ["free"]
+    gate.release()
+    poster.join(5)
+    assert len(answers) == 1
+    assert sorted(m.text for m in emu.messages()) == ["free", "held"]

@@ -282,20 +282,9 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
 def test_post_in_flight_when_the_process_is_killed_is_not_doubled_by_the_restart(
     database_url: str, slack: SlackEmulator, tmp_path: Path
 ) -> None:
-    # The emulator has no public "request in progress" state, so chat.postMessage is wrapped:
-    # the card post records its arrival and blocks until the test lets it through; it is then
-    # applied by the emulator's own handler (as a hung Slack call that went through).
-    builtin_post = slack._methods["chat.postMessage"]  # the emulator's own implementation
-    arrived, let_through = threading.Event(), threading.Event()
-
-    def post(args: dict[str, Any]) -> dict[str, Any]:
-        # Runs under the emulator's lock: while it blocks, the test must not call the emulator.
-        if args.get("channel") == LEADS_CHANNEL and not arrived.is_set():
-            arrived.set()
-            let_through.wait(30)
-        return builtin_post(args)
-
-    slack.on("chat.postMessage", post)
+    # The card post is held in flight, as a hung Slack call, until the process is dead; Slack
+    # then applies it (the emulator's own handler answers once the gate opens).
+    gate = slack.hold("chat.postMessage", when=lambda args: args.get("channel") == LEADS_CHANNEL)
     env = _bot_env(database_url, slack)
     port = _free_port()
     log = tmp_path / "serve.log"
@@ -317,14 +306,14 @@ def test_post_in_flight_when_the_process_is_killed_is_not_doubled_by_the_restart
         )
         response = sim.slash_command(EXAMPLE, user_id=MARKETER)
         assert response.status == 200 and "Lead #1" in response.json()["text"]
-        assert arrived.wait(15), f"the card post never reached Slack:\n{log.read_text()}"
+        assert gate.arrived.wait(15), f"the card post never reached Slack:\n{log.read_text()}"
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        let_through.set()
+        gate.release()
     # Slack applied the post the dead process was waiting for.
     slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == LEADS_CHANNEL, timeout=5)
     assert len(cards_of(slack, 1)) == 1
