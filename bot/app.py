@@ -22,6 +22,9 @@ from models import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
 
+# Bolt's mode; bench/baseline_app.py builds the bare-Bolt baseline with the same one.
+PROCESS_BEFORE_RESPONSE = True
+
 
 def build_services(
     settings: Settings,
@@ -62,6 +65,7 @@ def build_services(
         outbox=outbox,
         access=ClaimAccess(settings, slack),
         notes=TrackingExecutor(max_workers=4, name="leadbot-notes"),
+        work=TrackingExecutor(max_workers=max(4, settings.web_threads), name="leadbot-work"),
     )
 
 
@@ -91,17 +95,18 @@ def create_app(
     import handlers
 
     services = services or build_services(settings, client=client, engine=engine, clock=clock)
-    executor = TrackingExecutor(max_workers=max(4, settings.web_threads))
     app = App(
         client=services.slack.client,
         signing_secret=settings.slack_signing_secret,
         # Bolt calls auth.test here, so a wrong token stops start-up rather than the first click.
         token_verification_enabled=True,
-        # Listeners ack first and keep working in Bolt's thread pool (Slack allows 3 seconds).
-        process_before_response=False,
+        # Listeners run in the web thread and Bolt answers when they return: no hand-off, and
+        # none of the 10 ms polling with which Bolt's default mode waits for ack(). Listeners
+        # with work after their ack hand it to services.work (handlers.common.later).
+        process_before_response=PROCESS_BEFORE_RESPONSE,
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("leadbot.bolt"),
-        listener_executor=executor,
+        listener_executor=services.work,
     )
     auth = services.slack.client.auth_test()
     services.team_id = str(auth.get("team_id") or "")
@@ -143,5 +148,5 @@ def create_app(
 
     handlers.register(app)
     app.leadbot = services  # type: ignore[attr-defined]
-    app.leadbot_executor = executor  # type: ignore[attr-defined]
+    app.leadbot_executor = services.work  # type: ignore[attr-defined]
     return app

@@ -25,4 +25,5 @@ class Services:
     outbox: Outbox
     access: ClaimAccess
     notes: TrackingExecutor  # fire-and-forget private notes (ephemerals) to people
+    work: TrackingExecutor  # what a listener does after its ack (handlers.common.later)
     team_id: str = ""  # this workspace, from auth.test at start-up

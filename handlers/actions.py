@@ -1,8 +1,9 @@
 """Buttons on the claim card: Claim and Release.
 
-Each click is acked first; the database then decides (conditional UPDATEs), and the card and
-DMs are queued in the outbox in the same transaction. A click delivered twice (double click,
-Slack retry) finds the state already changed and changes nothing more.
+Each click is acked at once (handlers.common.acks_first); the database then decides
+(conditional UPDATEs), and the card and DMs are queued in the outbox in the same transaction.
+A click delivered twice (double click, Slack retry) finds the state already changed and changes
+nothing more.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import App
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import flows, leads, outbox, render
 from bot.ids import Action
 from bot.services import Services
-from handlers.common import parse_value, services_of
+from handlers.common import acks_first, parse_value, services_of
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ DB_BUSY = "⚠️ The database is not answering right now, so nothing changed. T
 
 
 def register(app: App) -> None:
-    app.action(Action.CLAIM.value)(claim)
-    app.action(Action.RELEASE.value)(release)
+    app.action(Action.CLAIM.value)(acks_first(claim))
+    app.action(Action.RELEASE.value)(acks_first(release))
 
 
 def _target(
@@ -46,8 +47,7 @@ def _team(body: dict[str, Any], services: Services) -> str:
     return str((body.get("team") or {}).get("id") or services.team_id)
 
 
-def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
-    ack()
+def claim(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     services = services_of(context)
     user, channel, lead_id, _version = _target(body, action)
     if lead_id is None:
@@ -72,8 +72,7 @@ def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) 
         flows.tell(services, channel, user, render.already_claimed(result.lead))
 
 
-def release(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
-    ack()
+def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     services = services_of(context)
     user, channel, lead_id, version = _target(body, action)
     if lead_id is None:

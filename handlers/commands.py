@@ -10,7 +10,8 @@ from slack_bolt import Ack, App, Respond
 
 from bot import duplicates, flows, render
 from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
-from handlers.common import DB_DOWN, SQLAlchemyError, services_of
+from bot.services import Services
+from handlers.common import DB_DOWN, SQLAlchemyError, later, services_of
 from handlers.subcommands import SUBCOMMANDS
 
 log = logging.getLogger(__name__)
@@ -27,17 +28,8 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
     user_id = str(command.get("user_id") or "")
     if not text.strip():
         ack()
-        metadata = json.dumps(
-            {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
-        )
-        try:
-            services.slack.views_open(
-                str(command.get("trigger_id") or ""),
-                render.lead_modal(metadata, services.settings.policy),
-            )
-        except Exception as e:
-            log.warning("could not open the /lead modal: %s", type(e).__name__)
-            respond(response_type="ephemeral", text="I couldn't open the form; try `/lead help`.")
+        # The form opens after the ack (trigger_id stays valid for 3 seconds).
+        later(services, _open_form, services, command, respond)
         return
     if is_help(text):
         ack(response_type="ephemeral", text=USAGE)
@@ -75,3 +67,17 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         note=duplicates.receipt_note(lead, earlier),
     )
     ack(response_type="ephemeral", text=receipt.text, blocks=receipt.blocks)
+
+
+def _open_form(services: Services, command: dict[str, Any], respond: Respond) -> None:
+    metadata = json.dumps(
+        {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
+    )
+    try:
+        services.slack.views_open(
+            str(command.get("trigger_id") or ""),
+            render.lead_modal(metadata, services.settings.policy),
+        )
+    except Exception as e:
+        log.warning("could not open the /lead modal: %s", type(e).__name__)
+        respond(response_type="ephemeral", text="I couldn't open the form; try `/lead help`.")

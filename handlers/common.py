@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
+from slack_bolt import Ack
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.services import Services
@@ -14,8 +17,40 @@ DB_DOWN = (
 )
 
 
+log = logging.getLogger(__name__)
+
+
 def services_of(context: Any) -> Services:
     return context["leadbot"]
+
+
+def later(services: Services, fn: Callable[..., None], *args: Any) -> None:
+    """Run `fn(*args)` after the listener returns, so Bolt answers Slack without waiting on the
+    database or on Slack calls. Errors are logged by type only: payloads carry contact details."""
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except Exception as e:
+            log.error("%s failed after the ack: %s", fn.__name__, type(e).__name__, exc_info=e)
+
+    services.work.submit(run)
+
+
+ButtonHandler = Callable[[dict[str, Any], dict[str, Any], Any], None]
+
+
+def acks_first(
+    handler: ButtonHandler,
+) -> Callable[[Ack, dict[str, Any], dict[str, Any], Any], None]:
+    """A button listener that acks at once and runs `handler(body, action, context)` later."""
+
+    def listener(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+        ack()
+        later(services_of(context), handler, body, action, context)
+
+    listener.__name__ = listener.__qualname__ = handler.__name__  # Bolt's logs name listeners
+    return listener
 
 
 def parse_value(value: Any) -> tuple[int, int | None] | None:
@@ -28,4 +63,4 @@ def parse_value(value: Any) -> tuple[int, int | None] | None:
     return int(head), int(tail) if tail else None
 
 
-__all__ = ["DB_DOWN", "SQLAlchemyError", "parse_value", "services_of"]
+__all__ = ["DB_DOWN", "SQLAlchemyError", "acks_first", "later", "parse_value", "services_of"]

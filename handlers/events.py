@@ -8,7 +8,8 @@ from typing import Any
 from slack_bolt import App
 
 from bot import home
-from handlers.common import services_of
+from bot.services import Services
+from handlers.common import later, services_of
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,11 @@ def home_opened(event: dict[str, Any], context: Any) -> None:
     user = str(event.get("user") or "")
     if event.get("tab", "home") != "home" or not user:
         return
+    # Bolt acks the event when this returns; the view is built and published after.
+    later(services, _publish_home, services, user)
+
+
+def _publish_home(services: Services, user: str) -> None:
     try:
         services.slack.publish_home(user, home.home_view(services, user))
     except Exception as e:

@@ -21,7 +21,7 @@ from bot import render_outcomes as views
 from bot.delivery import DeliveryError
 from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View
 from bot.services import Services
-from handlers.common import parse_value, services_of
+from handlers.common import acks_first, parse_value, services_of
 from models import Lead
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,10 @@ BROKEN = "That control is broken (no lead in it); nothing changed."
 
 
 def register(app: App) -> None:
-    app.action(Action.OUTCOME.value)(outcome_chosen)
-    app.action(Action.REASSIGN.value)(reassign_clicked)
-    app.action(Action.SNOOZE_HOUR.value)(snooze_clicked)
-    app.action(Action.SNOOZE_DAY.value)(snooze_clicked)
+    app.action(Action.OUTCOME.value)(acks_first(outcome_chosen))
+    app.action(Action.REASSIGN.value)(acks_first(reassign_clicked))
+    app.action(Action.SNOOZE_HOUR.value)(acks_first(snooze_clicked))
+    app.action(Action.SNOOZE_DAY.value)(acks_first(snooze_clicked))
     app.view(View.DISQUALIFY.value)(disqualify_submitted)
     app.view(View.REASSIGN.value)(reassign_submitted)
 
@@ -147,9 +147,8 @@ def _refresh_if_behind(session: Session, result: Any) -> None:
 # --- Record outcome -----------------------------------------------------------------------------
 
 
-def outcome_chosen(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+def outcome_chosen(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     """A stage chosen in a Record outcome select; Disqualified first asks why, in a modal."""
-    ack()
     services = services_of(context)
     user, channel = _user(body), _channel(body)
     parsed = views.parse_outcome_value((action.get("selected_option") or {}).get("value"))
@@ -281,9 +280,8 @@ def _reassign_answer(lead_id: int, result: outcomes.ReassignResult) -> str | Non
     return BROKEN
 
 
-def reassign_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+def reassign_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     """Reassign on the card: managers get a modal to pick the new owner; others are refused."""
-    ack()
     services = services_of(context)
     user, channel = _user(body), _channel(body)
     parsed = parse_value(action.get("value"))
@@ -374,9 +372,8 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
 # --- Snooze ---------------------------------------------------------------------------------------
 
 
-def snooze_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     """Snooze 1 hour / 1 day on a follow-up nudge: ask again that much working time from now."""
-    ack()
     services = services_of(context)
     settings = services.settings
     user, channel = _user(body), _channel(body)

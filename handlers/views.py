@@ -12,7 +12,7 @@ from slack_sdk.webhook import WebhookClient
 from bot import duplicates, flows, render
 from bot.ids import MODAL_FIELDS, View
 from bot.parsing import validate_fields
-from handlers.common import SQLAlchemyError, services_of
+from handlers.common import SQLAlchemyError, later, services_of
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
         flows.card_channel(services.settings, lead),
         note=duplicates.receipt_note(lead, earlier),
     )
-    _tell_submitter(services, metadata, user, receipt)
+    # The receipt goes out after the ack: its response_url post is a round trip to Slack.
+    later(services, _tell_submitter, services, metadata, user, receipt)
 
 
 def _tell_submitter(

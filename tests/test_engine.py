@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -26,14 +28,18 @@ def _insert(conn: object, job: str) -> None:
     )
 
 
-def _sqlite_only(engine: Engine) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("the writer queue is SQLite's; PostgreSQL has row locks")
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """SQLite whatever the suite's database: the writer queue is SQLite's alone."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'writers.db'}")
+    models.Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
 
 
-def test_sqlite_writers_queue_and_each_commits(engine: Engine) -> None:
+def test_sqlite_writers_queue_and_each_commits(sqlite_engine: Engine) -> None:
     """A second writer waits for the first to commit, then goes: no 'database is locked'."""
-    _sqlite_only(engine)
+    engine = sqlite_engine
     first_wrote = threading.Event()
     second_started = threading.Event()
     outcome: list[object] = []
@@ -61,8 +67,8 @@ def test_sqlite_writers_queue_and_each_commits(engine: Engine) -> None:
     assert _count(engine) == 2
 
 
-def test_sqlite_writer_lock_is_given_back_on_rollback_and_error(engine: Engine) -> None:
-    _sqlite_only(engine)
+def test_sqlite_writer_lock_is_given_back_on_rollback_and_error(sqlite_engine: Engine) -> None:
+    engine = sqlite_engine
     with pytest.raises(ZeroDivisionError), engine.begin() as conn:
         _insert(conn, "rolled back")
         raise ZeroDivisionError
@@ -84,9 +90,9 @@ def test_sqlite_writer_lock_is_given_back_on_rollback_and_error(engine: Engine) 
 
 
 def test_sqlite_writer_waiting_too_long_is_told_the_database_is_locked(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _sqlite_only(engine)
+    engine = sqlite_engine
     monkeypatch.setattr(models._OneWriterConnection, "WAIT", 0.2)
     failure: list[BaseException] = []
 
@@ -113,7 +119,7 @@ def test_postgres_connection_cut_while_idle_is_replaced(
     """A database restart or a firewall drops pooled connections; the next request must not be
     the one that finds out."""
     if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite connections are files; there is nothing to cut")
+        pytest.skip("needs LEADBOT_TEST_DATABASE_URL (PostgreSQL)")
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
     admin = make_engine(database_url)
     try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 
-from tests.conftest import MARKETER, Bot
+from sqlalchemy import text
+
+from models import NEW
+from tests.conftest import MARKETER, REP_A, Bot
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
 
@@ -101,3 +105,57 @@ def test_contact_details_never_reach_the_logs_even_at_debug(bot: Bot) -> None:
     assert "lead 1 submitted" in logged and "lead 1 claimed" in logged  # by id, not by name
     assert "jane.private" not in logged
     assert "555 0199" not in logged and "5550199" not in logged
+
+
+def test_the_form_opens_after_the_ack(bot: Bot) -> None:
+    """`/lead` alone is answered at once; views.open (held here, as a slow Slack) follows."""
+    gate = bot.slack.hold("views.open")
+    bot.sim.timeout = 5  # were the ack waiting for views.open, this would time out
+    try:
+        response = bot.sim.slash_command("", user_id=MARKETER)
+        assert response.status == 200
+        assert gate.arrived.wait(5)  # the form is on its way, after the answer
+        assert bot.slack.modals == {}
+    finally:
+        gate.release()
+    bot.settle()
+    [modal] = bot.slack.modals.values()
+    assert modal["callback_id"] == "lead_new"
+
+
+def test_a_click_is_acked_before_the_database_decides(bot: Bot) -> None:
+    """Claim is answered while the leads table is locked; the claim lands once it is free."""
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    engine = bot.services.engine
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN EXCLUSIVE")
+            else:
+                conn.execute(text("LOCK TABLE leads IN EXCLUSIVE MODE"))  # reads still go
+            locked.set()
+            release.wait(20)
+            conn.rollback()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        response = bot.sim.block_action(
+            REP_A,
+            "lead_claim",
+            f"{lead.id}:1",
+            channel_id=lead.card_channel,
+            message_ts=lead.card_ts,
+        )
+        assert response.status == 200
+        # Answered while the database was still locked: the claim itself is not written yet.
+        assert holder.is_alive() and bot.lead(lead.id).status == NEW
+    finally:
+        release.set()
+        holder.join()
+    bot.settle()
+    assert bot.lead(lead.id).owner_id == REP_A
