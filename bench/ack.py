@@ -32,6 +32,7 @@ from bench.common import (
     run_load,
 )
 from bench.workload import mixed, new_lead_row, seed_claimable
+from bot.app import PROCESS_BEFORE_RESPONSE
 from bot.slack_emulator import SlackEmulator
 from models import CLAIMED, Lead
 
@@ -61,6 +62,7 @@ class Variant:
     env: dict[str, str]
     runs: list[LoadResult] = field(default_factory=list)
     baseline_runs: list[LoadResult] = field(default_factory=list)
+    default_mode_runs: list[LoadResult] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,23 +79,32 @@ def run(ctx: Context) -> ScenarioResult:
         "slack_latency_s": LATENCY,
         "mix": "alternating /lead inline submission and Claim click (each on a distinct lead)",
         "web_threads": "default (8)",
+        "bolt_mode": f"process_before_response={PROCESS_BEFORE_RESPONSE} (leadbot and baseline)",
+        "reference": "bare Bolt in its default mode (process_before_response=False), not judged",
         "diagnostic_variants": [v for v, _ in variants if v],
     }
     slack = SlackEmulator().start()
     slack.latency(LATENCY)
     try:
         baseline = Served.baseline("ack-baseline", slack.url, ctx.workdir).start()
+        # Bolt's default mode, for reference: what leadbot's own choice of mode is worth.
+        default_mode = Served.baseline(
+            "ack-bolt-default", slack.url, ctx.workdir, BASELINE_PROCESS_BEFORE_RESPONSE="0"
+        ).start()
         try:
-            baseline.wait_healthy()
-            _warm(baseline, slack, [])
+            for served in (baseline, default_mode):
+                served.wait_healthy()
+                _warm(served, slack, [])
             for kind in ctx.dbs:
                 for label, env in variants:
                     variant = Variant(label, env)
-                    _one_db(ctx, kind, slack, baseline, variant, n, rounds)
+                    others = {"baseline": baseline, "bolt-default": default_mode}
+                    _one_db(ctx, kind, slack, others, variant, n, rounds)
                     _rows(result, kind, variant)
                     result.details[f"{kind} {label}".strip()] = variant.details
         finally:
             baseline.stop()
+            default_mode.stop()
     finally:
         slack.stop()
     return result
@@ -139,7 +150,7 @@ def _one_db(
     ctx: Context,
     kind: str,
     slack: SlackEmulator,
-    baseline: Served,
+    others: dict[str, Served],
     variant: Variant,
     n: int,
     rounds: int,
@@ -162,7 +173,7 @@ def _one_db(
             used = WARMUP // 2
             stored0, claimed0 = _settled_counts(engine)
             for r in range(rounds):
-                for who, served in (("baseline", baseline), ("leadbot", product)):
+                for who, served in [*others.items(), ("leadbot", product)]:
                     reqs = mixed(_sim(served, slack), targets[used:], n, (r + 1) * 100_000)
                     load = run_load(
                         served.port,
@@ -174,8 +185,10 @@ def _one_db(
                     if who == "leadbot":
                         used += n // 2
                         variant.runs.append(load)
-                    else:
+                    elif who == "baseline":
                         variant.baseline_runs.append(load)
+                    else:
+                        variant.default_mode_runs.append(load)
                     ctx.log(
                         f"  ack/{kind}{tag} round {r + 1}: {who} p50={_p(load, 50)} "
                         f"p99={_p(load, 99)} ms, {load.throughput:.0f} req/s, {load.errors} errors"
@@ -206,6 +219,7 @@ def _one_db(
             "lead": base.summary("lead"),
             "claim": base.summary("claim"),
         },
+        "bolt_default_mode": _pool(variant.default_mode_runs).summary(),
         "per_round": [
             {"baseline": b.summary(), "leadbot": p.summary()}
             for b, p in zip(variant.baseline_runs, variant.runs, strict=True)
@@ -273,6 +287,36 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
     )
     if diag:
         return
+    ref = _pool(variant.default_mode_runs)
+    ref50 = percentile(ref.latencies(), 50)
+    result.add(
+        Row(
+            NAME,
+            kind,
+            "ack p50 vs bare Bolt, default mode",
+            _ms(p50),
+            "ms",
+            _ms(ref50),
+            ratio(p50, ref50),
+            "(reference)",
+            None,
+            note="Bolt's default mode (process_before_response=False) polls for the ack every "
+            "10 ms; leadbot and its baseline do not",
+        )
+    )
+    result.add(
+        Row(
+            NAME,
+            kind,
+            "throughput vs bare Bolt, default mode",
+            round(prod.throughput, 1),
+            "req/s",
+            round(ref.throughput, 1),
+            ratio(prod.throughput, ref.throughput),
+            "(reference)",
+            None,
+        )
+    )
     d = variant.details
     lost = d["acked_submissions"] - d["stored_submissions"]
     dropped = d["acked_claims"] - d["claims_won"]  # every click is on its own unclaimed lead

@@ -2,9 +2,10 @@
 
 Run as `python -m bench.baseline_app --port P` with the same environment as `leadbot serve`:
 the same waitress settings and thread count (WEB_THREADS, default 8), the same listener
-executor size and `process_before_response=False`, the same request verification and the same
-`auth.test` at start-up. What it lacks is exactly leadbot's own work (parsing, the database,
-rendering, the outbox, the scheduler), so leadbot's figure / this figure is leadbot's overhead.
+executor size and Bolt mode (`process_before_response`, bot.app.PROCESS_BEFORE_RESPONSE), the
+same request verification and the same `auth.test` at start-up. What it lacks is exactly
+leadbot's own work (parsing, the database, rendering, the outbox, the scheduler), so leadbot's
+figure / this figure is leadbot's overhead.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from waitress.server import create_server
 
+from bot.app import PROCESS_BEFORE_RESPONSE
 from bot.ids import Action, View
 
 StartResponse = Callable[..., Any]
+
+
+def process_before_response() -> bool:
+    """leadbot's Bolt mode, unless BASELINE_PROCESS_BEFORE_RESPONSE (0 or 1) says otherwise: the
+    bench also measures Bolt's default mode (0), where Bolt polls every 10 ms for the ack."""
+    override = os.environ.get("BASELINE_PROCESS_BEFORE_RESPONSE")
+    return PROCESS_BEFORE_RESPONSE if override is None else override == "1"
 
 
 def build(threads: int) -> App:
@@ -37,7 +46,7 @@ def build(threads: int) -> App:
         client=client,
         signing_secret=os.environ["SLACK_SIGNING_SECRET"],
         token_verification_enabled=True,
-        process_before_response=False,
+        process_before_response=process_before_response(),
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("baseline.bolt"),
         # leadbot's pool is max(4, WEB_THREADS) threads: the same here.
