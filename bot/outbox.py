@@ -12,13 +12,14 @@ an answer (a crash mid-post), the channel's recent history is checked before pos
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -190,6 +191,15 @@ class _Due(NamedTuple):
     kind: str
 
 
+def _group_key(lead_id: int | None, channel: str | None) -> object:
+    return lead_id if lead_id is not None else ("channel", channel)
+
+
+def _posting_to(due: _Due) -> str | None:
+    """The channel a post goes to (paced per channel); None for items that post nothing."""
+    return due.channel if due.kind in (CARD, MESSAGE) else None
+
+
 # --- pacing ------------------------------------------------------------------------------------
 
 
@@ -257,6 +267,7 @@ class Outbox:
         self._stop = threading.Event()
         self._idle = threading.Condition()
         self._busy = False
+        self._inflight: set[object] = set()  # leads whose delivery the loop has started
         self._thread: threading.Thread | None = None
         # Slack calls in flight at once (different leads); each waits ~a round trip.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadbot-outbox")
@@ -284,38 +295,68 @@ class Outbox:
         self._wake.set()
 
     def _loop(self) -> None:
+        """Start every due lead's delivery as soon as it may go, without waiting for Slack to
+        answer the ones in flight: with Slack's round trip at ~300 ms, waiting for a whole pass
+        held a busy channel well below the rate Slack allows."""
         while not self._stop.is_set():
             with self._idle:
                 self._busy = True
             delay = 2.0
             try:
-                result = self.run_pass()
-                if result.sent or result.retried or result.failed:
-                    delay = 0.0  # there may be more right behind
-                else:
-                    delay = min(delay, self._next_due_in())
-                    if result.paced is not None:
-                        # Due but paced: wait for the channel's next token, not a busy loop.
-                        delay = max(delay, min(2.0, result.paced))
+                paced = self._dispatch()
+                delay = min(delay, self._next_due_in())
+                if paced is not None:
+                    # Due but paced: wait for the channel's next token, not a busy loop.
+                    delay = max(delay, min(2.0, paced))
             except Exception as e:
                 log.error("outbox pass failed: %s", type(e).__name__, exc_info=e)
             finally:
                 with self._idle:
                     self._busy = False
                     self._idle.notify_all()
+            # A kick (something enqueued) or a finished delivery wakes the loop early.
             if delay > 0:
                 self._wake.wait(delay)
             self._wake.clear()
 
+    def _dispatch(self, limit: int = 100) -> float | None:
+        """Hand each due lead's items (in order) to the pool, unless that lead is in flight
+        already or its first post is paced; returns seconds until a paced item may go."""
+        paced: float | None = None
+        for key, items in self._due_groups(limit).items():
+            with self._lock:
+                if key in self._inflight:
+                    continue
+                wait = self._take_token(items[0])
+                if wait > 0:
+                    paced = wait if paced is None else min(paced, wait)
+                    continue
+                self._inflight.add(key)
+            future = self._pool.submit(self._deliver_group, items, True)
+            future.add_done_callback(functools.partial(self._delivered, key))
+        return paced
+
+    def _delivered(self, key: object, future: Future[PassResult]) -> None:
+        with self._lock:
+            self._inflight.discard(key)
+        if not future.cancelled() and future.exception() is not None:
+            error = future.exception()
+            log.error("outbox delivery failed: %s", type(error).__name__, exc_info=error)
+        with self._idle:
+            self._idle.notify_all()
+        self._wake.set()  # the lead's next items, or a paced one, may go now
+
     def wait_quiet(self, timeout: float = 15.0, horizon: float = 6.0) -> bool:
-        """Wait until nothing is pending that is due within `horizon` seconds (tests, demo)."""
+        """Wait until nothing is in flight or pending due within `horizon` seconds (tests,
+        demo)."""
         deadline = time.monotonic() + timeout
         self.kick()
         while time.monotonic() < deadline:
             with self._idle:
-                # Let the worker finish the pass it is in (or the one the kick started).
-                self._idle.wait_for(lambda: not self._busy, timeout=0.2)
-                if not self._busy and self._next_due_in() > horizon:
+                # Let the worker finish the pass it is in (or the one the kick started). The
+                # check holds the condition: no pass can start (and lease something) under it.
+                self._idle.wait_for(lambda: not self._busy and not self._inflight, timeout=0.2)
+                if not self._busy and not self._inflight and self._next_due_in() > horizon:
                     return True
             with self._idle:
                 self._idle.wait(0.02)
@@ -323,18 +364,26 @@ class Outbox:
 
     def _next_due_in(self) -> float:
         """Seconds until a pending item may be taken: its retry time, or its lease's end when
-        another (perhaps dead) process holds it."""
+        another (perhaps dead) process holds it. Items of leads in flight here are not
+        counted: their delivery is under way."""
         now = self.wall()
         with self.sessions() as s:
             rows = s.execute(
-                select(OutboxItem.next_attempt_at, OutboxItem.lease_until)
+                select(
+                    OutboxItem.next_attempt_at,
+                    OutboxItem.lease_until,
+                    OutboxItem.lead_id,
+                    OutboxItem.channel,
+                )
                 .where(OutboxItem.status == PENDING)
                 .order_by(OutboxItem.next_attempt_at)
                 .limit(50)
             ).all()
+        with self._lock:
+            rows = [r for r in rows if _group_key(r.lead_id, r.channel) not in self._inflight]
         if not rows:
             return float("inf")
-        soonest = min(max(due, lease or due) for due, lease in rows)
+        soonest = min(max(due, lease or due) for due, lease, _, _ in rows)
         return max(0.0, (soonest - now).total_seconds())
 
     # -- delivery -----------------------------------------------------------------------------
@@ -355,7 +404,23 @@ class Outbox:
         return total
 
     def run_pass(self, limit: int = 100) -> PassResult:
-        """One sweep over due items, oldest first; items paced out stay for the next pass."""
+        """One sweep over due items, oldest first, waiting for every answer; items paced out
+        stay for the next pass (`leadbot jobs run outbox`, tests)."""
+        groups = list(self._due_groups(limit).values())
+        # After stop() (a one-off drain, tests) the pool is gone: deliver in this thread.
+        mapper = map if self._pool_closed else self._pool.map
+        results = list(mapper(self._deliver_group, groups))
+        total = PassResult()
+        for r in results:
+            total.sent += r.sent
+            total.retried += r.retried
+            total.failed += r.failed
+            if r.paced is not None:
+                total.paced = r.paced if total.paced is None else min(total.paced, r.paced)
+        return total
+
+    def _due_groups(self, limit: int) -> dict[object, list[_Due]]:
+        """Due items, oldest first, grouped by lead (or channel for items without one)."""
         now = self.wall()
         with self.sessions() as s:
             due = list(
@@ -374,28 +439,19 @@ class Outbox:
         # channels go in parallel, so Slack's round trip does not cap throughput.
         groups: dict[object, list[_Due]] = {}
         for item_id, lead_id, channel, kind in due:
-            groups.setdefault(lead_id if lead_id is not None else ("channel", channel), []).append(
-                _Due(item_id, channel, kind)
-            )
-        # After stop() (a one-off drain, tests) the pool is gone: deliver in this thread.
-        mapper = map if self._pool_closed else self._pool.map
-        results = list(mapper(self._deliver_group, groups.values()))
-        total = PassResult()
-        for r in results:
-            total.sent += r.sent
-            total.retried += r.retried
-            total.failed += r.failed
-            if r.paced is not None:
-                total.paced = r.paced if total.paced is None else min(total.paced, r.paced)
-        return total
+            groups.setdefault(_group_key(lead_id, channel), []).append(_Due(item_id, channel, kind))
+        return groups
 
-    def _deliver_group(self, items: list[_Due]) -> PassResult:
+    def _deliver_group(self, items: list[_Due], first_paid: bool = False) -> PassResult:
+        """Deliver one lead's items in order; `first_paid`: the first one's token is taken."""
         result = PassResult()
-        for due in items:
+        for i, due in enumerate(items):
             if self._stop.is_set() and not self._pool_closed:
+                if i == 0 and first_paid:
+                    self._give_back_token(due)
                 break  # shutting down: what is left stays pending for the next process
             before = result.paced
-            self._deliver(due, result)
+            self._deliver(due, result, paid=first_paid and i == 0)
             if result.paced is not None and result.paced != before:
                 break  # this lead's next item must not overtake the paced one
         return result
@@ -419,23 +475,33 @@ class Outbox:
         # A plain object with the leased row's values; results are written by id and owner.
         return OutboxItem(**row._mapping) if row is not None else None
 
-    def _deliver(self, due: _Due, result: PassResult) -> None:
-        item_id = due.id
-        posting_to = due.channel if due.kind in (CARD, MESSAGE) else None
+    def _take_token(self, due: _Due) -> float:
+        """For a post, take its channel's token: 0 if taken, else seconds until one is free.
+        Other items are not paced."""
+        posting_to = _posting_to(due)
+        if not posting_to:
+            return 0.0
+        with self._lock:  # check and take the token together: threads share the bucket
+            bucket = self._bucket(posting_to)
+            wait = bucket.wait_time()
+            if wait <= 0:
+                bucket.take()
+            return max(0.0, wait)
+
+    def _give_back_token(self, due: _Due) -> None:
+        posting_to = _posting_to(due)
         if posting_to:
-            with self._lock:  # check and take the token together: threads share the bucket
-                bucket = self._bucket(posting_to)
-                wait = bucket.wait_time()
-                if wait <= 0:
-                    bucket.take()
-            if wait > 0:
-                result.paced = wait if result.paced is None else min(result.paced, wait)
-                return
-        item = self._take_lease(item_id)
+            with self._lock:
+                self._bucket(posting_to).tokens += 1
+
+    def _deliver(self, due: _Due, result: PassResult, *, paid: bool = False) -> None:
+        wait = 0.0 if paid else self._take_token(due)
+        if wait > 0:
+            result.paced = wait if result.paced is None else min(result.paced, wait)
+            return
+        item = self._take_lease(due.id)
         if item is None:
-            if posting_to:
-                with self._lock:
-                    self._bucket(posting_to).tokens += 1  # not ours to send: give it back
+            self._give_back_token(due)  # not ours to send
             return  # someone else has it, or it is no longer due
         try:
             ts, channel = self._send(item)

@@ -591,3 +591,22 @@ def test_worker_sleeps_while_another_process_holds_a_lease(bot: Bot) -> None:
     bot.settle()
     assert [c.args["text"] for c in bot.slack.calls_to("chat.postMessage")] == ["held elsewhere"]
     assert queries[0] < 50, f"{queries[0]} SQL statements in 1 s of waiting: the worker spins"
+
+
+def test_a_slow_post_does_not_hold_back_the_next_leads_card(bot: Bot) -> None:
+    """Deliveries are started as they fall due, not in passes that wait for every answer: with
+    Slack's round trip, waiting held a busy channel well under its rate."""
+    gate = bot.slack.hold("chat.postMessage", when=lambda args: "Slow Sam" in args["text"])
+    try:
+        bot.sim.slash_command("Slow Sam, sam@slow.example", user_id=MARKETER)
+        assert gate.arrived.wait(5)
+        bot.sim.slash_command("Quick Quinn, quinn@quick.example", user_id=MARKETER)
+        # Quinn's card goes while Sam's post is still waiting for Slack.
+        [call] = bot.slack.wait_for("chat.postMessage", lambda c: "Quick Quinn" in c.args["text"])
+        assert call.ok and not [
+            c for c in bot.slack.calls_to("chat.postMessage") if "Sam" in c.args["text"]
+        ]
+    finally:
+        gate.release()
+    bot.settle()
+    assert all(lead.card_ts for lead in bot.leads())
