@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from bot import duplicates, leads, render
 from bot.delivery import DeliveryError, Slack
@@ -41,7 +41,9 @@ CARD_CHECK = "card_check"
 CARD_CHECK_DELAY = timedelta(seconds=4)
 MESSAGE = "message"
 CARD_EVENT_TYPE = "leadbot_card"
+POSTS = (CARD, MESSAGE)  # the kinds that post to a channel, and so are paced
 MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far apart
+MIN_PASS_GAP = 0.02  # seconds: the delivery loop's passes come at most this often
 
 
 def _now() -> datetime:
@@ -197,7 +199,7 @@ def _group_key(lead_id: int | None, channel: str | None) -> object:
 
 def _posting_to(due: _Due) -> str | None:
     """The channel a post goes to (paced per channel); None for items that post nothing."""
-    return due.channel if due.kind in (CARD, MESSAGE) else None
+    return due.channel if due.kind in POSTS else None
 
 
 # --- pacing ------------------------------------------------------------------------------------
@@ -268,6 +270,7 @@ class Outbox:
         self._idle = threading.Condition()
         self._busy = False
         self._inflight: set[object] = set()  # leads whose delivery the loop has started
+        self._max_inflight = 2 * workers  # more would only queue in the pool
         self._thread: threading.Thread | None = None
         # Slack calls in flight at once (different leads); each waits ~a round trip.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadbot-outbox")
@@ -298,32 +301,49 @@ class Outbox:
         """Start every due lead's delivery as soon as it may go, without waiting for Slack to
         answer the ones in flight: with Slack's round trip at ~300 ms, waiting for a whole pass
         held a busy channel well below the rate Slack allows."""
+        last = 0.0
         while not self._stop.is_set():
+            # Deliveries finish up to hundreds a second; one pass per gap takes them together.
+            gap = MIN_PASS_GAP - (time.monotonic() - last)
+            if gap > 0 and self._stop.wait(gap):
+                break
+            last = time.monotonic()
             with self._idle:
                 self._busy = True
             delay = 2.0
             try:
-                paced = self._dispatch()
-                delay = min(delay, self._next_due_in())
+                found, paced = self._dispatch()
                 if paced is not None:
-                    # Due but paced: wait for the channel's next token, not a busy loop.
-                    delay = max(delay, min(2.0, paced))
+                    delay = min(delay, paced)  # a paced channel's next token
+                if not found:
+                    delay = min(delay, self._next_due_in(skip_paced=True))
+                # Otherwise a finished delivery (or a kick) wakes the loop for what is next.
             except Exception as e:
                 log.error("outbox pass failed: %s", type(e).__name__, exc_info=e)
             finally:
                 with self._idle:
                     self._busy = False
                     self._idle.notify_all()
-            # A kick (something enqueued) or a finished delivery wakes the loop early.
             if delay > 0:
                 self._wake.wait(delay)
             self._wake.clear()
 
-    def _dispatch(self, limit: int = 100) -> float | None:
+    def _dispatch(self, limit: int = 100) -> tuple[bool, float | None]:
         """Hand each due lead's items (in order) to the pool, unless that lead is in flight
-        already or its first post is paced; returns seconds until a paced item may go."""
-        paced: float | None = None
-        for key, items in self._due_groups(limit).items():
+        already or waits for a paced channel. Returns whether anything was due, and the seconds
+        until a paced channel's next token."""
+        with self._lock:
+            room = self._max_inflight - len(self._inflight)
+            if room <= 0:
+                return True, None  # a finished delivery makes room and wakes the loop
+            busy = [k for k in self._inflight if isinstance(k, int)]
+            waits = {ch: b.wait_time() for ch, b in self._buckets.items()}
+        paced_channels = [ch for ch, w in waits.items() if w > 0]
+        paced = min((w for w in waits.values() if w > 0), default=None)
+        groups = self._due_groups(limit, busy=busy, paced=paced_channels)
+        for key, items in groups.items():
+            if room <= 0:
+                break
             with self._lock:
                 if key in self._inflight:
                     continue
@@ -332,9 +352,10 @@ class Outbox:
                     paced = wait if paced is None else min(paced, wait)
                     continue
                 self._inflight.add(key)
+            room -= 1
             future = self._pool.submit(self._deliver_group, items, True)
             future.add_done_callback(functools.partial(self._delivered, key))
-        return paced
+        return bool(groups), paced
 
     def _delivered(self, key: object, future: Future[PassResult]) -> None:
         with self._lock:
@@ -362,10 +383,11 @@ class Outbox:
                 self._idle.wait(0.02)
         return False
 
-    def _next_due_in(self) -> float:
+    def _next_due_in(self, *, skip_paced: bool = False) -> float:
         """Seconds until a pending item may be taken: its retry time, or its lease's end when
         another (perhaps dead) process holds it. Items of leads in flight here are not
-        counted: their delivery is under way."""
+        counted (their delivery is under way), nor, with `skip_paced`, posts to a channel that
+        is out of tokens (the loop wakes for its next token)."""
         now = self.wall()
         with self.sessions() as s:
             rows = s.execute(
@@ -374,16 +396,22 @@ class Outbox:
                     OutboxItem.lease_until,
                     OutboxItem.lead_id,
                     OutboxItem.channel,
+                    OutboxItem.kind,
                 )
                 .where(OutboxItem.status == PENDING)
                 .order_by(OutboxItem.next_attempt_at)
                 .limit(50)
             ).all()
         with self._lock:
-            rows = [r for r in rows if _group_key(r.lead_id, r.channel) not in self._inflight]
+            rows = [
+                r
+                for r in rows
+                if _group_key(r.lead_id, r.channel) not in self._inflight
+                and not (skip_paced and self._is_paced(_Due(0, r.channel, r.kind)))
+            ]
         if not rows:
             return float("inf")
-        soonest = min(max(due, lease or due) for due, lease, _, _ in rows)
+        soonest = min(max(r.next_attempt_at, r.lease_until or r.next_attempt_at) for r in rows)
         return max(0.0, (soonest - now).total_seconds())
 
     # -- delivery -----------------------------------------------------------------------------
@@ -419,22 +447,46 @@ class Outbox:
                 total.paced = r.paced if total.paced is None else min(total.paced, r.paced)
         return total
 
-    def _due_groups(self, limit: int) -> dict[object, list[_Due]]:
-        """Due items, oldest first, grouped by lead (or channel for items without one)."""
+    def _due_groups(
+        self, limit: int, *, busy: list[int] | None = None, paced: list[str] | None = None
+    ) -> dict[object, list[_Due]]:
+        """Due items, oldest first, grouped by lead (or channel for items without one).
+
+        Leaves out the leads in `busy`, and posts to the `paced` channels together with any
+        later item of the same lead, so that a backlog of cards in one busy channel does not
+        fill the batch and hold up everybody's DMs behind it.
+        """
         now = self.wall()
-        with self.sessions() as s:
-            due = list(
-                s.execute(
-                    select(OutboxItem.id, OutboxItem.lead_id, OutboxItem.channel, OutboxItem.kind)
-                    .where(
-                        OutboxItem.status == PENDING,
-                        OutboxItem.next_attempt_at <= now,
-                        or_(OutboxItem.lease_until.is_(None), OutboxItem.lease_until < now),
-                    )
-                    .order_by(OutboxItem.id)
-                    .limit(limit)
-                )
+        query = (
+            select(OutboxItem.id, OutboxItem.lead_id, OutboxItem.channel, OutboxItem.kind)
+            .where(
+                OutboxItem.status == PENDING,
+                OutboxItem.next_attempt_at <= now,
+                or_(OutboxItem.lease_until.is_(None), OutboxItem.lease_until < now),
             )
+            .order_by(OutboxItem.id)
+            .limit(limit)
+        )
+        if busy:
+            query = query.where(or_(OutboxItem.lead_id.is_(None), OutboxItem.lead_id.not_in(busy)))
+        if paced:
+            earlier = aliased(OutboxItem)
+            waiting = (
+                select(earlier.id)
+                .where(
+                    earlier.lead_id == OutboxItem.lead_id,
+                    earlier.status == PENDING,
+                    earlier.id < OutboxItem.id,
+                    earlier.kind.in_(POSTS),
+                    earlier.channel.in_(paced),
+                )
+                .exists()
+            )
+            query = query.where(
+                ~and_(OutboxItem.kind.in_(POSTS), OutboxItem.channel.in_(paced)), ~waiting
+            )
+        with self.sessions() as s:
+            due = list(s.execute(query))
         # Items of one lead go in order (its card before news about it); different leads and
         # channels go in parallel, so Slack's round trip does not cap throughput.
         groups: dict[object, list[_Due]] = {}
@@ -487,6 +539,11 @@ class Outbox:
             if wait <= 0:
                 bucket.take()
             return max(0.0, wait)
+
+    def _is_paced(self, due: _Due) -> bool:
+        posting_to = _posting_to(due)
+        bucket = self._buckets.get(posting_to) if posting_to else None
+        return bucket is not None and bucket.wait_time() > 0
 
     def _give_back_token(self, due: _Due) -> None:
         posting_to = _posting_to(due)

@@ -610,3 +610,37 @@ def test_a_slow_post_does_not_hold_back_the_next_leads_card(bot: Bot) -> None:
         gate.release()
     bot.settle()
     assert all(lead.card_ts for lead in bot.leads())
+
+
+def test_a_backlog_in_one_paced_channel_does_not_hold_up_dms(
+    database_url: str, slack: SlackEmulator, clock: FakeClock
+) -> None:
+    """150 posts wait their turn in #leads (2 a second); a claim's DMs still go at once."""
+    with bot_with(database_url, slack, clock, SLACK_POSTS_PER_SECOND="2") as bot:
+        bot.submit(EXAMPLE)
+        [lead] = bot.leads()
+        with bot.services.sessions.begin() as s:
+            outbox.enqueue(
+                s,
+                [
+                    outbox.message_row(LEADS_CHANNEL, render.Message(text=f"backlog {i}"))
+                    for i in range(150)
+                ],
+            )
+        bot.sim.block_action(
+            REP_A,
+            "lead_claim",
+            f"{lead.id}:1",
+            channel_id=lead.card_channel,
+            message_ts=lead.card_ts,
+        )
+        try:
+            [dm] = slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == REP_A)
+            assert "is yours" in dm.args["text"]
+            backlog = [c for c in slack.calls_to("chat.postMessage") if "backlog" in c.args["text"]]
+            assert len(backlog) < 50, "the DM waited for the channel's backlog"
+        finally:
+            with bot.services.sessions.begin() as s:  # let the bot stop without draining it
+                s.execute(
+                    update(OutboxItem).where(OutboxItem.status == PENDING).values(status=SENT)
+                )
