@@ -264,6 +264,8 @@ class Outbox:
         self.on_card_failed = on_card_failed
         self.first_reminder = first_reminder or (lambda lead, now: now + timedelta(minutes=30))
         self._buckets: dict[str, _Bucket] = {}
+        # Channels out of tokens (or told to wait by a 429): the few the loop must check.
+        self._drained: set[str] = set()
         self._lock = threading.RLock()  # _bucket() is called with it held
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -337,8 +339,9 @@ class Outbox:
             if room <= 0:
                 return True, None  # a finished delivery makes room and wakes the loop
             busy = [k for k in self._inflight if isinstance(k, int)]
-            waits = {ch: b.wait_time() for ch, b in self._buckets.items()}
-        paced_channels = [ch for ch, w in waits.items() if w > 0]
+            waits = {ch: self._buckets[ch].wait_time() for ch in self._drained}
+            self._drained = {ch for ch, w in waits.items() if w > 0}
+            paced_channels = sorted(self._drained)
         paced = min((w for w in waits.values() if w > 0), default=None)
         groups = self._due_groups(limit, busy=busy, paced=paced_channels)
         for key, items in groups.items():
@@ -538,12 +541,13 @@ class Outbox:
             wait = bucket.wait_time()
             if wait <= 0:
                 bucket.take()
+                if bucket.tokens < 1:
+                    self._drained.add(posting_to)
             return max(0.0, wait)
 
     def _is_paced(self, due: _Due) -> bool:
         posting_to = _posting_to(due)
-        bucket = self._buckets.get(posting_to) if posting_to else None
-        return bucket is not None and bucket.wait_time() > 0
+        return posting_to in self._drained and self._buckets[posting_to].wait_time() > 0
 
     def _give_back_token(self, due: _Due) -> None:
         posting_to = _posting_to(due)
@@ -712,6 +716,7 @@ class Outbox:
                     with self._lock:
                         bucket = self._bucket(item.channel)
                         bucket.blocked_until = time.monotonic() + error.retry_after
+                        self._drained.add(item.channel)
             values: dict[str, Any] = {"next_attempt_at": now + timedelta(seconds=backoff)}
             result.retried += 1
             log.warning(
