@@ -26,7 +26,7 @@ from sqlalchemy import (
     event,
     exc,
 )
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -232,6 +232,13 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     if str(url).startswith("sqlite"):
         kwargs.setdefault("connect_args", {})
         kwargs["connect_args"].setdefault("factory", _OneWriterConnection)
+    # Threads that may hold a connection at once: web (WEB_THREADS, 8), after-ack work (8),
+    # outbox deliveries (8), the outbox loop and the scheduler. SQLAlchemy's default of 5 made
+    # them queue for a connection, and its overflow connections were closed and reopened on
+    # every use. Connections open as needed; an idle process holds few.
+    if make_url(url).database not in (None, "", ":memory:"):  # a file or a server: QueuePool
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", 10)
     engine = create_engine(url, hide_parameters=True, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -239,6 +246,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         _ping_when_idle(engine)
     return engine
 
+
+POOL_SIZE = 30
 
 # A connection back from the pool after this long is pinged before use (it may have been cut by
 # a database restart or an idle timeout); one in steady use is not, which saves a round trip per

@@ -75,7 +75,7 @@ def test_contact_details_never_reach_the_logs_even_at_debug(bot: Bot) -> None:
     import io
     import logging
 
-    from bot.logs import configure_logging
+    from bot.logs import configure_logging, stop_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -96,6 +96,7 @@ def test_contact_details_never_reach_the_logs_even_at_debug(bot: Bot) -> None:
         logging.getLogger("slack_sdk").debug("body: email=jane.private@acme.example")
         logging.getLogger("leadbot").warning("oops %s", "+1 415 555 0199")
     finally:
+        stop_logging()  # writes out what is queued
         for handler in list(root.handlers):
             root.removeHandler(handler)
         for handler in saved[0]:
