@@ -85,9 +85,11 @@ def _card(row: dict[str, Any], i: int) -> None:
 def _history_rows(
     first_id: int, n: int, now: datetime, rng: random.Random
 ) -> Iterator[dict[str, Any]]:
-    """Old leads: submitted between two years and one day ago; claimed, most of them closed."""
+    """Old leads: submitted between two years and two days ago; claimed (within 8 hours, so
+    before the digest's last 24 hours: the window holds the same leads at every size), most of
+    them closed."""
     start = now - timedelta(days=730)
-    span = (timedelta(days=729)).total_seconds()
+    span = (timedelta(days=728)).total_seconds()
     for k in range(n):
         i = first_id + k
         row = _person(i)
