@@ -25,7 +25,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from waitress.server import create_server
 
-from bot.app import PROCESS_BEFORE_RESPONSE
+from bot.app import PROCESS_BEFORE_RESPONSE, WORK_THREADS
 from bot.ids import Action, View
 
 StartResponse = Callable[..., Any]
@@ -38,7 +38,7 @@ def process_before_response() -> bool:
     return PROCESS_BEFORE_RESPONSE if override is None else override == "1"
 
 
-def build(threads: int) -> App:
+def build() -> App:
     client = WebClient(
         token=os.environ["SLACK_BOT_TOKEN"], base_url=os.environ["SLACK_API_URL"], timeout=10
     )
@@ -49,8 +49,8 @@ def build(threads: int) -> App:
         process_before_response=process_before_response(),
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("baseline.bolt"),
-        # leadbot's pool is max(4, WEB_THREADS) threads: the same here.
-        listener_executor=ThreadPoolExecutor(max_workers=max(4, threads)),
+        # leadbot's listener pool (its after-ack work pool): the same size here.
+        listener_executor=ThreadPoolExecutor(max_workers=WORK_THREADS),
     )
 
     def only_ack(ack: Ack) -> None:
@@ -91,7 +91,7 @@ def main() -> int:
     )
     threads = int(os.environ.get("WEB_THREADS", "8"))
     server = create_server(
-        wsgi(build(threads)),
+        wsgi(build()),
         host=args.host,
         port=args.port,
         threads=threads,
