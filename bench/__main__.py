@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import Context, Row, ScenarioResult, machine_info, pg_server_version, write_json
+from bench.common import (
+    SERVED_ENV,
+    Context,
+    Row,
+    ScenarioResult,
+    machine_info,
+    pg_server_version,
+    write_json,
+)
 
 # name -> module; each has NAME and run(ctx) -> ScenarioResult. Order: cheap and telling first.
 SCENARIOS = {
@@ -40,6 +48,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
+    p.add_argument(
+        "--web-threads",
+        type=int,
+        default=None,
+        help="WEB_THREADS for leadbot and the baselines alike (default: leadbot's default, 8)",
+    )
     return p.parse_args(argv)
 
 
@@ -101,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - t0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
+    if args.web_threads is not None:
+        SERVED_ENV["WEB_THREADS"] = str(args.web_threads)
     t0 = time.monotonic()
     results: list[ScenarioResult] = []
     with tempfile.TemporaryDirectory(prefix="leadbot-bench-") as tmp:
@@ -133,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
+        "served_settings": dict(SERVED_ENV) or "defaults",
         "databases": dbs,
         "skipped": skipped,
         "seconds": round(time.monotonic() - t0, 1),

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from bench.common import (
     SECRET,
+    SERVED_ENV,
     Context,
     Database,
     LoadResult,
@@ -78,7 +79,7 @@ def run(ctx: Context) -> ScenarioResult:
         "rounds": rounds,
         "slack_latency_s": LATENCY,
         "mix": "alternating /lead inline submission and Claim click (each on a distinct lead)",
-        "web_threads": "default (8)",
+        "web_threads": SERVED_ENV.get("WEB_THREADS", "default (8)"),
         "bolt_mode": f"process_before_response={PROCESS_BEFORE_RESPONSE} (leadbot and baseline)",
         "reference": "bare Bolt in its default mode (process_before_response=False), not judged",
         "diagnostic_variants": [v for v, _ in variants if v],

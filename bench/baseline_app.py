@@ -1,7 +1,7 @@
 """The baseline: a bare Bolt app whose listeners only ack, behind the same server as leadbot.
 
 Run as `python -m bench.baseline_app --port P` with the same environment as `leadbot serve`:
-the same waitress settings and thread count (WEB_THREADS, default 8), the same listener
+the same waitress settings and thread count (WEB_THREADS, leadbot's default), the same listener
 executor size and Bolt mode (`process_before_response`, bot.app.PROCESS_BEFORE_RESPONSE), the
 same request verification and the same `auth.test` at start-up. What it lacks is exactly
 leadbot's own work (parsing, the database, rendering, the outbox, the scheduler), so leadbot's
@@ -27,6 +27,7 @@ from waitress.server import create_server
 
 from bot.app import PROCESS_BEFORE_RESPONSE, WORK_THREADS
 from bot.ids import Action, View
+from bot.settings import SETTINGS_HELP
 
 StartResponse = Callable[..., Any]
 
@@ -89,7 +90,7 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    threads = int(os.environ.get("WEB_THREADS", "8"))
+    threads = int(os.environ.get("WEB_THREADS") or SETTINGS_HELP["WEB_THREADS"][0] or 16)
     server = create_server(
         wsgi(build()),
         host=args.host,

@@ -232,6 +232,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Settings given to every served process, leadbot and baselines alike (`--web-threads`).
+SERVED_ENV: dict[str, str] = {}
+
+
 def bot_env(database_url: str, slack_url: str, extra: Mapping[str, str] = ()) -> dict[str, str]:
     """The environment an operator would give `leadbot serve`, pointed at loopback services."""
     env = {
@@ -251,6 +255,7 @@ def bot_env(database_url: str, slack_url: str, extra: Mapping[str, str] = ()) ->
             "LEADS_CHANNEL": LEADS_CHANNEL,
         }
     )
+    env.update(SERVED_ENV)
     env.update(dict(extra))
     return env
 
