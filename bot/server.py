@@ -59,7 +59,7 @@ class Server:
     """A waitress server that can run in a thread (tests, demo) or in the foreground (serve)."""
 
     def __init__(
-        self, app: App, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8
+        self, app: App, *, host: str = "127.0.0.1", port: int = 0, threads: int = 16
     ) -> None:
         self._server = create_server(
             wsgi_app(app),

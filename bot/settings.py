@@ -67,7 +67,9 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     ),
     "HOST": ("0.0.0.0", "address `leadbot serve` listens on"),
     "PORT": ("3000", "port `leadbot serve` listens on"),
-    "WEB_THREADS": ("8", "worker threads of the HTTP server"),
+    # Web threads mostly wait on the database, not the CPU: 16 beat 8 by ~15-25% in the ack
+    # bench on 2 cores (python -m bench --only ack --web-threads N), 32 gave no more.
+    "WEB_THREADS": ("16", "worker threads of the HTTP server"),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
 }
 
@@ -97,7 +99,7 @@ class Settings:
     policy: Policy = field(default_factory=lambda: _policy(None))
     host: str = "0.0.0.0"
     port: int = 3000
-    web_threads: int = 8
+    web_threads: int = 16
     log_level: str = "INFO"
 
     @property

@@ -232,7 +232,7 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     if str(url).startswith("sqlite"):
         kwargs.setdefault("connect_args", {})
         kwargs["connect_args"].setdefault("factory", _OneWriterConnection)
-    # Threads that may hold a connection at once: web (WEB_THREADS, 8), after-ack work (8),
+    # Threads that may hold a connection at once: web (WEB_THREADS, 16), after-ack work (4),
     # outbox deliveries (8), the outbox loop and the scheduler. SQLAlchemy's default of 5 made
     # them queue for a connection, and its overflow connections were closed and reopened on
     # every use. Connections open as needed; an idle process holds few.
