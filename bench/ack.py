@@ -34,6 +34,7 @@ from bench.common import (
 )
 from bench.workload import mixed, new_lead_row, seed_claimable
 from bot.app import PROCESS_BEFORE_RESPONSE
+from bot.settings import SETTINGS_HELP
 from bot.slack_emulator import SlackEmulator
 from models import CLAIMED, Lead
 
@@ -79,7 +80,9 @@ def run(ctx: Context) -> ScenarioResult:
         "rounds": rounds,
         "slack_latency_s": LATENCY,
         "mix": "alternating /lead inline submission and Claim click (each on a distinct lead)",
-        "web_threads": SERVED_ENV.get("WEB_THREADS", "default (8)"),
+        "web_threads": SERVED_ENV.get(
+            "WEB_THREADS", f"default ({SETTINGS_HELP['WEB_THREADS'][0]})"
+        ),
         "bolt_mode": f"process_before_response={PROCESS_BEFORE_RESPONSE} (leadbot and baseline)",
         "reference": "bare Bolt in its default mode (process_before_response=False), not judged",
         "diagnostic_variants": [v for v, _ in variants if v],
@@ -239,27 +242,31 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
     prod, base = _pool(variant.runs), _pool(variant.baseline_runs)
     diag = bool(variant.label)
     tag = f" [{variant.label}]" if diag else ""
-    b50, b99 = percentile(base.latencies(), 50), percentile(base.latencies(), 99)
+    b99 = percentile(base.latencies(), 99)
     p50, p99 = percentile(prod.latencies(), 50), percentile(prod.latencies(), 99)
-    r50 = ratio(p50, b50)
     rps = ratio(prod.throughput, base.throughput)
 
     def judged(ok: bool | None) -> bool | None:
         return None if diag else ok  # a diagnostic variant explains, it is not judged
 
-    result.add(
-        Row(
-            NAME,
-            kind,
-            f"ack p50{tag}",
-            _ms(p50),
-            "ms",
-            _ms(b50),
-            r50,
-            f"<= {TARGET_P50}x baseline",
-            judged(None if r50 is None else r50 <= TARGET_P50),
+    # Judged per kind: pooled, the fast Claim answers would hide a slow /lead at the median.
+    for what, label in (("lead", "/lead"), ("claim", "Claim")):
+        k50 = percentile(prod.latencies(what), 50)
+        kb50 = percentile(base.latencies(what), 50)
+        kr = ratio(k50, kb50)
+        result.add(
+            Row(
+                NAME,
+                kind,
+                f"{label} ack p50{tag}",
+                _ms(k50),
+                "ms",
+                _ms(kb50),
+                kr,
+                f"<= {TARGET_P50}x baseline",
+                judged(None if kr is None else kr <= TARGET_P50),
+            )
         )
-    )
     result.add(
         Row(
             NAME,
@@ -294,7 +301,7 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
         Row(
             NAME,
             kind,
-            "ack p50 vs bare Bolt, default mode",
+            "ack p50 (both kinds) vs bare Bolt, default mode",
             _ms(p50),
             "ms",
             _ms(ref50),
