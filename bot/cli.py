@@ -82,6 +82,9 @@ def _run_until_stopped(run: Callable[[], object], services: Any, scheduler: Any)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
+        # Clicks already answered finish their work (and queue its messages) before the outbox
+        # stops; what the outbox leaves pending, the next process delivers.
+        services.work.wait_idle(5)
         services.outbox.stop()
     return 0
 

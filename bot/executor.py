@@ -8,7 +8,7 @@ from typing import Any
 
 
 class TrackingExecutor(ThreadPoolExecutor):
-    """Bolt's listener pool, able to say when all acked work has finished.
+    """A pool (after-ack work, private notes) able to say when all submitted work has finished.
 
     Tests, the demo and graceful shutdown use `wait_idle` instead of sleeping.
     """
