@@ -26,7 +26,8 @@ def services_of(context: Any) -> Services:
 
 def later(services: Services, fn: Callable[..., None], *args: Any) -> None:
     """Run `fn(*args)` after the listener returns, so Bolt answers Slack without waiting on the
-    database or on Slack calls. Errors are logged by type only: payloads carry contact details."""
+    database or on Slack calls. Errors are logged with their type and traceback, never the
+    payload (it carries contact details); the log filter masks anything left."""
 
     def run() -> None:
         try:
