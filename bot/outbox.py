@@ -94,13 +94,6 @@ def card_row(lead: Lead, channel: str, now: datetime | None = None) -> dict[str,
     return _row(kind=CARD, lead_id=lead.id, channel=channel, dedupe_key=f"card:{lead.id}", now=now)
 
 
-def enqueue_card(session: Session, lead: Lead, channel: str, now: datetime | None = None) -> None:
-    """Queue the lead's claim card unless it already has one."""
-    exists = session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == f"card:{lead.id}"))
-    if exists is None:
-        enqueue(session, [card_row(lead, channel, now)])
-
-
 def refresh_row(lead: Lead, now: datetime | None = None) -> dict[str, Any]:
     """A re-render of the card from the lead's state at delivery time, marked with the version
     it was queued for."""
@@ -197,9 +190,9 @@ def _group_key(lead_id: int | None, channel: str | None) -> object:
     return lead_id if lead_id is not None else ("channel", channel)
 
 
-def _posting_to(due: _Due) -> str | None:
+def _posting_to(channel: str | None, kind: str) -> str | None:
     """The channel a post goes to (paced per channel); None for items that post nothing."""
-    return due.channel if due.kind in POSTS else None
+    return channel if kind in POSTS else None
 
 
 # --- pacing ------------------------------------------------------------------------------------
@@ -410,7 +403,7 @@ class Outbox:
                 r
                 for r in rows
                 if _group_key(r.lead_id, r.channel) not in self._inflight
-                and not (skip_paced and self._is_paced(_Due(0, r.channel, r.kind)))
+                and not (skip_paced and self._is_paced(r.channel, r.kind))
             ]
         if not rows:
             return float("inf")
@@ -533,7 +526,7 @@ class Outbox:
     def _take_token(self, due: _Due) -> float:
         """For a post, take its channel's token: 0 if taken, else seconds until one is free.
         Other items are not paced."""
-        posting_to = _posting_to(due)
+        posting_to = _posting_to(due.channel, due.kind)
         if not posting_to:
             return 0.0
         with self._lock:  # check and take the token together: threads share the bucket
@@ -545,12 +538,12 @@ class Outbox:
                     self._drained.add(posting_to)
             return max(0.0, wait)
 
-    def _is_paced(self, due: _Due) -> bool:
-        posting_to = _posting_to(due)
+    def _is_paced(self, channel: str | None, kind: str) -> bool:
+        posting_to = _posting_to(channel, kind)
         return posting_to in self._drained and self._buckets[posting_to].wait_time() > 0
 
     def _give_back_token(self, due: _Due) -> None:
-        posting_to = _posting_to(due)
+        posting_to = _posting_to(due.channel, due.kind)
         if posting_to:
             with self._lock:
                 self._bucket(posting_to).tokens += 1
