@@ -336,25 +336,20 @@ class _OneWriterConnection(sqlite3.Connection):
 
 class _OneWriterCursor(sqlite3.Cursor):
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        if not _is_write(sql):
-            return super().execute(sql, parameters)
-        connection: _OneWriterConnection = self.connection  # type: ignore[assignment]
-        connection.begin_write()
-        try:
-            return super().execute(sql, parameters)
-        finally:
-            if not connection.in_transaction:  # autocommit, or the write never began
-                connection.end_write()
+        return self._run(super().execute, sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> sqlite3.Cursor:
+        return self._run(super().executemany, sql, seq_of_parameters)
+
+    def _run(self, run: Any, sql: str, parameters: Any) -> sqlite3.Cursor:
         if not _is_write(sql):
-            return super().executemany(sql, seq_of_parameters)
+            return run(sql, parameters)
         connection: _OneWriterConnection = self.connection  # type: ignore[assignment]
         connection.begin_write()
         try:
-            return super().executemany(sql, seq_of_parameters)
+            return run(sql, parameters)
         finally:
-            if not connection.in_transaction:
+            if not connection.in_transaction:  # autocommit, or the write never began
                 connection.end_write()
 
 
