@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,32 @@ class Bot(LocalBot):
         response = self.sim.slash_command(text_, user_id=user, channel_id="C0EVENTS01")
         self.settle()
         return response
+
+
+@contextmanager
+def leads_locked(engine: Engine, pg_mode: str = "ACCESS EXCLUSIVE") -> Iterator[threading.Thread]:
+    """The leads table locked by another connection until the block ends (SQLite: the whole
+    database, BEGIN EXCLUSIVE; PostgreSQL: LOCK TABLE in `pg_mode`). Yields the holding thread."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN EXCLUSIVE")
+            else:
+                conn.execute(text(f"LOCK TABLE leads IN {pg_mode} MODE"))
+            locked.set()
+            release.wait(20)
+            conn.rollback()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        yield holder
+    finally:
+        release.set()
+        holder.join()
 
 
 def start_bot(database_url: str, slack: SlackEmulator, clock: FakeClock, **overrides: str) -> Bot:

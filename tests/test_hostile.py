@@ -4,13 +4,12 @@ each gets a clear answer, no 5xx, and changes nothing."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 from sqlalchemy import text
 
 from models import CLAIMED, NEW
-from tests.conftest import MARKETER, REP_A, REP_B, Bot, start_bot
+from tests.conftest import MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
 
@@ -152,32 +151,12 @@ def test_only_sales_may_claim_when_restricted(database_url: str, slack, clock) -
 def test_database_busy_echoes_the_text_and_recovers(bot: Bot) -> None:
     """A lock held elsewhere: the marketer is told, gets their text back, nothing half-written;
     once the lock goes, the next /lead works."""
-    engine = bot.services.engine
-    locked = threading.Event()
-    release = threading.Event()
-
-    def hold_lock() -> None:
-        with engine.connect() as conn:
-            if engine.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN EXCLUSIVE")
-            else:
-                conn.execute(text("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE"))
-            locked.set()
-            release.wait(20)
-            conn.rollback()
-
-    holder = threading.Thread(target=hold_lock)
-    holder.start()
-    assert locked.wait(10)
-    try:
+    with leads_locked(bot.services.engine):
         r = bot.sim.slash_command(EXAMPLE + ", notes: ask about SSO", user_id=MARKETER)
         assert r.status == 200
         body = r.json()
         assert body["response_type"] == "ephemeral"
         assert "database" in body["text"] and "ask about SSO" in body["text"]
-    finally:
-        release.set()
-        holder.join()
     bot.settle()
     assert bot.leads() == []
     r = bot.submit(EXAMPLE)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.request
 
-from sqlalchemy import text
-
 from models import NEW
-from tests.conftest import MARKETER, REP_A, Bot
+from tests.conftest import MARKETER, REP_A, Bot, leads_locked
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
 
@@ -128,23 +125,7 @@ def test_a_click_is_acked_before_the_database_decides(bot: Bot) -> None:
     """Claim is answered while the leads table is locked; the claim lands once it is free."""
     bot.submit(EXAMPLE)
     [lead] = bot.leads()
-    engine = bot.services.engine
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_lock() -> None:
-        with engine.connect() as conn:
-            if engine.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN EXCLUSIVE")
-            else:
-                conn.execute(text("LOCK TABLE leads IN EXCLUSIVE MODE"))  # reads still go
-            locked.set()
-            release.wait(20)
-            conn.rollback()
-
-    holder = threading.Thread(target=hold_lock)
-    holder.start()
-    assert locked.wait(10)
-    try:
+    with leads_locked(bot.services.engine, "EXCLUSIVE") as holder:  # reads still go
         response = bot.sim.block_action(
             REP_A,
             "lead_claim",
@@ -155,8 +136,5 @@ def test_a_click_is_acked_before_the_database_decides(bot: Bot) -> None:
         assert response.status == 200
         # Answered while the database was still locked: the claim itself is not written yet.
         assert holder.is_alive() and bot.lead(lead.id).status == NEW
-    finally:
-        release.set()
-        holder.join()
     bot.settle()
     assert bot.lead(lead.id).owner_id == REP_A
