@@ -152,10 +152,11 @@ def enqueue_message(
 # --- delivery statements, built once (see bot.leads) ----------------------------------------------
 
 _OUTBOX = OutboxItem.__table__
-_TAKE_LEASE = (
+# A lead's due items are leased together: one write for the group instead of one per item.
+_TAKE_LEASES = (
     update(_OUTBOX)
     .where(
-        _OUTBOX.c.id == bindparam("b_id"),
+        _OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)),
         _OUTBOX.c.status == PENDING,
         _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
         or_(_OUTBOX.c.lease_until.is_(None), _OUTBOX.c.lease_until < bindparam("b_now")),
@@ -166,6 +167,16 @@ _TAKE_LEASE = (
         attempts=_OUTBOX.c.attempts + 1,
     )
     .returning(*_OUTBOX.c)
+)
+# Items leased but not tried (paced, or shutting down) go back as they were, attempt uncounted.
+_RELEASE = (
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)),
+        _OUTBOX.c.status == PENDING,
+        _OUTBOX.c.lease_owner == bindparam("b_owner"),
+    )
+    .values(lease_owner=None, lease_until=None, attempts=_OUTBOX.c.attempts - 1)
 )
 _MARK_SENT = (
     update(_OUTBOX)
@@ -493,15 +504,25 @@ class Outbox:
     def _deliver_group(self, items: list[_Due], first_paid: bool = False) -> PassResult:
         """Deliver one lead's items in order; `first_paid`: the first one's token is taken."""
         result = PassResult()
+        if not first_paid:  # no lease for a group whose first post would wait for a token
+            result.paced = self._take_token(items[0]) or None
+            if result.paced is not None:
+                return result
+            first_paid = True
+        leased = self._take_leases([due.id for due in items])
         for i, due in enumerate(items):
             if self._stop.is_set() and not self._pool_closed:
                 if i == 0 and first_paid:
                     self._give_back_token(due)
                 break  # shutting down: what is left stays pending for the next process
             before = result.paced
-            self._deliver(due, result, paid=first_paid and i == 0)
+            self._deliver(due, leased.get(due.id), result, paid=first_paid and i == 0)
             if result.paced is not None and result.paced != before:
                 break  # this lead's next item must not overtake the paced one
+            leased.pop(due.id, None)
+        if leased:
+            with self.sessions.begin() as s:
+                s.execute(_RELEASE, {"b_ids": list(leased), "b_owner": self.owner})
         return result
 
     def _bucket(self, channel: str) -> _Bucket:
@@ -512,16 +533,17 @@ class Outbox:
                 self._buckets[channel] = bucket
             return bucket
 
-    def _take_lease(self, item_id: int) -> OutboxItem | None:
-        """The item, leased to this process; None if it is not due or another holds it."""
+    def _take_leases(self, ids: list[int]) -> dict[int, OutboxItem]:
+        """The items of `ids` this process now holds, by id; those not due or held by another
+        process are left out."""
         now = self.wall()
         with self.sessions.begin() as s:
-            row = s.execute(
-                _TAKE_LEASE,
-                {"b_id": item_id, "b_now": now, "b_owner": self.owner, "b_until": now + self.lease},
-            ).one_or_none()
-        # A plain object with the leased row's values; results are written by id and owner.
-        return OutboxItem(**row._mapping) if row is not None else None
+            rows = s.execute(
+                _TAKE_LEASES,
+                {"b_ids": ids, "b_now": now, "b_owner": self.owner, "b_until": now + self.lease},
+            ).all()
+        # Plain objects with the leased rows' values; results are written by id and owner.
+        return {row.id: OutboxItem(**row._mapping) for row in rows}
 
     def _take_token(self, due: _Due) -> float:
         """For a post, take its channel's token: 0 if taken, else seconds until one is free.
@@ -548,12 +570,14 @@ class Outbox:
             with self._lock:
                 self._bucket(posting_to).tokens += 1
 
-    def _deliver(self, due: _Due, result: PassResult, *, paid: bool = False) -> None:
+    def _deliver(
+        self, due: _Due, item: OutboxItem | None, result: PassResult, *, paid: bool = False
+    ) -> None:
+        """Send one leased item (None: not leased here) unless its channel is out of tokens."""
         wait = 0.0 if paid else self._take_token(due)
         if wait > 0:
             result.paced = wait if result.paced is None else min(result.paced, wait)
             return
-        item = self._take_lease(due.id)
         if item is None:
             self._give_back_token(due)  # not ours to send
             return  # someone else has it, or it is no longer due

@@ -421,6 +421,45 @@ def test_two_deliverers_never_send_the_same_item_twice(
             engine.dispose()
 
 
+def test_an_item_left_for_pacing_is_given_back_untried(
+    database_url: str, slack: SlackEmulator
+) -> None:
+    """A group's items are leased together; one that must wait for a token is released at once
+    with its attempt uncounted, so another deliverer can send it now and nothing looks retried."""
+    engine = make_engine(database_url)
+    try:
+        boxes = [
+            outbox.Outbox(
+                sessions_for(engine),
+                Slack(make_web_client("xoxb-x", slack.url, timeout=5, retries=False)),
+                posts_per_second=0.1,
+                burst=1,
+            )
+            for _ in range(2)
+        ]
+        with sessions_for(engine).begin() as s:
+            for text in ("first", "second"):  # one channel, no lead: one group, in order
+                outbox.enqueue_message(s, LEADS_CHANNEL, render.Message(text=text))
+
+        result = boxes[0].run_pass()
+        assert (result.sent, result.paced is not None) == (1, True)
+        with sessions_for(engine)() as s:
+            rows = list(s.scalars(select(OutboxItem).order_by(OutboxItem.id)))
+        assert [(r.status, r.attempts, r.lease_owner, r.lease_until) for r in rows] == [
+            (SENT, 1, None, None),
+            (PENDING, 0, None, None),
+        ]
+
+        assert boxes[1].run_pass().sent == 1  # not held by the paced deliverer
+        texts = [c.args["text"] for c in slack.calls_to("chat.postMessage")]
+        assert texts == ["first", "second"]
+        with sessions_for(engine)() as s:
+            second = s.get(OutboxItem, rows[1].id)
+            assert second is not None and (second.status, second.attempts) == (SENT, 1)
+    finally:
+        engine.dispose()
+
+
 # --- 7. a burst under Slack's rate limit ---------------------------------------------------------
 
 
