@@ -25,6 +25,7 @@ from bench.common import (
     pg_server_version,
     write_json,
 )
+from bot.settings import SETTINGS_HELP
 
 # name -> module; each has NAME and run(ctx) -> ScenarioResult. Order: cheap and telling first.
 SCENARIOS = {
@@ -52,7 +53,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--web-threads",
         type=int,
         default=None,
-        help="WEB_THREADS for leadbot and the baselines alike (default: leadbot's default, 8)",
+        help="WEB_THREADS for leadbot and the baselines alike "
+        f"(default: leadbot's default, {SETTINGS_HELP['WEB_THREADS'][0]})",
     )
     return p.parse_args(argv)
 
