@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from bot import duplicates, leads, render
@@ -185,6 +185,10 @@ _MARK_SENT = (
         status=SENT,
         sent_at=bindparam("b_now", type_=_OUTBOX.c.sent_at.type),
         result_ts=bindparam("b_ts", type_=_OUTBOX.c.result_ts.type),
+        # Where it landed (a DM's D… id, not the user id it was sent to): `forget` blanks it there.
+        channel=func.coalesce(
+            bindparam("b_channel", type_=_OUTBOX.c.channel.type), _OUTBOX.c.channel
+        ),
         lease_owner=None,
         lease_until=None,
     )
@@ -694,7 +698,14 @@ class Outbox:
             permalink = self._permalink(channel, ts)
         with self.sessions.begin() as s:
             s.execute(
-                _MARK_SENT, {"b_id": item.id, "b_owner": self.owner, "b_now": now, "b_ts": ts}
+                _MARK_SENT,
+                {
+                    "b_id": item.id,
+                    "b_owner": self.owner,
+                    "b_now": now,
+                    "b_ts": ts,
+                    "b_channel": channel,
+                },
             )
             if item.kind != CARD:
                 return

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from bot import render
 from bot.delivery import DeliveryError
+from bot.outbox import MESSAGE
 from bot.parsing import _is_email, normalize_email
 from bot.services import Services
 from bot.settings import SettingsError, format_duration
-from models import Lead, LeadEvent, OutboxItem
+from models import SENT, Lead, LeadEvent, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,11 @@ def check_address(email: str) -> str:
 
 
 def forget_person(services: Services, email: str) -> str:
-    """Erase every lead of this address (case and spaces ignored) and blank their cards.
+    """Erase every lead of this address (case and spaces ignored), then blank their cards and
+    the bot's messages about them (the claimer's DM carries the contact details).
 
-    The leads go first, in one transaction, and only then are the cards blanked: a card refresh
-    still queued for a lead would otherwise put the details back on a card we had just blanked.
+    The leads go first, in one transaction, and only then is Slack edited: a card refresh still
+    queued for a lead would otherwise put the details back on a card we had just blanked.
     """
     target = check_address(email)
     with services.sessions.begin() as s:
@@ -124,20 +126,46 @@ def forget_person(services: Services, email: str) -> str:
             .order_by(Lead.id)
         ).all()
         ids = [row.id for row in rows]
+        # Read before the delete takes the outbox rows, which are the only record of them.
+        sent = [
+            message
+            for chunk in _chunks(ids, PURGE_BATCH)
+            for message in s.execute(
+                select(OutboxItem.lead_id, OutboxItem.channel, OutboxItem.result_ts)
+                .where(
+                    OutboxItem.lead_id.in_(chunk),
+                    OutboxItem.kind == MESSAGE,
+                    OutboxItem.status == SENT,
+                    OutboxItem.result_ts.is_not(None),
+                )
+                .order_by(OutboxItem.id)
+            )
+        ]
         forgotten = sum(delete_leads(s, chunk) for chunk in _chunks(ids, PURGE_BATCH))
     if ids:
         log.info("forget: deleted leads %s", ", ".join(str(i) for i in ids))
+    cards = [(row.id, row.card_channel, row.card_ts) for row in rows if row.card_ts]
+    blanked = _blank(services, cards, "card")
+    messages = _blank(services, [(m.lead_id, m.channel, m.result_ts) for m in sent], "message")
+    return (
+        f"forgot {forgotten} leads for that address; "
+        f"{blanked} cards and {messages} messages blanked"
+    )
+
+
+def _blank(services: Services, posted: list[tuple[int, str | None, str]], what: str) -> int:
+    """Replace each (lead id, channel, ts) message with the removal note; how many were."""
     blanked = 0
-    for lead_id, channel, ts in rows:
-        if not (channel and ts):
-            continue  # its card was never posted (and its queued post went with the lead)
+    for lead_id, channel, ts in posted:
+        if not channel:
+            continue
         try:
             services.slack.update(channel, ts, render.forgotten_card(lead_id))
         except DeliveryError as e:
-            log.warning("forget: could not blank the card of lead %s: %s", lead_id, e.code)
+            log.warning("forget: could not blank a %s of lead %s: %s", what, lead_id, e.code)
             continue
         blanked += 1
-    return f"forgot {forgotten} leads for that address; {blanked} cards blanked"
+    return blanked
 
 
 def _email_key(session: Session) -> ColumnElement[Any]:

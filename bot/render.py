@@ -528,7 +528,8 @@ def digest_message(d: DigestFigures, now: datetime) -> Message:
 
 
 def forgotten_card(lead_id: int) -> Message:
-    """What a forgotten lead's card becomes: nothing about the person, and no buttons."""
+    """What a forgotten lead's card, and each message the bot sent about it, becomes: nothing
+    about the person, and no buttons."""
     text = "This lead was removed at the person's request."
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=f"🗑️ {text}")),

@@ -165,6 +165,10 @@ def test_forget_erases_every_lead_of_the_address_and_blanks_their_cards(
     )
     bot.settle()
     assert "jane.doe@acme.example" in json.dumps(bot.slack.dms(REP_A)[0].blocks).lower()
+    with bot.services.sessions() as s:
+        landed = set(s.scalars(select(OutboxItem.channel).where(OutboxItem.kind == outbox.MESSAGE)))
+    # Sent DMs record the DM channel they landed in (chat.update needs it, not the user id).
+    assert landed == {bot.slack.dm_channel(REP_A), bot.slack.dm_channel(MARKETER)}
     jane, janet = bot.lead(jane.id), bot.lead(janet.id)
     assert "jane doe" in _card(bot, jane) and "janet doe" in _card(bot, janet)
     bob_card = _card(bot, bob)
@@ -175,7 +179,7 @@ def test_forget_erases_every_lead_of_the_address_and_blanks_their_cards(
 
     _all_logging_at_debug(caplog)
     result = forget_person(bot.services, "  JANE.doe @Acme.Example ")
-    assert result == "forgot 2 leads for that address; 2 cards blanked"
+    assert result == "forgot 2 leads for that address; 2 cards and 2 messages blanked"
 
     assert [lead.id for lead in bot.leads()] == [bob.id]
     assert _counts(bot, jane.id) == (0, 0, 0) and _counts(bot, janet.id) == (0, 0, 0)
@@ -185,6 +189,11 @@ def test_forget_erases_every_lead_of_the_address_and_blanks_their_cards(
         assert not [d for d in (*JANE_DETAILS, "acme", "initech", "saastr") if d in card]
         assert '"actions"' not in card  # no Claim/Release button on a forgotten lead
     assert _card(bot, bob) == bob_card
+    # The claimer's DM held her contact details, the submitter's her name: both are blanked.
+    for user in (REP_A, MARKETER):
+        said = json.dumps([(m.text, m.blocks) for m in bot.slack.dms(user)]).lower()
+        assert not [d for d in JANE_DETAILS if d in said], user
+        assert "removed at the person's request" in said
     assert bot.services.outbox.drain().sent == 1  # Bob's DM goes; Janet's was dropped
     assert [m.text for m in bot.slack.dms(REP_A)][-1] == "Bob Roe wants a call back"
     assert not [m for m in bot.slack.dms(REP_A) if "Janet" in m.text]
@@ -199,7 +208,7 @@ def test_forget_matches_non_ascii_addresses_whatever_the_case(bot: Bot) -> None:
     bot.submit("Jörg Ünal, JÖRG.Ünal@Beispiel.DE")
     bot.submit(BOB)
     assert forget_person(bot.services, "jörg.ünal@beispiel.de") == (
-        "forgot 1 leads for that address; 1 cards blanked"
+        "forgot 1 leads for that address; 1 cards and 0 messages blanked"
     )
     assert [lead.name for lead in bot.leads()] == ["Bob Roe"]
 
@@ -207,7 +216,7 @@ def test_forget_matches_non_ascii_addresses_whatever_the_case(bot: Bot) -> None:
 def test_forget_of_an_unknown_address_changes_nothing(bot: Bot) -> None:
     bot.submit(BOB)
     assert forget_person(bot.services, "nobody@example.com") == (
-        "forgot 0 leads for that address; 0 cards blanked"
+        "forgot 0 leads for that address; 0 cards and 0 messages blanked"
     )
     assert len(bot.leads()) == 1
 
@@ -220,7 +229,7 @@ def test_forget_reports_cards_it_could_not_blank(
     bot.slack.fail("chat.update", error="message_not_found")
     caplog.set_level(logging.WARNING, logger="bot.privacy")
     assert forget_person(bot.services, "jane.doe@acme.example") == (
-        "forgot 1 leads for that address; 0 cards blanked"
+        "forgot 1 leads for that address; 0 cards and 0 messages blanked"
     )
     assert bot.leads() == []
     assert f"card of lead {jane.id}: message_not_found" in caplog.text
@@ -282,7 +291,10 @@ def test_cli_forget_erases_and_blanks(bot: Bot) -> None:
         database_url=bot.services.settings.database_url,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "forgot 1 leads for that address; 1 cards blanked"
+    assert (
+        result.stdout.splitlines()[0]
+        == "forgot 1 leads for that address; 1 cards and 0 messages blanked"
+    )
     assert "removed at the person's request" in _card(bot, jane)
     assert [lead.id for lead in bot.leads()] == [bob.id]
     assert not [d for d in JANE_DETAILS if d in result.stderr.lower()]  # DEBUG logs included
