@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from bot import duplicates, leads, render
 from bot.delivery import DeliveryError, Slack
-from models import FAILED, PENDING, SENT, Lead, OutboxItem
+from models import FAILED, PENDING, SENT, Lead, OutboxItem, single_statement
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,8 @@ class Outbox:
         workers: int = 8,
     ) -> None:
         self.sessions = sessions
+        # Reads and lone UPDATEs, the bulk of delivery: no BEGIN/COMMIT round trips on PostgreSQL.
+        self.single = single_statement(sessions)
         self.slack = slack
         self.rate = posts_per_second
         self.burst = burst
@@ -400,7 +402,7 @@ class Outbox:
         counted (their delivery is under way), nor, with `skip_paced`, posts to a channel that
         is out of tokens (the loop wakes for its next token)."""
         now = self.wall()
-        with self.sessions() as s:
+        with self.single() as s:
             rows = s.execute(
                 select(
                     OutboxItem.next_attempt_at,
@@ -496,7 +498,7 @@ class Outbox:
             query = query.where(
                 ~and_(OutboxItem.kind.in_(POSTS), OutboxItem.channel.in_(paced)), ~waiting
             )
-        with self.sessions() as s:
+        with self.single() as s:
             due = list(s.execute(query))
         # Items of one lead go in order (its card before news about it); different leads and
         # channels go in parallel, so Slack's round trip does not cap throughput.
@@ -525,7 +527,7 @@ class Outbox:
                 break  # this lead's next item must not overtake the paced one
             leased.pop(due.id, None)
         if leased:
-            with self.sessions.begin() as s:
+            with self.single.begin() as s:
                 s.execute(_RELEASE, {"b_ids": list(leased), "b_owner": self.owner})
         return result
 
@@ -541,7 +543,7 @@ class Outbox:
         """The items of `ids` this process now holds, by id; those not due or held by another
         process are left out."""
         now = self.wall()
-        with self.sessions.begin() as s:
+        with self.single.begin() as s:
             rows = s.execute(
                 _TAKE_LEASES,
                 {"b_ids": ids, "b_now": now, "b_owner": self.owner, "b_until": now + self.lease},
@@ -602,7 +604,7 @@ class Outbox:
             )
             channel, ts = self.slack.post(str(item.channel), message, thread_ts=item.thread_ts)
             return ts, channel
-        with self.sessions() as s:
+        with self.single() as s:
             lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
             # A repeat's card links the earlier lead and names its owner as they are now.
             note = duplicates.card_note(s, lead) if lead is not None else None
@@ -653,7 +655,7 @@ class Outbox:
         """History needs an id; a route may name a channel (`#x`): use where its cards went."""
         if channel[:1] in ("C", "G"):
             return channel
-        with self.sessions() as s:
+        with self.single() as s:
             return s.scalar(
                 select(Lead.card_channel)
                 .join(OutboxItem, OutboxItem.lead_id == Lead.id)
@@ -696,7 +698,8 @@ class Outbox:
         permalink = None
         if item.kind == CARD and ts and channel:
             permalink = self._permalink(channel, ts)
-        with self.sessions.begin() as s:
+        # A card's success writes the lead too (one transaction); anything else is one UPDATE.
+        with (self.sessions if item.kind == CARD else self.single).begin() as s:
             s.execute(
                 _MARK_SENT,
                 {

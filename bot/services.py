@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -13,6 +13,7 @@ from bot.delivery import Slack
 from bot.executor import TrackingExecutor
 from bot.outbox import Outbox
 from bot.settings import Settings
+from models import single_statement
 
 
 @dataclass
@@ -27,3 +28,8 @@ class Services:
     notes: TrackingExecutor  # fire-and-forget private notes (ephemerals) to people
     work: TrackingExecutor  # what a listener does after its ack (handlers.common.later)
     team_id: str = ""  # this workspace, from auth.test at start-up
+    # For work that is one statement: no BEGIN/COMMIT round trips on PostgreSQL.
+    single: sessionmaker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.single = single_statement(self.sessions)

@@ -272,6 +272,9 @@ def _ping_when_idle(engine: Engine) -> None:
                 cursor.execute("SELECT 1")
             finally:
                 cursor.close()
+            # End the transaction the driver opened for it: a connection must come out of the
+            # pool idle, or it could not be switched to autocommit (models.single_statement).
+            dbapi_connection.rollback()
         except Exception as e:
             # The pool drops this connection and checks out (or opens) another.
             raise exc.DisconnectionError(type(e).__name__) from e
@@ -378,6 +381,20 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def single_statement(sessions: sessionmaker) -> sessionmaker:
+    """Sessions for work that is one statement (a read, or one INSERT/UPDATE).
+
+    On PostgreSQL they run in autocommit: psycopg sends BEGIN and COMMIT as round trips of their
+    own, so a lone statement costs three. Elsewhere this is `sessions` itself: SQLite's round
+    trips cost nothing, and its writer lock is released at commit.
+    """
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        return sessions
+    kw = {k: v for k, v in sessions.kw.items() if k != "bind"}
+    return sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), **kw)
+
+
 __all__ = [
     "CLAIMED",
     "FAILED",
@@ -392,4 +409,5 @@ __all__ = [
     "ProcessedEvent",
     "make_engine",
     "make_sessionmaker",
+    "single_statement",
 ]

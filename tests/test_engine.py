@@ -134,3 +134,31 @@ def test_postgres_connection_cut_while_idle_is_replaced(
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def test_single_statement_sessions_send_no_begin_on_postgres(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads and lone UPDATEs run in autocommit on PostgreSQL (psycopg sends BEGIN and COMMIT as
+    round trips of their own); elsewhere they are the ordinary sessions."""
+    engine = make_engine(database_url)
+    try:
+        sessions = models.make_sessionmaker(engine)
+        single = models.single_statement(sessions)
+        if not database_url.startswith("postgresql"):
+            assert single is sessions
+            return
+        # Every checkout pings first, as after an idle spell: the ping must leave no
+        # transaction open, or the connection could not be switched to autocommit.
+        monkeypatch.setattr(models, "PING_IDLE_AFTER", 0.0)
+        for _ in range(2):
+            with single.begin() as s:
+                assert s.scalar(text("SELECT 1")) == 1
+                status = s.connection().connection.driver_connection.info.transaction_status
+                assert status.name == "IDLE"  # no BEGIN was sent
+        with sessions.begin() as s:  # the ordinary sessions are transactions still
+            s.execute(text("SELECT 1"))
+            status = s.connection().connection.driver_connection.info.transaction_status
+            assert status.name == "INTRANS"
+    finally:
+        engine.dispose()
