@@ -56,8 +56,7 @@ _GET_LEAD = (
 _GET_TEAM_LEAD = _GET_LEAD.where(Lead.team_id == bindparam("team_id"))
 
 
-def submit(
-    session: Session,
+def lead_values(
     data: LeadInput,
     *,
     team_id: str,
@@ -65,13 +64,11 @@ def submit(
     now: datetime,
     source_channel: str | None = None,
     duplicate_of: Lead | None = None,
-    matched_on: str = "contact",
-) -> Lead:
-    """Store a validated lead (a repeat of `duplicate_of`, matched on `matched_on`, when given);
-    its card is queued by the caller. Returns the stored values as a Lead outside the session."""
+) -> dict[str, Any]:
+    """The row of a new lead, as `submit` (or bot.flows' one-statement path) writes it."""
     # Normalised contact, indexed, so bot.duplicates can find the same person again.
     email_norm, phone_norm = contact_keys(data.email, data.phone)
-    values: dict[str, Any] = {
+    return {
         "team_id": team_id,
         "name": data.name,
         "email": data.email,
@@ -94,6 +91,29 @@ def submit(
         "follow_up_misses": 0,
         "duplicate_of_id": duplicate_of.id if duplicate_of is not None else None,
     }
+
+
+def submit(
+    session: Session,
+    data: LeadInput,
+    *,
+    team_id: str,
+    submitted_by: str,
+    now: datetime,
+    source_channel: str | None = None,
+    duplicate_of: Lead | None = None,
+    matched_on: str = "contact",
+) -> Lead:
+    """Store a validated lead (a repeat of `duplicate_of`, matched on `matched_on`, when given);
+    its card is queued by the caller. Returns the stored values as a Lead outside the session."""
+    values = lead_values(
+        data,
+        team_id=team_id,
+        submitted_by=submitted_by,
+        now=now,
+        source_channel=source_channel,
+        duplicate_of=duplicate_of,
+    )
     lead_id = session.execute(_INSERT_LEAD, values).scalar_one()
     events = [event_row(lead_id, "submitted", submitted_by, now)]
     if duplicate_of is not None:

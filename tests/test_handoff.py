@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
+from bot import outbox
 from bot.leads import events_of
-from models import CLAIMED, NEW, Lead, LeadEvent
+from models import CLAIMED, NEW, SENT, Lead, LeadEvent, OutboxItem
 from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot
 
 EXAMPLE = (
@@ -95,6 +97,27 @@ def test_inline_lead_is_stored_receipted_and_carded(bot: Bot) -> None:
     assert "jane@acme.example" not in card and "555" not in card
     assert not bot.slack.calls_to("users.info")
     assert [e.kind for e in _events(bot, lead.id)] == ["submitted", "card_posted"]
+
+
+def test_a_new_lead_is_stored_with_its_event_and_one_card(bot: Bot) -> None:
+    """On PostgreSQL a new person's lead, its event and its card row are one statement; on
+    SQLite a transaction of three. Both leave the same rows."""
+    bot.submit("Jane Doe, jane@acme.example, Acme Corp")
+    [lead] = bot.leads()
+    with bot.services.sessions() as s:
+        rows = s.execute(
+            select(OutboxItem.kind, OutboxItem.dedupe_key, OutboxItem.channel, OutboxItem.status)
+        ).all()
+    assert [tuple(r) for r in rows] == [("card", f"card:{lead.id}", LEADS_CHANNEL, SENT)]
+    submitted = _events(bot, lead.id)[0]
+    assert (submitted.kind, submitted.actor, submitted.at) == (
+        "submitted",
+        MARKETER,
+        lead.submitted_at,
+    )
+    # The card's key is the one outbox.card_row gives: a second card for the lead is refused.
+    with pytest.raises(IntegrityError), bot.services.sessions.begin() as s:
+        outbox.enqueue(s, [outbox.card_row(lead, LEADS_CHANNEL)])
 
 
 def test_card_is_valid_block_kit_with_fallback_text(bot: Bot) -> None:
