@@ -17,6 +17,16 @@ class TrackingExecutor(ThreadPoolExecutor):
         super().__init__(max_workers=max_workers, thread_name_prefix=name)
         self._busy = 0
         self._idle = threading.Condition()
+        self._start_all(max_workers)
+
+    def _start_all(self, n: int) -> None:
+        """Start every thread now. The pool otherwise starts one per submit while it has fewer
+        than its maximum, and a start waits for the new thread to get the GIL: the acks of the
+        first burst after start-up (which submit) waited tens of ms for it."""
+        started = threading.Barrier(n + 1)
+        for _ in range(n):
+            super().submit(started.wait)
+        started.wait()
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._idle:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 
+from bot.executor import TrackingExecutor
 from models import NEW
 from tests.conftest import MARKETER, REP_A, Bot, leads_locked
 
@@ -138,3 +140,15 @@ def test_a_click_is_acked_before_the_database_decides(bot: Bot) -> None:
         assert holder.is_alive() and bot.lead(lead.id).status == NEW
     bot.settle()
     assert bot.lead(lead.id).owner_id == REP_A
+
+
+def test_after_ack_threads_are_running_before_the_first_request() -> None:
+    """The pools that acks hand work to (services.work, services.notes) start their threads when
+    built: a pool that starts one per submit makes the first burst's acks wait for each new
+    thread to get the GIL."""
+    pool = TrackingExecutor(max_workers=3, name="leadbot-probe")
+    try:
+        running = [t.name for t in threading.enumerate() if t.name.startswith("leadbot-probe")]
+        assert len(running) == 3, running
+    finally:
+        pool.shutdown(wait=True)
