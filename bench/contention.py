@@ -5,6 +5,10 @@ a different rep, each on its own connection, released together by a barrier) go 
 serve`. The database must record exactly one winner; every ack must come back fast although 99
 losers are each told privately (a Slack call that takes 300 ms here, as in the ack scenario).
 The same 100 clicks go to the bare-Bolt baseline.
+
+A first stampede on another card warms both servers, as the ack scenario's warm-up does: the
+first one after start-up pays one-off costs (new database connections and their server-side
+caches, statements compiled on first use). Its p99 is reported too, not judged.
 """
 
 from __future__ import annotations
@@ -114,33 +118,31 @@ def _one_db(
         submit = SlackSim(
             product.url, SECRET, team_id=slack.team_id, response_url_for=slack.response_url
         )
-        card = _new_card(slack, submit, "Hot Prospect", 0)
-        # Warm the baseline (auth.test on its first request) with a click it only acks.
-        _fire(baseline, _clicks(baseline, slack, card)[:2])
+        warm_card = _new_card(slack, submit, "Warm Prospect", 0)
+        _fire(baseline, _clicks(baseline, slack, warm_card))
+        first, _, _ = _stampede(product, slack, warm_card)
+
+        card = _new_card(slack, submit, "Hot Prospect", 1)
         base = _fire(baseline, _clicks(baseline, slack, card))
-        before = len(slack.calls_to("chat.postEphemeral"))
-        t0 = time.monotonic()
-        prod = _fire(product, _clicks(product, slack, card))
-        told = wait_until(
-            lambda: len(slack.calls_to("chat.postEphemeral")) - before >= CLICKS - 1, timeout=60
-        )
-        all_told_s = time.monotonic() - t0 if told else None
-        told_count = len(slack.calls_to("chat.postEphemeral")) - before
+        prod, all_told_s, told_count = _stampede(product, slack, card)
         quick_slack: LoadResult | None = None
         if not ctx.quick:
             # Diagnostic: the same stampede on a second card with Slack answering at once. If
             # the acks are then fast, the 300 ms calls made for the losers are what held them.
             slack.latency(0.0)
-            second = _new_card(slack, submit, "Second Prospect", 1)
+            second = _new_card(slack, submit, "Second Prospect", 2)
             quick_slack = _fire(product, _clicks(product, slack, second))
         engine = database.engine()
         with engine.connect() as conn:
-            lead = conn.execute(select(Lead.status, Lead.owner_id).order_by(Lead.id)).first()
+            # The measured card's lead: the second one submitted.
+            lead = conn.execute(
+                select(Lead.id, Lead.status, Lead.owner_id).order_by(Lead.id).offset(1)
+            ).first()
             assert lead is not None
             kinds = dict(
                 conn.execute(
                     select(LeadEvent.kind, func.count())
-                    .where(LeadEvent.lead_id == select(func.min(Lead.id)).scalar_subquery())
+                    .where(LeadEvent.lead_id == lead.id)
                     .group_by(LeadEvent.kind)
                 ).all()
             )
@@ -155,16 +157,17 @@ def _one_db(
         "leadbot": prod.summary(),
         "baseline": base.summary(),
         "lead": {
-            "status": lead[0],
-            "owner": lead[1],
-            "owner_is_a_clicker": lead[1] in REPS[:CLICKS],
+            "status": lead.status,
+            "owner": lead.owner_id,
+            "owner_is_a_clicker": lead.owner_id in REPS[:CLICKS],
         },
+        "leadbot_first_stampede_after_start": first.summary(),
         "events": kinds,
         "losers_told_privately": told_count,
         "seconds_until_all_losers_told": None if all_told_s is None else round(all_told_s, 2),
     }
     result.details[kind] = details
-    one = winners == 1 and lead[0] == CLAIMED and lead[1] in REPS[:CLICKS]
+    one = winners == 1 and lead.status == CLAIMED and lead.owner_id in REPS[:CLICKS]
     result.add(Row(NAME, kind, "winners (database)", winners, "", None, None, "1", one))
     result.add(
         Row(
@@ -188,6 +191,21 @@ def _one_db(
             ratio(p99, b99),
             f"< {TARGET_P99_MS:.0f} ms",
             p99 is not None and p99 * 1000 < TARGET_P99_MS,
+        )
+    )
+    f99 = percentile(first.latencies(), 99)
+    result.add(
+        Row(
+            NAME,
+            kind,
+            "ack p99, first stampede after start",
+            _ms(f99),
+            "ms",
+            _ms(b99),
+            ratio(f99, b99),
+            f"< {TARGET_P99_MS:.0f} ms",
+            None,
+            note="reference: one-off start-up costs (new connections, first compiles)",
         )
     )
     result.add(Row(NAME, kind, "acks failed or > 3 s", late, "", None, None, "0", late == 0))
@@ -221,6 +239,21 @@ def _one_db(
             None,
         )
     )
+
+
+def _stampede(
+    product: Served, slack: SlackEmulator, card: Message
+) -> tuple[LoadResult, float | None, int]:
+    """100 clicks on `card`; then the wait until the 99 losers are told (seconds, or None after
+    a minute) and how many were."""
+    before = len(slack.calls_to("chat.postEphemeral"))
+    t0 = time.monotonic()
+    load = _fire(product, _clicks(product, slack, card))
+    told = wait_until(
+        lambda: len(slack.calls_to("chat.postEphemeral")) - before >= CLICKS - 1, timeout=60
+    )
+    all_told_s = time.monotonic() - t0 if told else None
+    return load, all_told_s, len(slack.calls_to("chat.postEphemeral")) - before
 
 
 def _ms(seconds: float | None) -> float | None:
