@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from bot import duplicates, leads, outbox, outcomes, render
 from bot.delivery import DeliveryError
-from bot.parsing import LeadInput, contact_keys
+from bot.parsing import LeadInput
 from bot.services import Services
 from bot.settings import Settings
 from bot.sla import add_working_time
@@ -39,12 +39,14 @@ def submit_lead(
     still working the earlier one hears of it in this same transaction.
     """
     now = services.clock.now()
-    email_norm, phone_norm = contact_keys(data.email, data.phone)
+    values = leads.lead_values(
+        data, team_id=team_id, submitted_by=user_id, now=now, source_channel=channel
+    )
     where = card_channel(services.settings, data)
     window = {
         "team_id": team_id,
-        "email_norm": email_norm,
-        "phone_norm": phone_norm,
+        "email_norm": values["email_norm"],
+        "phone_norm": values["phone_norm"],
         "since": now - services.settings.duplicate_window,
         "until": now,
     }
@@ -53,9 +55,6 @@ def submit_lead(
         # statement after the lookup: two round trips where the transaction below takes six.
         with services.single.begin() as s:
             if duplicates.find_earlier(s, **window) is None:
-                values = leads.lead_values(
-                    data, team_id=team_id, submitted_by=user_id, now=now, source_channel=channel
-                )
                 card = outbox.card_row(Lead(id=0), where)  # its times are real time
                 params = values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
                 lead_id = s.execute(_submit_with_card(tuple(values)), params).scalar_one()
@@ -65,16 +64,8 @@ def submit_lead(
                 return Submitted(lead, None)
     with services.sessions.begin() as s:
         earlier = duplicates.find_earlier(s, **window)
-        lead = leads.submit(
-            s,
-            data,
-            team_id=team_id,
-            submitted_by=user_id,
-            now=now,
-            source_channel=channel,
-            duplicate_of=earlier,
-            matched_on=duplicates.matched_on_keys(email_norm, phone_norm, earlier),
-        )
+        matched = duplicates.matched_on_keys(values["email_norm"], values["phone_norm"], earlier)
+        lead = leads.submit(s, values, duplicate_of=earlier, matched_on=matched)
         # A new lead has no card yet, so no dedupe lookup is needed before queueing one.
         rows = [outbox.card_row(lead, where)]
         dm = duplicates.owner_dm(lead, earlier, where) if earlier is not None else None

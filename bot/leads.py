@@ -63,9 +63,8 @@ def lead_values(
     submitted_by: str,
     now: datetime,
     source_channel: str | None = None,
-    duplicate_of: Lead | None = None,
 ) -> dict[str, Any]:
-    """The row of a new lead, as `submit` (or bot.flows' one-statement path) writes it."""
+    """The row of a new lead, for `submit` (or bot.flows' one-statement path) to write."""
     # Normalised contact, indexed, so bot.duplicates can find the same person again.
     email_norm, phone_norm = contact_keys(data.email, data.phone)
     return {
@@ -89,37 +88,28 @@ def lead_values(
         "version": 1,
         "reminders_sent": 0,
         "follow_up_misses": 0,
-        "duplicate_of_id": duplicate_of.id if duplicate_of is not None else None,
+        "duplicate_of_id": None,
     }
 
 
 def submit(
     session: Session,
-    data: LeadInput,
+    values: dict[str, Any],
     *,
-    team_id: str,
-    submitted_by: str,
-    now: datetime,
-    source_channel: str | None = None,
     duplicate_of: Lead | None = None,
     matched_on: str = "contact",
 ) -> Lead:
-    """Store a validated lead (a repeat of `duplicate_of`, matched on `matched_on`, when given);
-    its card is queued by the caller. Returns the stored values as a Lead outside the session."""
-    values = lead_values(
-        data,
-        team_id=team_id,
-        submitted_by=submitted_by,
-        now=now,
-        source_channel=source_channel,
-        duplicate_of=duplicate_of,
-    )
+    """Store a lead made by `lead_values` (a repeat of `duplicate_of`, matched on `matched_on`,
+    when given); its card is queued by the caller. Returns the stored values as a Lead outside
+    the session."""
+    values = values | {"duplicate_of_id": duplicate_of.id if duplicate_of is not None else None}
     lead_id = session.execute(_INSERT_LEAD, values).scalar_one()
-    events = [event_row(lead_id, "submitted", submitted_by, now)]
+    at, by = values["submitted_at"], values["submitted_by"]
+    events = [event_row(lead_id, "submitted", by, at)]
     if duplicate_of is not None:
         events.append(
             event_row(
-                lead_id, "duplicate_of", SYSTEM, now, earlier=duplicate_of.id, matched=matched_on
+                lead_id, "duplicate_of", SYSTEM, at, earlier=duplicate_of.id, matched=matched_on
             )
         )
     record_all(session, events)

@@ -181,10 +181,12 @@ def test_a_lead_of_another_workspace_is_not_matched(bot: Bot) -> None:
     with bot.services.sessions.begin() as s:
         other = leads.submit(
             s,
-            LeadInput(name="Jane Doe", email="jane@acme.example", phone="+1 415 555 0100"),
-            team_id="T0OTHERWS1",
-            submitted_by=MARKETER,
-            now=bot.clock.now(),
+            leads.lead_values(
+                LeadInput(name="Jane Doe", email="jane@acme.example", phone="+1 415 555 0100"),
+                team_id="T0OTHERWS1",
+                submitted_by=MARKETER,
+                now=bot.clock.now(),
+            ),
         )
     second, receipt = submit(bot, FIRST)
     assert other.team_id != TEAM and second.team_id == TEAM

@@ -156,10 +156,12 @@ def _seed(bot: Bot) -> dict[str, int]:
             at = base - timedelta(hours=hours)
             lead = leads.submit(
                 s,
-                LeadInput(name=f"Lead {key}", email=f"{key}@example.com", event=event),
-                team_id="T0LEADBOT",
-                submitted_by=MARKETER,
-                now=at,
+                leads.lead_values(
+                    LeadInput(name=f"Lead {key}", email=f"{key}@example.com", event=event),
+                    team_id="T0LEADBOT",
+                    submitted_by=MARKETER,
+                    now=at,
+                ),
             )
             leads.card_posted(
                 s,

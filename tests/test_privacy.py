@@ -46,10 +46,12 @@ def _seed(bot: Bot, count: int, at: datetime, prefix: str = "old") -> list[int]:
         return [
             leads.submit(
                 s,
-                LeadInput(name=f"{prefix} {i}", email=f"{prefix}{i}@example.com"),
-                team_id=TEAM,
-                submitted_by=MARKETER,
-                now=at,
+                leads.lead_values(
+                    LeadInput(name=f"{prefix} {i}", email=f"{prefix}{i}@example.com"),
+                    team_id=TEAM,
+                    submitted_by=MARKETER,
+                    now=at,
+                ),
             ).id
             for i in range(count)
         ]
