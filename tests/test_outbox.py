@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 
 from bot import outbox, render
 from bot.clock import FakeClock
@@ -365,6 +365,12 @@ def test_post_in_flight_when_the_process_is_killed_is_not_doubled_by_the_restart
 # --- 6. two deliverers ---------------------------------------------------------------------------
 
 
+def _deliverer(engine: Engine, slack: SlackEmulator, **options: Any) -> outbox.Outbox:
+    """An outbox of its own on `engine`, as another process would have."""
+    client = make_web_client("xoxb-x", slack.url, timeout=5, retries=False)
+    return outbox.Outbox(sessions_for(engine), Slack(client), **options)
+
+
 def test_two_deliverers_never_send_the_same_item_twice(
     database_url: str, slack: SlackEmulator
 ) -> None:
@@ -372,12 +378,7 @@ def test_two_deliverers_never_send_the_same_item_twice(
     try:
         # Two processes' worth of outbox, built as bot/app.py build_services builds one.
         boxes = [
-            outbox.Outbox(
-                sessions_for(engine),
-                Slack(make_web_client("xoxb-x", slack.url, timeout=5, retries=False)),
-                posts_per_second=1000,
-                lease=timedelta(seconds=30),
-            )
+            _deliverer(engine, slack, posts_per_second=1000, lease=timedelta(seconds=30))
             for engine in engines
         ]
         with sessions_for(engines[0]).begin() as s:
@@ -428,15 +429,7 @@ def test_an_item_left_for_pacing_is_given_back_untried(
     with its attempt uncounted, so another deliverer can send it now and nothing looks retried."""
     engine = make_engine(database_url)
     try:
-        boxes = [
-            outbox.Outbox(
-                sessions_for(engine),
-                Slack(make_web_client("xoxb-x", slack.url, timeout=5, retries=False)),
-                posts_per_second=0.1,
-                burst=1,
-            )
-            for _ in range(2)
-        ]
+        boxes = [_deliverer(engine, slack, posts_per_second=0.1, burst=1) for _ in range(2)]
         with sessions_for(engine).begin() as s:
             for text in ("first", "second"):  # one channel, no lead: one group, in order
                 outbox.enqueue_message(s, LEADS_CHANNEL, render.Message(text=text))
