@@ -125,13 +125,6 @@ def _one_db(
         card = _new_card(slack, submit, "Hot Prospect", 1)
         base = _fire(baseline, _clicks(baseline, slack, card))
         prod, all_told_s, told_count = _stampede(product, slack, card)
-        quick_slack: LoadResult | None = None
-        if not ctx.quick:
-            # Diagnostic: the same stampede on a second card with Slack answering at once. If
-            # the acks are then fast, the 300 ms calls made for the losers are what held them.
-            slack.latency(0.0)
-            second = _new_card(slack, submit, "Second Prospect", 2)
-            quick_slack = _fire(product, _clicks(product, slack, second))
         engine = database.engine()
         with engine.connect() as conn:
             # The measured card's lead: the second one submitted.
@@ -209,23 +202,6 @@ def _one_db(
         )
     )
     result.add(Row(NAME, kind, "acks failed or > 3 s", late, "", None, None, "0", late == 0))
-    if quick_slack is not None:
-        q99 = percentile(quick_slack.latencies(), 99)
-        details["leadbot_slack_at_0ms"] = quick_slack.summary()
-        result.add(
-            Row(
-                NAME,
-                kind,
-                "ack p99 [Slack at 0 ms]",
-                _ms(q99),
-                "ms",
-                _ms(b99),
-                ratio(q99, b99),
-                f"< {TARGET_P99_MS:.0f} ms",
-                None,
-                note="diagnostic: same clicks, second card",
-            )
-        )
     result.add(
         Row(
             NAME,
