@@ -132,6 +132,11 @@ class Slack:
     def update(self, channel: str, ts: str, message: Message) -> None:
         self._call("chat.update", channel=channel, ts=ts, text=message.text, blocks=message.blocks)
 
+    def dm_channel(self, user_id: str) -> str:
+        """The id (D…) of the bot's DM with this person: what editing a DM needs."""
+        data = self._call("conversations.open", users=user_id)
+        return str((data.get("channel") or {}).get("id") or "")
+
     def dm(self, user_id: str, message: Message) -> None:
         # Posting to a user id lands in the bot's DM with them (no conversations.open round trip).
         self.post(user_id, message)

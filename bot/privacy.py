@@ -160,6 +160,9 @@ def _blank(services: Services, posted: list[tuple[int, str | None, str]], what: 
         if not channel:
             continue
         try:
+            if channel[0] in "UW":
+                # Sent before rows kept the DM's id: Slack edits a DM only by that id.
+                channel = services.slack.dm_channel(channel)
             services.slack.update(channel, ts, render.forgotten_card(lead_id))
         except DeliveryError as e:
             log.warning("forget: could not blank a %s of lead %s: %s", what, lead_id, e.code)

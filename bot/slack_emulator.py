@@ -989,8 +989,15 @@ class SlackEmulator:
         self._messages[(channel, msg.ts)] = msg
         return {"message_ts": msg.ts}
 
+    def _find_to_edit(self, channel: Any, ts: Any) -> Message:
+        """As Slack: editing a DM needs the DM's id (D…); a user id (U…/W…) is not found."""
+        value = str(channel or "").strip()
+        if _looks_like_id(value) and value[0] in "UW":
+            raise SlackError("channel_not_found")
+        return self._find(value, ts)
+
     def _chat_update(self, args: JsonDict) -> JsonDict:
-        msg = self._find(args.get("channel"), args.get("ts"))
+        msg = self._find_to_edit(args.get("channel"), args.get("ts"))
         if "text" in args:
             msg.text = str(args["text"])
         # As on Slack: omitted blocks/attachments are kept, an empty list removes them.
@@ -1009,7 +1016,7 @@ class SlackEmulator:
         }
 
     def _chat_delete(self, args: JsonDict) -> JsonDict:
-        msg = self._find(args.get("channel"), args.get("ts"))
+        msg = self._find_to_edit(args.get("channel"), args.get("ts"))
         del self._messages[(msg.channel, msg.ts)]
         return {"channel": msg.channel, "ts": msg.ts}
 

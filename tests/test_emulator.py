@@ -146,6 +146,14 @@ def test_post_message_resolves_channel_names_and_dms(client: WebClient, emu: Sla
     # The recorded call keeps what the client sent, not the resolved id.
     assert emu.calls_to("chat.postMessage")[0].args["channel"] == "#leads"
 
+    # As Slack documents for chat.update: a DM is edited by its D… id, never by the user's id.
+    for method in (client.chat_update, client.chat_delete):
+        with pytest.raises(SlackApiError) as refused:
+            method(channel="U0ALICE", ts=dm["ts"], text="edited")
+        assert refused.value.response["error"] == "channel_not_found"
+    client.chat_update(channel=dm["channel"], ts=dm["ts"], text="edited")
+    assert [m.text for m in emu.dms("U0ALICE")] == ["edited"]
+
 
 def test_threads_updates_and_permalinks(client: WebClient, emu: SlackEmulator) -> None:
     parent = client.chat_postMessage(channel="C0LEADS01", text="lead", blocks=CLAIM_BLOCKS)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, update
 
 from bot import leads, outbox, render
 from bot.clock import FakeClock
@@ -204,6 +204,32 @@ def test_forget_erases_every_lead_of_the_address_and_blanks_their_cards(
     assert f"deleted leads {jane.id}, {janet.id}" in logged
     assert any(r.name.startswith("sqlalchemy") for r in caplog.records)  # rows were logged too
     assert not [d for d in JANE_DETAILS if d in logged]
+
+
+def test_forget_blanks_dms_whose_rows_still_name_the_user(bot: Bot) -> None:
+    """Rows sent by earlier versions kept the user id they were sent to; Slack edits a DM only
+    by its D… id, so forget opens the DM to learn it."""
+    bot.submit(JANE)
+    [jane] = bot.leads()
+    bot.sim.block_action(
+        REP_A, "lead_claim", f"{jane.id}:1", channel_id=jane.card_channel, message_ts=jane.card_ts
+    )
+    bot.settle()
+    with bot.services.sessions.begin() as s:
+        for user in (REP_A, MARKETER):
+            s.execute(
+                update(OutboxItem)
+                .where(OutboxItem.channel == bot.slack.dm_channel(user))
+                .values(channel=user)
+            )
+
+    result = forget_person(bot.services, "jane.doe@acme.example")
+    assert result == "forgot 1 leads for that address; 1 cards and 2 messages blanked"
+    for user in (REP_A, MARKETER):
+        said = json.dumps([(m.text, m.blocks) for m in bot.slack.dms(user)]).lower()
+        assert not [d for d in JANE_DETAILS if d in said], user
+    opened = [c.args.get("users") for c in bot.slack.calls_to("conversations.open")]
+    assert sorted(opened) == sorted([REP_A, MARKETER])
 
 
 def test_forget_matches_non_ascii_addresses_whatever_the_case(bot: Bot) -> None:
