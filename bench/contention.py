@@ -8,7 +8,9 @@ The same 100 clicks go to the bare-Bolt baseline.
 
 A first stampede on another card warms both servers, as the ack scenario's warm-up does: the
 first one after start-up pays one-off costs (new database connections and their server-side
-caches, statements compiled on first use). Its p99 is reported too, not judged.
+caches, statements compiled on first use). Its p99 is reported too, not judged. Slack answers
+that one at once, so its 99 private notes are out in a second rather than ~8 (they would queue
+ahead of the measured stampede's); the cold cost does not depend on Slack's latency.
 """
 
 from __future__ import annotations
@@ -109,7 +111,6 @@ def _one_db(
     ctx: Context, result: ScenarioResult, kind: str, slack: SlackEmulator, baseline: Served
 ) -> None:
     slack.reset()
-    slack.latency(LATENCY)
     database = Database.create(kind, "contention", ctx.workdir)
     product = Served.product(f"contention-{kind}", database.url, slack.url, ctx.workdir).start()
     details: dict[str, Any] = {}
@@ -118,10 +119,12 @@ def _one_db(
         submit = SlackSim(
             product.url, SECRET, team_id=slack.team_id, response_url_for=slack.response_url
         )
+        slack.latency(0.0)
         warm_card = _new_card(slack, submit, "Warm Prospect", 0)
         _fire(baseline, _clicks(baseline, slack, warm_card))
         first, _, _ = _stampede(product, slack, warm_card)
 
+        slack.latency(LATENCY)
         card = _new_card(slack, submit, "Hot Prospect", 1)
         base = _fire(baseline, _clicks(baseline, slack, card))
         prod, all_told_s, told_count = _stampede(product, slack, card)
@@ -191,7 +194,7 @@ def _one_db(
         Row(
             NAME,
             kind,
-            "ack p99, first stampede after start",
+            "ack p99, first stampede after start (Slack at 0 ms)",
             _ms(f99),
             "ms",
             _ms(b99),
