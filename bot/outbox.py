@@ -514,15 +514,15 @@ class Outbox:
             result.paced = self._take_token(items[0]) or None
             if result.paced is not None:
                 return result
-            first_paid = True
+        # From here the first item's token is taken.
         leased = self._take_leases([due.id for due in items])
         for i, due in enumerate(items):
             if self._stop.is_set() and not self._pool_closed:
-                if i == 0 and first_paid:
+                if i == 0:
                     self._give_back_token(due)
                 break  # shutting down: what is left stays pending for the next process
             before = result.paced
-            self._deliver(due, leased.get(due.id), result, paid=first_paid and i == 0)
+            self._deliver(due, leased.get(due.id), result, paid=i == 0)
             if result.paced is not None and result.paced != before:
                 break  # this lead's next item must not overtake the paced one
             leased.pop(due.id, None)
