@@ -50,11 +50,13 @@ def submit_lead(
         "since": now - services.settings.duplicate_window,
         "until": now,
     }
-    if services.single is not services.sessions:
+    one_statement = services.single is not services.sessions
+    if one_statement:
         # PostgreSQL: a new person's lead, its event and its card go in one autocommit
         # statement after the lookup: two round trips where the transaction below takes six.
         with services.single.begin() as s:
-            if duplicates.find_earlier(s, **window) is None:
+            earlier = duplicates.find_earlier(s, **window)
+            if earlier is None:
                 card = outbox.card_row(Lead(id=0), where)  # its times are real time
                 params = values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
                 lead_id = s.execute(_submit_with_card(tuple(values)), params).scalar_one()
@@ -62,8 +64,10 @@ def submit_lead(
                 services.outbox.kick()
                 log.info("lead %s submitted", lead.id)
                 return Submitted(lead, None)
+    # A repeat (found above on PostgreSQL) goes in a transaction with the earlier owner's DM.
     with services.sessions.begin() as s:
-        earlier = duplicates.find_earlier(s, **window)
+        if not one_statement:
+            earlier = duplicates.find_earlier(s, **window)
         matched = duplicates.matched_on_keys(values["email_norm"], values["phone_norm"], earlier)
         lead = leads.submit(s, values, duplicate_of=earlier, matched_on=matched)
         # A new lead has no card yet, so no dedupe lookup is needed before queueing one.
