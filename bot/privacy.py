@@ -156,13 +156,16 @@ def forget_person(services: Services, email: str) -> str:
 def _blank(services: Services, posted: list[tuple[int, str | None, str]], what: str) -> int:
     """Replace each (lead id, channel, ts) message with the removal note; how many were."""
     blanked = 0
+    dms: dict[str, str] = {}  # user id → DM id, opened once per person
     for lead_id, channel, ts in posted:
         if not channel:
             continue
         try:
             if channel[0] in "UW":
-                # Sent before rows kept the DM's id: Slack edits a DM only by that id.
-                channel = services.slack.dm_channel(channel)
+                # Rows sent by earlier versions name the user; Slack edits a DM only by its id.
+                if channel not in dms:
+                    dms[channel] = services.slack.dm_channel(channel)
+                channel = dms[channel]
             services.slack.update(channel, ts, render.forgotten_card(lead_id))
         except DeliveryError as e:
             log.warning("forget: could not blank a %s of lead %s: %s", what, lead_id, e.code)
