@@ -1,0 +1,75 @@
+"""The log writer: a background thread that writes queued records in batches, redacted."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from bot.logs import configure_logging, stop_logging
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    out = io.StringIO()
+    configure_logging("INFO", out)
+    try:
+        yield out
+    finally:
+        stop_logging()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
+def test_every_record_is_written_in_each_threads_order(stream: io.StringIO) -> None:
+    log = logging.getLogger("leadbot.test")
+
+    def burst(t: int) -> None:
+        for i in range(250):
+            log.info("thread %d line %d", t, i)
+
+    threads = [threading.Thread(target=burst, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop_logging()  # writes out what is still queued
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1000
+    for t in range(4):
+        mine = [line.rsplit(" ", 1)[1] for line in lines if f"thread {t} line" in line]
+        assert mine == [str(i) for i in range(250)]
+    assert all(" INFO leadbot.test: thread " in line for line in lines)
+
+
+def test_an_exception_is_written_with_its_traceback_and_without_contact_details(
+    stream: io.StringIO,
+) -> None:
+    log = logging.getLogger("leadbot.test")
+    try:
+        raise ValueError("no lead for jane.private@acme.example, +1 415 555 0199")
+    except ValueError as e:
+        log.error("lead %s failed: %s", 7, type(e).__name__, exc_info=e)
+    stop_logging()
+    logged = stream.getvalue()
+    assert "lead 7 failed: ValueError" in logged
+    assert "Traceback (most recent call last):" in logged and "[email]" in logged
+    assert "jane.private" not in logged and "555 0199" not in logged
+
+
+def test_records_logged_after_a_restart_go_to_the_new_stream(stream: io.StringIO) -> None:
+    logging.getLogger("leadbot.test").warning("first")
+    again = io.StringIO()
+    configure_logging("INFO", again)  # e.g. the CLI configuring twice: the old writer flushes
+    logging.getLogger("leadbot.test").warning("second")
+    stop_logging()
+    assert "first" in stream.getvalue() and "second" not in stream.getvalue()
+    assert "second" in again.getvalue()
