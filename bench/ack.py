@@ -5,6 +5,11 @@ unclaimed lead) over HTTP to `leadbot serve` as deployed, while the loopback Sla
 Web API call after 300 ms. The same requests go to the bare-Bolt baseline behind the same server;
 runs alternate baseline/leadbot so both see the same machine noise.
 
+Two references, not judged: bare Bolt in its default mode, and the *persisting floor* (bare Bolt
+plus one committed write per request, on a database of the same kind; bench/baseline_app.py),
+which shows how much of the gap to the baseline any app on this stack pays once it must save
+before its receipt.
+
 The full run adds a diagnostic run of leadbot with LOG_LEVEL=WARNING (everything else as
 deployed), which separates the cost of logging from the cost of the work.
 """
@@ -65,6 +70,7 @@ class Variant:
     runs: list[LoadResult] = field(default_factory=list)
     baseline_runs: list[LoadResult] = field(default_factory=list)
     default_mode_runs: list[LoadResult] = field(default_factory=list)
+    floor_runs: list[LoadResult] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,7 +90,9 @@ def run(ctx: Context) -> ScenarioResult:
             "WEB_THREADS", f"default ({SETTINGS_HELP['WEB_THREADS'][0]})"
         ),
         "bolt_mode": f"process_before_response={PROCESS_BEFORE_RESPONSE} (leadbot and baseline)",
-        "reference": "bare Bolt in its default mode (process_before_response=False), not judged",
+        "reference": "bare Bolt in its default mode (process_before_response=False), and the "
+        "persisting floor (bare Bolt plus one committed write per request, bench/baseline_app.py), "
+        "not judged",
         "diagnostic_variants": [v for v, _ in variants if v],
     }
     slack = SlackEmulator().start()
@@ -162,7 +170,23 @@ def _one_db(
     tag = f" [{variant.label}]" if variant.label else ""
     database = Database.create(kind, "ack", ctx.workdir)
     engine = database.engine()
+    floor_db: Database | None = None
+    others = dict(others)
     try:
+        if not variant.label:
+            # The persisting floor has a database of its own: leadbot's outbox keeps writing
+            # to its own between runs, and must not hold the floor's writes up.
+            floor_db = Database.create(kind, "ack-floor", ctx.workdir)
+            floor = Served.baseline(
+                f"ack-floor-{kind}",
+                slack.url,
+                ctx.workdir,
+                BASELINE_WRITES="1",
+                DATABASE_URL=floor_db.url,
+            ).start()
+            others["floor"] = floor
+            floor.wait_healthy()
+            _warm(floor, slack, [])
         targets = seed_claimable(engine, WARMUP // 2 + (n // 2) * rounds + 1)
         product = Served.product(
             f"ack-{kind}{'-diag' if variant.label else ''}",
@@ -191,6 +215,8 @@ def _one_db(
                         variant.runs.append(load)
                     elif who == "baseline":
                         variant.baseline_runs.append(load)
+                    elif who == "floor":
+                        variant.floor_runs.append(load)
                     else:
                         variant.default_mode_runs.append(load)
                     ctx.log(
@@ -202,6 +228,10 @@ def _one_db(
         finally:
             stopped = product.stop()
     finally:
+        if "floor" in others:
+            others["floor"].stop()
+        if floor_db is not None:
+            floor_db.drop()
         engine.dispose()
         database.drop()
     prod, base = _pool(variant.runs), _pool(variant.baseline_runs)
@@ -224,6 +254,11 @@ def _one_db(
             "claim": base.summary("claim"),
         },
         "bolt_default_mode": _pool(variant.default_mode_runs).summary(),
+        "persisting_floor": {
+            "all": _pool(variant.floor_runs).summary(),
+            "lead": _pool(variant.floor_runs).summary("lead"),
+            "claim": _pool(variant.floor_runs).summary("claim"),
+        },
         "per_round": [
             {"baseline": b.summary(), "leadbot": p.summary()}
             for b, p in zip(variant.baseline_runs, variant.runs, strict=True)
@@ -325,6 +360,7 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
             None,
         )
     )
+    _floor_rows(result, kind, variant)
     d = variant.details
     lost = d["acked_submissions"] - d["stored_submissions"]
     dropped = d["acked_claims"] - d["claims_won"]  # every click is on its own unclaimed lead
@@ -343,6 +379,62 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
             note=f"{prod.errors} HTTP errors; {lost} /lead acked without being stored "
             f"({d['lead_acks_without_receipt']} acks without a receipt); {dropped} clicks "
             "acked but never claimed",
+        )
+    )
+
+
+def _floor_rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
+    """leadbot against the persisting floor: how far it is from what the stack itself allows
+    an app that must commit before its receipt."""
+    prod, floor = _pool(variant.runs), _pool(variant.floor_runs)
+    note = (
+        "persisting floor: bare Bolt plus one committed write per request through leadbot's "
+        "engine settings (/lead before its ack, Claim after), nothing else"
+    )
+    for what, label in (("lead", "/lead"), ("claim", "Claim")):
+        k50, f50 = percentile(prod.latencies(what), 50), percentile(floor.latencies(what), 50)
+        result.add(
+            Row(
+                NAME,
+                kind,
+                f"{label} ack p50 vs persisting floor",
+                _ms(k50),
+                "ms",
+                _ms(f50),
+                ratio(k50, f50),
+                "(reference)",
+                None,
+                note=note,
+            )
+        )
+    result.add(
+        Row(
+            NAME,
+            kind,
+            "throughput vs persisting floor",
+            round(prod.throughput, 1),
+            "req/s",
+            round(floor.throughput, 1),
+            ratio(prod.throughput, floor.throughput),
+            "(reference)",
+            None,
+            note=note,
+        )
+    )
+    base = _pool(variant.baseline_runs)
+    result.add(
+        Row(
+            NAME,
+            kind,
+            "persisting floor's throughput vs the bare-Bolt baseline",
+            round(floor.throughput, 1),
+            "req/s",
+            round(base.throughput, 1),
+            ratio(floor.throughput, base.throughput),
+            "(reference)",
+            None,
+            note="the best any app on this stack can do against the 0.7x target when it saves "
+            "before its receipt",
         )
     )
 

@@ -6,6 +6,13 @@ executor size and Bolt mode (`process_before_response`, bot.app.PROCESS_BEFORE_R
 same request verification and the same `auth.test` at start-up. What it lacks is exactly
 leadbot's own work (parsing, the database, rendering, the outbox, the scheduler), so leadbot's
 figure / this figure is leadbot's overhead.
+
+With BASELINE_WRITES=1 it is the *persisting floor* instead: the same bare app, plus the least
+database work leadbot's contract asks for, through leadbot's own engine settings (models.
+make_engine: pool, SQLite writer lock, PostgreSQL lock timeout) on DATABASE_URL. `/lead` inserts
+one row and commits before it acks with the row's number, as leadbot's receipt must; Claim acks,
+then writes one row on a pool of WORK_THREADS, as leadbot does after its ack. No parsing,
+rendering, outbox, events or logging per request: what no app on this stack can go below.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -27,7 +35,7 @@ from waitress.server import create_server
 
 from bot.app import PROCESS_BEFORE_RESPONSE, WORK_THREADS
 from bot.ids import Action, View
-from bot.settings import SETTINGS_HELP
+from bot.settings import SETTINGS_HELP, database_url
 
 StartResponse = Callable[..., Any]
 
@@ -57,11 +65,70 @@ def build() -> App:
     def only_ack(ack: Ack) -> None:
         ack()
 
-    app.command("/lead")(only_ack)
-    app.action(Action.CLAIM.value)(only_ack)
+    if os.environ.get("BASELINE_WRITES") == "1":
+        save, claim = _floor_listeners(os.environ["DATABASE_URL"])
+        app.command("/lead")(save)
+        app.action(Action.CLAIM.value)(claim)
+    else:
+        app.command("/lead")(only_ack)
+        app.action(Action.CLAIM.value)(only_ack)
     app.action(Action.RELEASE.value)(only_ack)
     app.view(View.NEW_LEAD.value)(only_ack)
     return app
+
+
+def _floor_listeners(url: str) -> tuple[Callable[..., None], Callable[..., None]]:
+    """`/lead` and Claim listeners for the persisting floor (see the module's docstring)."""
+    from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    from models import make_engine
+
+    engine = make_engine(database_url(url))
+    table = Table(
+        "bench_floor",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("team_id", String(32)),
+        Column("user_id", String(32)),
+        Column("text", Text),
+        Column("at", DateTime(timezone=True)),
+        Column("claimed_by", String(32)),
+    )
+    table.metadata.create_all(engine)
+    save_row = table.insert().returning(table.c.id)
+    upsert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    # A click writes one row whether or not the floor stored that lead: a conditional claim.
+    stmt = upsert(table)
+    claim_row = stmt.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={"claimed_by": stmt.excluded.claimed_by},
+        where=table.c.claimed_by.is_(None),
+    )
+    work = ThreadPoolExecutor(max_workers=WORK_THREADS)
+
+    def save(ack: Ack, command: dict[str, Any]) -> None:
+        values = {
+            "team_id": command.get("team_id"),
+            "user_id": command.get("user_id"),
+            "text": command.get("text"),
+            "at": datetime.now(UTC),
+        }
+        with engine.begin() as conn:
+            number = conn.execute(save_row, values).scalar_one()
+        ack(f"Lead #{number} saved.")
+
+    def write_claim(lead_id: int, user: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(claim_row, {"id": lead_id, "claimed_by": user})
+
+    def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        lead_id = int(str(action.get("value", "0")).partition(":")[0] or 0)
+        work.submit(write_claim, lead_id, str(body.get("user", {}).get("id")))
+
+    return save, claim
 
 
 def wsgi(app: App) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
