@@ -434,7 +434,7 @@ def _floor_rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
             "(reference)",
             None,
             note="the best any app on this stack can do against the 0.7x target when it saves "
-            "before its receipt",
+            f"before its receipt ({floor.errors} errors in the floor's runs)",
         )
     )
 

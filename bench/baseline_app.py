@@ -86,25 +86,33 @@ def _floor_listeners(url: str) -> tuple[Callable[..., None], Callable[..., None]
     from models import make_engine
 
     engine = make_engine(database_url(url))
-    table = Table(
-        "bench_floor",
-        MetaData(),
+    metadata = MetaData()
+    leads = Table(
+        "bench_floor_leads",
+        metadata,
         Column("id", Integer, primary_key=True),
         Column("team_id", String(32)),
         Column("user_id", String(32)),
         Column("text", Text),
         Column("at", DateTime(timezone=True)),
-        Column("claimed_by", String(32)),
     )
-    table.metadata.create_all(engine)
-    save_row = table.insert().returning(table.c.id)
+    # Clicks name leadbot's lead ids, which the floor never stored: their own table, so that
+    # a click's id never collides with the next id PostgreSQL's sequence hands a /lead.
+    claims = Table(
+        "bench_floor_claims",
+        metadata,
+        Column("lead_id", Integer, primary_key=True, autoincrement=False),
+        Column("owner_id", String(32)),
+    )
+    metadata.create_all(engine)
+    save_row = leads.insert().returning(leads.c.id)
     upsert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-    # A click writes one row whether or not the floor stored that lead: a conditional claim.
-    stmt = upsert(table)
+    # A click writes one row: a conditional claim, as leadbot's UPDATE … WHERE status = 'new'.
+    stmt = upsert(claims)
     claim_row = stmt.on_conflict_do_update(
-        index_elements=[table.c.id],
-        set_={"claimed_by": stmt.excluded.claimed_by},
-        where=table.c.claimed_by.is_(None),
+        index_elements=[claims.c.lead_id],
+        set_={"owner_id": stmt.excluded.owner_id},
+        where=claims.c.owner_id.is_(None),
     )
     work = ThreadPoolExecutor(max_workers=WORK_THREADS)
 
@@ -121,7 +129,7 @@ def _floor_listeners(url: str) -> tuple[Callable[..., None], Callable[..., None]
 
     def write_claim(lead_id: int, user: str) -> None:
         with engine.begin() as conn:
-            conn.execute(claim_row, {"id": lead_id, "claimed_by": user})
+            conn.execute(claim_row, {"lead_id": lead_id, "owner_id": user})
 
     def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
