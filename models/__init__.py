@@ -209,7 +209,9 @@ class OutboxItem(Base):
     __table_args__ = (
         # The sweep reads only what is pending and due; delivered history is never scanned.
         Index("ix_outbox_status_next_attempt", "status", "next_attempt_at"),
-        Index("ix_outbox_lead_id", "lead_id"),
+        # A lead's pending items (pacing looks for an earlier pending post of the same lead
+        # for every candidate: one index scan, with or without table statistics).
+        Index("ix_outbox_lead_status", "lead_id", "status"),
     )
 
 
