@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bench import backlog
 from bench.common import (
     SECRET,
     Context,
@@ -28,6 +29,7 @@ from bench.common import (
     ScenarioResult,
     Served,
     lead_texts,
+    ratio,
     run_load,
 )
 from bench.workload import MARKETERS, prepare_submit
@@ -139,6 +141,33 @@ def burst_once(
     return out
 
 
+def _backlog_rows(ctx: Context, result: ScenarioResult, kind: str) -> None:
+    """One outbox pass while a deep backlog waits for the paced channel (bench/backlog.py)."""
+    small, large = 300, ctx.pick(3000, 5000)
+    ctx.log(f"  burst/{kind}: one outbox pass with {small} and {large} cards waiting, DMs due")
+    few, many = backlog.pass_time(ctx, kind, small), backlog.pass_time(ctx, kind, large)
+    result.details[f"{kind}_backlog_pass"] = {"small": few, "large": many}
+    for stage in ("unanalysed", "analysed"):
+        if stage not in many:
+            continue
+        big, base = many[stage]["seconds"], few[stage]["seconds"]
+        result.add(
+            Row(
+                NAME,
+                kind,
+                f"outbox pass, {large} cards waiting ({stage} table)",
+                round(big * 1000, 2),
+                "ms",
+                round(base * 1000, 2),
+                ratio(big, base),
+                "(reference)",
+                None,
+                note=f"baseline: {small} cards waiting; as many DMs due, of which the pass "
+                f"took {many[stage]['dms_found']} (its batch is {backlog.LIMIT})",
+            )
+        )
+
+
 def run(ctx: Context) -> ScenarioResult:
     result = ScenarioResult(NAME)
     n = ctx.pick(150, 300)
@@ -211,6 +240,7 @@ def run(ctx: Context) -> ScenarioResult:
                 share is not None and share < TARGET_429,
             )
         )
+        _backlog_rows(ctx, result, kind)
         if not ctx.quick:
             # With Slack's round trip: how fast does the outbox go when the rate is not the limit?
             window = 40.0
