@@ -347,19 +347,7 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
             "10 ms; leadbot and its baseline do not",
         )
     )
-    result.add(
-        Row(
-            NAME,
-            kind,
-            "throughput vs bare Bolt, default mode",
-            round(prod.throughput, 1),
-            "req/s",
-            round(ref.throughput, 1),
-            ratio(prod.throughput, ref.throughput),
-            "(reference)",
-            None,
-        )
-    )
+    _reference_throughput(result, kind, "throughput vs bare Bolt, default mode", prod, ref)
     _floor_rows(result, kind, variant)
     d = variant.details
     lost = d["acked_submissions"] - d["stored_submissions"]
@@ -407,34 +395,39 @@ def _floor_rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
                 note=note,
             )
         )
+    _reference_throughput(result, kind, "throughput vs persisting floor", prod, floor, note)
+    _reference_throughput(
+        result,
+        kind,
+        "persisting floor's throughput vs the bare-Bolt baseline",
+        floor,
+        _pool(variant.baseline_runs),
+        "the best any app on this stack can do against the 0.7x target when it saves before "
+        f"its receipt ({floor.errors} errors in the floor's runs)",
+    )
+
+
+def _reference_throughput(
+    result: ScenarioResult,
+    kind: str,
+    metric: str,
+    load: LoadResult,
+    base: LoadResult,
+    note: str = "",
+) -> None:
+    """A throughput row shown for reference (not judged): `load` against `base`."""
     result.add(
         Row(
             NAME,
             kind,
-            "throughput vs persisting floor",
-            round(prod.throughput, 1),
+            metric,
+            round(load.throughput, 1),
             "req/s",
-            round(floor.throughput, 1),
-            ratio(prod.throughput, floor.throughput),
+            round(base.throughput, 1),
+            ratio(load.throughput, base.throughput),
             "(reference)",
             None,
             note=note,
-        )
-    )
-    base = _pool(variant.baseline_runs)
-    result.add(
-        Row(
-            NAME,
-            kind,
-            "persisting floor's throughput vs the bare-Bolt baseline",
-            round(floor.throughput, 1),
-            "req/s",
-            round(base.throughput, 1),
-            ratio(floor.throughput, base.throughput),
-            "(reference)",
-            None,
-            note="the best any app on this stack can do against the 0.7x target when it saves "
-            f"before its receipt ({floor.errors} errors in the floor's runs)",
         )
     )
 
