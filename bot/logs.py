@@ -80,7 +80,10 @@ class _Writer(threading.Thread):
                 record = self.queue.get_nowait()
             except Empty:
                 break
-            self.handler.handle(record)
+            try:
+                self.handler.handle(record)
+            except Exception:  # a failing filter must not stop every later line
+                self.handler.handleError(record)
         self.handler.flush()
 
     def stop(self) -> None:

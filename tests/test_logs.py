@@ -73,3 +73,14 @@ def test_records_logged_after_a_restart_go_to_the_new_stream(stream: io.StringIO
     stop_logging()
     assert "first" in stream.getvalue() and "second" not in stream.getvalue()
     assert "second" in again.getvalue()
+
+
+def test_a_record_that_fails_to_format_does_not_stop_later_lines(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # as in production: no stderr dump
+    log = logging.getLogger("leadbot.test")
+    log.warning("broken %d", "not a number")  # the message cannot be formatted
+    log.warning("after the broken one")
+    stop_logging()
+    assert "after the broken one" in stream.getvalue()
