@@ -9,6 +9,9 @@ the bound the rate allows (300 / 20 = 15 s), cards lost and doubled, 429s.
 A second run (full mode) adds Slack's round trip (300 ms per call, as in the ack scenario): the
 pace is then set by the outbox itself, not by the rate limit; it is bounded in time and reports
 the delivery rate and the time 300 cards would take at that rate.
+
+Also timed, for reference: one outbox pass while thousands of cards wait for the paced channel
+(bench/backlog.py).
 """
 
 from __future__ import annotations
