@@ -21,7 +21,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from bot import leads, render
@@ -59,20 +59,35 @@ def find_earlier(
 
 @functools.cache
 def _find_earlier(by_email: bool, by_phone: bool) -> Any:
-    """The lookup, built once per shape (SQLAlchemy then skips its construction per request)."""
-    keys = []
-    if by_email:
-        keys.append(Lead.email_norm == bindparam("email_norm"))
-    if by_phone:
-        keys.append(Lead.phone_norm == bindparam("phone_norm"))
+    """The lookup, built once per shape (SQLAlchemy then skips its construction per request).
+
+    Each key gets its own subquery for its most recent match, read backwards from the
+    (key, submitted_at) index: one index entry whatever the history, and the plan needs no
+    table statistics. With `email OR phone` in one WHERE, PostgreSQL without statistics (a new
+    table's first burst; autovacuum not yet run) read every lead of the window instead: 5 ms
+    per /lead with 3,000 leads in it, and growing.
+    """
+    latest = []
+    for wanted, column, key in (
+        (by_email, Lead.email_norm, "email_norm"),
+        (by_phone, Lead.phone_norm, "phone_norm"),
+    ):
+        if wanted:
+            latest.append(
+                select(Lead.id)
+                .where(
+                    column == bindparam(key),
+                    Lead.submitted_at >= bindparam("since"),
+                    Lead.submitted_at <= bindparam("until"),
+                    Lead.team_id == bindparam("team_id"),
+                )
+                .order_by(Lead.submitted_at.desc(), Lead.id.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
     return (
         select(Lead)
-        .where(
-            or_(*keys),
-            Lead.team_id == bindparam("team_id"),
-            Lead.submitted_at >= bindparam("since"),
-            Lead.submitted_at <= bindparam("until"),
-        )
+        .where(Lead.id.in_(latest))
         .order_by(Lead.submitted_at.desc(), Lead.id.desc())
         .limit(1)
     )

@@ -124,8 +124,9 @@ class Lead(Base):
         Index("ix_leads_submitted_at", "submitted_at"),
         Index("ix_leads_claimed_at", "claimed_at"),
         Index("ix_leads_status_follow_up", "status", "follow_up_at"),
-        Index("ix_leads_email_norm", "email_norm"),
-        Index("ix_leads_phone_norm", "phone_norm"),
+        # Duplicate lookups: a contact's most recent lead, read from one end of its entries.
+        Index("ix_leads_email_submitted", "email_norm", "submitted_at"),
+        Index("ix_leads_phone_submitted", "phone_norm", "submitted_at"),
         Index("ix_leads_owner_status", "owner_id", "status"),
         # Reports and the digest's funnel: index-only scans of a submitted_at window.
         Index(

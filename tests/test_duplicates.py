@@ -254,7 +254,10 @@ def test_contact_keys(email: str | None, phone: str | None, keys: tuple[Any, Any
 # --- the lookup reads the indexes, not the window's history --------------------------------------
 
 
-def test_lookup_uses_the_email_and_phone_indexes(bot: Bot) -> None:
+def test_lookup_reads_the_contact_indexes_with_or_without_statistics(bot: Bot) -> None:
+    """The lookup runs on every /lead: it must read the two contact indexes, never the window
+    of submitted leads, also before the database has statistics for the table (PostgreSQL
+    without autovacuum, or a new table's first burst)."""
     sessions = bot.services.sessions
     now = START
     with sessions.begin() as s:
@@ -282,8 +285,12 @@ def test_lookup_uses_the_email_and_phone_indexes(bot: Bot) -> None:
     def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
         captured.append((statement, params))
 
+    def plan(s: Any) -> str:
+        [(statement, params)] = captured
+        explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+        return " ".join(str(r) for r in s.connection().exec_driver_sql(explain + statement, params))
+
     with sessions() as s:
-        s.execute(text("ANALYZE"))
         event.listen(engine, "before_cursor_execute", capture)
         try:
             found = duplicates.find_earlier(
@@ -297,7 +304,12 @@ def test_lookup_uses_the_email_and_phone_indexes(bot: Bot) -> None:
         finally:
             event.remove(engine, "before_cursor_execute", capture)
         assert found is not None and found.name == "n42"  # the more recent of the two matches
-        [(statement, params)] = captured
-        explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-        plan = " ".join(str(r) for r in s.connection().exec_driver_sql(explain + statement, params))
-    assert "ix_leads_email_norm" in plan and "ix_leads_phone_norm" in plan, plan
+        plans = {"without statistics": plan(s)}
+        s.execute(text("ANALYZE"))
+        plans["with statistics"] = plan(s)
+    for when, text_of_plan in plans.items():
+        assert "ix_leads_email_submitted" in text_of_plan, (when, text_of_plan)
+        assert "ix_leads_phone_submitted" in text_of_plan, (when, text_of_plan)
+        # The window's own indexes would mean reading every lead submitted in it.
+        assert "ix_leads_submitted_at" not in text_of_plan, (when, text_of_plan)
+        assert "ix_leads_submitted_funnel" not in text_of_plan, (when, text_of_plan)
