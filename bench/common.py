@@ -530,12 +530,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 
 def lead_texts(n: int, start: int = 0) -> Iterator[str]:
-    """Realistic `/lead` lines: name, company, email, phone, priority, #event, a note."""
+    """Realistic `/lead` lines: name, company, email, phone, priority, #event, a note; a
+    different person (email and phone) for every `i` below 4,000,000."""
     priorities = ("hot", "warm", "cold")
     for i in range(start, start + n):
         yield (
             f"Jane Doe {i}, Acme Widgets {i % 97}, jane.doe{i}@example.com, "
-            f"+1 415 555 {i % 10000:04d}, "
+            f"+1 415 {200 + i // 10000 % 400:03d} {i % 10000:04d}, "
             f"{priorities[i % 3]}, #expo{i % 7}, wants a demo of the enterprise plan next week"
         )
 

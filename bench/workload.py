@@ -98,12 +98,19 @@ def prepare_claim(sim: PreparingSim, lead: Lead, user: str, ts: str) -> Prepared
 
 
 def mixed(sim: PreparingSim, targets: list[Lead], n: int, start: int) -> list[Prepared]:
-    """`n` requests alternating a `/lead` submission and a Claim click on a distinct lead."""
+    """`n` requests alternating a `/lead` submission and a Claim click on a distinct lead.
+
+    One submission in 20 repeats the one before it (the same person met twice), so the
+    duplicate path runs at about the rate a busy event gives it; the rest are new people."""
     texts = lead_texts(n, start)
     out: list[Prepared] = []
     claims = iter(targets)
+    previous = ""
     for i, text in enumerate(texts):
         if i % 2 == 0:
+            if i % 40 == 38:
+                text = previous
+            previous = text
             out.append(prepare_submit(sim, text, MARKETERS[i % len(MARKETERS)]))
         else:
             lead = next(claims)
