@@ -21,7 +21,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from bot import leads, render
@@ -67,6 +67,23 @@ def _find_earlier(by_email: bool, by_phone: bool) -> Any:
     table's first burst; autovacuum not yet run) read every lead of the window instead: 5 ms
     per /lead with 3,000 leads in it, and growing.
     """
+    latest = [q.scalar_subquery() for q in _latest_by_key(by_email, by_phone)]
+    return (
+        select(Lead)
+        .where(Lead.id.in_(latest))
+        .order_by(Lead.submitted_at.desc(), Lead.id.desc())
+        .limit(1)
+    )
+
+
+def earlier_exists(by_email: bool, by_phone: bool) -> ColumnElement[bool]:
+    """True where `find_earlier` (same parameters) would find a lead: for a statement that
+    stores a new person's lead in the same round trip as the lookup (bot.flows)."""
+    return or_(*(q.exists() for q in _latest_by_key(by_email, by_phone)))
+
+
+def _latest_by_key(by_email: bool, by_phone: bool) -> list[Select[Any]]:
+    """Per contact key, the id of its most recent lead in the window (at most one row)."""
     latest = []
     for wanted, column, key in (
         (by_email, Lead.email_norm, "email_norm"),
@@ -83,14 +100,8 @@ def _find_earlier(by_email: bool, by_phone: bool) -> Any:
                 )
                 .order_by(Lead.submitted_at.desc(), Lead.id.desc())
                 .limit(1)
-                .scalar_subquery()
             )
-    return (
-        select(Lead)
-        .where(Lead.id.in_(latest))
-        .order_by(Lead.submitted_at.desc(), Lead.id.desc())
-        .limit(1)
-    )
+    return latest
 
 
 def earlier_of(session: Session, lead: Lead) -> Lead | None:

@@ -50,24 +50,23 @@ def submit_lead(
         "since": now - services.settings.duplicate_window,
         "until": now,
     }
-    one_statement = services.single is not services.sessions
-    if one_statement:
+    keys = (bool(values["email_norm"]), bool(values["phone_norm"]))
+    if services.single is not services.sessions:
         # PostgreSQL: a new person's lead, its event and its card go in one autocommit
-        # statement after the lookup: two round trips where the transaction below takes six.
+        # statement that also does the lookup, and stores nothing when it finds a match: one
+        # round trip where the transaction below takes six.
+        card = outbox.card_row(Lead(id=0), where)  # its times are real time
+        params = window | values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
         with services.single.begin() as s:
-            earlier = duplicates.find_earlier(s, **window)
-            if earlier is None:
-                card = outbox.card_row(Lead(id=0), where)  # its times are real time
-                params = values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
-                lead_id = s.execute(_submit_with_card(tuple(values)), params).scalar_one()
-                lead = Lead(id=lead_id, **values)
-                services.outbox.kick()
-                log.info("lead %s submitted", lead.id)
-                return Submitted(lead, None)
-    # A repeat (found above on PostgreSQL) goes in a transaction with the earlier owner's DM.
+            lead_id = s.execute(_submit_with_card(tuple(values), *keys), params).scalar()
+        if lead_id is not None:
+            lead = Lead(id=lead_id, **values)
+            services.outbox.kick()
+            log.info("lead %s submitted", lead.id)
+            return Submitted(lead, None)
+    # A repeat (or any lead on SQLite) goes in one transaction with the earlier owner's DM.
     with services.sessions.begin() as s:
-        if not one_statement:
-            earlier = duplicates.find_earlier(s, **window)
+        earlier = duplicates.find_earlier(s, **window)
         matched = duplicates.matched_on_keys(values["email_norm"], values["phone_norm"], earlier)
         lead = leads.submit(s, values, duplicate_of=earlier, matched_on=matched)
         # A new lead has no card yet, so no dedupe lookup is needed before queueing one.
@@ -95,18 +94,18 @@ _CARD_PARAMS = (
 
 
 @functools.cache
-def _submit_with_card(columns: tuple[str, ...]) -> Any:
+def _submit_with_card(columns: tuple[str, ...], by_email: bool, by_phone: bool) -> Any:
     """INSERT a lead, its "submitted" event and its card's outbox row as one statement
-    (data-modifying CTEs, PostgreSQL only), built once. Params: the lead's `columns` and
-    `o_*` for _CARD_PARAMS (a prefix no lead column has: SQLAlchemy would add that column to
-    the lead's INSERT)."""
+    (data-modifying CTEs, PostgreSQL only), built once per shape, unless the lookup of
+    bot.duplicates finds an earlier lead of the same person (by email and/or phone, as the
+    lead has them): then it stores nothing and returns no row. Params: the lead's `columns`,
+    the lookup's (bot.duplicates.find_earlier) and `o_*` for _CARD_PARAMS (a prefix no lead
+    column has: SQLAlchemy would add that column to the lead's INSERT)."""
     lead_t, event_t, outbox_t = Lead.__table__, LeadEvent.__table__, OutboxItem.__table__
-    new = (
-        lead_t.insert()
-        .values({c: bindparam(c, type_=lead_t.c[c].type) for c in columns})
-        .returning(lead_t.c.id)
-        .cte("new_lead")
-    )
+    row = select(*(bindparam(c, type_=lead_t.c[c].type) for c in columns))
+    if by_email or by_phone:
+        row = row.where(~duplicates.earlier_exists(by_email, by_phone))
+    new = lead_t.insert().from_select(columns, row).returning(lead_t.c.id).cte("new_lead")
     at = bindparam("submitted_at", type_=lead_t.c.submitted_at.type)
     event = event_t.insert().from_select(
         ["lead_id", "at", "actor", "kind", "detail"],
