@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only NAME[,NAME]] [--db sqlite|postgres|both]`.
+"""`python -m bench [--quick] [--only NAME[,NAME]] [--db sqlite|postgres|both] [--diagnostics]`.
 
 Prints a table and writes bench/results.json (figures, ratios to each baseline, the machine).
 """
@@ -48,6 +48,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"run only these scenarios (repeat or comma-separate): {', '.join(SCENARIOS)}",
     )
     p.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    p.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also run the diagnostic variants (ack: leadbot with LOG_LEVEL=WARNING); not judged",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
     p.add_argument(
         "--web-threads",
@@ -122,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     results: list[ScenarioResult] = []
     with tempfile.TemporaryDirectory(prefix="leadbot-bench-") as tmp:
-        ctx = Context(quick=args.quick, dbs=dbs, workdir=Path(tmp), log=log)
+        ctx = Context(
+            quick=args.quick, dbs=dbs, workdir=Path(tmp), log=log, diagnostics=args.diagnostics
+        )
         for name in wanted:
             module = importlib.import_module(SCENARIOS[name])
             log(f"{name}: start ({', '.join(dbs)})")

@@ -10,8 +10,8 @@ plus one committed write per request, on a database of the same kind; bench/base
 which shows how much of the gap to the baseline any app on this stack pays once it must save
 before its receipt.
 
-The full run adds a diagnostic run of leadbot with LOG_LEVEL=WARNING (everything else as
-deployed), which separates the cost of logging from the cost of the work.
+`--diagnostics` adds a run of leadbot with LOG_LEVEL=WARNING (everything else as deployed),
+which separates the cost of logging from the cost of the work.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def run(ctx: Context) -> ScenarioResult:
     result = ScenarioResult(NAME)
     n = ctx.pick(640, 2400)  # requests per measured run
     rounds = ctx.pick(1, 2)
-    variants = [("", {})] + ([] if ctx.quick else [("LOG_LEVEL=WARNING", {"LOG_LEVEL": "WARNING"})])
+    variants = [("", {})]
+    if ctx.diagnostics:
+        variants.append(("LOG_LEVEL=WARNING", {"LOG_LEVEL": "WARNING"}))
     result.details["setup"] = {
         "clients": CLIENTS,
         "requests_per_run": n,

@@ -89,6 +89,7 @@ class Context:
     dbs: list[str]
     workdir: Path
     log: Callable[[str], None]
+    diagnostics: bool = False  # also the variants that explain a figure (--diagnostics)
     started: float = field(default_factory=time.monotonic)
 
     def pick(self, quick: Any, full: Any) -> Any:

@@ -144,6 +144,11 @@ def add_history(engine: Engine, n: int, now: datetime, seed: int) -> float:
     rng = random.Random(seed)
     chunk = 50_000
     done = 0
+    # As any bulk load is done: the secondary indexes are built once at the end, from the
+    # sorted data, instead of being updated row by row (20% of the load on SQLite).
+    indexes = [*LEADS.indexes, *OUTBOX.indexes]
+    for index in indexes:
+        index.drop(engine)
     while done < n:
         first = max_id(engine, LEADS) + 1
         rows = list(_history_rows(first, min(chunk, n - done), now, rng))
@@ -152,6 +157,8 @@ def add_history(engine: Engine, n: int, now: datetime, seed: int) -> float:
         if done == 0:
             check_roundtrip(engine, first, rows[0]["submitted_at"])
         done += len(rows)
+    for index in indexes:
+        index.create(engine)
     if engine.dialect.name == "postgresql":
         # What autovacuum does after a bulk load; the planner needs the statistics.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
