@@ -36,13 +36,15 @@ def open_database(settings: Settings, *, migrate_sqlite: bool = True):
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        if engine.dialect.name == "sqlite" and migrate_sqlite:
+        current = db.current_revision(engine)
+        if current == db.HEAD:
+            pass  # the usual start: no migration, no Alembic
+        elif engine.dialect.name == "sqlite" and migrate_sqlite:
             db.upgrade(engine)
-        elif not db.is_up_to_date(engine):
-            current = db.current_revision(engine) or "empty"
+        else:
             raise StartupError(
-                f"DATABASE_URL: the schema is out of date (at {current}, needs "
-                f"{db.head_revision()}) — run `leadbot migrate` first"
+                f"DATABASE_URL: the schema is out of date (at {current or 'empty'}, needs "
+                f"{db.HEAD}) — run `leadbot migrate` first"
             )
     except SQLAlchemyError as e:
         raise StartupError(

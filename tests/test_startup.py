@@ -144,6 +144,12 @@ def test_migrate_is_idempotent_and_models_match_migrations(
         engine.dispose()
 
 
+def test_the_head_revision_the_start_up_check_knows_is_alembics() -> None:
+    """`db.HEAD` lets a start skip Alembic; a new migration must move it, or every start would
+    call the schema out of date (PostgreSQL) or migrate for nothing (SQLite)."""
+    assert db.head_revision() == db.HEAD, "set bot.db.HEAD to the newest migration's revision"
+
+
 def test_out_of_date_schema_is_refused_unless_embedded_sqlite(tmp_path: Path) -> None:
     from bot.cli import StartupError, open_database
     from bot.settings import Settings
