@@ -26,7 +26,6 @@ def _logging(settings: Settings) -> None:
 
 def open_database(settings: Settings, *, migrate_sqlite: bool = True):
     """Connect, and make sure the schema is current (embedded SQLite migrates itself)."""
-    from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
     from bot import db
@@ -34,9 +33,7 @@ def open_database(settings: Settings, *, migrate_sqlite: bool = True):
 
     engine = make_engine(settings.sqlalchemy_url)
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        current = db.current_revision(engine)
+        current = db.current_revision(engine)  # also proves the database answers
         if current == db.HEAD:
             pass  # the usual start: no migration, no Alembic
         elif engine.dialect.name == "sqlite" and migrate_sqlite:

@@ -50,13 +50,13 @@ def submit_lead(
         "since": now - services.settings.duplicate_window,
         "until": now,
     }
-    keys = (bool(values["email_norm"]), bool(values["phone_norm"]))
     if services.single is not services.sessions:
         # PostgreSQL: a new person's lead, its event and its card go in one autocommit
         # statement that also does the lookup, and stores nothing when it finds a match: one
         # round trip where the transaction below takes six.
         card = outbox.card_row(Lead(id=0), where)  # its times are real time
         params = window | values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
+        keys = (bool(values["email_norm"]), bool(values["phone_norm"]))
         with services.single.begin() as s:
             lead_id = s.execute(_submit_with_card(tuple(values), *keys), params).scalar()
         if lead_id is not None:
