@@ -36,12 +36,13 @@ class _Targets:
 
 
 def _load(
-    servers: list[Served], slack: SlackEmulator, targets: _Targets, n: int, seed: int
+    servers: list[Served], slack: SlackEmulator, targets: _Targets, n: int, start: int
 ) -> float:
-    """`n` requests spread over `servers`, CLIENTS clients in all; total requests/s."""
+    """`n` requests spread over `servers`, CLIENTS clients in all, submitting the people
+    numbered from `start` on (bench.common.lead_texts); total requests/s."""
     share = n // len(servers)
     plans = [
-        mixed(_sim(s, slack), targets.take(share // 2 + 1), share, seed + 10_000 * i)
+        mixed(_sim(s, slack), targets.take(share // 2 + 1), share, start + share * i)
         for i, s in enumerate(servers)
     ]
     results: list[LoadResult | None] = [None] * len(servers)
@@ -86,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         for s in baselines:
             _warm(s, slack, [])
         print(f"{args.db}: requests/s, {CLIENTS} clients, Slack at {LATENCY * 1000:.0f} ms")
+        people = iter(range(200_000, 4_000_000, args.requests))  # new people for every load
         for r in range(args.rounds):
-            seed = 200_000 * (r + 1)
             figures = {
-                "baseline x1": _load(baselines[:1], slack, targets, args.requests, seed),
-                "baseline x2": _load(baselines, slack, targets, args.requests, seed + 1),
-                "leadbot x1": _load(products[:1], slack, targets, args.requests, seed + 2),
-                "leadbot x2": _load(products, slack, targets, args.requests, seed + 3),
+                "baseline x1": _load(baselines[:1], slack, targets, args.requests, next(people)),
+                "baseline x2": _load(baselines, slack, targets, args.requests, next(people)),
+                "leadbot x1": _load(products[:1], slack, targets, args.requests, next(people)),
+                "leadbot x2": _load(products, slack, targets, args.requests, next(people)),
             }
             print(f"  round {r + 1}: " + "  ".join(f"{k} {v:.0f}" for k, v in figures.items()))
     finally:
