@@ -128,6 +128,23 @@ class Bot(LocalBot):
         return response
 
 
+def plans_with_and_without_statistics(
+    engine: Engine, statement: str, params: Any
+) -> dict[str, str]:
+    """The statement's plan before and after ANALYZE, as text: a plan chosen without table
+    statistics is what PostgreSQL runs during a new table's first burst, or without autovacuum."""
+    explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+    plans = {}
+    with engine.connect() as conn:
+        for when in ("without statistics", "with statistics"):
+            if when == "with statistics":
+                conn.execute(text("ANALYZE"))
+            rows = conn.exec_driver_sql(explain + statement, params).all()
+            plans[when] = " ".join(str(r) for r in rows)
+            conn.rollback()  # EXPLAIN of a write plans it without running it; keep nothing
+    return plans
+
+
 @contextmanager
 def leads_locked(engine: Engine, pg_mode: str = "ACCESS EXCLUSIVE") -> Iterator[threading.Thread]:
     """The leads table locked by another connection until the block ends (SQLite: the whole

@@ -7,14 +7,23 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text, update
+from sqlalchemy import event, insert, update
 
 from bot import duplicates, leads
 from bot.clock import FakeClock
 from bot.parsing import LeadInput, contact_keys
 from bot.slack_emulator import SlackEmulator
 from models import Lead
-from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, START, TEAM, Bot, start_bot
+from tests.conftest import (
+    LEADS_CHANNEL,
+    MARKETER,
+    REP_A,
+    START,
+    TEAM,
+    Bot,
+    plans_with_and_without_statistics,
+    start_bot,
+)
 from tests.test_handoff import _text_objects, card_json, card_of, click, modal_state
 
 FIRST = "Jane Doe, jane@acme.example, Acme Corp, +1 (415) 555-0100, hot, #SaaStr2026"
@@ -277,21 +286,6 @@ def _many_people(bot: Bot, n: int = 3000) -> None:
         )
 
 
-def _plans(bot: Bot, statement: str, params: Any) -> dict[str, str]:
-    """The statement's plan before and after ANALYZE, as text."""
-    engine = bot.services.engine
-    explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-    plans = {}
-    with engine.connect() as conn:
-        for when in ("without statistics", "with statistics"):
-            if when == "with statistics":
-                conn.execute(text("ANALYZE"))
-            rows = conn.exec_driver_sql(explain + statement, params).all()
-            plans[when] = " ".join(str(r) for r in rows)
-            conn.rollback()  # EXPLAIN of an INSERT plans it without running it; keep nothing
-    return plans
-
-
 def _reads_only_the_contact_indexes(plans: dict[str, str]) -> None:
     for when, plan in plans.items():
         assert "ix_leads_email_submitted" in plan, (when, plan)
@@ -327,7 +321,9 @@ def test_lookup_reads_the_contact_indexes_with_or_without_statistics(bot: Bot) -
             event.remove(engine, "before_cursor_execute", capture)
     assert found is not None and found.name == "n42"  # the more recent of the two matches
     [(statement, params)] = captured
-    _reads_only_the_contact_indexes(_plans(bot, statement, params))
+    _reads_only_the_contact_indexes(
+        plans_with_and_without_statistics(bot.services.engine, statement, params)
+    )
 
 
 def test_one_statement_submission_reads_the_contact_indexes(bot: Bot) -> None:
@@ -350,4 +346,6 @@ def test_one_statement_submission_reads_the_contact_indexes(bot: Bot) -> None:
         event.remove(engine, "before_cursor_execute", capture)
     assert lead.name == "Ana New" and lead.duplicate_of_id is None, receipt
     [(statement, params)] = captured
-    _reads_only_the_contact_indexes(_plans(bot, statement, params))
+    _reads_only_the_contact_indexes(
+        plans_with_and_without_statistics(bot.services.engine, statement, params)
+    )

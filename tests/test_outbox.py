@@ -35,7 +35,16 @@ from bot.slack_emulator import Call, Message, SlackEmulator
 from bot.slack_sim import SlackSim
 from models import FAILED, PENDING, SENT, Lead, LeadEvent, OutboxItem, make_engine
 from models import make_sessionmaker as sessions_for
-from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, SECRET, TEAM, Bot, start_bot
+from tests.conftest import (
+    LEADS_CHANNEL,
+    MARKETER,
+    REP_A,
+    SECRET,
+    TEAM,
+    Bot,
+    plans_with_and_without_statistics,
+    start_bot,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
@@ -676,3 +685,109 @@ def test_a_backlog_in_one_paced_channel_does_not_hold_up_dms(
                 s.execute(
                     update(OutboxItem).where(OutboxItem.status == PENDING).values(status=SENT)
                 )
+
+
+def _pending_dms(sessions: Any, users: list[str]) -> None:
+    with sessions.begin() as s:
+        outbox.enqueue(s, [outbox.message_row(u, render.Message(text=f"to {u}")) for u in users])
+
+
+def test_a_pass_waits_until_several_deliveries_may_start(
+    database_url: str, slack: SlackEmulator
+) -> None:
+    """With a backlog, a pass reads every due item afresh; one per finished delivery cost more
+    database time than the deliveries it started. So while deliveries are in flight, a pass
+    starts nothing until four (MIN_ROOM) may start, and then starts them together."""
+    engine = make_engine(database_url)
+    # No loop thread: the test runs each pass itself, so none happens behind its back.
+    box = _deliverer(engine, slack, posts_per_second=1000)
+    users = [f"U{i:08d}" for i in range(40)]
+    gates = {
+        u: slack.hold("chat.postMessage", when=lambda a, u=u: a["channel"] == u) for u in users
+    }
+    reads = [0]
+
+    def count_due_reads(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT outbox.id, outbox.lead_id"):
+            reads[0] += 1
+
+    def at_slack() -> list[str]:
+        return [u for u in users if gates[u].arrived.is_set()]
+
+    def wait(condition: Any) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.01)
+
+    try:
+        _pending_dms(sessions_for(engine), users)
+        event.listen(engine, "before_cursor_execute", count_due_reads)
+        box._dispatch()
+        full = box._max_inflight
+        assert reads[0] == 1 and len(box._inflight) == full
+        wait(lambda: len(at_slack()) == 8)  # the pool's threads; the rest queue behind them
+
+        for n in (1, 2, 3):  # room for fewer than 4 (MIN_ROOM): the pass waits
+            gates[at_slack()[n - 1]].release()
+            wait(lambda n=n: len(box._inflight) == full - n)
+            assert box._dispatch() == (True, None)
+            assert reads[0] == 1, f"a pass read the backlog with room for {n}"
+        gates[at_slack()[3]].release()
+        wait(lambda: len(box._inflight) == full - 4)
+        box._dispatch()  # room for 4: one read starts them all
+        assert reads[0] == 2 and len(box._inflight) == full
+
+        for gate in gates.values():
+            gate.release()
+        while len(slack.calls_to("chat.postMessage")) < len(users):
+            box._dispatch()
+            time.sleep(0.01)
+        wait(lambda: not box._inflight)
+        sent = Counter(c.args["channel"] for c in slack.calls_to("chat.postMessage"))
+        assert sent == Counter(users)  # each once
+    finally:
+        for gate in gates.values():
+            gate.release()
+        event.remove(engine, "before_cursor_execute", count_due_reads)
+        box.stop()
+        engine.dispose()
+
+
+def test_lease_and_release_pick_their_rows_by_id_alone(
+    database_url: str, slack: SlackEmulator
+) -> None:
+    """Leasing a lead's items and giving them back read those rows by primary key, with or
+    without table statistics: a plan that took in the status index read every pending row
+    (5 ms per lease with 5,000 pending on PostgreSQL, before its first ANALYZE)."""
+    engine = make_engine(database_url)
+    box = _deliverer(engine, slack)
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("UPDATE outbox"):
+            captured.append((statement, params))
+
+    try:
+        _pending_dms(sessions_for(engine), [f"U{i:08d}" for i in range(3000)])
+        with sessions_for(engine)() as s:
+            ids = list(s.scalars(select(OutboxItem.id).order_by(OutboxItem.id).limit(2)))
+        event.listen(engine, "before_cursor_execute", capture)
+        leased = box._take_leases(ids)
+        with box.single.begin() as s:
+            s.execute(outbox._RELEASE, {"b_ids": ids, "b_owner": box.owner})
+        event.remove(engine, "before_cursor_execute", capture)
+        assert sorted(leased) == ids
+        with sessions_for(engine)() as s:  # given back as they were
+            rows = list(s.scalars(select(OutboxItem).where(OutboxItem.id.in_(ids))))
+            assert [(r.lease_owner, r.attempts) for r in rows] == [(None, 0), (None, 0)]
+        assert len(captured) == 2
+        by_id = "INTEGER PRIMARY KEY" if engine.dialect.name == "sqlite" else "outbox_pkey"
+        for statement, params in captured:
+            plans = plans_with_and_without_statistics(engine, statement, params)
+            for when, plan in plans.items():
+                assert by_id in plan, (when, plan)
+                assert "ix_outbox_status_next_attempt" not in plan, (when, plan)
+    finally:
+        box.stop()
+        engine.dispose()
