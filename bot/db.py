@@ -57,7 +57,8 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
 
     before = current_revision(engine)
     config = alembic_config(engine)
-    with engine.begin() as conn:
+    # A plain connection, not a transaction: Alembic commits each migration itself.
+    with engine.connect() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
     return before, head_revision()

@@ -17,6 +17,9 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
+        # Each migration commits on its own: those that build indexes CONCURRENTLY
+        # (migrations/online.py) must run outside a transaction, which commits what came before.
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

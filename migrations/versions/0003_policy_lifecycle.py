@@ -8,6 +8,7 @@ Create Date: 2026-11-26
 import sqlalchemy as sa
 from alembic import op
 
+from migrations import online
 from models import UTCDateTime
 
 revision = "0003"
@@ -29,10 +30,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("email_norm", sa.String(254), nullable=True))
         batch.add_column(sa.Column("phone_norm", sa.String(40), nullable=True))
         batch.add_column(sa.Column("duplicate_of_id", sa.Integer(), nullable=True))
-    op.create_index("ix_leads_status_follow_up", "leads", ["status", "follow_up_at"])
-    op.create_index("ix_leads_email_norm", "leads", ["email_norm"])
-    op.create_index("ix_leads_phone_norm", "leads", ["phone_norm"])
-    op.create_index("ix_leads_owner_status", "leads", ["owner_id", "status"])
+    online.create_index("ix_leads_status_follow_up", "leads", ["status", "follow_up_at"])
+    online.create_index("ix_leads_email_norm", "leads", ["email_norm"])
+    online.create_index("ix_leads_phone_norm", "leads", ["phone_norm"])
+    online.create_index("ix_leads_owner_status", "leads", ["owner_id", "status"])
     # Leads stored before this revision get their normalised contact now, so duplicate
     # detection sees them too.
     op.execute(

@@ -13,6 +13,8 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from migrations import online
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -22,7 +24,7 @@ COLUMNS = ["submitted_at", "event", "persona", "stage", "claimed_at", "outcome_r
 
 
 def upgrade() -> None:
-    op.create_index("ix_leads_submitted_funnel", "leads", COLUMNS)
+    online.create_index("ix_leads_submitted_funnel", "leads", COLUMNS)
 
 
 def downgrade() -> None:

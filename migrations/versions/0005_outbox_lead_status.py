@@ -15,6 +15,8 @@ Create Date: 2026-11-27
 
 from alembic import op
 
+from migrations import online
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -22,8 +24,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_outbox_lead_status", "outbox", ["lead_id", "status"])
-    op.drop_index("ix_outbox_lead_id", table_name="outbox")
+    online.create_index("ix_outbox_lead_status", "outbox", ["lead_id", "status"])
+    online.drop_index("ix_outbox_lead_id", "outbox")
 
 
 def downgrade() -> None:

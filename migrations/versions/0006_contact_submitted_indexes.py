@@ -14,6 +14,8 @@ Create Date: 2026-11-27
 
 from alembic import op
 
+from migrations import online
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -21,10 +23,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_leads_email_submitted", "leads", ["email_norm", "submitted_at"])
-    op.create_index("ix_leads_phone_submitted", "leads", ["phone_norm", "submitted_at"])
-    op.drop_index("ix_leads_email_norm", table_name="leads")
-    op.drop_index("ix_leads_phone_norm", table_name="leads")
+    online.create_index("ix_leads_email_submitted", "leads", ["email_norm", "submitted_at"])
+    online.create_index("ix_leads_phone_submitted", "leads", ["phone_norm", "submitted_at"])
+    online.drop_index("ix_leads_email_norm", "leads")
+    online.drop_index("ix_leads_phone_norm", "leads")
 
 
 def downgrade() -> None:

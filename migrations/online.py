@@ -1,0 +1,57 @@
+"""Index changes that leave the table writable on PostgreSQL.
+
+A plain CREATE INDEX holds a lock that stops every INSERT and UPDATE on the table until the
+build ends: on a table of a million leads, seconds of /lead answering "the database is busy"
+while `leadbot migrate` runs beside live processes. CONCURRENTLY builds without that lock. It
+cannot run inside a transaction, so these run in an autocommit block (the migrations before
+them are committed first, one transaction per migration). SQLite has no such lock to avoid
+beyond its usual writer lock: there they are the plain operations.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlalchemy import text
+
+# The builds wait for transactions already under way on the table; while they wait they block
+# nobody (CONCURRENTLY takes no lock that a write needs), so they may wait longer than the
+# connection's usual 2 s.
+LOCK_TIMEOUT = "60s"
+
+
+def _online() -> bool:
+    return op.get_bind().dialect.name == "postgresql"
+
+
+def create_index(name: str, table: str, columns: list[str]) -> None:
+    if not _online():
+        op.create_index(name, table, columns)
+        return
+    with op.get_context().autocommit_block():
+        bind = op.get_bind()
+        bind.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        try:
+            # A build that failed or was killed leaves an INVALID index of that name behind,
+            # which IF NOT EXISTS would take for done: drop it and build again.
+            valid = bind.execute(
+                text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+                {"name": name},
+            ).scalar()
+            if valid is False:
+                op.drop_index(name, table_name=table, postgresql_concurrently=True)
+            op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True)
+        finally:
+            bind.execute(text("RESET lock_timeout"))
+
+
+def drop_index(name: str, table: str) -> None:
+    if not _online():
+        op.drop_index(name, table_name=table)
+        return
+    with op.get_context().autocommit_block():
+        bind = op.get_bind()
+        bind.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        try:
+            op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+        finally:
+            bind.execute(text("RESET lock_timeout"))

@@ -1,0 +1,216 @@
+"""Migrations on a database that already holds leads: the schema comes out as the models say,
+and on PostgreSQL the index builds leave the tables writable while they run."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, column, event, insert, table, text
+from sqlalchemy.engine import make_url
+
+from bot import db
+from models import Base, UTCDateTime, make_engine
+from tests.conftest import PG_URL_VAR, _worker
+
+LEADS = table(
+    "leads",
+    *(column(name) for name in ("team_id", "name", "email", "priority", "submitted_by")),
+    column("submitted_at", UTCDateTime()),
+    *(column(name) for name in ("status", "version", "reminders_sent")),
+)
+ADDED_INDEXES = (  # by migrations 0003-0006, on tables that may hold years of leads
+    "ix_leads_status_follow_up",
+    "ix_leads_owner_status",
+    "ix_leads_submitted_funnel",
+    "ix_outbox_lead_status",
+    "ix_leads_email_submitted",
+    "ix_leads_phone_submitted",
+)
+
+
+@pytest.fixture
+def empty_engine(tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a database without any schema yet."""
+    pg = os.environ.get(PG_URL_VAR)
+    if not pg:
+        engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+        yield engine
+        engine.dispose()
+        return
+    base = make_url(pg).set(drivername="postgresql+psycopg")
+    name = f"leadbot_migrate_{_worker()}"
+    admin = make_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(base.set(database=name))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _upgrade(engine: Engine, revision: str) -> None:
+    config = db.alembic_config(engine)
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def _store_leads(engine: Engine, n: int) -> None:
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    rows = [
+        {
+            "team_id": "T1",
+            "name": f"Person {i}",
+            "email": f"Person{i}@Example.com",
+            "priority": "warm",
+            "submitted_by": "U1",
+            "submitted_at": now,
+            "status": "closed",
+            "version": 1,
+            "reminders_sent": 0,
+        }
+        for i in range(n)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(LEADS), rows)
+
+
+def _pg_only(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has one writer at a time whatever the DDL")
+
+
+def test_upgrade_of_a_database_with_leads_reaches_the_models_schema(empty_engine: Engine) -> None:
+    engine = empty_engine
+    _upgrade(engine, "0002")
+    _store_leads(engine, 50)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    _upgrade(engine, "head")
+    assert db.current_revision(engine) == db.HEAD
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        # 0003 filled the normalised e-mail of the leads already stored.
+        emails = conn.execute(text("SELECT DISTINCT email_norm FROM leads WHERE id < 3"))
+        assert sorted(emails.scalars()) == ["person0@example.com", "person1@example.com"]
+    builds = [s for s in statements if s.lstrip().upper().startswith("CREATE INDEX")]
+    assert {name for name in ADDED_INDEXES if any(name in s for s in builds)} == set(ADDED_INDEXES)
+    drops = [s for s in statements if s.lstrip().upper().startswith("DROP INDEX")]
+    assert len(drops) == 3  # the single-column indexes the composite ones replace
+    if engine.dialect.name == "postgresql":
+        # Not one build or drop that would stop writes on the table while it runs.
+        assert all("CONCURRENTLY" in s for s in builds + drops), builds + drops
+
+
+def test_writes_go_on_while_an_index_build_waits(empty_engine: Engine) -> None:
+    """A build waits for the transactions already under way on its table; meanwhile new
+    leads are stored. A plain CREATE INDEX would queue for a lock that every INSERT then
+    queues behind, and /lead would answer "the database is busy" for the whole build."""
+    engine = empty_engine
+    _pg_only(engine)
+    _upgrade(engine, "0005")
+    _store_leads(engine, 10)
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            _upgrade(engine, "head")
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    with engine.connect() as under_way:  # a transaction that has written to leads, still open
+        _store_leads_in(under_way)
+        migration = threading.Thread(target=migrate)
+        migration.start()
+        _wait_for_a_build_waiting(engine)
+        _store_leads(engine, 1)  # lock_timeout is 2 s: this fails if the build blocks writes
+        under_way.commit()
+    migration.join(30)
+    assert not migration.is_alive() and not errors, errors
+    assert db.current_revision(engine) == db.HEAD
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM leads")) == 12
+
+
+def _store_leads_in(conn: Any) -> None:
+    conn.execute(
+        insert(LEADS),
+        [
+            {
+                "team_id": "T1",
+                "name": "Under Way",
+                "email": None,
+                "priority": "hot",
+                "submitted_by": "U1",
+                "submitted_at": datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+                "status": "new",
+                "version": 1,
+                "reminders_sent": 0,
+            }
+        ],
+    )
+
+
+def _wait_for_a_build_waiting(engine: Engine) -> None:
+    deadline = time.monotonic() + 10
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query ILIKE 'CREATE INDEX%'"
+                )
+            )
+            conn.rollback()  # a fresh snapshot of the activity next time
+            if waiting:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the index build never started waiting")
+
+
+def test_a_build_left_invalid_is_redone_by_the_next_migrate(empty_engine: Engine) -> None:
+    """A CONCURRENTLY build that failed (lock timeout, a killed deploy) leaves an INVALID index
+    under its name. The next `leadbot migrate` must build it again, not take it for done."""
+    engine = empty_engine
+    _pg_only(engine)
+    _upgrade(engine, "0005")
+    _store_leads(engine, 10)
+    with engine.begin() as conn:  # what the failed build left: the index, marked invalid
+        conn.execute(text("CREATE INDEX ix_leads_email_submitted ON leads (email_norm)"))
+        conn.execute(
+            text(
+                "UPDATE pg_index SET indisvalid = false"
+                " WHERE indexrelid = 'ix_leads_email_submitted'::regclass"
+            )
+        )
+    _upgrade(engine, "head")
+    with engine.connect() as conn:
+        valid = conn.execute(
+            text(
+                "SELECT indisvalid FROM pg_index"
+                " WHERE indexrelid = 'ix_leads_email_submitted'::regclass"
+            )
+        ).scalar()
+        assert valid is True
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    assert db.current_revision(engine) == db.HEAD
+    with engine.connect() as conn:  # built again with its own columns
+        definition = conn.scalar(
+            text("SELECT pg_get_indexdef('ix_leads_email_submitted'::regclass)")
+        )
+        assert definition.endswith("(email_norm, submitted_at)"), definition
