@@ -136,7 +136,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         before, after = db.upgrade(engine)
     except Exception as e:
-        raise StartupError(f"DATABASE_URL: migration failed ({type(e).__name__})") from None
+        # Each migration commits on its own: say how far it got, and that a re-run goes on
+        # from there. The driver's error class names the cause (LockNotAvailable, …) without
+        # echoing SQL.
+        cause = type(getattr(e, "orig", None) or e).__name__
+        try:
+            reached = db.current_revision(engine) or "empty"
+        except Exception:
+            reached = "unknown"
+        raise StartupError(
+            f"DATABASE_URL: migration failed ({cause}); the schema is at {reached}, "
+            "with every migration before the failed one kept: run `leadbot migrate` again"
+        ) from None
+    finally:
+        engine.dispose()
     if before == after:
         print(f"database schema is up to date ({after})")
     else:

@@ -20,7 +20,8 @@ from sqlalchemy.engine import make_url
 
 from bot import db
 from models import Base, UTCDateTime, make_engine
-from tests.conftest import PG_URL_VAR, _worker
+from tests.conftest import PG_URL_VAR, _worker, leads_locked
+from tests.test_startup import _leadbot
 
 LEADS = table(
     "leads",
@@ -214,3 +215,22 @@ def test_a_build_left_invalid_is_redone_by_the_next_migrate(empty_engine: Engine
             text("SELECT pg_get_indexdef('ix_leads_email_submitted'::regclass)")
         )
         assert definition.endswith("(email_norm, submitted_at)"), definition
+
+
+def test_a_failed_migrate_says_how_far_it_got_and_a_rerun_finishes(empty_engine: Engine) -> None:
+    engine = empty_engine
+    _upgrade(engine, "0002")
+    _store_leads(engine, 5)
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    with leads_locked(engine):  # 0003 alters leads: it waits its 2 s for the lock, then fails
+        failed = _leadbot("migrate", env=env, cwd=Path.cwd())
+    assert failed.returncode == 2, failed.stderr
+    cause = "OperationalError" if engine.dialect.name == "sqlite" else "LockNotAvailable"
+    assert failed.stderr.strip().splitlines() == [
+        f"leadbot: DATABASE_URL: migration failed ({cause}); the schema is at 0002, "
+        "with every migration before the failed one kept: run `leadbot migrate` again"
+    ]
+    assert db.current_revision(engine) == "0002"
+    again = _leadbot("migrate", env=env, cwd=Path.cwd())
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"database schema migrated from 0002 to {db.HEAD}"
