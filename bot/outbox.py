@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from bot import duplicates, leads, render
 from bot.delivery import DeliveryError, Slack
@@ -200,6 +200,58 @@ _MARK_SENT = (
         lease_owner=None,
         lease_until=None,
     )
+)
+
+
+@functools.cache
+def _due_statement(limit: int, busy: bool, paced: bool) -> Any:
+    """Due items, oldest first: built once per shape, since a pass runs several times a second
+    under load and building it (an aliased subquery, lists of ids) cost more Python time than
+    running it. Params: b_now, and b_busy / b_paced when the shape has them."""
+    item = _OUTBOX.c
+    now = bindparam("b_now", type_=item.next_attempt_at.type)
+    query = (
+        select(item.id, item.lead_id, item.channel, item.kind)
+        .where(
+            item.status == PENDING,
+            item.next_attempt_at <= now,
+            or_(item.lease_until.is_(None), item.lease_until < now),
+        )
+        .order_by(item.id)
+        .limit(limit)
+    )
+    if busy:
+        busy_ids = bindparam("b_busy", expanding=True)
+        query = query.where(or_(item.lead_id.is_(None), item.lead_id.not_in(busy_ids)))
+    if paced:
+        channels = bindparam("b_paced", expanding=True)
+        earlier = _OUTBOX.alias("earlier").c
+        waiting = (
+            select(earlier.id)
+            .where(
+                earlier.lead_id == item.lead_id,
+                earlier.status == PENDING,
+                earlier.id < item.id,
+                earlier.kind.in_(POSTS),
+                earlier.channel.in_(channels),
+            )
+            .exists()
+        )
+        query = query.where(~and_(item.kind.in_(POSTS), item.channel.in_(channels)), ~waiting)
+    return query
+
+
+_NEXT_DUE = (
+    select(
+        _OUTBOX.c.next_attempt_at,
+        _OUTBOX.c.lease_until,
+        _OUTBOX.c.lead_id,
+        _OUTBOX.c.channel,
+        _OUTBOX.c.kind,
+    )
+    .where(_OUTBOX.c.status == PENDING)
+    .order_by(_OUTBOX.c.next_attempt_at)
+    .limit(50)
 )
 
 
@@ -411,18 +463,7 @@ class Outbox:
         is out of tokens (the loop wakes for its next token)."""
         now = self.wall()
         with self.single() as s:
-            rows = s.execute(
-                select(
-                    OutboxItem.next_attempt_at,
-                    OutboxItem.lease_until,
-                    OutboxItem.lead_id,
-                    OutboxItem.channel,
-                    OutboxItem.kind,
-                )
-                .where(OutboxItem.status == PENDING)
-                .order_by(OutboxItem.next_attempt_at)
-                .limit(50)
-            ).all()
+            rows = s.execute(_NEXT_DUE).all()
         with self._lock:
             rows = [
                 r
@@ -477,37 +518,13 @@ class Outbox:
         later item of the same lead, so that a backlog of cards in one busy channel does not
         fill the batch and hold up everybody's DMs behind it.
         """
-        now = self.wall()
-        query = (
-            select(OutboxItem.id, OutboxItem.lead_id, OutboxItem.channel, OutboxItem.kind)
-            .where(
-                OutboxItem.status == PENDING,
-                OutboxItem.next_attempt_at <= now,
-                or_(OutboxItem.lease_until.is_(None), OutboxItem.lease_until < now),
-            )
-            .order_by(OutboxItem.id)
-            .limit(limit)
-        )
+        params: dict[str, Any] = {"b_now": self.wall()}
         if busy:
-            query = query.where(or_(OutboxItem.lead_id.is_(None), OutboxItem.lead_id.not_in(busy)))
+            params["b_busy"] = busy
         if paced:
-            earlier = aliased(OutboxItem)
-            waiting = (
-                select(earlier.id)
-                .where(
-                    earlier.lead_id == OutboxItem.lead_id,
-                    earlier.status == PENDING,
-                    earlier.id < OutboxItem.id,
-                    earlier.kind.in_(POSTS),
-                    earlier.channel.in_(paced),
-                )
-                .exists()
-            )
-            query = query.where(
-                ~and_(OutboxItem.kind.in_(POSTS), OutboxItem.channel.in_(paced)), ~waiting
-            )
+            params["b_paced"] = paced
         with self.single() as s:
-            due = list(s.execute(query))
+            due = list(s.execute(_due_statement(limit, bool(busy), bool(paced)), params))
         # Items of one lead go in order (its card before news about it); different leads and
         # channels go in parallel, so Slack's round trip does not cap throughput.
         groups: dict[object, list[_Due]] = {}
