@@ -23,9 +23,11 @@ def _online() -> bool:
     return op.get_bind().dialect.name == "postgresql"
 
 
-def create_index(name: str, table: str, columns: list[str]) -> None:
+def create_index(name: str, table: str, columns: list[str], where: str | None = None) -> None:
+    """`where` makes it a partial index (SQLite and PostgreSQL both have them)."""
+    condition = {"sqlite_where": text(where), "postgresql_where": text(where)} if where else {}
     if not _online():
-        op.create_index(name, table, columns)
+        op.create_index(name, table, columns, **condition)
         return
     with op.get_context().autocommit_block():
         bind = op.get_bind()
@@ -39,7 +41,14 @@ def create_index(name: str, table: str, columns: list[str]) -> None:
             ).scalar()
             if valid is False:
                 op.drop_index(name, table_name=table, postgresql_concurrently=True)
-            op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True)
+            op.create_index(
+                name,
+                table,
+                columns,
+                postgresql_concurrently=True,
+                if_not_exists=True,
+                **condition,
+            )
         finally:
             bind.execute(text("RESET lock_timeout"))
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
+    text,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -176,6 +177,8 @@ class JobRun(Base):
 
 # OutboxItem.status values
 PENDING = "pending"
+# The condition of the partial index ix_outbox_pending; queries that use it say it literally.
+PENDING_WHERE = "status = 'pending'"
 SENT = "sent"
 FAILED = "failed"
 
@@ -213,6 +216,15 @@ class OutboxItem(Base):
         # A lead's pending items (pacing looks for an earlier pending post of the same lead
         # for every candidate: one index scan, with or without table statistics).
         Index("ix_outbox_lead_status", "lead_id", "status"),
+        # Pending items in id order, and nothing else: a delivery pass takes the oldest due
+        # ones by walking it. Without it, with statistics, both databases walked the whole
+        # table in id order, delivered history first (15-30 ms a pass at 200k rows).
+        Index(
+            "ix_outbox_pending",
+            "id",
+            sqlite_where=text(PENDING_WHERE),
+            postgresql_where=text(PENDING_WHERE),
+        ),
     )
 
 

@@ -29,13 +29,14 @@ LEADS = table(
     column("submitted_at", UTCDateTime()),
     *(column(name) for name in ("status", "version", "reminders_sent")),
 )
-ADDED_INDEXES = (  # by migrations 0003-0006, on tables that may hold years of leads
+ADDED_INDEXES = (  # by migrations 0003-0007, on tables that may hold years of leads
     "ix_leads_status_follow_up",
     "ix_leads_owner_status",
     "ix_leads_submitted_funnel",
     "ix_outbox_lead_status",
     "ix_leads_email_submitted",
     "ix_leads_phone_submitted",
+    "ix_outbox_pending",
 )
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select, update
+from sqlalchemy import Engine, event, func, insert, select, update
 
 from bot import outbox, render
 from bot.clock import FakeClock
@@ -788,6 +788,81 @@ def test_lease_and_release_pick_their_rows_by_id_alone(
             for when, plan in plans.items():
                 assert by_id in plan, (when, plan)
                 assert "ix_outbox_status_next_attempt" not in plan, (when, plan)
+    finally:
+        box.stop()
+        engine.dispose()
+
+
+def test_a_pass_reads_what_is_pending_not_the_delivered_history(
+    database_url: str, slack: SlackEmulator
+) -> None:
+    """Every shape of the pass's read (nothing in flight; leads in flight; a paced channel too)
+    walks the pending items, never the delivered history, with or without statistics. With
+    statistics both databases used to walk the whole table in id order, history first."""
+    engine = make_engine(database_url)
+    box = _deliverer(engine, slack)
+    sessions = sessions_for(engine)
+    now = datetime.now(UTC)
+    try:
+        with sessions.begin() as s:
+            people = [
+                {
+                    "team_id": TEAM,
+                    "name": f"n{i}",
+                    "priority": "warm",
+                    "submitted_by": MARKETER,
+                    "submitted_at": now,
+                    "status": "new",
+                    "version": 1,
+                    "reminders_sent": 0,
+                }
+                for i in range(600)
+            ]
+            lead_ids = list(s.scalars(insert(Lead).returning(Lead.id), people))
+            history = {"payload": "{}", "status": SENT, "attempts": 1, "next_attempt_at": now}
+            s.execute(
+                insert(OutboxItem),
+                [
+                    {"kind": "message", "channel": f"U{i:07d}", "created_at": now, **history}
+                    for i in range(20_000)
+                ],
+            )
+            outbox.enqueue(
+                s,
+                [
+                    outbox.message_row(f"U{i:07d}", render.Message(text="dm"), lead_id=lead_ids[i])
+                    for i in range(300)
+                ]
+                + [
+                    outbox.message_row(LEADS_CHANNEL, render.Message(text="card"), lead_id=i)
+                    for i in lead_ids[300:]
+                ],
+            )
+        shapes = {
+            "nothing in flight": {},
+            "leads in flight": {"busy": lead_ids[:2]},
+            "a channel paced": {"busy": lead_ids[:2], "paced": [LEADS_CHANNEL]},
+        }
+        captured: list[tuple[str, Any]] = []
+
+        def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+            captured.append((statement, params))
+
+        for shape, kwargs in shapes.items():
+            captured.clear()
+            event.listen(engine, "before_cursor_execute", capture)
+            groups = box._due_groups(100, **kwargs)
+            event.remove(engine, "before_cursor_execute", capture)
+            assert groups, shape
+            [(statement, params)] = captured
+            plans = plans_with_and_without_statistics(engine, statement, params)
+            for when, plan in plans.items():
+                where = (shape, when, plan)
+                assert "ix_outbox_pending" in plan or "ix_outbox_status_next_attempt" in plan, where
+                assert not re.search(r"SCAN outbox'|Seq Scan on outbox|outbox_pkey", plan), where
+                if "paced" in kwargs:
+                    assert "ix_outbox_lead_status" in plan, where
+            assert "ix_outbox_pending" in plans["with statistics"], shape
     finally:
         box.stop()
         engine.dispose()
