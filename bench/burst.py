@@ -147,8 +147,13 @@ def burst_once(
 def _backlog_rows(ctx: Context, result: ScenarioResult, kind: str) -> None:
     """One outbox pass while a deep backlog waits for the paced channel (bench/backlog.py)."""
     small, large = 300, ctx.pick(3000, 5000)
-    ctx.log(f"  burst/{kind}: one outbox pass with {small} and {large} cards waiting, DMs due")
-    few, many = backlog.pass_time(ctx, kind, small), backlog.pass_time(ctx, kind, large)
+    history = ctx.pick(50_000, 200_000)
+    ctx.log(
+        f"  burst/{kind}: one outbox pass with {small} and {large} cards waiting, DMs due, "
+        f"over {history:,} delivered items"
+    )
+    few = backlog.pass_time(ctx, kind, small, history)
+    many = backlog.pass_time(ctx, kind, large, history)
     result.details[f"{kind}_backlog_pass"] = {"small": few, "large": many}
     for stage in ("unanalysed", "analysed"):
         if stage not in many:
@@ -166,7 +171,8 @@ def _backlog_rows(ctx: Context, result: ScenarioResult, kind: str) -> None:
                 "(reference)",
                 None,
                 note=f"baseline: {small} cards waiting; as many DMs due, of which the pass "
-                f"took {many[stage]['dms_found']} (its batch is {backlog.LIMIT})",
+                f"took {many[stage]['dms_found']} (its batch is {backlog.LIMIT}); "
+                f"{history:,} delivered items under both",
             )
         )
 
