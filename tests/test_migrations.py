@@ -16,11 +16,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, column, event, insert, table, text
-from sqlalchemy.engine import make_url
 
 from bot import db
 from models import Base, UTCDateTime, make_engine
-from tests.conftest import PG_URL_VAR, _worker, leads_locked
+from tests.conftest import PG_URL_VAR, _worker, empty_pg_database, leads_locked
 from tests.test_startup import _leadbot
 
 LEADS = table(
@@ -49,20 +48,13 @@ def empty_engine(tmp_path: Path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    base = make_url(pg).set(drivername="postgresql+psycopg")
     name = f"leadbot_migrate_{_worker()}"
-    admin = make_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(base.set(database=name))
+    engine = make_engine(empty_pg_database(pg, name))
     try:
         yield engine
     finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        empty_pg_database(pg, name, drop=True)
 
 
 def _upgrade(engine: Engine, revision: str) -> None:
