@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -72,6 +73,20 @@ class Server:
             clear_untrusted_proxy_headers=True,
         )
         self._thread: threading.Thread | None = None
+        self._wait_for_workers()
+
+    def _wait_for_workers(self, timeout: float = 2.0) -> None:
+        """Return once every worker thread waits for work. waitress counts a thread as busy
+        until it first gets there, so a request sooner (a busy machine, a client that connects
+        at once) was queued and logged "Task queue depth is 1": a false alarm, and stderr
+        noise in `leadbot demo`."""
+        dispatcher = self._server.task_dispatcher  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with dispatcher.lock:
+                if dispatcher.active_count <= 0:
+                    return
+            time.sleep(0.001)
 
     @property
     def port(self) -> int:

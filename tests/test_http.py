@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import urllib.request
+from types import SimpleNamespace
+
+import pytest
+from slack_bolt import App
 
 from bot.executor import TrackingExecutor
-from models import NEW
-from tests.conftest import MARKETER, REP_A, Bot, leads_locked
+from bot.server import Server
+from models import NEW, make_engine
+from tests.conftest import MARKETER, REP_A, SECRET, Bot, leads_locked
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
 
@@ -152,3 +158,26 @@ def test_after_ack_threads_are_running_before_the_first_request() -> None:
         assert len(running) == 3, running
     finally:
         pool.shutdown(wait=True)
+
+
+def test_the_server_is_ready_for_its_first_request_when_built(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every worker thread already waits for work, so a first request is not queued; it was
+    logged as "Task queue depth is 1" when the machine was busy (seen in `leadbot demo`)."""
+    app = App(token="xoxb-test", signing_secret=SECRET, token_verification_enabled=False)
+    engine = make_engine("sqlite://")
+    app.leadbot = SimpleNamespace(engine=engine)  # type: ignore[attr-defined]  # for /healthz
+    with caplog.at_level(logging.WARNING, logger="waitress.queue"):
+        server = Server(app, threads=8)
+        try:
+            dispatcher = server._server.task_dispatcher  # type: ignore[union-attr]
+            assert dispatcher.active_count == 0 and len(dispatcher.threads) == 8
+            server.start()
+            url = f"http://127.0.0.1:{server.port}/healthz"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert response.status == 200
+        finally:
+            server.stop()
+            engine.dispose()
+    assert not [r for r in caplog.records if r.name == "waitress.queue"]
