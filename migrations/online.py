@@ -10,8 +10,11 @@ beyond its usual writer lock: there they are the plain operations.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import op
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 # The builds wait for transactions already under way on the table; while they wait they block
 # nobody (CONCURRENTLY takes no lock that a write needs), so they may wait longer than the
@@ -23,44 +26,41 @@ def _online() -> bool:
     return op.get_bind().dialect.name == "postgresql"
 
 
+@contextmanager
+def _outside_transaction() -> Iterator[Connection]:
+    """PostgreSQL: an autocommit connection with the longer lock wait, reset afterwards."""
+    with op.get_context().autocommit_block():
+        bind = op.get_bind()
+        bind.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        try:
+            yield bind
+        finally:
+            bind.execute(text("RESET lock_timeout"))
+
+
 def create_index(name: str, table: str, columns: list[str], where: str | None = None) -> None:
     """`where` makes it a partial index (SQLite and PostgreSQL both have them)."""
     condition = {"sqlite_where": text(where), "postgresql_where": text(where)} if where else {}
     if not _online():
         op.create_index(name, table, columns, **condition)
         return
-    with op.get_context().autocommit_block():
-        bind = op.get_bind()
-        bind.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
-        try:
-            # A build that failed or was killed leaves an INVALID index of that name behind,
-            # which IF NOT EXISTS would take for done: drop it and build again.
-            valid = bind.execute(
-                text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
-                {"name": name},
-            ).scalar()
-            if valid is False:
-                op.drop_index(name, table_name=table, postgresql_concurrently=True)
-            op.create_index(
-                name,
-                table,
-                columns,
-                postgresql_concurrently=True,
-                if_not_exists=True,
-                **condition,
-            )
-        finally:
-            bind.execute(text("RESET lock_timeout"))
+    with _outside_transaction() as bind:
+        # A build that failed or was killed leaves an INVALID index of that name behind,
+        # which IF NOT EXISTS would take for done: drop it and build again.
+        valid = bind.execute(
+            text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+            {"name": name},
+        ).scalar()
+        if valid is False:
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
+        op.create_index(
+            name, table, columns, postgresql_concurrently=True, if_not_exists=True, **condition
+        )
 
 
 def drop_index(name: str, table: str) -> None:
     if not _online():
         op.drop_index(name, table_name=table)
         return
-    with op.get_context().autocommit_block():
-        bind = op.get_bind()
-        bind.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
-        try:
-            op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
-        finally:
-            bind.execute(text("RESET lock_timeout"))
+    with _outside_transaction():
+        op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)

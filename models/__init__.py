@@ -178,7 +178,7 @@ class JobRun(Base):
 # OutboxItem.status values
 PENDING = "pending"
 # The condition of the partial index ix_outbox_pending; queries that use it say it literally.
-PENDING_WHERE = "status = 'pending'"
+PENDING_WHERE = f"status = '{PENDING}'"
 SENT = "sent"
 FAILED = "failed"
 
