@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.engine import URL, make_url
 
 from bot import db
@@ -134,6 +134,23 @@ class Bot(LocalBot):
         response = self.sim.slash_command(text_, user_id=user, channel_id="C0EVENTS01")
         self.settle()
         return response
+
+
+@contextmanager
+def statements_sent(engine: Engine, starting: str = "") -> Iterator[list[tuple[str, Any]]]:
+    """(statement, parameters) of each SQL statement the engine sends inside the block, those
+    whose text starts with `starting`."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().startswith(starting):
+            sent.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def plans_with_and_without_statistics(

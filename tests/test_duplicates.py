@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, update
+from sqlalchemy import insert, update
 
 from bot import duplicates, leads
 from bot.clock import FakeClock
@@ -23,6 +23,7 @@ from tests.conftest import (
     Bot,
     plans_with_and_without_statistics,
     start_bot,
+    statements_sent,
 )
 from tests.test_handoff import _text_objects, card_json, card_of, click, modal_state
 
@@ -300,25 +301,15 @@ def test_lookup_reads_the_contact_indexes_with_or_without_statistics(bot: Bot) -
     of submitted leads, also before the database has statistics for the table (PostgreSQL
     without autovacuum, or a new table's first burst)."""
     _many_people(bot)
-    captured: list[tuple[str, Any]] = []
-    engine = bot.services.engine
-
-    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        captured.append((statement, params))
-
-    with bot.services.sessions() as s:
-        event.listen(engine, "before_cursor_execute", capture)
-        try:
-            found = duplicates.find_earlier(
-                s,
-                team_id=TEAM,
-                email_norm="p42@x.example",
-                phone_norm="14150000043",
-                since=START - timedelta(days=90),
-                until=START,
-            )
-        finally:
-            event.remove(engine, "before_cursor_execute", capture)
+    with bot.services.sessions() as s, statements_sent(bot.services.engine) as captured:
+        found = duplicates.find_earlier(
+            s,
+            team_id=TEAM,
+            email_norm="p42@x.example",
+            phone_norm="14150000043",
+            since=START - timedelta(days=90),
+            until=START,
+        )
     assert found is not None and found.name == "n42"  # the more recent of the two matches
     [(statement, params)] = captured
     _reads_only_the_contact_indexes(
@@ -332,18 +323,8 @@ def test_one_statement_submission_reads_the_contact_indexes(bot: Bot) -> None:
     if bot.services.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL only: on SQLite every lead is stored in a transaction")
     _many_people(bot)
-    captured: list[tuple[str, Any]] = []
-    engine = bot.services.engine
-
-    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.startswith("WITH new_lead AS"):
-            captured.append((statement, params))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with statements_sent(bot.services.engine, "WITH new_lead AS") as captured:
         lead, receipt = submit(bot, "Ana New, ana@new.example, +1 415 555 0199, warm, #expo")
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
     assert lead.name == "Ana New" and lead.duplicate_of_id is None, receipt
     [(statement, params)] = captured
     _reads_only_the_contact_indexes(

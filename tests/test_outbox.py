@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from bot import outbox, render
 from bot.clock import FakeClock
@@ -44,6 +44,7 @@ from tests.conftest import (
     Bot,
     plans_with_and_without_statistics,
     start_bot,
+    statements_sent,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -581,33 +582,18 @@ def test_duplicate_claim_and_release_deliveries_act_once(bot: Bot) -> None:
 # --- the worker waits instead of spinning ---------------------------------------------------------
 
 
-@contextmanager
-def counting_queries(bot: Bot) -> Iterator[list[int]]:
-    """Count the SQL statements the bot's process runs (its worker included) meanwhile."""
-    count = [0]
-
-    def counted(*_: Any) -> None:
-        count[0] += 1
-
-    event.listen(bot.services.engine, "before_cursor_execute", counted)
-    try:
-        yield count
-    finally:
-        event.remove(bot.services.engine, "before_cursor_execute", counted)
-
-
 def test_paced_worker_waits_for_its_next_token_instead_of_spinning(
     database_url: str, slack: SlackEmulator, clock: FakeClock
 ) -> None:
     with bot_with(database_url, slack, clock, SLACK_POSTS_PER_SECOND="2") as bot:
-        with counting_queries(bot) as queries:
+        with statements_sent(bot.services.engine) as queries:
             for i in range(6):  # a burst of 4, then one every 0.5 s: about 1 s of pacing
                 bot.sim.slash_command(f"Person {i}, person{i}@acme.example", user_id=MARKETER)
             time.sleep(1.2)
         bot.settle()
         assert len(bot.leads()) == 6 and all(lead.card_ts for lead in bot.leads())
     # About a dozen statements per lead (store, lease, post, record) plus a wake-up per token.
-    assert queries[0] < 200, f"{queries[0]} SQL statements for 6 leads: the worker busy-loops"
+    assert len(queries) < 200, f"{len(queries)} SQL statements for 6 leads: the worker busy-loops"
 
 
 def test_worker_sleeps_while_another_process_holds_a_lease(bot: Bot) -> None:
@@ -622,7 +608,7 @@ def test_worker_sleeps_while_another_process_holds_a_lease(bot: Bot) -> None:
                 attempts=1,
             )
         )
-    with counting_queries(bot) as queries:
+    with statements_sent(bot.services.engine) as queries:
         bot.services.outbox.kick()
         time.sleep(1.0)
     assert bot.slack.calls_to("chat.postMessage") == []  # not ours to send
@@ -631,7 +617,7 @@ def test_worker_sleeps_while_another_process_holds_a_lease(bot: Bot) -> None:
         s.execute(update(OutboxItem).values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
     bot.settle()
     assert [c.args["text"] for c in bot.slack.calls_to("chat.postMessage")] == ["held elsewhere"]
-    assert queries[0] < 50, f"{queries[0]} SQL statements in 1 s of waiting: the worker spins"
+    assert len(queries) < 50, f"{len(queries)} SQL statements in 1 s of waiting: the worker spins"
 
 
 def test_a_slow_post_does_not_hold_back_the_next_leads_card(bot: Bot) -> None:
@@ -705,11 +691,6 @@ def test_a_pass_waits_until_several_deliveries_may_start(
     gates = {
         u: slack.hold("chat.postMessage", when=lambda a, u=u: a["channel"] == u) for u in users
     }
-    reads = [0]
-
-    def count_due_reads(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().startswith("SELECT outbox.id, outbox.lead_id"):
-            reads[0] += 1
 
     def at_slack() -> list[str]:
         return [u for u in users if gates[u].arrived.is_set()]
@@ -722,34 +703,33 @@ def test_a_pass_waits_until_several_deliveries_may_start(
 
     try:
         _pending_dms(sessions_for(engine), users)
-        event.listen(engine, "before_cursor_execute", count_due_reads)
-        box._dispatch()
-        full = box._max_inflight
-        assert reads[0] == 1 and len(box._inflight) == full
-        wait(lambda: len(at_slack()) == 8)  # the pool's threads; the rest queue behind them
-
-        for n in (1, 2, 3):  # room for fewer than 4 (MIN_ROOM): the pass waits
-            gates[at_slack()[n - 1]].release()
-            wait(lambda n=n: len(box._inflight) == full - n)
-            assert box._dispatch() == (True, None)
-            assert reads[0] == 1, f"a pass read the backlog with room for {n}"
-        gates[at_slack()[3]].release()
-        wait(lambda: len(box._inflight) == full - 4)
-        box._dispatch()  # room for 4: one read starts them all
-        assert reads[0] == 2 and len(box._inflight) == full
-
-        for gate in gates.values():
-            gate.release()
-        while len(slack.calls_to("chat.postMessage")) < len(users):
+        with statements_sent(engine, "SELECT outbox.id, outbox.lead_id") as reads:
             box._dispatch()
-            time.sleep(0.01)
-        wait(lambda: not box._inflight)
+            full = box._max_inflight
+            assert len(reads) == 1 and len(box._inflight) == full
+            wait(lambda: len(at_slack()) == 8)  # the pool's threads; the rest queue behind them
+
+            for n in (1, 2, 3):  # room for fewer than 4 (MIN_ROOM): the pass waits
+                gates[at_slack()[n - 1]].release()
+                wait(lambda n=n: len(box._inflight) == full - n)
+                assert box._dispatch() == (True, None)
+                assert len(reads) == 1, f"a pass read the backlog with room for {n}"
+            gates[at_slack()[3]].release()
+            wait(lambda: len(box._inflight) == full - 4)
+            box._dispatch()  # room for 4: one read starts them all
+            assert len(reads) == 2 and len(box._inflight) == full
+
+            for gate in gates.values():
+                gate.release()
+            while len(slack.calls_to("chat.postMessage")) < len(users):
+                box._dispatch()
+                time.sleep(0.01)
+            wait(lambda: not box._inflight)
         sent = Counter(c.args["channel"] for c in slack.calls_to("chat.postMessage"))
         assert sent == Counter(users)  # each once
     finally:
         for gate in gates.values():
             gate.release()
-        event.remove(engine, "before_cursor_execute", count_due_reads)
         box.stop()
         engine.dispose()
 
@@ -762,21 +742,14 @@ def test_lease_and_release_pick_their_rows_by_id_alone(
     (5 ms per lease with 5,000 pending on PostgreSQL, before its first ANALYZE)."""
     engine = make_engine(database_url)
     box = _deliverer(engine, slack)
-    captured: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().startswith("UPDATE outbox"):
-            captured.append((statement, params))
-
     try:
         _pending_dms(sessions_for(engine), [f"U{i:08d}" for i in range(3000)])
         with sessions_for(engine)() as s:
             ids = list(s.scalars(select(OutboxItem.id).order_by(OutboxItem.id).limit(2)))
-        event.listen(engine, "before_cursor_execute", capture)
-        leased = box._take_leases(ids)
-        with box.single.begin() as s:
-            s.execute(outbox._RELEASE, {"b_ids": ids, "b_owner": box.owner})
-        event.remove(engine, "before_cursor_execute", capture)
+        with statements_sent(engine, "UPDATE outbox") as captured:
+            leased = box._take_leases(ids)
+            with box.single.begin() as s:
+                s.execute(outbox._RELEASE, {"b_ids": ids, "b_owner": box.owner})
         assert sorted(leased) == ids
         with sessions_for(engine)() as s:  # given back as they were
             rows = list(s.scalars(select(OutboxItem).where(OutboxItem.id.in_(ids))))
@@ -843,16 +816,9 @@ def test_a_pass_reads_what_is_pending_not_the_delivered_history(
             "leads in flight": {"busy": lead_ids[:2]},
             "a channel paced": {"busy": lead_ids[:2], "paced": [LEADS_CHANNEL]},
         }
-        captured: list[tuple[str, Any]] = []
-
-        def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-            captured.append((statement, params))
-
         for shape, kwargs in shapes.items():
-            captured.clear()
-            event.listen(engine, "before_cursor_execute", capture)
-            groups = box._due_groups(100, **kwargs)
-            event.remove(engine, "before_cursor_execute", capture)
+            with statements_sent(engine) as captured:
+                groups = box._due_groups(100, **kwargs)
             assert groups, shape
             [(statement, params)] = captured
             plans = plans_with_and_without_statistics(engine, statement, params)
