@@ -64,24 +64,27 @@ def _upgrade(engine: Engine, revision: str) -> None:
         command.upgrade(config, revision)
 
 
-def _store_leads(engine: Engine, n: int) -> None:
-    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-    rows = [
+def _lead_rows(n: int, status: str = "closed") -> list[dict[str, Any]]:
+    """Leads as schema 0001 stores them (no normalised contact yet)."""
+    return [
         {
             "team_id": "T1",
             "name": f"Person {i}",
             "email": f"Person{i}@Example.com",
             "priority": "warm",
             "submitted_by": "U1",
-            "submitted_at": now,
-            "status": "closed",
+            "submitted_at": datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+            "status": status,
             "version": 1,
             "reminders_sent": 0,
         }
         for i in range(n)
     ]
+
+
+def _store_leads(engine: Engine, n: int) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(LEADS), rows)
+        conn.execute(insert(LEADS), _lead_rows(n))
 
 
 def _pg_only(engine: Engine) -> None:
@@ -128,7 +131,7 @@ def test_writes_go_on_while_an_index_build_waits(empty_engine: Engine) -> None:
             errors.append(e)
 
     with engine.connect() as under_way:  # a transaction that has written to leads, still open
-        _store_leads_in(under_way)
+        under_way.execute(insert(LEADS), _lead_rows(1, status="new"))
         migration = threading.Thread(target=migrate)
         migration.start()
         _wait_for_a_build_waiting(engine)
@@ -139,25 +142,6 @@ def test_writes_go_on_while_an_index_build_waits(empty_engine: Engine) -> None:
     assert db.current_revision(engine) == db.HEAD
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM leads")) == 12
-
-
-def _store_leads_in(conn: Any) -> None:
-    conn.execute(
-        insert(LEADS),
-        [
-            {
-                "team_id": "T1",
-                "name": "Under Way",
-                "email": None,
-                "priority": "hot",
-                "submitted_by": "U1",
-                "submitted_at": datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
-                "status": "new",
-                "version": 1,
-                "reminders_sent": 0,
-            }
-        ],
-    )
 
 
 def _wait_for_a_build_waiting(engine: Engine) -> None:
