@@ -11,8 +11,8 @@ emoji and the like are valid data; escaping them for display is the renderer's j
 
 from __future__ import annotations
 
+import functools
 import re
-import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -381,7 +381,16 @@ def _segments(text: str) -> Iterator[tuple[int, str]]:
 
 
 def _remove_controls(text: str, keep: str = "") -> str:
-    return "".join(c for c in text if c in keep or unicodedata.category(c) != "Cc")
+    """`text` without Unicode's control characters (category Cc), except those in `keep`."""
+    return _controls(keep).sub("", text)
+
+
+@functools.cache
+def _controls(keep: str) -> re.Pattern[str]:
+    # Category Cc is exactly U+0000–U+001F and U+007F–U+009F (tests/test_parsing.py checks it):
+    # one regex pass instead of a unicodedata lookup per character, which was ~4% of a /lead.
+    wanted = [chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)) if chr(c) not in keep]
+    return re.compile("[" + "".join(re.escape(c) for c in wanted) + "]")
 
 
 def _clean(value: str, keep: str = "") -> str:

@@ -16,6 +16,7 @@ from bot.parsing import (
     FieldError,
     LeadInput,
     ParseResult,
+    _remove_controls,
     format_lead_text,
     is_help,
     normalize_email,
@@ -280,6 +281,15 @@ def test_nul_and_control_characters_are_removed() -> None:
     assert lead == LeadInput(
         name="Jane Doe", email="jane@acme.example", company="Acme", notes="ab\nc\td"
     )
+
+
+@pytest.mark.parametrize("keep", ["", "\n\t"])
+def test_controls_removed_are_exactly_unicodes_category_cc(keep: str) -> None:
+    # Every code point (surrogates cannot be in a str from Slack's UTF-8): the fast removal
+    # must agree with Unicode's own definition of a control character.
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    expected = "".join(c for c in every if c in keep or unicodedata.category(c) != "Cc")
+    assert _remove_controls(every, keep) == expected
 
 
 def test_controls_do_not_shield_whitespace_from_stripping() -> None:
