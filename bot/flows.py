@@ -43,6 +43,7 @@ def submit_lead(
         data, team_id=team_id, submitted_by=user_id, now=now, source_channel=channel
     )
     where = card_channel(services.settings, data)
+    keys = (bool(values["email_norm"]), bool(values["phone_norm"]))
     window = {
         "team_id": team_id,
         "email_norm": values["email_norm"],
@@ -56,7 +57,6 @@ def submit_lead(
         # round trip where the transaction below takes six.
         card = outbox.card_row(Lead(id=0), where)  # its times are real time
         params = window | values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
-        keys = (bool(values["email_norm"]), bool(values["phone_norm"]))
         with services.single.begin() as s:
             lead_id = s.execute(_submit_with_card(tuple(values), *keys), params).scalar()
         if lead_id is not None:
@@ -64,11 +64,23 @@ def submit_lead(
             services.outbox.kick()
             log.info("lead %s submitted", lead.id)
             return Submitted(lead, None)
-    # A repeat (or any lead on SQLite) goes in one transaction with the earlier owner's DM.
+    # A repeat goes in one transaction with the earlier owner's DM.
     with services.sessions.begin() as s:
-        earlier = duplicates.find_earlier(s, **window)
-        matched = duplicates.matched_on_keys(values["email_norm"], values["phone_norm"], earlier)
-        lead = leads.submit(s, values, duplicate_of=earlier, matched_on=matched)
+        earlier = fresh = None
+        if services.single is services.sessions:
+            # SQLite: a new person's lead is stored by the INSERT that does the lookup, as on
+            # PostgreSQL, with its event and card in the same transaction: a statement less
+            # than lookup-then-insert, and no Lead objects built from the lookup's result.
+            insert = _insert_unless_repeat(tuple(values), *keys)
+            fresh = leads.submit_unless(s, insert, window | values, values)
+        if fresh is not None:
+            lead = fresh
+        else:
+            earlier = duplicates.find_earlier(s, **window)
+            matched = duplicates.matched_on_keys(
+                values["email_norm"], values["phone_norm"], earlier
+            )
+            lead = leads.submit(s, values, duplicate_of=earlier, matched_on=matched)
         # A new lead has no card yet, so no dedupe lookup is needed before queueing one.
         rows = [outbox.card_row(lead, where)]
         dm = duplicates.owner_dm(lead, earlier, where) if earlier is not None else None
@@ -102,10 +114,7 @@ def _submit_with_card(columns: tuple[str, ...], by_email: bool, by_phone: bool) 
     the lookup's (bot.duplicates.find_earlier) and `o_*` for _CARD_PARAMS (a prefix no lead
     column has: SQLAlchemy would add that column to the lead's INSERT)."""
     lead_t, event_t, outbox_t = Lead.__table__, LeadEvent.__table__, OutboxItem.__table__
-    row = select(*(bindparam(c, type_=lead_t.c[c].type) for c in columns))
-    if by_email or by_phone:
-        row = row.where(~duplicates.earlier_exists(by_email, by_phone))
-    new = lead_t.insert().from_select(columns, row).returning(lead_t.c.id).cte("new_lead")
+    new = _insert_unless_repeat(columns, by_email, by_phone).cte("new_lead")
     at = bindparam("submitted_at", type_=lead_t.c.submitted_at.type)
     event = event_t.insert().from_select(
         ["lead_id", "at", "actor", "kind", "detail"],
@@ -127,6 +136,18 @@ def _submit_with_card(columns: tuple[str, ...], by_email: bool, by_phone: bool) 
         ),
     )
     return select(new.c.id).add_cte(event.cte("new_event"), card.cte("new_card"))
+
+
+@functools.cache
+def _insert_unless_repeat(columns: tuple[str, ...], by_email: bool, by_phone: bool) -> Any:
+    """INSERT a lead (params: its `columns`, and the lookup's as bot.duplicates.find_earlier
+    takes them) RETURNING its id, unless the lookup finds an earlier lead of the same person:
+    then it stores nothing and returns no row. Built once per shape."""
+    lead_t = Lead.__table__
+    row = select(*(bindparam(c, type_=lead_t.c[c].type) for c in columns))
+    if by_email or by_phone:
+        row = row.where(~duplicates.earlier_exists(by_email, by_phone))
+    return lead_t.insert().from_select(columns, row).returning(lead_t.c.id)
 
 
 def claim(services: Services, lead_id: int, user_id: str, team_id: str) -> leads.ClaimResult:

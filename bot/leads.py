@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -104,6 +114,26 @@ def submit(
     the session."""
     values = values | {"duplicate_of_id": duplicate_of.id if duplicate_of is not None else None}
     lead_id = session.execute(_INSERT_LEAD, values).scalar_one()
+    return _submitted(session, lead_id, values, duplicate_of, matched_on)
+
+
+def submit_unless(
+    session: Session, insert: Executable, params: dict[str, Any], values: dict[str, Any]
+) -> Lead | None:
+    """Store a lead made by `lead_values` through `insert`, an INSERT … RETURNING id that may
+    store nothing (bot.flows: unless the same person's lead is recent); None when it did not."""
+    lead_id = session.execute(insert, params).scalar()
+    return None if lead_id is None else _submitted(session, lead_id, values, None, "")
+
+
+def _submitted(
+    session: Session,
+    lead_id: int,
+    values: dict[str, Any],
+    duplicate_of: Lead | None,
+    matched_on: str,
+) -> Lead:
+    """Record a stored lead's events; the lead, outside the session."""
     at, by = values["submitted_at"], values["submitted_by"]
     events = [event_row(lead_id, "submitted", by, at)]
     if duplicate_of is not None:
