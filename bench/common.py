@@ -335,6 +335,14 @@ class Served:
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread) the server process has used so far."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        utime, stime = int(fields[11]), int(fields[12])  # stat(5) fields 14 and 15
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -430,6 +438,9 @@ class Sample:
 class LoadResult:
     samples: list[Sample]
     wall: float  # seconds from the first send to the last answer
+    # CPU the server used from the first send to the last answer, background work included
+    # (bench.ack sets it): unlike throughput, barely moved by other load on a shared machine.
+    server_cpu: float | None = None
 
     def ok(self, kind: str | None = None) -> list[Sample]:
         return [s for s in self.samples if s.status == 200 and kind in (None, s.kind)]
@@ -457,7 +468,14 @@ class LoadResult:
             "max_ms": _ms(max(lat) if lat else None),
             "wall_s": round(self.wall, 3),
             "rps": round(self.throughput, 1) if kind is None else None,
+            "server_cpu_ms_per_request": _ms(self.cpu_per_request) if kind is None else None,
         }
+
+    @property
+    def cpu_per_request(self) -> float | None:
+        """Server CPU seconds per answered request, when measured."""
+        ok = len(self.ok())
+        return self.server_cpu / ok if self.server_cpu is not None and ok else None
 
 
 def _ms(seconds: float | None) -> float | None:
