@@ -439,7 +439,7 @@ class LoadResult:
     samples: list[Sample]
     wall: float  # seconds from the first send to the last answer
     # CPU the server used from the first send to the last answer, background work included
-    # (bench.ack sets it): unlike throughput, barely moved by other load on a shared machine.
+    # (bench.ack sets it): other load on a shared machine moves it far less than throughput.
     server_cpu: float | None = None
 
     def ok(self, kind: str | None = None) -> list[Sample]:
