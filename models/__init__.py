@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -295,15 +296,68 @@ def _ping_when_idle(engine: Engine) -> None:
             raise exc.DisconnectionError(type(e).__name__) from e
 
 
+class _Waiter:
+    __slots__ = ("gate",)
+
+    def __init__(self) -> None:
+        self.gate = threading.Lock()
+        self.gate.acquire()  # released by the holder that hands the lock over
+
+
+class WriterQueue:
+    """The writer lock of one SQLite file, handed over in order of arrival.
+
+    With a plain lock, a writer that gives it back can take it again before a waiting one
+    wakes (it still runs; the waiter must first get the interpreter's lock): the outbox's and
+    the claims' back-to-back transactions kept a `/lead` waiting behind them. Handing the lock
+    straight to the oldest waiter cut the ack p99 under the bench's load on SQLite from 135–183
+    ms to 96–123 ms (6 alternating pairs), with 0–17% less server CPU per request: no waiter
+    wakes only to find the lock taken again."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held = False
+        self._line: deque[_Waiter] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """Writers in line now."""
+        with self._guard:
+            return len(self._line)
+
+    def acquire(self, timeout: float) -> bool:
+        """Take the lock within `timeout` seconds; False if it could not be had in time."""
+        with self._guard:
+            if not self._held:  # then nobody waits either: a release hands over to waiters
+                self._held = True
+                return True
+            me = _Waiter()
+            self._line.append(me)
+        if me.gate.acquire(timeout=timeout):
+            return True
+        with self._guard:
+            if me in self._line:
+                self._line.remove(me)
+                return False
+        return True  # handed over just as the wait ran out: it is ours
+
+    def release(self) -> None:
+        with self._guard:
+            if self._line:
+                self._line.popleft().gate.release()  # the lock stays held: it changes hands
+            else:
+                self._held = False
+
+
 class _OneWriterConnection(sqlite3.Connection):
     """A sqlite3 connection whose writers queue on a Python lock, not SQLite's busy handler.
 
     SQLite allows one writer per file. A second one waits in the busy handler, which sleeps 1,
     2, 5 … up to 100 ms between tries, so under load a write often sleeps on long after the lock
     came free (hundreds of ms at p99). Here a transaction takes a lock shared by every connection
-    of this process to the same file at its first INSERT/UPDATE/DELETE, and gives it back once
-    its COMMIT or ROLLBACK is done, so the next writer goes the moment the file is free. Other
-    processes on the same file still meet at SQLite's own lock (busy_timeout).
+    of this process to the same file (a WriterQueue) at its first INSERT/UPDATE/DELETE, and gives
+    it back once its COMMIT or ROLLBACK is done, so the next writer goes the moment the file is
+    free. Other processes on the same file still meet at SQLite's own lock (busy_timeout).
     """
 
     WAIT = 2.0  # as busy_timeout
@@ -314,7 +368,7 @@ class _OneWriterConnection(sqlite3.Connection):
         shared = name not in ("", ":memory:") and not name.startswith("file:")
         key = os.path.realpath(name) if shared else f"private-{id(self)}"
         with _WRITE_LOCKS_GUARD:
-            self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
+            self._write_lock = _WRITE_LOCKS.setdefault(key, WriterQueue())
         self._writing = False
 
     def cursor(self, factory: Any = None) -> sqlite3.Cursor:  # type: ignore[override]
@@ -371,7 +425,7 @@ class _OneWriterCursor(sqlite3.Cursor):
                 connection.end_write()
 
 
-_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS: dict[str, WriterQueue] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
@@ -422,6 +476,7 @@ __all__ = [
     "LeadEvent",
     "OutboxItem",
     "ProcessedEvent",
+    "WriterQueue",
     "make_engine",
     "make_sessionmaker",
     "single_statement",

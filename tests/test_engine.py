@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +163,72 @@ def test_single_statement_sessions_send_no_begin_on_postgres(
             assert status.name == "INTRANS"
     finally:
         engine.dispose()
+
+
+# --- the order in which SQLite writers get the lock -------------------------------------------
+
+
+def _in_line(queue: models.WriterQueue, n: int) -> None:
+    """Wait (bounded) until `n` writers queue: a thread's arrival is not synchronous."""
+    deadline = time.monotonic() + 5
+    while queue.waiting < n:
+        assert time.monotonic() < deadline, f"{queue.waiting} writers in line, expected {n}"
+        time.sleep(0.001)
+
+
+def _writer(queue: models.WriterQueue, name: str, order: list[str]) -> threading.Thread:
+    """A thread that takes the lock, notes `name` in `order`, and gives it back."""
+
+    def write() -> None:
+        if queue.acquire(timeout=10):
+            order.append(name)
+            queue.release()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def test_writers_get_the_lock_in_the_order_they_asked() -> None:
+    queue = models.WriterQueue()
+    order: list[str] = []
+    assert queue.acquire(timeout=1)
+    threads = []
+    for i in range(5):
+        threads.append(_writer(queue, f"writer {i}", order))
+        _in_line(queue, i + 1)
+    queue.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [f"writer {i}" for i in range(5)]
+    assert queue.acquire(timeout=0), "the lock was left held after the last writer"
+
+
+def test_a_writer_that_gives_the_lock_back_cannot_take_it_again_ahead_of_a_waiting_one() -> None:
+    """The outbox and the after-ack work write in back-to-back transactions: each one must
+    queue behind the writers already waiting, not barge in while they wake."""
+    queue = models.WriterQueue()
+    order: list[str] = []
+    assert queue.acquire(timeout=1)
+    waiting = _writer(queue, "waiting", order)
+    _in_line(queue, 1)
+    queue.release()
+    assert queue.acquire(timeout=5)  # at once again, as a back-to-back transaction does
+    order.append("back to back")
+    queue.release()
+    waiting.join(5)
+    assert order == ["waiting", "back to back"]
+
+
+def test_a_writer_that_gives_up_leaves_the_line() -> None:
+    queue = models.WriterQueue()
+    order: list[str] = []
+    assert queue.acquire(timeout=1)
+    assert not queue.acquire(timeout=0.05)  # from this thread: it holds it, and waits in vain
+    assert queue.waiting == 0
+    later = _writer(queue, "later", order)
+    _in_line(queue, 1)
+    queue.release()
+    later.join(5)
+    assert order == ["later"]
+    assert queue.acquire(timeout=0)
