@@ -64,7 +64,8 @@ def submit_lead(
             services.outbox.kick()
             log.info("lead %s submitted", lead.id)
             return Submitted(lead, None)
-    # A repeat goes in one transaction with the earlier owner's DM.
+    # Any lead on SQLite, or a repeat on PostgreSQL: one transaction, with the earlier owner's
+    # DM for a repeat.
     with services.sessions.begin() as s:
         earlier = fresh = None
         if services.single is services.sessions:
