@@ -51,8 +51,9 @@ def is_up_to_date(engine: Engine) -> bool:
     return current_revision(engine) == HEAD
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Migrate to head (idempotent); returns (revision before, revision after)."""
+def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
+    """Migrate to `target`, head by default (idempotent); returns (revision before, revision
+    after). Tests name an older target to start from an old schema."""
     from alembic import command
 
     before = current_revision(engine)
@@ -60,5 +61,5 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     # A plain connection, not a transaction: Alembic commits each migration itself.
     with engine.connect() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
-    return before, head_revision()
+        command.upgrade(config, target)
+    return before, head_revision() if target == "head" else target

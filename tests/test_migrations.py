@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, column, event, insert, table, text
@@ -57,13 +56,6 @@ def empty_engine(tmp_path: Path) -> Iterator[Engine]:
         empty_pg_database(pg, name, drop=True)
 
 
-def _upgrade(engine: Engine, revision: str) -> None:
-    config = db.alembic_config(engine)
-    with engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
-
-
 def _lead_rows(n: int, status: str = "closed") -> list[dict[str, Any]]:
     """Leads as schema 0001 stores them (no normalised contact yet)."""
     return [
@@ -94,11 +86,11 @@ def _pg_only(engine: Engine) -> None:
 
 def test_upgrade_of_a_database_with_leads_reaches_the_models_schema(empty_engine: Engine) -> None:
     engine = empty_engine
-    _upgrade(engine, "0002")
+    db.upgrade(engine, "0002")
     _store_leads(engine, 50)
     statements: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-    _upgrade(engine, "head")
+    db.upgrade(engine, "head")
     assert db.current_revision(engine) == db.HEAD
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
@@ -120,13 +112,13 @@ def test_writes_go_on_while_an_index_build_waits(empty_engine: Engine) -> None:
     queues behind, and /lead would answer "the database is busy" for the whole build."""
     engine = empty_engine
     _pg_only(engine)
-    _upgrade(engine, "0005")
+    db.upgrade(engine, "0005")
     _store_leads(engine, 10)
     errors: list[BaseException] = []
 
     def migrate() -> None:
         try:
-            _upgrade(engine, "head")
+            db.upgrade(engine, "head")
         except BaseException as e:  # surfaced below
             errors.append(e)
 
@@ -166,7 +158,7 @@ def test_a_build_left_invalid_is_redone_by_the_next_migrate(empty_engine: Engine
     under its name. The next `leadbot migrate` must build it again, not take it for done."""
     engine = empty_engine
     _pg_only(engine)
-    _upgrade(engine, "0005")
+    db.upgrade(engine, "0005")
     _store_leads(engine, 10)
     with engine.begin() as conn:  # what the failed build left: the index, marked invalid
         conn.execute(text("CREATE INDEX ix_leads_email_submitted ON leads (email_norm)"))
@@ -176,7 +168,7 @@ def test_a_build_left_invalid_is_redone_by_the_next_migrate(empty_engine: Engine
                 " WHERE indexrelid = 'ix_leads_email_submitted'::regclass"
             )
         )
-    _upgrade(engine, "head")
+    db.upgrade(engine, "head")
     with engine.connect() as conn:
         valid = conn.execute(
             text(
@@ -196,7 +188,7 @@ def test_a_build_left_invalid_is_redone_by_the_next_migrate(empty_engine: Engine
 
 def test_a_failed_migrate_says_how_far_it_got_and_a_rerun_finishes(empty_engine: Engine) -> None:
     engine = empty_engine
-    _upgrade(engine, "0002")
+    db.upgrade(engine, "0002")
     _store_leads(engine, 5)
     env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
     with leads_locked(engine):  # 0003 alters leads: it waits its 2 s for the lock, then fails
