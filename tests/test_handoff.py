@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -333,6 +334,42 @@ def test_concurrent_claims_have_exactly_one_winner(bot: Bot) -> None:
     assert len(bot.slack.dms(owner)) == 1
     losers = {m.ephemeral_for for m in bot.slack.ephemerals()}
     assert losers == set(reps) - {owner}
+
+
+def test_losers_are_told_side_by_side_while_slack_is_slow(bot: Bot) -> None:
+    """A note waits on Slack, so a slow Slack must not queue the 16th loser behind the first
+    few: every loser's note is on its way at once."""
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    reps = [f"U0REP{i:05d}" for i in range(17)]
+    gates = {
+        rep: bot.slack.hold("chat.postEphemeral", when=lambda a, rep=rep: a["user"] == rep)
+        for rep in reps
+    }
+    try:
+        for rep in reps:
+            r = bot.sim.block_action(
+                rep,
+                "lead_claim",
+                f"{lead.id}:1",
+                channel_id=lead.card_channel,
+                message_ts=lead.card_ts,
+            )
+            assert r.status == 200
+        deadline = time.monotonic() + 10
+        while sum(g.arrived.is_set() for g in gates.values()) < len(reps) - 1:
+            assert time.monotonic() < deadline, (
+                f"only {sum(g.arrived.is_set() for g in gates.values())} of {len(reps) - 1} "
+                "losers' notes reached Slack while it held them"
+            )
+            time.sleep(0.01)
+        owner = bot.lead(lead.id).owner_id
+        assert not gates[owner].arrived.is_set()
+    finally:
+        for gate in gates.values():
+            gate.release()
+    bot.settle()
+    assert {m.ephemeral_for for m in bot.slack.ephemerals()} == set(reps) - {owner}
 
 
 def test_release_only_by_owner_or_manager(bot: Bot) -> None:
