@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.middleware import Middleware
 from slack_sdk import WebClient
 from sqlalchemy import Engine
@@ -23,6 +24,19 @@ from bot.settings import Settings
 from models import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
+
+
+class _NoUnusedTokenWarning(logging.Filter):
+    """Drops Bolt's start-up warning that SLACK_BOT_TOKEN "will be unused": Bolt reads the
+    variable itself and warns whenever a client is given too, yet the client carries that very
+    token. A warning in every clean start teaches operators to ignore warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+BOLT_LOG = logging.getLogger("leadbot.bolt")
+BOLT_LOG.addFilter(_NoUnusedTokenWarning())
 
 # Bolt's mode; bench/baseline_app.py builds the bare-Bolt baseline with the same one.
 PROCESS_BEFORE_RESPONSE = True
@@ -147,7 +161,7 @@ def create_app(
         # with work after their ack hand it to services.work (handlers.common.later).
         process_before_response=PROCESS_BEFORE_RESPONSE,
         raise_error_for_unhandled_request=False,
-        logger=logging.getLogger("leadbot.bolt"),
+        logger=BOLT_LOG,
         listener_executor=services.work,
     )
     auth = services.slack.client.auth_test()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -73,12 +75,21 @@ def _build(settings: Settings):
 
 
 def _run_until_stopped(run: Callable[[], object], services: Any, scheduler: Any) -> int:
-    """Run the front end until Ctrl-C, then stop the jobs and the outbox worker."""
+    """Run the front end until Ctrl-C or SIGTERM, then finish the work already answered and
+    stop the jobs and the outbox worker."""
+    # SIGTERM is how systemd, Docker and Kubernetes stop a process; Python's default for it
+    # exits on the spot, dropping clicks that were acked but not yet written.
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         run()
     except KeyboardInterrupt:
         pass
     finally:
+        if main:  # a second SIGTERM while finishing up ends the process at once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        log.info("stopping: finishing the work already answered")
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         # Clicks already answered finish their work (and queue its messages) before the outbox

@@ -372,6 +372,57 @@ def test_post_in_flight_when_the_process_is_killed_is_not_doubled_by_the_restart
         engine.dispose()
 
 
+def test_sigterm_finishes_a_click_already_acked_then_exits_cleanly(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """SIGTERM is how systemd, Docker and Kubernetes stop `serve`. A click answered before it
+    arrives must still take effect: the claim's work (held here at its sales-group lookup) runs
+    after the ack, and the process waits for it instead of dying mid-way."""
+    slack.set_usergroup("S0SALES001", [REP_A])
+    gate = slack.hold("usergroups.users.list")
+    env = {**_bot_env(database_url, slack), "SALES_USERGROUP": "S0SALES001", "LOG_LEVEL": "INFO"}
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_healthy(proc, port, log)
+        sim = SlackSim(
+            f"http://127.0.0.1:{port}/slack/events",
+            SECRET,
+            team_id=TEAM,
+            response_url_for=slack.response_url,
+        )
+        assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+        clicked = sim.block_action(REP_A, "lead_claim", "1:1", channel_id=LEADS_CHANNEL)
+        assert clicked.status == 200
+        assert gate.arrived.wait(15), f"the claim never asked for the group:\n{log.read_text()}"
+        proc.send_signal(signal.SIGTERM)
+        gate.release()
+        assert proc.wait(15) == 0, log.read_text()
+    finally:
+        gate.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert "stopping: finishing the work already answered" in text
+    assert "WARNING" not in text.split("serving on")[0], text  # a clean start warns of nothing
+    engine = make_engine(database_url)
+    try:
+        with sessions_for(engine)() as s:
+            lead = s.get(Lead, 1)
+            assert lead is not None and lead.owner_id == REP_A
+    finally:
+        engine.dispose()
+
+
 # --- 6. two deliverers ---------------------------------------------------------------------------
 
 
