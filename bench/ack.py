@@ -256,7 +256,7 @@ def _one_db(
             "lead": prod.summary("lead"),
             "claim": prod.summary("claim"),
             "rss_mb_after": round(rss, 1),
-            # Ctrl-C with the outbox still delivering; None: not stopped within 3 s, killed.
+            # SIGTERM with the outbox still delivering; None: not stopped within 3 s, killed.
             "graceful_stop_s": None if stopped is None else round(stopped, 2),
         },
         "baseline": {

@@ -176,7 +176,7 @@ def main() -> int:
         ident="leadbot",
         clear_untrusted_proxy_headers=True,
     )
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how the bench stops it
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C, when run by hand
         server.run()
     return 0
 

@@ -350,14 +350,17 @@ class Served:
             return ""
 
     def stop(self, grace: float = 3.0) -> float | None:
-        """Ctrl-C (serve then stops its scheduler and outbox), SIGKILL after `grace` seconds.
+        """SIGTERM, as a process manager stops it (serve then finishes the work it has acked and
+        stops its scheduler and outbox), SIGKILL after `grace` seconds. Not SIGINT: a bench
+        started in the background of a non-interactive shell ignores SIGINT, and so would every
+        server it starts.
 
         Returns how long the graceful stop took, or None when it had to be killed.
         """
         if self.proc is None or self.proc.poll() is not None:
             return 0.0
         t0 = time.perf_counter()
-        self.proc.send_signal(signal.SIGINT)
+        self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=grace)
             self.stop_seconds: float | None = time.perf_counter() - t0

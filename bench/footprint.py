@@ -118,7 +118,7 @@ def run(ctx: Context) -> ScenarioResult:
                 try:
                     got = _measure(proc, slack, n, times, idle_wait)
                 finally:
-                    # With cards still queued: does Ctrl-C stop it within the grace period?
+                    # With cards still queued: does SIGTERM stop it within the grace period?
                     got_stop = proc.stop()
                 got["graceful_stop_s"] = None if got_stop is None else round(got_stop, 2)
             finally:
