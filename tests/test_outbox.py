@@ -250,7 +250,7 @@ def test_manifest_requests_the_scopes_card_recovery_reads_history_with() -> None
     assert {"channels:history", "groups:history"} <= set(scopes), scopes
 
 
-# --- 5. SIGKILL mid-post, then a restart ---------------------------------------------------------
+# --- 5. the process stopped: SIGKILL mid-post, SIGTERM mid-click ---------------------------------
 
 
 def _free_port() -> int:
@@ -289,13 +289,12 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     raise AssertionError(f"leadbot serve not healthy after 30 s:\n{log.read_text()}")
 
 
-def test_post_in_flight_when_the_process_is_killed_is_not_doubled_by_the_restart(
-    database_url: str, slack: SlackEmulator, tmp_path: Path
-) -> None:
-    # The card post is held in flight, as a hung Slack call, until the process is dead; Slack
-    # then applies it (the emulator's own handler answers once the gate opens).
-    gate = slack.hold("chat.postMessage", when=lambda args: args.get("channel") == LEADS_CHANNEL)
-    env = _bot_env(database_url, slack)
+@contextmanager
+def _serving(
+    env: dict[str, str], slack: SlackEmulator, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], SlackSim, Path]]:
+    """`leadbot serve` as deployed, healthy: the process, a signed client for it, its log.
+    Killed on the way out if the test left it running."""
     port = _free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -308,21 +307,29 @@ def test_post_in_flight_when_the_process_is_killed_is_not_doubled_by_the_restart
         )
     try:
         _wait_healthy(proc, port, log)
-        sim = SlackSim(
-            f"http://127.0.0.1:{port}/slack/events",
-            SECRET,
-            team_id=TEAM,
-            response_url_for=slack.response_url,
-        )
-        response = sim.slash_command(EXAMPLE, user_id=MARKETER)
-        assert response.status == 200 and "Lead #1" in response.json()["text"]
-        assert gate.arrived.wait(15), f"the card post never reached Slack:\n{log.read_text()}"
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(10) == -signal.SIGKILL
+        url = f"http://127.0.0.1:{port}/slack/events"
+        yield proc, SlackSim(url, SECRET, team_id=TEAM, response_url_for=slack.response_url), log
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_post_in_flight_when_the_process_is_killed_is_not_doubled_by_the_restart(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    # The card post is held in flight, as a hung Slack call, until the process is dead; Slack
+    # then applies it (the emulator's own handler answers once the gate opens).
+    gate = slack.hold("chat.postMessage", when=lambda args: args.get("channel") == LEADS_CHANNEL)
+    env = _bot_env(database_url, slack)
+    try:
+        with _serving(env, slack, tmp_path) as (proc, sim, log):
+            response = sim.slash_command(EXAMPLE, user_id=MARKETER)
+            assert response.status == 200 and "Lead #1" in response.json()["text"]
+            assert gate.arrived.wait(15), f"the card post never reached Slack:\n{log.read_text()}"
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(10) == -signal.SIGKILL
+    finally:
         gate.release()
     # Slack applied the post the dead process was waiting for.
     slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == LEADS_CHANNEL, timeout=5)
@@ -381,36 +388,17 @@ def test_sigterm_finishes_a_click_already_acked_then_exits_cleanly(
     slack.set_usergroup("S0SALES001", [REP_A])
     gate = slack.hold("usergroups.users.list")
     env = {**_bot_env(database_url, slack), "SALES_USERGROUP": "S0SALES001", "LOG_LEVEL": "INFO"}
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        _wait_healthy(proc, port, log)
-        sim = SlackSim(
-            f"http://127.0.0.1:{port}/slack/events",
-            SECRET,
-            team_id=TEAM,
-            response_url_for=slack.response_url,
-        )
-        assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
-        clicked = sim.block_action(REP_A, "lead_claim", "1:1", channel_id=LEADS_CHANNEL)
-        assert clicked.status == 200
-        assert gate.arrived.wait(15), f"the claim never asked for the group:\n{log.read_text()}"
-        proc.send_signal(signal.SIGTERM)
-        gate.release()
-        assert proc.wait(15) == 0, log.read_text()
+        with _serving(env, slack, tmp_path) as (proc, sim, log):
+            assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+            clicked = sim.block_action(REP_A, "lead_claim", "1:1", channel_id=LEADS_CHANNEL)
+            assert clicked.status == 200
+            assert gate.arrived.wait(15), f"the claim never asked for the group:\n{log.read_text()}"
+            proc.send_signal(signal.SIGTERM)
+            gate.release()
+            assert proc.wait(15) == 0, log.read_text()
     finally:
         gate.release()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     text = log.read_text()
     assert "stopping: finishing the work already answered" in text
     assert "WARNING" not in text.split("serving on")[0], text  # a clean start warns of nothing
