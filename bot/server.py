@@ -12,11 +12,14 @@ from typing import Any
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import text
+from waitress import wasyncore
 from waitress.server import create_server
 
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
+# On Ctrl-C or SIGTERM, how long requests already under way may take to finish and be answered.
+DRAIN_SECONDS = 5.0
 
 
 class _Handler(SlackRequestHandler):
@@ -96,23 +99,57 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/slack/events"
 
-    def serve_forever(self) -> None:
-        self._server.run()
+    def serve_forever(self, drain: float = DRAIN_SECONDS) -> None:
+        """Serve until Ctrl-C or SIGTERM, then stop as `stop(drain)` does. waitress's own run()
+        stops its loop at once: a /lead already committed got no receipt, and its marketer,
+        seeing an error, typed it again."""
+        self.start()
+        assert self._thread is not None
+        try:
+            self._thread.join()  # the loop runs in its thread; a signal interrupts this wait
+        except KeyboardInterrupt:
+            self.stop(drain=drain)
 
     def start(self) -> Server:
         self._thread = threading.Thread(target=self._server.run, name="leadbot-http", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, drain: float = 0.0) -> None:
+        """Close every connection and end the loop. With `drain`, first stop taking connections
+        and give the requests under way up to `drain` seconds to finish and be answered."""
         if self._thread is not None and self._thread.is_alive():
             # Close sockets inside waitress's own loop thread: closing them from here while it
             # polls is a race (EBADF in poll). The loop ends once its socket map is empty.
-            self._server.trigger.pull_trigger(self._close_all)  # type: ignore[union-attr]
+            trigger = self._server.trigger  # type: ignore[union-attr]
+            if drain > 0:
+                trigger.pull_trigger(self._stop_listening)
+                self._wait_until_answered(drain)
+            trigger.pull_trigger(self._close_all)
             self._thread.join(timeout=5)
         else:
             self._close_all()
         self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+
+    def _stop_listening(self) -> None:
+        # The base class's close: the listening socket only. The server's own close() also
+        # closes the trigger, which the loop still needs to send the answers under way.
+        wasyncore.dispatcher.close(self._server)  # type: ignore[arg-type]
+
+    def _wait_until_answered(self, timeout: float) -> None:
+        dispatcher = self._server.task_dispatcher  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with dispatcher.lock:
+                running = dispatcher.active_count > 0 or bool(dispatcher.queue)
+            # A channel holds its requests until their answers are written, then its
+            # unsent bytes until they are sent; idle keep-alive connections hold neither.
+            if not running and not any(
+                getattr(c, "requests", None) or getattr(c, "total_outbufs_len", 0)
+                for c in list(self._server._map.values())  # type: ignore[union-attr]
+            ):
+                return
+            time.sleep(0.01)
 
     def _close_all(self) -> None:
         self._server.close()  # the listening socket and the trigger

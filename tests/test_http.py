@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import urllib.request
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from slack_bolt import App
 
+from bot.delivery import make_web_client
 from bot.executor import TrackingExecutor
 from bot.server import Server
+from bot.slack_emulator import SlackEmulator
+from bot.slack_sim import SlackSim
 from models import NEW, make_engine
 from tests.conftest import MARKETER, REP_A, SECRET, Bot, leads_locked
 
@@ -181,3 +186,57 @@ def test_the_server_is_ready_for_its_first_request_when_built(
             server.stop()
             engine.dispose()
     assert not [r for r in caplog.records if r.name == "waitress.queue"]
+
+
+def test_a_stopping_server_answers_the_requests_under_way_and_takes_no_new_ones(
+    slack: SlackEmulator,
+) -> None:
+    """Ctrl-C or SIGTERM (a deploy) must not swallow an answer: a /lead already saved whose
+    receipt never went out looks failed, and gets typed again."""
+    app = App(
+        client=make_web_client("xoxb-test", slack.url),
+        signing_secret=SECRET,
+        token_verification_enabled=False,
+        process_before_response=True,
+    )
+    engine = make_engine("sqlite://")
+    app.leadbot = SimpleNamespace(engine=engine)  # type: ignore[attr-defined]  # for /healthz
+    under_way, finish = threading.Event(), threading.Event()
+
+    @app.command("/slow")
+    def slow(ack: Any) -> None:
+        under_way.set()
+        finish.wait(10)
+        ack("done")
+
+    server = Server(app, threads=4).start()
+    sim = SlackSim(server.url, SECRET)
+    answers: list[Any] = []
+    request = threading.Thread(
+        target=lambda: answers.append(sim.slash_command("x", user_id=MARKETER, command="/slow"))
+    )
+    stopping = threading.Thread(target=server.stop, kwargs={"drain": 10.0})
+    try:
+        request.start()
+        assert under_way.wait(5)
+        stopping.start()
+        deadline = time.monotonic() + 5
+        while True:  # the listening socket closes first
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "still taking connections while stopping"
+            time.sleep(0.01)
+        assert stopping.is_alive()  # waiting for the request under way
+        finish.set()
+        request.join(10)
+        stopping.join(10)
+        assert not stopping.is_alive()
+        [answer] = answers
+        assert (answer.status, answer.body) == (200, "done")
+    finally:
+        finish.set()
+        if not stopping.is_alive() and not stopping.ident:
+            server.stop()
+        engine.dispose()
