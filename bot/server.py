@@ -101,8 +101,8 @@ class Server:
 
     def serve_forever(self, drain: float = DRAIN_SECONDS) -> None:
         """Serve until Ctrl-C or SIGTERM, then stop as `stop(drain)` does. waitress's own run()
-        stops its loop at once: a /lead already committed got no receipt, and its marketer,
-        seeing an error, typed it again."""
+        ends its loop at once, so a /lead committed in that moment got no receipt and looked
+        failed to its marketer."""
         self.start()
         assert self._thread is not None
         try:
