@@ -108,6 +108,7 @@ class Server:
         try:
             self._thread.join()  # the loop runs in its thread; a signal interrupts this wait
         except KeyboardInterrupt:
+            log.info("stopping: no new connections; answering the requests under way")
             self.stop(drain=drain)
 
     def start(self) -> Server:

@@ -400,7 +400,9 @@ def test_sigterm_finishes_a_click_already_acked_then_exits_cleanly(
     finally:
         gate.release()
     text = log.read_text()
-    assert "stopping: finishing the work already answered" in text
+    assert text.index("stopping: no new connections") < text.index(
+        "stopping: finishing the work already answered"
+    )
     assert "WARNING" not in text.split("serving on")[0], text  # a clean start warns of nothing
     engine = make_engine(database_url)
     try:
