@@ -192,7 +192,7 @@ def test_a_stopping_server_answers_the_requests_under_way_and_takes_no_new_ones(
     slack: SlackEmulator,
 ) -> None:
     """Ctrl-C or SIGTERM (a deploy) must not swallow an answer: a /lead already saved whose
-    receipt never went out looks failed, and gets typed again."""
+    receipt never went out looks failed to its marketer."""
     app = App(
         client=make_web_client("xoxb-test", slack.url),
         signing_secret=SECRET,
@@ -224,7 +224,7 @@ def test_a_stopping_server_answers_the_requests_under_way_and_takes_no_new_ones(
         while True:  # the listening socket closes first
             try:
                 socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, ConnectionResetError):  # reset: one in the backlog
                 break
             assert time.monotonic() < deadline, "still taking connections while stopping"
             time.sleep(0.01)

@@ -395,14 +395,17 @@ def test_sigterm_finishes_a_click_already_acked_then_exits_cleanly(
             assert clicked.status == 200
             assert gate.arrived.wait(15), f"the claim never asked for the group:\n{log.read_text()}"
             proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10  # the claim is still held while the process stops
+            while "stopping: finishing the work already answered" not in log.read_text():
+                assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()}"
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.01)
             gate.release()
             assert proc.wait(15) == 0, log.read_text()
     finally:
         gate.release()
     text = log.read_text()
-    assert text.index("stopping: no new connections") < text.index(
-        "stopping: finishing the work already answered"
-    )
+    assert text.index("stopping: no new connections") < text.index("stopping: finishing")
     assert "WARNING" not in text.split("serving on")[0], text  # a clean start warns of nothing
     engine = make_engine(database_url)
     try:
