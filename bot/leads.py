@@ -120,8 +120,9 @@ def submit(
 def submit_unless(
     session: Session, insert: Executable, params: dict[str, Any], values: dict[str, Any]
 ) -> Lead | None:
-    """Store a lead made by `lead_values` through `insert`, an INSERT … RETURNING id that may
-    store nothing (bot.flows: unless the same person's lead is recent); None when it did not."""
+    """Store the lead `values` through `insert` (run with `params`), an INSERT … RETURNING id
+    that may store nothing (bot.flows: unless the same person's lead is recent); None when it
+    did not."""
     lead_id = session.execute(insert, params).scalar()
     return None if lead_id is None else _submitted(session, lead_id, values, None, "")
 
