@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 # On Ctrl-C or SIGTERM, how long requests already under way may take to finish and be answered.
 DRAIN_SECONDS = 5.0
+# While stopping, a connection accepted this recently that has sent nothing yet is waited for:
+# its client connected to send a request, and the bytes may be on their way.
+FRESH_CONNECTION_SECONDS = 1.0
 
 
 class _Handler(SlackRequestHandler):
@@ -57,6 +60,23 @@ def wsgi_app(app: App) -> Callable[[dict[str, Any], StartResponse], Iterable[byt
         return slack(environ, start_response)
 
     return application
+
+
+def _under_way(channel: Any) -> bool:
+    """Whether a connection still owes its client an answer. A channel holds its requests
+    until their answers are written, then its unsent bytes until they are sent; a request
+    partly received is under way too, as is a connection just accepted whose bytes may not
+    have been read yet. Idle keep-alive connections are none of these."""
+    if getattr(channel, "requests", None) or getattr(channel, "total_outbufs_len", 0):
+        return True
+    if getattr(channel, "request", None) is not None:
+        return True
+    created = getattr(channel, "creation_time", None)
+    return (
+        created is not None
+        and channel.last_activity == created
+        and time.time() - created < FRESH_CONNECTION_SECONDS
+    )
 
 
 class Server:
@@ -133,9 +153,19 @@ class Server:
         self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
 
     def _stop_listening(self) -> None:
+        server: Any = self._server
+        if not server.accepting:
+            return
+        # Connections the kernel completed but waitress has not accepted yet hold requests their
+        # clients already sent: take them in, or closing the socket resets them unanswered.
+        for _ in range(server.adj.backlog):
+            before = len(server._map)
+            server.handle_accept()
+            if len(server._map) == before:
+                break
         # The base class's close: the listening socket only. The server's own close() also
         # closes the trigger, which the loop still needs to send the answers under way.
-        wasyncore.dispatcher.close(self._server)  # type: ignore[arg-type]
+        wasyncore.dispatcher.close(server)
 
     def _wait_until_answered(self, timeout: float) -> None:
         dispatcher = self._server.task_dispatcher  # type: ignore[union-attr]
@@ -143,12 +173,8 @@ class Server:
         while time.monotonic() < deadline:
             with dispatcher.lock:
                 running = dispatcher.active_count > 0 or bool(dispatcher.queue)
-            # A channel holds its requests until their answers are written, then its
-            # unsent bytes until they are sent; idle keep-alive connections hold neither.
-            if not running and not any(
-                getattr(c, "requests", None) or getattr(c, "total_outbufs_len", 0)
-                for c in list(self._server._map.values())  # type: ignore[union-attr]
-            ):
+            channels = list(self._server._map.values())  # type: ignore[union-attr]
+            if not running and not any(_under_way(c) for c in channels):
                 return
             time.sleep(0.01)
 

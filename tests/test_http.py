@@ -9,6 +9,7 @@ import time
 import urllib.request
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from slack_bolt import App
@@ -188,19 +189,58 @@ def test_the_server_is_ready_for_its_first_request_when_built(
     assert not [r for r in caplog.records if r.name == "waitress.queue"]
 
 
-def test_a_stopping_server_answers_the_requests_under_way_and_takes_no_new_ones(
-    slack: SlackEmulator,
-) -> None:
-    """Ctrl-C or SIGTERM (a deploy) must not swallow an answer: a /lead already saved whose
-    receipt never went out looks failed to its marketer."""
+def _stoppable_app(slack: SlackEmulator) -> App:
     app = App(
         client=make_web_client("xoxb-test", slack.url),
         signing_secret=SECRET,
         token_verification_enabled=False,
         process_before_response=True,
     )
-    engine = make_engine("sqlite://")
-    app.leadbot = SimpleNamespace(engine=engine)  # type: ignore[attr-defined]  # for /healthz
+    app.leadbot = SimpleNamespace(engine=make_engine("sqlite://"))  # type: ignore[attr-defined]
+    return app
+
+
+def _wait_until_refusing(server: Server) -> None:
+    """Return once the server's listening socket is closed."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+        except (ConnectionRefusedError, ConnectionResetError):  # reset: one in the backlog
+            return
+        assert time.monotonic() < deadline, "still taking connections while stopping"
+        time.sleep(0.01)
+
+
+def _signed_command(server: Server, command: str) -> tuple[bytes, bytes]:
+    """The head and body of a signed slash command, as Slack writes it on the wire."""
+    body = urlencode(
+        {"command": command, "text": "x", "user_id": MARKETER, "team_id": "T0001"}
+    ).encode()
+    ts = str(int(time.time()))
+    head = (
+        "POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+        f"X-Slack-Request-Timestamp: {ts}\r\n"
+        f"X-Slack-Signature: {SlackSim(server.url, SECRET).signature(body, ts)}\r\n\r\n"
+    ).encode()
+    return head, body
+
+
+def _read_answer(conn: socket.socket) -> bytes:
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_stopping_server_answers_the_requests_under_way_and_takes_no_new_ones(
+    slack: SlackEmulator,
+) -> None:
+    """Ctrl-C or SIGTERM (a deploy) must not swallow an answer: a /lead already saved whose
+    receipt never went out looks failed to its marketer."""
+    app = _stoppable_app(slack)
     under_way, finish = threading.Event(), threading.Event()
 
     @app.command("/slow")
@@ -220,14 +260,7 @@ def test_a_stopping_server_answers_the_requests_under_way_and_takes_no_new_ones(
         request.start()
         assert under_way.wait(5)
         stopping.start()
-        deadline = time.monotonic() + 5
-        while True:  # the listening socket closes first
-            try:
-                socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-            except (ConnectionRefusedError, ConnectionResetError):  # reset: one in the backlog
-                break
-            assert time.monotonic() < deadline, "still taking connections while stopping"
-            time.sleep(0.01)
+        _wait_until_refusing(server)  # the listening socket closes first
         assert stopping.is_alive()  # waiting for the request under way
         finish.set()
         request.join(10)
@@ -239,4 +272,79 @@ def test_a_stopping_server_answers_the_requests_under_way_and_takes_no_new_ones(
         finish.set()
         if not stopping.is_alive() and not stopping.ident:
             server.stop()
-        engine.dispose()
+        app.leadbot.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_a_stopping_server_answers_a_request_whose_rest_is_still_arriving(
+    slack: SlackEmulator,
+) -> None:
+    """Slack sent the whole request; that only its first bytes had arrived when the stop came
+    is no reason to drop it."""
+    app = _stoppable_app(slack)
+    app.command("/quick")(lambda ack: ack("done"))
+    server = Server(app, threads=4).start()
+    head, body = _signed_command(server, "/quick")
+    stopping = threading.Thread(target=server.stop, kwargs={"drain": 10.0})
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(head + body[:10])
+            deadline = time.monotonic() + 5
+            while not any(  # the server has read the part sent so far
+                getattr(c, "request", None) is not None
+                for c in list(server._server._map.values())  # type: ignore[union-attr]
+            ):
+                assert time.monotonic() < deadline, "the server never read the request's head"
+                time.sleep(0.01)
+            stopping.start()
+            _wait_until_refusing(server)
+            conn.sendall(body[10:])
+            answer = _read_answer(conn)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"done"), answer
+        stopping.join(10)
+        assert not stopping.is_alive()
+    finally:
+        if stopping.ident:
+            stopping.join(10)
+        else:
+            server.stop()
+        app.leadbot.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_a_stopping_server_answers_a_connection_it_had_not_accepted_yet(
+    slack: SlackEmulator,
+) -> None:
+    """A connection the kernel completed while the server was busy sits in the listen backlog
+    with its request; closing the listening socket would reset it unanswered."""
+    app = _stoppable_app(slack)
+    app.command("/quick")(lambda ack: ack("done"))
+    server = Server(app, threads=4).start()
+    head, body = _signed_command(server, "/quick")
+    loop_held, release = threading.Event(), threading.Event()
+    stopping = threading.Thread(target=server.stop, kwargs={"drain": 10.0})
+
+    def hold_the_loop_then_stop_listening() -> None:
+        # Runs in waitress's loop thread, as stop() runs its first step: while it is held,
+        # a new connection can only wait in the backlog.
+        loop_held.set()
+        release.wait(10)
+        server._stop_listening()
+
+    try:
+        server._server.trigger.pull_trigger(hold_the_loop_then_stop_listening)  # type: ignore[union-attr]
+        assert loop_held.wait(5)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(head + body)
+            release.set()
+            _wait_until_refusing(server)
+            stopping.start()
+            answer = _read_answer(conn)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"done"), answer
+        stopping.join(10)
+        assert not stopping.is_alive()
+    finally:
+        release.set()
+        if stopping.ident:
+            stopping.join(10)
+        else:
+            server.stop()
+        app.leadbot.engine.dispose()  # type: ignore[attr-defined]
