@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from bot import db
 from bot.slack_sim import SLACK_USER_AGENT, Response, SlackSim
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,9 +181,6 @@ class Database:
 
     @classmethod
     def create(cls, kind: str, name: str, workdir: Path) -> Database:
-        from bot import db
-        from models import make_engine
-
         if kind == "sqlite":
             path = workdir / f"{name}.db"
             for suffix in ("", "-wal", "-shm"):
@@ -191,11 +189,7 @@ class Database:
         else:
             # The pid keeps concurrent runs (other engineers share this server) apart.
             dbname = f"leadbot_bench_{name}_{os.getpid()}"
-            admin = make_engine(_sa(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-                conn.execute(text(f'CREATE DATABASE "{dbname}"'))
-            admin.dispose()
+            db.fresh_pg_database(PG_ADMIN_URL, dbname)
             url = make_url(PG_ADMIN_URL).set(database=dbname)
             database = cls(kind, url.render_as_string(hide_password=False))
         engine = database.engine()
@@ -210,18 +204,12 @@ class Database:
         return make_engine(database_url(self.url), **kwargs)
 
     def drop(self) -> None:
-        from models import make_engine
-
         if self.kind == "sqlite" and self.path is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             return
-        name = make_url(self.url).database
         with contextlib.suppress(Exception):
-            admin = make_engine(_sa(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+            db.fresh_pg_database(PG_ADMIN_URL, str(make_url(self.url).database), drop=True)
 
 
 # --- processes under test ----------------------------------------------------------------------

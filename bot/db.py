@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import URL, Engine, inspect, make_url, text
 
 import migrations
 
@@ -63,3 +63,21 @@ def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
         config.attributes["connection"] = conn
         command.upgrade(config, target)
     return before, head_revision() if target == "head" else target
+
+
+def fresh_pg_database(server_url: str | URL, name: str, *, drop: bool = False) -> URL:
+    """For the tests and the bench: a new, empty PostgreSQL database `name` on the server of
+    `server_url` (any old one of that name is dropped first); with `drop`, only the dropping.
+    Returns its URL, for psycopg 3."""
+    from models import make_engine
+
+    base = make_url(server_url).set(drivername="postgresql+psycopg")
+    admin = make_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if not drop:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return base.set(database=name)

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, select, text
-from sqlalchemy.engine import URL, make_url
 
 from bot import db
 from bot.clock import FakeClock
@@ -38,21 +37,6 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
-def empty_pg_database(server_url: str, name: str, *, drop: bool = False) -> URL:
-    """A new, empty PostgreSQL database `name` on the server (any old one of that name is
-    dropped first); with `drop`, only the dropping. Returns its URL."""
-    base = make_url(server_url).set(drivername="postgresql+psycopg")
-    admin = make_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            if not drop:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    return base.set(database=name)
-
-
 @pytest.fixture(scope="session")
 def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated database per test worker: a SQLite file to copy, or a PostgreSQL database."""
@@ -63,7 +47,7 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
         db.upgrade(engine)
         engine.dispose()
         return str(path)
-    url = empty_pg_database(pg, f"leadbot_test_{_worker()}")
+    url = db.fresh_pg_database(pg, f"leadbot_test_{_worker()}")
     engine = make_engine(url)
     db.upgrade(engine)
     engine.dispose()

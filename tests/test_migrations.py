@@ -18,7 +18,7 @@ from sqlalchemy import Engine, column, event, insert, table, text
 
 from bot import db
 from models import Base, UTCDateTime, make_engine
-from tests.conftest import PG_URL_VAR, _worker, empty_pg_database, leads_locked
+from tests.conftest import PG_URL_VAR, _worker, leads_locked
 from tests.test_startup import _leadbot
 
 LEADS = table(
@@ -48,12 +48,12 @@ def empty_engine(tmp_path: Path) -> Iterator[Engine]:
         engine.dispose()
         return
     name = f"leadbot_migrate_{_worker()}"
-    engine = make_engine(empty_pg_database(pg, name))
+    engine = make_engine(db.fresh_pg_database(pg, name))
     try:
         yield engine
     finally:
         engine.dispose()
-        empty_pg_database(pg, name, drop=True)
+        db.fresh_pg_database(pg, name, drop=True)
 
 
 def _lead_rows(n: int, status: str = "closed") -> list[dict[str, Any]]:
