@@ -54,6 +54,10 @@ WARMUP = 48
 TARGET_P50 = 1.3  # x baseline
 TARGET_P99_MS = 250.0
 TARGET_RPS = 0.7  # x baseline
+# The open-loop reference: far more than a real team sends (a big event's booth produces a lead
+# a minute), yet below both servers' capacity, so it shows the answer a user waits for when
+# nothing queues rather than how fast the queue grows.
+PACED_RATE = 100.0  # requests/s
 
 
 def _sim(served: Served, slack: SlackEmulator) -> PreparingSim:
@@ -77,6 +81,7 @@ class Variant:
     baseline_runs: list[LoadResult] = field(default_factory=list)
     default_mode_runs: list[LoadResult] = field(default_factory=list)
     floor_runs: list[LoadResult] = field(default_factory=list)
+    paced: dict[str, LoadResult] = field(default_factory=dict)  # "leadbot", "baseline"
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,6 +97,8 @@ def run(ctx: Context) -> ScenarioResult:
         "requests_per_run": n,
         "warmup_requests": WARMUP,
         "rounds": rounds,
+        "paced_reference": f"{ctx.pick(300, 1000)} requests at {PACED_RATE:.0f}/s, open loop, "
+        "before the closed-loop rounds",
         "slack_latency_s": LATENCY,
         "mix": "alternating /lead inline submission and Claim click (each on a distinct lead)",
         "web_threads": SERVED_ENV.get(
@@ -195,7 +202,8 @@ def _one_db(
             others["floor"] = floor
             floor.wait_healthy()
             _warm(floor, slack, [])
-        targets = seed_claimable(engine, WARMUP // 2 + (n // 2) * rounds + 1)
+        paced_n = 0 if variant.label else ctx.pick(300, 1000)
+        targets = seed_claimable(engine, WARMUP // 2 + (n // 2) * rounds + paced_n // 2 + 1)
         product = Served.product(
             f"ack-{kind}{'-diag' if variant.label else ''}",
             database.url,
@@ -207,6 +215,17 @@ def _one_db(
             product.wait_healthy()
             _warm(product, slack, targets)
             used = WARMUP // 2
+            if paced_n:
+                for who, served in (("baseline", others["baseline"]), ("leadbot", product)):
+                    reqs = mixed(_sim(served, slack), targets[used:], paced_n, 900_000)
+                    variant.paced[who] = load = run_load(
+                        served.port, reqs, clients=CLIENTS, max_seconds=60, rate=PACED_RATE
+                    )
+                    ctx.log(
+                        f"  ack/{kind} at {PACED_RATE:.0f} req/s: {who} p50={_p(load, 50)} "
+                        f"p99={_p(load, 99)} ms, {load.errors} errors"
+                    )
+                used += paced_n // 2
             stored0, claimed0 = _settled_counts(engine)
             for r in range(rounds):
                 for who, served in [*others.items(), ("leadbot", product)]:
@@ -269,6 +288,10 @@ def _one_db(
             "all": _pool(variant.floor_runs).summary(),
             "lead": _pool(variant.floor_runs).summary("lead"),
             "claim": _pool(variant.floor_runs).summary("claim"),
+        },
+        "paced": {
+            who: {"lead": load.summary("lead"), "claim": load.summary("claim")}
+            for who, load in variant.paced.items()
         },
         "per_round": [
             {"baseline": b.summary(), "leadbot": p.summary()}
@@ -371,10 +394,13 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
         f"{1 / TARGET_RPS:.2f}x the baseline's",
     )
     _floor_rows(result, kind, variant)
+    _paced_rows(result, kind, variant)
     d = variant.details
     lost = d["acked_submissions"] - d["stored_submissions"]
     dropped = d["acked_claims"] - d["claims_won"]  # every click is on its own unclaimed lead
-    bad = prod.errors + lost + dropped
+    paced_errors = sum(load.errors for who, load in variant.paced.items() if who == "leadbot")
+    errors = prod.errors + paced_errors
+    bad = errors + lost + dropped
     result.add(
         Row(
             NAME,
@@ -386,7 +412,7 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
             None,
             "0",
             bad == 0,
-            note=f"{prod.errors} HTTP errors; {lost} /lead acked without being stored "
+            note=f"{errors} HTTP errors; {lost} /lead acked without being stored "
             f"({d['lead_acks_without_receipt']} acks without a receipt); {dropped} clicks "
             "acked but never claimed",
         )
@@ -428,6 +454,34 @@ def _floor_rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
         "the best any app on this stack can do against the 0.7x target when it saves before "
         f"its receipt ({floor.errors} errors in the floor's runs)",
     )
+
+
+def _paced_rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
+    """Ack latency at a steady PACED_RATE, for reference (not judged)."""
+    prod, base = variant.paced.get("leadbot"), variant.paced.get("baseline")
+    if prod is None or base is None:
+        return
+    note = (
+        f"open loop at {PACED_RATE:.0f} requests/s (half /lead, half Claim), below both "
+        "servers' capacity: the wait of one user when requests do not queue"
+    )
+    for what, label in (("lead", "/lead"), ("claim", "Claim")):
+        for p in (50, 99):
+            mine, theirs = percentile(prod.latencies(what), p), percentile(base.latencies(what), p)
+            result.add(
+                Row(
+                    NAME,
+                    kind,
+                    f"{label} ack p{p} at {PACED_RATE:.0f} req/s",
+                    _ms(mine),
+                    "ms",
+                    _ms(theirs),
+                    ratio(mine, theirs),
+                    "(reference)",
+                    None,
+                    note=note,
+                )
+            )
 
 
 def _reference_throughput(

@@ -481,13 +481,17 @@ def run_load(
     max_seconds: float,
     keep_body: bool = False,
     path: str = "/slack/events",
+    rate: float | None = None,
 ) -> LoadResult:
     """Send `requests` in order from `clients` threads, each on its own keep-alive connection,
-    as fast as answers come back (closed loop). Stops early at `max_seconds`."""
+    as fast as answers come back (closed loop), or with `rate`, one every 1/rate seconds
+    (open loop: a request's latency counts from when it was due, so time spent waiting for a
+    free client is not hidden). Stops early at `max_seconds`."""
     counter = itertools.count()
     per_thread: list[list[Sample]] = [[] for _ in range(clients)]
     start = threading.Barrier(clients + 1)
     deadline = [0.0]
+    origin = [0.0]
 
     def worker(out: list[Sample]) -> None:
         conn = HTTPConnection(HOST, port, timeout=30)
@@ -501,6 +505,11 @@ def run_load(
             req = requests[i]
             body = b""
             t0 = time.perf_counter()
+            if rate is not None:
+                due = origin[0] + i / rate
+                if due > t0:
+                    time.sleep(due - t0)
+                t0 = due
             try:
                 conn.request("POST", path, body=req.body, headers=req.headers)
                 resp = conn.getresponse()
@@ -521,6 +530,7 @@ def run_load(
     for t in threads:
         t.start()
     deadline[0] = time.monotonic() + max_seconds
+    origin[0] = time.perf_counter() + 0.01  # the clients are past the barrier by then
     start.wait()
     t_start = time.perf_counter()
     for t in threads:
