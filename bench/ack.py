@@ -58,6 +58,7 @@ TARGET_RPS = 0.7  # x baseline
 # a minute), yet below both servers' capacity, so it shows the answer a user waits for when
 # nothing queues rather than how fast the queue grows.
 PACED_RATE = 100.0  # requests/s
+PACED_REQUESTS = (200, 1000)  # --quick, full
 
 
 def _sim(served: Served, slack: SlackEmulator) -> PreparingSim:
@@ -97,8 +98,8 @@ def run(ctx: Context) -> ScenarioResult:
         "requests_per_run": n,
         "warmup_requests": WARMUP,
         "rounds": rounds,
-        "paced_reference": f"{ctx.pick(300, 1000)} requests at {PACED_RATE:.0f}/s, open loop, "
-        "before the closed-loop rounds",
+        "paced_reference": f"{ctx.pick(*PACED_REQUESTS)} requests at {PACED_RATE:.0f}/s, "
+        "open loop, before the closed-loop rounds",
         "slack_latency_s": LATENCY,
         "mix": "alternating /lead inline submission and Claim click (each on a distinct lead)",
         "web_threads": SERVED_ENV.get(
@@ -202,7 +203,7 @@ def _one_db(
             others["floor"] = floor
             floor.wait_healthy()
             _warm(floor, slack, [])
-        paced_n = 0 if variant.label else ctx.pick(300, 1000)
+        paced_n = 0 if variant.label else ctx.pick(*PACED_REQUESTS)
         targets = seed_claimable(engine, WARMUP // 2 + (n // 2) * rounds + paced_n // 2 + 1)
         product = Served.product(
             f"ack-{kind}{'-diag' if variant.label else ''}",
@@ -398,8 +399,7 @@ def _rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
     d = variant.details
     lost = d["acked_submissions"] - d["stored_submissions"]
     dropped = d["acked_claims"] - d["claims_won"]  # every click is on its own unclaimed lead
-    paced_errors = sum(load.errors for who, load in variant.paced.items() if who == "leadbot")
-    errors = prod.errors + paced_errors
+    errors = prod.errors + (variant.paced["leadbot"].errors if "leadbot" in variant.paced else 0)
     bad = errors + lost + dropped
     result.add(
         Row(
