@@ -429,20 +429,7 @@ def _floor_rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
     )
     for what, label in (("lead", "/lead"), ("claim", "Claim")):
         k50, f50 = percentile(prod.latencies(what), 50), percentile(floor.latencies(what), 50)
-        result.add(
-            Row(
-                NAME,
-                kind,
-                f"{label} ack p50 vs persisting floor",
-                _ms(k50),
-                "ms",
-                _ms(f50),
-                ratio(k50, f50),
-                "(reference)",
-                None,
-                note=note,
-            )
-        )
+        _reference_ms(result, kind, f"{label} ack p50 vs persisting floor", k50, f50, note)
     _reference_throughput(result, kind, "throughput vs persisting floor", prod, floor, note)
     _cpu_row(result, kind, "server CPU per request vs persisting floor", prod, floor, note)
     _reference_throughput(
@@ -468,20 +455,8 @@ def _paced_rows(result: ScenarioResult, kind: str, variant: Variant) -> None:
     for what, label in (("lead", "/lead"), ("claim", "Claim")):
         for p in (50, 99):
             mine, theirs = percentile(prod.latencies(what), p), percentile(base.latencies(what), p)
-            result.add(
-                Row(
-                    NAME,
-                    kind,
-                    f"{label} ack p{p} at {PACED_RATE:.0f} req/s",
-                    _ms(mine),
-                    "ms",
-                    _ms(theirs),
-                    ratio(mine, theirs),
-                    "(reference)",
-                    None,
-                    note=note,
-                )
-            )
+            metric = f"{label} ack p{p} at {PACED_RATE:.0f} req/s"
+            _reference_ms(result, kind, metric, mine, theirs, note)
 
 
 def _reference_throughput(
@@ -513,7 +488,18 @@ def _cpu_row(
     result: ScenarioResult, kind: str, metric: str, load: LoadResult, base: LoadResult, note: str
 ) -> None:
     """Server CPU per request of `load` against `base`, for reference (not judged)."""
-    mine, theirs = load.cpu_per_request, base.cpu_per_request
+    _reference_ms(result, kind, metric, load.cpu_per_request, base.cpu_per_request, note)
+
+
+def _reference_ms(
+    result: ScenarioResult,
+    kind: str,
+    metric: str,
+    mine: float | None,
+    theirs: float | None,
+    note: str,
+) -> None:
+    """A row of seconds shown in ms for reference (not judged): `mine` against `theirs`."""
     result.add(
         Row(
             NAME,
