@@ -10,17 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import (
-    String,
-    bindparam,
-    cast,
-    literal,
-    literal_column,
-    null,
-    select,
-    true,
-    union_all,
-)
+from sqlalchemy import String, bindparam, cast, literal_column, null, select
 from sqlalchemy.orm import Session
 
 from bot import duplicates, leads, outbox, outcomes, render
@@ -29,7 +19,7 @@ from bot.parsing import LeadInput
 from bot.services import Services
 from bot.settings import Settings
 from bot.sla import add_working_time
-from models import CLAIMED, NEW, Lead, LeadEvent, OutboxItem
+from models import Lead, LeadEvent, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -162,184 +152,37 @@ def _insert_unless_repeat(columns: tuple[str, ...], by_email: bool, by_phone: bo
 
 
 def claim(services: Services, lead_id: int, user_id: str, team_id: str) -> leads.ClaimResult:
-    """First click wins. The claim with its follow-up clock, its event, the card refresh and
-    both DMs (claimer's private details, submitter's news) are stored together: in one
-    transaction, or on PostgreSQL in one statement after a read."""
+    """First click wins, in one transaction: the claim with its follow-up clock, then the card
+    refresh and both DMs (claimer's private details, submitter's news) in one INSERT."""
     now = services.clock.now()
-    follow_up = outcomes.follow_up_on_claim(services.settings.policy, now)
-    if services.single is not services.sessions:
-        # PostgreSQL: a read, then one autocommit statement that claims, records and queues:
-        # two round trips where the transaction below takes five (six for a click too late).
-        result = _claim_in_one_statement(services, lead_id, user_id, team_id, now, follow_up)
-        if result is not None:
-            services.outbox.kick()
-            return result
     with services.sessions.begin() as s:
-        result = leads.claim(s, lead_id, user_id, team_id=team_id, now=now, follow_up=follow_up)
+        result = leads.claim(
+            s,
+            lead_id,
+            user_id,
+            team_id=team_id,
+            now=now,
+            follow_up=outcomes.follow_up_on_claim(services.settings.policy, now),
+        )
         lead = result.lead
         if result.won and lead is not None:
-            outbox.enqueue(s, _claimed_rows(lead))
+            # The version was bumped by this transaction: no refresh for it can exist yet.
+            rows = [outbox.refresh_row(lead)]
+            if lead.owner_id:
+                rows.append(
+                    outbox.message_row(lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)
+                )
+            rows.append(
+                outbox.message_row(
+                    lead.submitted_by, render.submitter_claimed_dm(lead), lead_id=lead.id
+                )
+            )
+            outbox.enqueue(s, rows)
         elif lead is not None:
             # The clicker may have seen an out-of-date card: bring it up to date.
             outbox.enqueue_refresh(s, lead)
     services.outbox.kick()
     return result
-
-
-def _claimed_rows(lead: Lead) -> list[dict[str, Any]]:
-    """What a won claim queues: the card refresh and both DMs."""
-    # The version was bumped by the claim: no refresh for it can exist yet.
-    rows = [outbox.refresh_row(lead)]
-    if lead.owner_id:
-        rows.append(outbox.message_row(lead.owner_id, render.claimer_dm(lead), lead_id=lead.id))
-    rows.append(
-        outbox.message_row(lead.submitted_by, render.submitter_claimed_dm(lead), lead_id=lead.id)
-    )
-    return rows
-
-
-def _claim_in_one_statement(
-    services: Services,
-    lead_id: int,
-    user_id: str,
-    team_id: str,
-    now: datetime,
-    follow_up: dict[str, datetime],
-) -> leads.ClaimResult | None:
-    """The PostgreSQL claim: read the lead, then claim it with its event, card refresh and DMs
-    in one statement, or, if it is taken, record the late click and the refresh its card may
-    need in one. The claim goes through only for the version read, which the DMs were rendered
-    from; None when that version was gone by then (another click won, an edit): the caller's
-    transaction then decides."""
-    with services.single.begin() as s:
-        # Core, not the ORM's select(Lead), whose identity-map bookkeeping took ~0.4 ms more
-        # CPU per read (in-process, here): most of what the saved round trips give back.
-        row = s.execute(_READ_LEAD, {"lead_id": lead_id, "team_id": team_id}).one_or_none()
-        if row is None:
-            return leads.ClaimResult(won=False, lead=None)
-        # One Lead object per outcome: building one sets ~40 instrumented attributes, about
-        # the CPU of a round trip.
-        lead = Lead(**row._mapping)
-        if lead.status != NEW:
-            refresh = outbox.refresh_row(lead)
-            s.execute(
-                _too_late_statement(tuple(refresh)),
-                {"e_lead_id": lead_id, "e_at": now, "e_actor": user_id}
-                | {f"o_{k}": v for k, v in refresh.items()},
-            )
-            return leads.ClaimResult(won=False, lead=lead)
-        # The lead as the claim will leave it, for the DMs, which are rendered before it runs.
-        version = lead.version
-        lead.status, lead.owner_id, lead.claimed_at = CLAIMED, user_id, now
-        lead.version = version + 1
-        rows = _claimed_rows(lead)
-        keys, params = leads.claim_params(
-            lead_id, user_id, team_id=team_id, now=now, follow_up=follow_up
-        )
-        params |= {"b_version": version, "e_actor": user_id}
-        shared = tuple(k for k in rows[0] if k not in _PER_ROW and k != "lead_id")
-        params |= {f"o_{k}": rows[0][k] for k in shared}
-        for i, item in enumerate(rows):
-            params |= {f"o{i}_{k}": item[k] for k in _PER_ROW}
-        won = s.execute(_claim_with_outbox(keys, shared, len(rows)), params).one_or_none()
-    if won is None:
-        return None
-    for key, value in won._mapping.items():  # what else the claim set: its follow-up clock
-        if getattr(lead, key) != value:
-            setattr(lead, key, value)
-    return leads.ClaimResult(won=True, lead=lead)
-
-
-_LEADS = Lead.__table__
-_READ_LEAD = select(*_LEADS.c).where(
-    _LEADS.c.id == bindparam("lead_id"), _LEADS.c.team_id == bindparam("team_id")
-)
-
-
-# What differs between the outbox rows of a claim; the rest (status, times …) they share.
-_PER_ROW = ("kind", "channel", "payload")
-
-
-@functools.cache
-def _claim_with_outbox(priorities: tuple[str, ...], shared: tuple[str, ...], n_rows: int) -> Any:
-    """leads.claim_statement for one version (b_version) as a data-modifying CTE, with the
-    "claimed" event (at b_now, by e_actor) and `n_rows` outbox rows (o{i}_{column} for the
-    columns of _PER_ROW, o_{column} for the `shared` ones) inserted only when it claims;
-    returns the claimed lead, or no row. PostgreSQL only; built once per shape."""
-    lead_t, event_t, outbox_t = Lead.__table__, LeadEvent.__table__, OutboxItem.__table__
-    claimed = (
-        leads.claim_statement(priorities)
-        .where(lead_t.c.version == bindparam("b_version"))
-        .cte("claimed")
-    )
-    event = event_t.insert().from_select(
-        ["lead_id", "at", "actor", "kind", "detail"],
-        select(
-            claimed.c.id,
-            bindparam("b_now", type_=event_t.c.at.type),
-            bindparam("e_actor", type_=event_t.c.actor.type),
-            literal_column("'claimed'", String),
-            null(),
-        ),
-    )
-    # One INSERT, its rows in order: sibling CTEs run in no set order, and the outbox delivers
-    # a lead's items by id (the card refresh, then the DMs, as the transaction queues them).
-    rows = union_all(
-        *(
-            select(
-                literal(i).label("n"),
-                *(bindparam(f"o{i}_{c}", type_=outbox_t.c[c].type).label(c) for c in _PER_ROW),
-            )
-            for i in range(n_rows)
-        )
-    ).subquery("queued")
-    queued = outbox_t.insert().from_select(
-        ["lead_id", *_PER_ROW, *shared],
-        select(
-            claimed.c.id,
-            *(rows.c[c] for c in _PER_ROW),
-            *(bindparam(f"o_{c}", type_=outbox_t.c[c].type) for c in shared),
-        )
-        .select_from(claimed.join(rows, true()))
-        .order_by(rows.c.n),
-    )
-    return select(claimed).add_cte(event.cte("claim_event"), queued.cte("claim_outbox"))
-
-
-@functools.cache
-def _too_late_statement(columns: tuple[str, ...]) -> Any:
-    """A click on a lead already taken: its "claim_too_late" event (e_*), and the card refresh
-    outbox.refresh_row gives (o_{column} for `columns`) unless one for that version is queued
-    or sent, as outbox.enqueue_refresh does, in one statement. PostgreSQL only."""
-    event_t, outbox_t = LeadEvent.__table__, OutboxItem.__table__
-    lead_id = bindparam("e_lead_id", type_=event_t.c.lead_id.type)
-    event = event_t.insert().values(
-        lead_id=lead_id,
-        at=bindparam("e_at", type_=event_t.c.at.type),
-        actor=bindparam("e_actor", type_=event_t.c.actor.type),
-        kind="claim_too_late",
-        detail=None,
-    )
-    payload = bindparam("o_payload", type_=outbox_t.c.payload.type)
-    known = (
-        select(outbox_t.c.id)
-        .where(
-            outbox_t.c.lead_id == lead_id,
-            outbox_t.c.kind == outbox.CARD_REFRESH,
-            outbox_t.c.payload == payload,
-        )
-        .exists()
-    )
-    refresh = outbox_t.insert().from_select(
-        list(columns),
-        select(
-            *(
-                payload if c == "payload" else bindparam(f"o_{c}", type_=outbox_t.c[c].type)
-                for c in columns
-            )
-        ).where(~known),
-    )
-    return select(literal_column("1")).add_cte(event.cte("late_event"), refresh.cte("late_refresh"))
 
 
 def after_release(session: Session, lead: Lead, by: str) -> None:

@@ -216,8 +216,16 @@ def claim(
     priority, with "" for any other; see outcomes.follow_up_on_claim) and returns the claimed
     row, so a won claim reads nothing more.
     """
-    keys, params = claim_params(lead_id, user_id, team_id=team_id, now=now, follow_up=follow_up)
-    row = session.execute(claim_statement(keys), params).one_or_none()
+    params: dict[str, Any] = {
+        "b_lead_id": lead_id,
+        "b_team_id": team_id,
+        "b_owner_id": user_id,
+        "b_now": now,
+    }
+    keys = tuple(sorted(follow_up)) if follow_up else ()
+    for i, key in enumerate(keys):
+        params[f"follow_up_{i}"] = follow_up[key]  # type: ignore[index]
+    row = session.execute(_claim_statement(keys), params).one_or_none()
     # A plain object with the row's values (not in the session): what callers read and render.
     won_lead = Lead(**row._mapping) if row is not None else None
     if won_lead is not None:
@@ -229,29 +237,8 @@ def claim(
     return ClaimResult(won=False, lead=lead)
 
 
-def claim_params(
-    lead_id: int,
-    user_id: str,
-    *,
-    team_id: str,
-    now: datetime,
-    follow_up: dict[str, datetime] | None,
-) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """The priorities of `claim_statement` and its parameters (see `claim`)."""
-    params: dict[str, Any] = {
-        "b_lead_id": lead_id,
-        "b_team_id": team_id,
-        "b_owner_id": user_id,
-        "b_now": now,
-    }
-    keys = tuple(sorted(follow_up)) if follow_up else ()
-    for i, key in enumerate(keys):
-        params[f"follow_up_{i}"] = follow_up[key]  # type: ignore[index]
-    return keys, params
-
-
 @functools.lru_cache(maxsize=16)
-def claim_statement(priorities: tuple[str, ...]) -> Any:
+def _claim_statement(priorities: tuple[str, ...]) -> Any:
     """The claiming UPDATE for a policy's priorities, built once per set of priorities.
     (Parameters are prefixed b_: SQLAlchemy reserves column names in an UPDATE's SET.)"""
     values: dict[str, Any] = {
