@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import URL, Engine, inspect, make_url, text
 
 import migrations
+from models import make_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -69,8 +70,6 @@ def fresh_pg_database(server_url: str | URL, name: str, *, drop: bool = False) -
     """For the tests and the bench: a new, empty PostgreSQL database `name` on the server of
     `server_url` (any old one of that name is dropped first); with `drop`, only the dropping.
     Returns its URL, for psycopg 3."""
-    from models import make_engine
-
     base = make_url(server_url).set(drivername="postgresql+psycopg")
     admin = make_engine(base, isolation_level="AUTOCOMMIT")
     try:
