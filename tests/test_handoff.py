@@ -280,25 +280,11 @@ def test_claim_updates_card_in_place_and_tells_claimer_and_submitter(bot: Bot) -
     assert f"<@{REP_A}>" in submitter_dm.text and "12m" in submitter_dm.text
 
 
-def test_late_claim_changes_nothing_and_names_the_owner(bot: Bot) -> None:
-    bot.submit(EXAMPLE)
-    [lead] = bot.leads()
-    click(bot, REP_A, "lead_claim", lead)
-    stale_card_lead = lead  # REP_B clicks the Claim button of the card as first rendered
-    response = bot.sim.block_action(
-        REP_B,
-        "lead_claim",
-        f"{lead.id}:1",
-        channel_id=stale_card_lead.card_channel,
-        message_ts=stale_card_lead.card_ts,
+def _claim_first_card(bot: Bot, rep: str, lead: Lead) -> Any:
+    """`rep` clicks Claim on the lead's card as first rendered (version 1), settling nothing."""
+    return bot.sim.block_action(
+        rep, "lead_claim", f"{lead.id}:1", channel_id=lead.card_channel, message_ts=lead.card_ts
     )
-    bot.settle()
-    assert response.status == 200
-    assert bot.lead(lead.id).owner_id == REP_A
-    assert len(bot.slack.calls_to("chat.update")) == 1
-    [note] = bot.slack.ephemerals(REP_B)
-    assert f"<@{REP_A}>" in note.text
-    assert bot.slack.dms(REP_B) == []
 
 
 def _outbox_of(bot: Bot, lead_id: int) -> list[tuple[str, str | None, str | None]]:
@@ -311,12 +297,29 @@ def _outbox_of(bot: Bot, lead_id: int) -> list[tuple[str, str | None, str | None
     return [tuple(r) for r in rows]
 
 
-def test_a_claim_stores_its_event_refresh_and_dms_and_a_late_click_only_its_event(
-    bot: Bot,
-) -> None:
-    """A won claim stores, with the claim, its event, the card refresh for the new version and
-    both DMs, in that order; a click too late records who was late and queues no second
-    refresh for the same version."""
+def test_late_claim_changes_nothing_and_names_the_owner(bot: Bot) -> None:
+    """A click too late records who was late and queues no second refresh for the version
+    the card already shows."""
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    click(bot, REP_A, "lead_claim", lead)
+    queued = _outbox_of(bot, lead.id)
+    response = _claim_first_card(bot, REP_B, lead)
+    bot.settle()
+    assert response.status == 200
+    assert bot.lead(lead.id).owner_id == REP_A
+    assert len(bot.slack.calls_to("chat.update")) == 1
+    [note] = bot.slack.ephemerals(REP_B)
+    assert f"<@{REP_A}>" in note.text
+    assert bot.slack.dms(REP_B) == []
+    late = [e for e in _events(bot, lead.id) if e.kind == "claim_too_late"]
+    assert [e.actor for e in late] == [REP_B]
+    assert _outbox_of(bot, lead.id) == queued  # the refresh for version 2 is already queued
+
+
+def test_a_won_claim_stores_its_event_refresh_and_dms_in_order(bot: Bot) -> None:
+    """With the claim: its event, the card refresh for the new version and both DMs, queued
+    in that order."""
     bot.submit(EXAMPLE)
     [lead] = bot.leads()
     click(bot, REP_A, "lead_claim", lead)
@@ -333,18 +336,6 @@ def test_a_claim_stores_its_event_refresh_and_dms_and_a_late_click_only_its_even
     [claimed] = [e for e in _events(bot, lead.id) if e.kind == "claimed"]
     assert claimed.actor == REP_A
 
-    # REP_B clicks Claim on the card as first rendered: too late.
-    bot.sim.block_action(
-        REP_B, "lead_claim", f"{lead.id}:1", channel_id=lead.card_channel, message_ts=lead.card_ts
-    )
-    bot.settle()
-    late = [e for e in _events(bot, lead.id) if e.kind == "claim_too_late"]
-    assert [e.actor for e in late] == [REP_B]
-    assert _outbox_of(bot, lead.id) == queued  # the refresh for version 2 is already queued
-    assert bot.lead(lead.id).owner_id == REP_A
-    [note] = bot.slack.ephemerals(REP_B)
-    assert f"<@{REP_A}>" in note.text
-
 
 def test_concurrent_claims_have_exactly_one_winner(bot: Bot) -> None:
     bot.submit(EXAMPLE)
@@ -355,10 +346,7 @@ def test_concurrent_claims_have_exactly_one_winner(bot: Bot) -> None:
 
     def hit(rep: str) -> None:
         barrier.wait()
-        r = bot.sim.block_action(
-            rep, "lead_claim", f"{lead.id}:1", channel_id=lead.card_channel, message_ts=lead.card_ts
-        )
-        statuses.append(r.status)
+        statuses.append(_claim_first_card(bot, rep, lead).status)
 
     threads = [threading.Thread(target=hit, args=(rep,)) for rep in reps]
     for t in threads:
@@ -393,14 +381,7 @@ def test_losers_are_told_side_by_side_while_slack_is_slow(bot: Bot) -> None:
     }
     try:
         for rep in reps:
-            r = bot.sim.block_action(
-                rep,
-                "lead_claim",
-                f"{lead.id}:1",
-                channel_id=lead.card_channel,
-                message_ts=lead.card_ts,
-            )
-            assert r.status == 200
+            assert _claim_first_card(bot, rep, lead).status == 200
         deadline = time.monotonic() + 10
         while sum(g.arrived.is_set() for g in gates.values()) < len(reps) - 1:
             assert time.monotonic() < deadline, (
