@@ -414,12 +414,12 @@ def working_now(settings: Any) -> datetime:
 
 def run(ctx: Context) -> ScenarioResult:
     result = ScenarioResult(NAME)
-    small, large = ctx.pick((10_000, 100_000), (10_000, 1_000_000))
+    small, large = ctx.pick((10_000, 50_000), (10_000, 1_000_000))
     reps = ctx.pick(7, 15)
     label = f"{small // 1000}k→{large // 1000}k" if large < 1_000_000 else f"{small // 1000}k→1M"
     result.details["setup"] = {
         "histories": [small, large],
-        "label": label + (" (--quick: 100k instead of 1M)" if ctx.quick else ""),
+        "label": label + (" (--quick: 50k instead of 1M)" if ctx.quick else ""),
         "due_reminders": DUE_REMINDERS,
         "unclaimed_not_due": NOT_DUE,
         "last_24h_leads": RECENT,
