@@ -61,6 +61,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="WEB_THREADS for leadbot and the baselines alike "
         f"(default: leadbot's default, {SETTINGS_HELP['WEB_THREADS'][0]})",
     )
+    p.add_argument(
+        "--pin-cpu",
+        default=None,
+        help="PIN_CPU for leadbot and the baselines alike: auto, off or CPU numbers "
+        f"(default: leadbot's default, {SETTINGS_HELP['PIN_CPU'][0]})",
+    )
     return p.parse_args(argv)
 
 
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.web_threads is not None:
         SERVED_ENV["WEB_THREADS"] = str(args.web_threads)
+    if args.pin_cpu is not None:
+        SERVED_ENV["PIN_CPU"] = args.pin_cpu
     t0 = time.monotonic()
     results: list[ScenarioResult] = []
     with tempfile.TemporaryDirectory(prefix="leadbot-bench-") as tmp:

@@ -105,6 +105,7 @@ def run(ctx: Context) -> ScenarioResult:
         "web_threads": SERVED_ENV.get(
             "WEB_THREADS", f"default ({SETTINGS_HELP['WEB_THREADS'][0]})"
         ),
+        "pin_cpu": SERVED_ENV.get("PIN_CPU", f"default ({SETTINGS_HELP['PIN_CPU'][0]})"),
         "bolt_mode": f"process_before_response={PROCESS_BEFORE_RESPONSE} (leadbot and baseline)",
         "reference": "bare Bolt in its default mode (process_before_response=False), and the "
         "persisting floor (bare Bolt plus one committed write per request, bench/baseline_app.py), "

@@ -1,9 +1,10 @@
 """The baseline: a bare Bolt app whose listeners only ack, behind the same server as leadbot.
 
 Run as `python -m bench.baseline_app --port P` with the same environment as `leadbot serve`:
-the same waitress settings and thread count (WEB_THREADS, leadbot's default), the same listener
-executor size and Bolt mode (`process_before_response`, bot.app.PROCESS_BEFORE_RESPONSE), the
-same request verification and the same `auth.test` at start-up. What it lacks is exactly
+the same waitress settings and thread count (WEB_THREADS, leadbot's default), the same CPU
+placement (PIN_CPU), the same listener executor size and Bolt mode (`process_before_response`,
+bot.app.PROCESS_BEFORE_RESPONSE), the same request verification and the same `auth.test` at
+start-up. What it lacks is exactly
 leadbot's own work (parsing, the database, rendering, the outbox, the scheduler), so leadbot's
 figure / this figure is leadbot's overhead.
 
@@ -33,6 +34,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from waitress.server import create_server
 
+from bot.affinity import pin_process
 from bot.app import PROCESS_BEFORE_RESPONSE, WORK_THREADS
 from bot.ids import Action, View
 from bot.settings import SETTINGS_HELP, database_url
@@ -166,6 +168,8 @@ def main() -> int:
         stream=sys.stderr,
     )
     threads = int(os.environ.get("WEB_THREADS") or SETTINGS_HELP["WEB_THREADS"][0] or 16)
+    # leadbot's CPU placement too (before the threads start, as `leadbot serve` does).
+    pin_process(os.environ.get("PIN_CPU") or SETTINGS_HELP["PIN_CPU"][0] or "auto")
     server = create_server(
         wsgi(build()),
         host=args.host,

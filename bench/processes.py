@@ -10,6 +10,7 @@ the README's Sizing), it is not judged against a target.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -75,10 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         need = 2 * WARMUP + args.rounds * 4 * (args.requests // 2 + 2)  # 4 loads a round
         targets = _Targets(seed_claimable(engine, need))
+        # Each process on a CPU of its own (README → Sizing), the first where PIN_CPU=auto puts a
+        # lone process.
+        cpus = sorted(os.sched_getaffinity(0), reverse=True)
+        own = [{"PIN_CPU": str(cpus[i % len(cpus)])} for i in range(2)]
         products = [
-            Served.product(f"processes-{i}", database.url, slack.url, workdir) for i in range(2)
+            Served.product(f"processes-{i}", database.url, slack.url, workdir, **own[i])
+            for i in range(2)
         ]
-        baselines = [Served.baseline(f"processes-b{i}", slack.url, workdir) for i in range(2)]
+        baselines = [
+            Served.baseline(f"processes-b{i}", slack.url, workdir, **own[i]) for i in range(2)
+        ]
         served = [s.start() for s in (*products, *baselines)]
         for s in served:
             s.wait_healthy()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot import __version__
+from bot.affinity import pin_process
 from bot.settings import SERVE_REQUIRES, Settings, SettingsError, load_settings
 
 log = logging.getLogger("leadbot")
@@ -99,11 +100,18 @@ def _run_until_stopped(run: Callable[[], object], services: Any, scheduler: Any)
     return 0
 
 
+def _cpus_text(cpus: set[int] | None) -> str:
+    if cpus is None:
+        return "on the CPUs the kernel picks"
+    return f"on CPU {', '.join(map(str, sorted(cpus)))} (PIN_CPU)"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from bot.scheduler import start_background
     from bot.server import Server
 
     settings = load_settings(require=SERVE_REQUIRES)
+    cpus = pin_process(settings.pin_cpu)  # before any thread starts: threads inherit it
     _logging(settings)
     app, services = _build(settings)
     host = args.host or settings.host
@@ -111,11 +119,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
     server = Server(app, host=host, port=port, threads=settings.web_threads)
     log.info(
-        "leadbot %s serving on http://%s:%s/slack/events (%d threads, scheduler %s)",
+        "leadbot %s serving on http://%s:%s/slack/events (%d threads, %s, scheduler %s)",
         __version__,
         host,
         server.port,
         settings.web_threads,
+        _cpus_text(cpus),
         "off" if scheduler is None else "on",
     )
     return _run_until_stopped(server.serve_forever, services, scheduler)
@@ -129,10 +138,11 @@ def cmd_socket(args: argparse.Namespace) -> int:
     settings = load_settings(require=(*SERVE_REQUIRES, "SLACK_APP_TOKEN"))
     if not settings.slack_app_token.startswith("xapp-"):
         raise SettingsError("SLACK_APP_TOKEN: expected an app-level token starting with xapp-")
+    cpus = pin_process(settings.pin_cpu)
     _logging(settings)
     app, services = _build(settings)
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
-    log.info("leadbot %s connecting in Socket Mode", __version__)
+    log.info("leadbot %s connecting in Socket Mode (%s)", __version__, _cpus_text(cpus))
     return _run_until_stopped(
         SocketModeHandler(app, settings.slack_app_token).start, services, scheduler
     )

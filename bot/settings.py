@@ -34,6 +34,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_CPUS = re.compile(r"^\d{1,4}(\s*,\s*\d{1,4})*$")
 
 # Every setting with its default (None = no default) and a short description; the README
 # table and `.env.example` say the same, and a test keeps them in step.
@@ -70,6 +71,10 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     # Web threads mostly wait on the database, not the CPU: 16 beat 8 by ~15-25% in the ack
     # bench on 2 cores (python -m bench --only ack --web-threads N), 32 gave no more.
     "WEB_THREADS": ("16", "worker threads of the HTTP server"),
+    "PIN_CPU": (
+        "auto",
+        "CPUs `leadbot serve` and `socket` run on: auto (one), off, or numbers like 1 or 2,3",
+    ),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
 }
 
@@ -100,6 +105,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 3000
     web_threads: int = 16
+    pin_cpu: str = "auto"
     log_level: str = "INFO"
 
     @property
@@ -216,6 +222,11 @@ def load_settings(
         ) from None
     port = _int(get("PORT"), "PORT", 1, 65535)
     threads = _int(get("WEB_THREADS"), "WEB_THREADS", 1, 256)
+    pin_cpu = get("PIN_CPU").lower()
+    if pin_cpu not in ("auto", "off") and not _CPUS.match(pin_cpu):
+        raise SettingsError(
+            f"PIN_CPU: {pin_cpu!r} — expected auto, off, or CPU numbers like 1 or 2,3"
+        )
     log_level = get("LOG_LEVEL").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"LOG_LEVEL: {log_level!r} — expected DEBUG, INFO, WARNING or ERROR")
@@ -257,6 +268,7 @@ def load_settings(
         host=get("HOST"),
         port=port,
         web_threads=threads,
+        pin_cpu=pin_cpu,
         log_level=log_level,
     )
 

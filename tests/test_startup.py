@@ -46,6 +46,9 @@ GOOD = {
         ("DATABASE_URL", "mysql://x@h/db", "DATABASE_URL: 'mysql' is not supported"),
         ("PORT", "99999", "PORT: '99999'"),
         ("SLACK_API_URL", "slack.com", "SLACK_API_URL: 'slack.com'"),
+        ("PIN_CPU", "first", "PIN_CPU: 'first' — expected auto, off, or CPU numbers"),
+        ("PIN_CPU", "1,,2", "PIN_CPU: '1,,2' — expected auto, off, or CPU numbers"),
+        ("PIN_CPU", "-1", "PIN_CPU: '-1' — expected auto, off, or CPU numbers"),
     ],
 )
 def test_bad_setting_names_itself(name: str, value: str, expected: str) -> None:
