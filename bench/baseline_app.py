@@ -4,9 +4,8 @@ Run as `python -m bench.baseline_app --port P` with the same environment as `lea
 the same waitress settings and thread count (WEB_THREADS, leadbot's default), the same CPU
 placement (PIN_CPU), the same listener executor size and Bolt mode (`process_before_response`,
 bot.app.PROCESS_BEFORE_RESPONSE), the same request verification and the same `auth.test` at
-start-up. What it lacks is exactly
-leadbot's own work (parsing, the database, rendering, the outbox, the scheduler), so leadbot's
-figure / this figure is leadbot's overhead.
+start-up. What it lacks is exactly leadbot's own work (parsing, the database, rendering, the
+outbox, the scheduler), so leadbot's figure / this figure is leadbot's overhead.
 
 With BASELINE_WRITES=1 it is the *persisting floor* instead: the same bare app, plus the least
 database work leadbot's contract asks for, through leadbot's own engine settings (models.
