@@ -4,7 +4,7 @@ One interpreter lock lets a leadbot process run Python on about one core at a ti
 threads hand that lock to each other dozens of times per request (every database call releases
 it). Spread over several CPUs, each hand-over wakes a sleeping CPU; on a virtual machine that
 costs a trip through the hypervisor. Kept on one CPU, a hand-over is a plain context switch
-(measured in README → Sizing). The process loses little: its Python never ran on two cores at
+(measured in README → Performance). The process loses little: its Python never ran on two cores at
 once anyway.
 """
 
@@ -32,9 +32,14 @@ def choose(setting: str, allowed: set[int]) -> set[int] | None:
     wanted = {int(c) for c in setting.split(",")}
     missing = sorted(wanted - allowed)
     if missing:
+        named = (
+            f"CPUs {', '.join(map(str, missing))} are"
+            if len(missing) > 1
+            else f"CPU {missing[0]} is"
+        )
         raise SettingsError(
-            f"PIN_CPU: CPU {', '.join(map(str, missing))} is not available to this process "
-            f"(it may use {_ranges(allowed)}) — name one of those, or set auto or off"
+            f"PIN_CPU: {named} not available to this process (it may use {_ranges(allowed)}) — "
+            "name one of those, or set auto or off"
         )
     return wanted
 

@@ -31,7 +31,7 @@ def test_a_cpu_the_process_may_not_use_is_named_with_the_ones_it_may() -> None:
     with pytest.raises(SettingsError) as error:
         choose("1,7,9", {0, 1, 2, 3, 5})
     assert str(error.value) == (
-        "PIN_CPU: CPU 7, 9 is not available to this process (it may use 0-3, 5) — "
+        "PIN_CPU: CPUs 7, 9 are not available to this process (it may use 0-3, 5) — "
         "name one of those, or set auto or off"
     )
 
