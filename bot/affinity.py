@@ -14,9 +14,9 @@ import contextlib
 import os
 from pathlib import Path
 
+from bot.settings import PIN_AUTO as AUTO
+from bot.settings import PIN_OFF as OFF
 from bot.settings import SettingsError
-
-AUTO, OFF = "auto", "off"
 
 
 def choose(setting: str, allowed: set[int]) -> set[int] | None:

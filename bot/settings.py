@@ -35,6 +35,8 @@ _CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _CPUS = re.compile(r"^\d{1,4}(\s*,\s*\d{1,4})*$")
+# PIN_CPU's words (bot.affinity acts on them; it imports them from here).
+PIN_AUTO, PIN_OFF = "auto", "off"
 
 # Every setting with its default (None = no default) and a short description; the README
 # table and `.env.example` say the same, and a test keeps them in step.
@@ -72,7 +74,7 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     # bench on 2 cores (python -m bench --only ack --web-threads N), 32 gave no more.
     "WEB_THREADS": ("16", "worker threads of the HTTP server"),
     "PIN_CPU": (
-        "auto",
+        PIN_AUTO,
         "CPUs `leadbot serve` and `socket` run on: auto (one), off, or numbers like 1 or 2,3",
     ),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
@@ -105,7 +107,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 3000
     web_threads: int = 16
-    pin_cpu: str = "auto"
+    pin_cpu: str = PIN_AUTO
     log_level: str = "INFO"
 
     @property
@@ -223,7 +225,7 @@ def load_settings(
     port = _int(get("PORT"), "PORT", 1, 65535)
     threads = _int(get("WEB_THREADS"), "WEB_THREADS", 1, 256)
     pin_cpu = get("PIN_CPU").lower()
-    if pin_cpu not in ("auto", "off") and not _CPUS.match(pin_cpu):
+    if pin_cpu not in (PIN_AUTO, PIN_OFF) and not _CPUS.match(pin_cpu):
         raise SettingsError(
             f"PIN_CPU: {pin_cpu!r} — expected auto, off, or CPU numbers like 1 or 2,3"
         )
