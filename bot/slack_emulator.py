@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from bot.slack_socket import SocketLink, accept_key
+
 JsonDict = dict[str, Any]
 MethodHandler = Callable[[JsonDict], JsonDict]
 
@@ -258,7 +260,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_GET(self) -> None:
+        if urlsplit(self.path).path.rstrip("/") == "/link":
+            self._socket_mode()
+            return
         self._dispatch()
+
+    def _socket_mode(self) -> None:
+        """The WebSocket URL apps.connections.open hands out: upgrade, then serve the link."""
+        self.close_connection = True  # afterwards, nothing more is read as HTTP
+        key = self.headers.get("Sec-WebSocket-Key")
+        if (self.headers.get("Upgrade") or "").lower() != "websocket" or not key:
+            self._send(_Reply(400, b"expected a WebSocket upgrade", "text/plain; charset=utf-8"))
+            return
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept_key(key))
+        self.end_headers()
+        self.wfile.flush()
+        emu = self.server.emulator
+        link = emu._open_link(self.connection)
+        try:
+            link.serve(self.rfile)
+        finally:
+            emu._close_link(link)
 
     def _read_body(self) -> bytes | None:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -368,6 +393,7 @@ class SlackEmulator:
         self._seq = 0
         self._methods: dict[str, MethodHandler] = {
             "api.test": lambda a: {"args": a},
+            "apps.connections.open": self._apps_connections_open,
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "chat.postEphemeral": self._chat_post_ephemeral,
@@ -386,6 +412,9 @@ class SlackEmulator:
             "views.publish": self._views_publish,
         }
         self._custom: dict[str, MethodHandler] = {}
+        # Socket Mode: the apps' open WebSocket links, newest last (kept across reset()).
+        self._links: list[SocketLink] = []
+        self._link_ids = 0
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -471,6 +500,39 @@ class SlackEmulator:
     def response_url(self, name: str) -> str:
         """A URL to hand the app as a slash command / interaction `response_url`."""
         return f"http://127.0.0.1:{self.port}/response/{quote(name, safe='')}"
+
+    # ----------------------------------------------------------------- Socket Mode
+
+    def _open_link(self, conn: socket.socket) -> SocketLink:
+        with self._cond:
+            self._link_ids += 1
+            link = SocketLink(conn, self.app_id, self._link_ids)
+            self._links.append(link)
+            self._cond.notify_all()
+        return link
+
+    def _close_link(self, link: SocketLink) -> None:
+        with self._cond:
+            if link in self._links:
+                self._links.remove(link)
+            self._cond.notify_all()
+
+    def socket_link(self, timeout: float = 10.0) -> SocketLink:
+        """The newest open Socket Mode link, waiting up to `timeout` for an app to connect."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: any(not link.closed.is_set() for link in self._links), timeout=timeout
+            )
+            open_links = [link for link in self._links if not link.closed.is_set()]
+        if not open_links:
+            raise TimeoutError(f"no app connected in Socket Mode within {timeout}s")
+        return open_links[-1]
+
+    @property
+    def socket_links(self) -> int:
+        """How many apps are connected in Socket Mode now."""
+        with self._cond:
+            return sum(not link.closed.is_set() for link in self._links)
 
     def _track_connection(self, conn: socket.socket, *, add: bool) -> None:
         with self._conn_lock:
@@ -794,6 +856,9 @@ class SlackEmulator:
         if not call.token:
             call.error = "not_authed"
             return _json_reply({"ok": False, "error": "not_authed"})
+        if call.method == "apps.connections.open" and not call.token.startswith("xapp-"):
+            call.error = "not_allowed_token_type"  # it takes the app-level token only
+            return _json_reply({"ok": False, "error": call.error})
         handler = self._custom.get(call.method) or self._methods.get(call.method)
         if handler is None:
             call.error = "unknown_method"
@@ -916,6 +981,9 @@ class SlackEmulator:
         return user
 
     # ----------------------------------------------------------------- Web API methods (locked)
+
+    def _apps_connections_open(self, args: JsonDict) -> JsonDict:
+        return {"url": f"ws://127.0.0.1:{self.port}/link/?ticket={self._next_id('T')}"}
 
     def _auth_test(self, args: JsonDict) -> JsonDict:
         return {

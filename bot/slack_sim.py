@@ -5,6 +5,9 @@ interactions, JSON Events API callbacks), signs them with the app's signing secr
 Slack does (`v0:{timestamp}:{body}`, HMAC-SHA256) and POSTs them over real HTTP. It never
 raises on 4xx/5xx; tests inspect the returned `Response`.
 
+`SocketSim` sends the same requests to an app connected in Socket Mode (to the emulator's
+WebSocket), as the envelopes Slack sends there, and answers with the app's ack.
+
 Only the stdlib and slack_sdk are used so the module can ship inside the package.
 """
 
@@ -20,9 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPSConnection
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from slack_sdk.signature import SignatureVerifier
+
+from bot.slack_socket import SocketLink
 
 JsonDict = dict[str, Any]
 
@@ -591,3 +596,47 @@ class SlackSim:
             "type": "url_verification",
         }
         return self.raw(json.dumps(body).encode("utf-8"), "application/json")
+
+
+class SocketSim(SlackSim):
+    """SlackSim for an app in Socket Mode: each request goes to `link` (SlackEmulator.socket_link)
+    as the envelope Slack would send, unsigned (the socket is the proof), and the `Response` is
+    the app's ack: status 200 with the ack's payload as JSON (empty for a bare ack), or 504 when
+    no ack came within `timeout` seconds."""
+
+    def __init__(self, link: SocketLink, team_id: str = "T0LEADBOT", **kwargs: Any) -> None:
+        super().__init__("http://socket-mode.invalid/", "", team_id, **kwargs)
+        self.link = link
+
+    def raw(
+        self,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+        sign: bool = True,
+        timestamp: int | str | None = None,
+        secret: str | None = None,
+    ) -> Response:
+        if content_type == "application/json":
+            payload = json.loads(body)
+            if payload.get("type") != "event_callback":
+                raise ValueError(f"Socket Mode sends no {payload.get('type')!r} requests")
+            kind = "events_api"
+        else:
+            fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+            if "payload" in fields:
+                kind, payload = "interactive", json.loads(fields["payload"])
+            else:
+                kind, payload = "slash_commands", fields
+        retry = {k.lower(): v for k, v in (headers or {}).items()}
+        ack = self.link.request(
+            kind,
+            payload,
+            timeout=self.timeout,
+            retry_attempt=int(retry["x-slack-retry-num"]) if "x-slack-retry-num" in retry else None,
+            retry_reason=retry.get("x-slack-retry-reason"),
+        )
+        if ack is None:
+            return Response(504, {}, "no ack", request_body=body)
+        text = json.dumps(ack) if ack else ""
+        return Response(200, {"Content-Type": "application/json"}, text, request_body=body)
