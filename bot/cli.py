@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -132,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_socket(args: argparse.Namespace) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_sdk.errors import SlackApiError, SlackClientError
 
     from bot.scheduler import start_background
 
@@ -141,11 +143,39 @@ def cmd_socket(args: argparse.Namespace) -> int:
     cpus = pin_process(settings.pin_cpu)
     _logging(settings)
     app, services = _build(settings)
+    handler = SocketModeHandler(app, settings.slack_app_token)
+    # Connected before the jobs start, so a refused token is one line, not a traceback. The
+    # first URL is asked for here, where the client would log its own error before ours.
+    try:
+        opened = app.client.apps_connections_open(app_token=settings.slack_app_token)
+        handler.client.wss_uri = str(opened["url"])
+        handler.connect()
+    except SlackApiError as e:
+        raise StartupError(
+            f"SLACK_APP_TOKEN: Slack did not accept it ({e.response.get('error')}) — "
+            "generate one with the connections:write scope (README, step 4)"
+        ) from None
+    except (SlackClientError, OSError) as e:
+        raise StartupError(
+            f"SLACK_API_URL: cannot open a Socket Mode connection at {settings.slack_api_url} "
+            f"({type(e).__name__})"
+        ) from None
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
-    log.info("leadbot %s connecting in Socket Mode (%s)", __version__, _cpus_text(cpus))
-    return _run_until_stopped(
-        SocketModeHandler(app, settings.slack_app_token).start, services, scheduler
-    )
+    log.info("leadbot %s connected in Socket Mode (%s)", __version__, _cpus_text(cpus))
+
+    def run() -> None:
+        try:
+            # Not one endless wait: SIGTERM may land on another thread, and the handler only
+            # runs (raising KeyboardInterrupt here) once this thread wakes up.
+            while True:
+                time.sleep(0.2)
+        finally:
+            # No new requests while the answered work finishes: Slack sends them to the app's
+            # other connections. In the background: the client's close waits out its socket's
+            # read timeout (3 s), and the finishing need not wait for that.
+            threading.Thread(target=handler.close, name="socket-close", daemon=True).start()
+
+    return _run_until_stopped(run, services, scheduler)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

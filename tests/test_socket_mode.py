@@ -1,0 +1,185 @@
+"""`leadbot socket` as deployed: a subprocess connected to the emulator's Socket Mode WebSocket.
+
+The README starts new teams on Socket Mode, so it gets the same end-to-end proof as `serve`:
+requests arrive as Slack's envelopes over the socket and the acks are read back from it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import func, select
+
+from bot.slack_emulator import SlackEmulator
+from bot.slack_sim import SocketSim
+from models import Lead, make_engine
+from models import make_sessionmaker as sessions_for
+from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, TEAM
+from tests.test_affinity import _cpus_of_every_thread, linux_smp
+from tests.test_outbox import EXAMPLE, _bot_env
+
+APP_TOKEN = "xapp-1-A0LEADBOT-1-secret"
+
+
+def _socket_env(database_url: str, slack: SlackEmulator) -> dict[str, str]:
+    return {**_bot_env(database_url, slack), "SLACK_APP_TOKEN": APP_TOKEN, "LOG_LEVEL": "INFO"}
+
+
+@contextmanager
+def _connected(
+    env: dict[str, str], slack: SlackEmulator, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], SocketSim, Path]]:
+    """`leadbot socket`, connected: the process, a client speaking Slack's side of the socket,
+    its log. Killed on the way out if the test left it running."""
+    log = tmp_path / "socket.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "socket"],
+            env=env,
+            cwd=tmp_path,  # no stray .env
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not slack.socket_links:
+            assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"never connected:\n{log.read_text()}"
+            time.sleep(0.02)
+        link = slack.socket_link()
+        yield proc, SocketSim(link, team_id=TEAM, response_url_for=slack.response_url), log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_lead_and_its_claim_go_through_socket_mode(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, log):
+        receipt = sim.slash_command(EXAMPLE, user_id=MARKETER)
+        assert receipt.status == 200, log.read_text()
+        assert receipt.json()["response_type"] == "ephemeral"
+        assert "Lead #1" in receipt.json()["text"]
+        card = slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == LEADS_CHANNEL)[0]
+        assert "Jane Doe" in str(card.args["blocks"])
+
+        clicked = sim.block_action(REP_A, "lead_claim", "1:1", channel_id=LEADS_CHANNEL)
+        assert clicked.status == 200 and clicked.body == ""  # a bare ack, as over HTTP
+        slack.wait_for("chat.update", lambda c: f"<@{REP_A}>" in str(c.args["blocks"]))
+
+        assert "/lead" in sim.slash_command("help", user_id=MARKETER).json()["text"]
+        assert slack.calls_to("apps.connections.open")[0].token == APP_TOKEN
+    engine = make_engine(database_url)
+    try:
+        with sessions_for(engine)() as s:
+            lead = s.get(Lead, 1)
+            assert lead is not None and lead.owner_id == REP_A
+    finally:
+        engine.dispose()
+
+
+def test_a_bad_lead_over_the_socket_is_refused_with_the_problem_named(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, _log):
+        answer = sim.slash_command("Jane Doe, not-an-email, Acme, boiling", user_id=MARKETER)
+        assert answer.status == 200
+        assert answer.json()["text"].startswith("❌ Not saved")
+    engine = make_engine(database_url)
+    try:
+        with sessions_for(engine)() as s:
+            assert s.scalar(select(func.count()).select_from(Lead)) == 0
+    finally:
+        engine.dispose()
+
+
+def test_slack_refreshing_the_connection_moves_the_app_to_a_new_one(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, log):
+        old = sim.link
+        old.refresh()
+        assert old.closed.wait(15), f"the old connection stayed open:\n{log.read_text()}"
+        new = slack.socket_link()
+        assert new is not old
+        moved = SocketSim(new, team_id=TEAM, response_url_for=slack.response_url)
+        assert "Lead #1" in moved.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+        assert len(slack.calls_to("apps.connections.open")) == 2
+
+
+def test_a_refused_app_token_stops_start_up_with_a_line_that_names_it(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    slack.fail("apps.connections.open", error="invalid_auth")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "socket"],
+        env=_socket_env(database_url, slack),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "leadbot: SLACK_APP_TOKEN: Slack did not accept it (invalid_auth) — generate one with "
+        "the connections:write scope (README, step 4)"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_leaves_slack_and_exits_cleanly(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (proc, sim, log):
+        assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text()
+        assert sim.link.closed.wait(5)
+    assert "stopping: finishing the work already answered" in log.read_text()
+
+
+@linux_smp
+def test_socket_keeps_every_thread_on_one_cpu_by_default(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    last = str(max(os.sched_getaffinity(0)))
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (proc, sim, log):
+        assert sim.slash_command("help", user_id=MARKETER).status == 200  # its workers exist
+        threads = _cpus_of_every_thread(proc.pid)
+    # The socket's reader and workers, the outbox, the scheduler: all started after pinning.
+    assert len(threads) > 5, threads
+    assert set(threads.values()) == {last}, log.read_text()
+    assert f"connected in Socket Mode (on CPU {last} (PIN_CPU))" in log.read_text()
+
+
+def test_a_lost_connection_is_opened_again(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """Slack's side closes without a word (a network drop): the client notices at its next
+    ping, within Bolt's 10 s interval, and connects anew."""
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, log):
+        sim.link.close()
+        new = slack.socket_link(timeout=30)
+        assert new is not sim.link, log.read_text()
+        moved = SocketSim(new, team_id=TEAM, response_url_for=slack.response_url)
+        assert "Lead #1" in moved.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+
+
+def test_the_emulator_hands_socket_urls_to_app_tokens_only(slack: SlackEmulator) -> None:
+    with pytest.raises(SlackApiError) as refused:
+        WebClient(token="xoxb-bot", base_url=slack.url).apps_connections_open(app_token="xoxb-bot")
+    assert refused.value.response["error"] == "not_allowed_token_type"
+    opened = WebClient(base_url=slack.url).apps_connections_open(app_token=APP_TOKEN)
+    assert opened["url"].startswith(f"ws://127.0.0.1:{slack.port}/link/")
