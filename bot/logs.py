@@ -17,8 +17,9 @@ from typing import TextIO
 
 # Libraries whose DEBUG output includes payloads (message text, form bodies, SQL parameters).
 CHATTY = ("slack_sdk", "slack_bolt", "leadbot.bolt", "urllib3", "waitress")
-# SQLAlchemy logs every statement at INFO (with result rows at DEBUG): warnings only.
-QUIET = ("sqlalchemy", "alembic", "apscheduler.executors")
+# SQLAlchemy logs every statement at INFO (with result rows at DEBUG), APScheduler every job it
+# adds and runs (nine lines at each start): warnings only.
+QUIET = ("sqlalchemy", "alembic", "apscheduler")
 EMAIL = re.compile(r"[^\s@<>|,;:\"'(){}\[\]]+@[^\s@<>|,;:\"'(){}\[\]]+\.[A-Za-z]{2,}")
 PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
 
