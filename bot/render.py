@@ -65,6 +65,19 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
 
 
+def esc_short(text: str, limit: int) -> str:
+    """Escaped, then cut to at most `limit` characters (never inside an &entity;): escaping
+    can make text five times longer (& → &amp;), so `shorten` before `esc` bounds nothing."""
+    escaped = esc(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = max(0, limit - 1)
+    amp = escaped.rfind("&", max(0, cut - 4), cut)
+    if amp != -1 and ";" not in escaped[amp:cut]:
+        cut = amp
+    return escaped[:cut].rstrip() + "…"
+
+
 def slack_date(when: datetime, fmt: str = "{date_short_pretty} at {time}") -> str:
     """Slack shows each reader the time in their own zone; the fallback is UTC."""
     fallback = when.strftime("%Y-%m-%d %H:%M UTC")
@@ -237,7 +250,9 @@ def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
         ("Territory", lead.territory),
         ("Priority", lead.priority),
     ]
-    detail_text = "\n".join(f"*{k}:* {esc(shorten(v, 300))}" for k, v in details if v)
+    # Nine lines of at most 300 characters as sent: within a section's 3,000 however much of
+    # the text needs escaping.
+    detail_text = "\n".join(f"*{k}:* {esc_short(v, 300)}" for k, v in details if v)
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=lines[0])),
         SectionBlock(text=MarkdownTextObject(text=detail_text)),

@@ -173,3 +173,21 @@ def test_a_closed_lead_cannot_be_released_even_by_a_forged_click(bot: Bot) -> No
     assert bot.lead(lead.id).status == CLAIMED
     [note] = bot.slack.ephemerals(REP_A)
     assert "closed" in note.text
+
+
+def test_a_lead_made_of_characters_slack_escapes_can_still_be_claimed(bot: Bot) -> None:
+    """Escaping makes `<&>` thirteen characters: a lead whose fields are full of them, each
+    within its limit, once overflowed the claimer's DM past Slack's 3,000 characters a section,
+    and the claim failed after its ack."""
+    odd = "<&>" * 66
+    bot.submit(
+        f"{odd}, jane@acme.example, {odd}, hot, #{'&' * 150}, "
+        f"title: {odd}, persona: {odd}, territory: {odd}"
+    )
+    [lead] = bot.leads()
+    assert _click(bot, REP_A, "lead_claim", f"{lead.id}:1", lead) == 200
+    assert bot.lead(lead.id).owner_id == REP_A
+    [dm] = bot.slack.dms(REP_A)
+    details = dm.blocks[1]["text"]["text"]
+    assert len(details) <= 3000 and "jane@acme.example" in details
+    assert "*Name:* &lt;&amp;&gt;" in details and "…" in details
