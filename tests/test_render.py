@@ -1,0 +1,75 @@
+"""Messages built as plain Block Kit dicts (bot.render's `_section`, `_context`) are what
+slack_sdk's models would have built, and within Slack's limits, at their longest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from slack_sdk.models.blocks import Block
+
+from bot import render
+from bot.parsing import MAX_LENGTHS
+from models import CLAIMED
+from tests.conftest import REP_A
+from tests.test_sandbox_render import NOW, make_lead
+
+
+def _through_the_models(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each block parsed into slack_sdk's model and written back: to_dict() runs the models'
+    validators (text lengths, element counts) and drops any key the model does not know."""
+    return [Block.parse(b).to_dict() for b in blocks]  # type: ignore[union-attr]
+
+
+def _longest(**overrides: Any) -> Any:
+    # Every field at its limit, made of the character escaping lengthens most (& → &amp;).
+    fields = {k: "&" * n for k, n in MAX_LENGTHS.items() if k not in ("email", "phone")}
+    fields |= {"email": "a" * 240 + "@acme.example", "phone": "+1 " + "5" * 20}
+    return make_lead(**fields, **overrides)
+
+
+CLAIMED_LEAD = {"status": CLAIMED, "owner_id": REP_A, "claimed_at": NOW}
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [make_lead(**CLAIMED_LEAD), make_lead(notes=None, **CLAIMED_LEAD), _longest(**CLAIMED_LEAD)],
+    ids=["usual", "no notes", "every field at its limit"],
+)
+def test_the_claim_dms_and_receipt_are_valid_block_kit(lead: Any) -> None:
+    messages = [
+        render.claimer_dm(lead),
+        render.claimer_dm(lead, intro="A manager gave you lead #7."),
+        render.submitter_claimed_dm(lead),
+        render.receipt(lead, "C0LEADS001"),
+        render.receipt(lead, "C0LEADS001", note="⚠️ Possibly the same person as #3."),
+    ]
+    for message in messages:
+        assert message.blocks and len(message.blocks) <= 50
+        assert _through_the_models(message.blocks) == message.blocks
+
+
+def test_the_longest_notes_are_split_over_sections_within_the_limit() -> None:
+    dm = render.claimer_dm(_longest(**CLAIMED_LEAD))
+    notes = [b["text"]["text"] for b in dm.blocks if b["type"] == "section"][2:]
+    assert len(notes) == 18  # 10,000 × "&amp;" = 50,000 characters, 2,900 a section
+    assert all(len(n) <= render.SECTION_TEXT_MAX for n in notes)
+    joined = "".join(notes).removeprefix("*Notes*\n")
+    assert joined == "&amp;" * MAX_LENGTHS["notes"]  # never cut inside an entity
+
+
+def test_a_wrong_block_fails_the_check() -> None:
+    """The check can fail: a section over Slack's 3,000 characters does."""
+    too_long = render.receipt(make_lead(), "C0LEADS001", note="x" * 3001)
+    with pytest.raises(Exception, match="cannot exceed 3000 characters"):
+        _through_the_models(too_long.blocks)
+
+
+def test_esc_short_bounds_the_escaped_text_and_never_cuts_an_entity() -> None:
+    assert render.esc_short("R&D", 10) == "R&amp;D"
+    assert render.esc_short("&" * 10, 12) == "&amp;&amp;…"  # not "&amp;&amp;&…"
+    assert render.esc_short("abcdef", 4) == "abc…"
+    for n in range(1, 40):
+        cut = render.esc_short("<&>" * 20, n)
+        assert len(cut) <= n and cut.endswith("…")
+        assert "&" not in cut.rsplit(";", 1)[-1]  # no half entity before the ellipsis
