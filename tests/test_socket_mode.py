@@ -160,10 +160,15 @@ def test_socket_keeps_every_thread_on_one_cpu_by_default(
     with _connected(_socket_env(database_url, slack), slack, tmp_path) as (proc, sim, log):
         assert sim.slash_command("help", user_id=MARKETER).status == 200  # its workers exist
         threads = _cpus_of_every_thread(proc.pid)
+        # Logs are written in batches every 50 ms; the process is killed on the way out.
+        started = f"connected in Socket Mode (on CPU {last} (PIN_CPU))"
+        deadline = time.monotonic() + 10
+        while started not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
     # The socket's reader and workers, the outbox, the scheduler: all started after pinning.
     assert len(threads) > 5, threads
     assert set(threads.values()) == {last}, log.read_text()
-    assert f"connected in Socket Mode (on CPU {last} (PIN_CPU))" in log.read_text()
 
 
 def test_a_lost_connection_is_opened_again(
