@@ -1,7 +1,8 @@
 """Pure rendering: leads and digests in, Block Kit (validated by slack_sdk models) and text out.
 
-The messages each claim and `/lead` send (the claimer's and submitter's DMs, the receipt) are
-plain dicts instead, for speed; tests/test_render.py checks them against the models.
+The messages every lead and claim send (the card, the receipt, the claimer's and submitter's
+DMs) are built as plain dicts instead, for speed; tests/test_render.py checks them against the
+models.
 
 Every piece of user text goes through `esc` (Slack's mrkdwn escaping of &, <, >), so a lead can
 never ping @channel, a user group or a person, nor smuggle in a link. Contact details (email,
@@ -16,10 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.models.blocks import (
-    ActionsBlock,
     Block,
-    ButtonElement,
-    ConfirmObject,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
@@ -112,16 +110,65 @@ def _blocks(blocks: Sequence[Block]) -> list[dict[str, Any]]:
     return [b.to_dict() for b in blocks]
 
 
-def _section(text: str) -> dict[str, Any]:
-    """`SectionBlock(text=MarkdownTextObject(text=text)).to_dict()`, built directly. The models
-    cost ~30 µs a block, most of a claim's rendering; the messages built this way are checked
-    against them in tests/test_render.py, at their longest."""
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+# Plain-dict builders, each what the slack_sdk model named in its docstring writes with
+# to_dict(). The models validate and introspect every object, ~30 µs a block: most of the
+# rendering each lead and claim needs. What is built from these is checked against the models
+# in tests/test_render.py, at its longest.
 
 
-def _context(text: str) -> dict[str, Any]:
-    """`ContextBlock(elements=[MarkdownTextObject(text=text)]).to_dict()`, as `_section`."""
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+def plain_text(text: str, *, emoji: bool = True) -> dict[str, Any]:
+    """`PlainTextObject(text=text)` as an element's label (`emoji=False`: as a header's)."""
+    out: dict[str, Any] = {"type": "plain_text", "text": text}
+    if emoji:
+        out["emoji"] = True
+    return out
+
+
+def mrkdwn(text: str) -> dict[str, Any]:
+    """`MarkdownTextObject(text=text)`."""
+    return {"type": "mrkdwn", "text": text}
+
+
+def section(text: str) -> dict[str, Any]:
+    """`SectionBlock(text=MarkdownTextObject(text=text))`."""
+    return {"type": "section", "text": mrkdwn(text)}
+
+
+def context(text: str) -> dict[str, Any]:
+    """`ContextBlock(elements=[MarkdownTextObject(text=text)])`."""
+    return {"type": "context", "elements": [mrkdwn(text)]}
+
+
+def button(
+    text: str,
+    action_id: str,
+    value: str,
+    *,
+    style: str | None = None,
+    confirm: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`ButtonElement(text=…, action_id=…, value=…, style=…, confirm=ConfirmObject(…))`."""
+    out: dict[str, Any] = {
+        "type": "button",
+        "action_id": str(action_id),
+        "text": plain_text(text),
+        "value": value,
+    }
+    if style:
+        out["style"] = style
+    if confirm:
+        out["confirm"] = confirm
+    return out
+
+
+def confirm_dialog(title: str, text: str, yes: str, no: str) -> dict[str, Any]:
+    """`ConfirmObject(title=…, text=…, confirm=…, deny=…)`."""
+    return {
+        "title": plain_text(title),
+        "text": mrkdwn(text),
+        "confirm": plain_text(yes),
+        "deny": plain_text(no),
+    }
 
 
 def lead_label(lead: Lead, limit: int = 200) -> str:
@@ -142,7 +189,7 @@ def card_value(lead: Lead) -> str:
     return f"{lead.id}:{lead.version}"
 
 
-def _fields(lead: Lead) -> list[MarkdownTextObject]:
+def _fields(lead: Lead) -> list[dict[str, Any]]:
     pairs = [
         ("Title", lead.title),
         ("Company", lead.company),
@@ -154,8 +201,7 @@ def _fields(lead: Lead) -> list[MarkdownTextObject]:
     out = []
     for label, value in pairs:
         if value:
-            text = f"*{label}*\n{esc(shorten(value, FIELD_TEXT_MAX - 200))}"
-            out.append(MarkdownTextObject(text=text))
+            out.append(mrkdwn(f"*{label}*\n{esc(shorten(value, FIELD_TEXT_MAX - 200))}"))
     return out
 
 
@@ -163,77 +209,59 @@ def lead_card(lead: Lead, now: datetime, *, note: str | None = None) -> Message:
     """The public claim card: no email or phone, ever. `note` is ready mrkdwn (already
     escaped), e.g. bot.duplicates' "possible duplicate of #12" line, shown under the header."""
     header = f"{PRIORITY_EMOJI.get(lead.priority, '')} {lead.name}".strip()
-    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=shorten(header, HEADER_MAX)))]
+    blocks = [{"type": "header", "text": plain_text(shorten(header, HEADER_MAX), emoji=False)}]
     if note:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=note)))
+        blocks.append(section(note))
     fields = _fields(lead)
     if fields:
-        blocks.append(SectionBlock(fields=fields))
+        blocks.append({"type": "section", "fields": fields})
     if lead.notes:
         notes = esc(shorten(lead.notes, CARD_NOTES_MAX))
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Notes*\n{notes}")))
+        blocks.append(section(f"*Notes*\n{notes}"))
     blocks.append(
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text=f"Lead #{lead.id} · submitted by {mention(lead.submitted_by)} "
-                    f"{slack_date(lead.submitted_at, '{ago}')}"
-                )
-            ]
+        context(
+            f"Lead #{lead.id} · submitted by {mention(lead.submitted_by)} "
+            f"{slack_date(lead.submitted_at, '{ago}')}"
         )
     )
     if lead.status == CLAIMED and lead.owner_id and lead.claimed_at:
         waited = human_duration(lead.claimed_at - lead.submitted_at)
         blocks.append(
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=f"✅ *Claimed by {mention(lead.owner_id)}* "
-                    f"{slack_date(lead.claimed_at)} ({waited} after submission)"
-                )
+            section(
+                f"✅ *Claimed by {mention(lead.owner_id)}* "
+                f"{slack_date(lead.claimed_at)} ({waited} after submission)"
             )
         )
         # The stage line and the owner's actions (Record outcome, Reassign): bot/render_outcomes.
         from bot import render_outcomes
 
         blocks.extend(render_outcomes.card_stage_blocks(lead))
+        release = button(
+            "Release",
+            Action.RELEASE,
+            card_value(lead),
+            confirm=confirm_dialog(
+                "Release this lead?",
+                "It goes back to the channel for anyone to claim.",
+                "Release",
+                "Keep it",
+            ),
+        )
         blocks.append(
-            ActionsBlock(
-                block_id="lead_owner_actions",
-                elements=render_outcomes.owner_elements(
-                    lead,
-                    ButtonElement(
-                        text="Release",
-                        action_id=Action.RELEASE,
-                        value=card_value(lead),
-                        confirm=ConfirmObject(
-                            title="Release this lead?",
-                            text="It goes back to the channel for anyone to claim.",
-                            confirm="Release",
-                            deny="Keep it",
-                        ),
-                    ),
-                ),
-            )
+            {
+                "type": "actions",
+                "block_id": "lead_owner_actions",
+                "elements": render_outcomes.owner_elements(lead, release),
+            }
         )
         text = f"Lead #{lead.id}: {lead_label(lead)} claimed by {mention(lead.owner_id)}"
         text += render_outcomes.card_text_suffix(lead)
     else:
-        blocks.append(
-            ActionsBlock(
-                block_id="lead_claim_actions",
-                elements=[
-                    ButtonElement(
-                        text="Claim",
-                        action_id=Action.CLAIM,
-                        value=card_value(lead),
-                        style="primary",
-                    )
-                ],
-            )
-        )
+        claim = button("Claim", Action.CLAIM, card_value(lead), style="primary")
+        blocks.append({"type": "actions", "block_id": "lead_claim_actions", "elements": [claim]})
         event = f" from {esc(shorten(lead.event, 100))}" if lead.event else ""
         text = f"New {lead.priority} lead #{lead.id}: {lead_label(lead)}{event} — who takes it?"
-    return Message(text=text, blocks=_blocks(blocks))
+    return Message(text=text, blocks=blocks)
 
 
 def receipt(lead: Lead, channel: str, *, note: str | None = None) -> Message:
@@ -243,10 +271,10 @@ def receipt(lead: Lead, channel: str, *, note: str | None = None) -> Message:
         f"✅ Lead #{lead.id} {lead_label(lead)} is in. Its card goes to {where}; "
         "you'll get a DM when a rep claims it."
     )
-    blocks = [_section(text)]
+    blocks = [section(text)]
     if note:
         text = f"{text}\n{note}"
-        blocks.append(_section(note))
+        blocks.append(section(note))
     return Message(text=text, blocks=blocks)
 
 
@@ -268,7 +296,7 @@ def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
     # Nine lines of at most 300 characters as sent: within a section's 3,000 however much of
     # the text needs escaping.
     detail_text = "\n".join(f"*{k}:* {esc_short(v, 300)}" for k, v in details if v)
-    blocks = [_section(lines[0]), _section(detail_text)]
+    blocks = [section(lines[0]), section(detail_text)]
     if lead.notes:
         # Full notes (up to 10,000 characters) split over sections of Slack's 3,000 limit.
         escaped = esc(lead.notes)
@@ -276,9 +304,9 @@ def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
         parts = _split(escaped, chunk)
         for i, part in enumerate(parts):
             head = "*Notes*\n" if i == 0 else ""
-            blocks.append(_section(head + part))
+            blocks.append(section(head + part))
     blocks.append(
-        _context(f"Submitted by {mention(lead.submitted_by)} {slack_date(lead.submitted_at)}")
+        context(f"Submitted by {mention(lead.submitted_by)} {slack_date(lead.submitted_at)}")
     )
     return Message(text=f"Lead #{lead.id} {lead_label(lead)} is yours", blocks=blocks)
 
@@ -303,7 +331,7 @@ def submitter_claimed_dm(lead: Lead) -> Message:
         f"🙌 {mention(lead.owner_id)} claimed your lead #{lead.id} {lead_label(lead)} "
         f"— {waited} after you submitted it."
     )
-    return Message(text=text, blocks=[_section(text)])
+    return Message(text=text, blocks=[section(text)])
 
 
 def already_claimed(lead: Lead) -> str:

@@ -33,11 +33,14 @@ from bot.ids import Action, input_action_id
 from bot.outcomes import DISQUALIFIED, NOTE_MAX, STAGES, is_closed, stage_label
 from bot.render import (
     Message,
+    button,
     card_value,
     esc,
     human_duration,
     lead_label,
     mention,
+    plain_text,
+    section,
     shorten,
     slack_date,
 )
@@ -84,20 +87,22 @@ def parse_outcome_value(value: Any) -> tuple[int, int | None, str] | None:
     return int(head), int(tail) if tail else None, stage
 
 
-def outcome_select(lead: Lead, *, versioned: bool) -> StaticSelectElement:
-    """ "Record outcome": every stage but the current one (choosing it again would do nothing)."""
-    return StaticSelectElement(
-        action_id=Action.OUTCOME,
-        placeholder="Record outcome",
-        options=[
-            Option(
-                text=f"{STAGE_EMOJI[stage]} {label}",
-                value=outcome_value(lead, stage, versioned=versioned),
-            )
+def outcome_select(lead: Lead, *, versioned: bool) -> dict[str, Any]:
+    """ "Record outcome": every stage but the current one (choosing it again would do nothing).
+    A plain dict (see bot.render's builders): it is on every claimed card."""
+    return {
+        "type": "static_select",
+        "action_id": str(Action.OUTCOME),
+        "placeholder": plain_text("Record outcome"),
+        "options": [
+            {
+                "text": plain_text(f"{STAGE_EMOJI[stage]} {label}"),
+                "value": outcome_value(lead, stage, versioned=versioned),
+            }
             for stage, label in STAGES.items()
             if stage != lead.stage
         ],
-    )
+    }
 
 
 # --- the claim card -------------------------------------------------------------------------------
@@ -113,15 +118,13 @@ def stage_text(lead: Lead) -> str:
     return text
 
 
-def card_stage_blocks(lead: Lead) -> list[Block]:
+def card_stage_blocks(lead: Lead) -> list[dict[str, Any]]:
     """The card's stage line, under "Claimed by"; nothing before the first outcome."""
     if not lead.stage:
         return []
     when = f" {slack_date(lead.stage_at)}" if lead.stage_at else ""
     closed = " · closed" if is_closed(lead) else ""
-    return [
-        SectionBlock(text=MarkdownTextObject(text=f"*Stage:* {stage_text(lead)}{when}{closed}"))
-    ]
+    return [section(f"*Stage:* {stage_text(lead)}{when}{closed}")]
 
 
 def card_text_suffix(lead: Lead) -> str:
@@ -129,14 +132,13 @@ def card_text_suffix(lead: Lead) -> str:
     return f" · {esc(stage_label(lead.stage))}" if lead.stage else ""
 
 
-def owner_elements(lead: Lead, release: ButtonElement) -> list[Any]:
+def owner_elements(lead: Lead, release: dict[str, Any]) -> list[dict[str, Any]]:
     """The claimed card's actions: Record outcome, Reassign, Release; a closed lead keeps only
     the select (to correct a mistake), since nothing is left to hand over or give back."""
     select = outcome_select(lead, versioned=True)
     if is_closed(lead):
         return [select]
-    reassign = ButtonElement(text="Reassign", action_id=Action.REASSIGN, value=card_value(lead))
-    return [select, reassign, release]
+    return [select, button("Reassign", Action.REASSIGN, card_value(lead)), release]
 
 
 # --- modals ---------------------------------------------------------------------------------------

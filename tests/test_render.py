@@ -1,5 +1,5 @@
-"""Messages built as plain Block Kit dicts (bot.render's `_section`, `_context`) are what
-slack_sdk's models would have built, and within Slack's limits, at their longest."""
+"""Messages built as plain Block Kit dicts (bot.render's builders) are what slack_sdk's models
+would have built, and within Slack's limits, at their longest."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot import render
+from bot import render, render_outcomes
 from bot.parsing import MAX_LENGTHS
 from models import CLAIMED
 from tests.conftest import REP_A
@@ -47,6 +47,28 @@ def test_the_claim_dms_and_receipt_are_valid_block_kit(lead: Any) -> None:
     for message in messages:
         assert message.blocks and len(message.blocks) <= 50
         assert _through_the_models(message.blocks) == message.blocks
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [
+        make_lead(),
+        make_lead(notes=None, title=None, event=None, persona=None, territory=None, company=None),
+        make_lead(**CLAIMED_LEAD),
+        make_lead(**CLAIMED_LEAD, stage="meeting", stage_at=NOW),
+        make_lead(**CLAIMED_LEAD, stage="disqualified", stage_at=NOW, outcome_reason="<No> & b"),
+        _longest(),
+        _longest(**CLAIMED_LEAD, stage="lost", stage_at=NOW, outcome_reason="&" * 2000),
+    ],
+    ids=["new", "bare", "claimed", "with a stage", "closed", "longest new", "longest closed"],
+)
+def test_the_card_is_valid_block_kit(lead: Any) -> None:
+    for note in (None, "Possible duplicate of <https://x.example/p1|#3>, owned by <@U0REPB0001>"):
+        card = render.lead_card(lead, NOW, note=note)
+        assert len(card.blocks) <= 50
+        assert _through_the_models(card.blocks) == card.blocks
+    select = render_outcomes.outcome_select(lead, versioned=False)
+    assert Block.parse({"type": "actions", "elements": [select]}).to_dict()["elements"] == [select]
 
 
 def test_the_longest_notes_are_split_over_sections_within_the_limit() -> None:
