@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from bot.slack_emulator import SlackEmulator
 from bot.slack_sim import SocketSim
-from models import Lead, make_engine
+from models import Lead
 from models import make_sessionmaker as sessions_for
 from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, TEAM
 from tests.test_affinity import _cpus_of_every_thread, linux_smp
@@ -65,7 +65,7 @@ def _connected(
 
 
 def test_a_lead_and_its_claim_go_through_socket_mode(
-    database_url: str, slack: SlackEmulator, tmp_path: Path
+    database_url: str, engine: Engine, slack: SlackEmulator, tmp_path: Path
 ) -> None:
     with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, log):
         receipt = sim.slash_command(EXAMPLE, user_id=MARKETER)
@@ -81,28 +81,20 @@ def test_a_lead_and_its_claim_go_through_socket_mode(
 
         assert "/lead" in sim.slash_command("help", user_id=MARKETER).json()["text"]
         assert slack.calls_to("apps.connections.open")[0].token == APP_TOKEN
-    engine = make_engine(database_url)
-    try:
-        with sessions_for(engine)() as s:
-            lead = s.get(Lead, 1)
-            assert lead is not None and lead.owner_id == REP_A
-    finally:
-        engine.dispose()
+    with sessions_for(engine)() as s:
+        lead = s.get(Lead, 1)
+        assert lead is not None and lead.owner_id == REP_A
 
 
 def test_a_bad_lead_over_the_socket_is_refused_with_the_problem_named(
-    database_url: str, slack: SlackEmulator, tmp_path: Path
+    database_url: str, engine: Engine, slack: SlackEmulator, tmp_path: Path
 ) -> None:
     with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, _log):
         answer = sim.slash_command("Jane Doe, not-an-email, Acme, boiling", user_id=MARKETER)
         assert answer.status == 200
         assert answer.json()["text"].startswith("❌ Not saved")
-    engine = make_engine(database_url)
-    try:
-        with sessions_for(engine)() as s:
-            assert s.scalar(select(func.count()).select_from(Lead)) == 0
-    finally:
-        engine.dispose()
+    with sessions_for(engine)() as s:
+        assert s.scalar(select(func.count()).select_from(Lead)) == 0
 
 
 def test_slack_refreshing_the_connection_moves_the_app_to_a_new_one(
