@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -71,12 +72,27 @@ def _under_way(channel: Any) -> bool:
         return True
     if getattr(channel, "request", None) is not None:
         return True
+    if _has_unread_bytes(channel):
+        # Sent, not read yet: on a loaded machine the loop may not have got to it, however
+        # long ago the connection was accepted.
+        return True
     created = getattr(channel, "creation_time", None)
     return (
         created is not None
         and channel.last_activity == created
         and time.time() - created < FRESH_CONNECTION_SECONDS
     )
+
+
+def _has_unread_bytes(channel: Any) -> bool:
+    sock = getattr(channel, "socket", None)
+    if not isinstance(sock, socket.socket):  # the loop's trigger is a pipe: no client there
+        return False
+    try:
+        # waitress's sockets are non-blocking already; MSG_DONTWAIT where it exists, to be sure.
+        return bool(sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)))
+    except OSError:  # nothing waiting (EAGAIN), or the connection is gone
+        return False
 
 
 class Server:

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import pytest
 from slack_bolt import App
 
+from bot import server as server_module
 from bot.delivery import make_web_client
 from bot.executor import TrackingExecutor
 from bot.server import Server
@@ -308,6 +309,33 @@ def test_a_stopping_server_answers_a_request_whose_rest_is_still_arriving(
         else:
             server.stop()
         app.leadbot.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_a_request_sent_but_not_yet_read_is_under_way_however_old_its_connection() -> None:
+    """On a loaded machine the loop may take more than a second to read a request from a
+    connection it accepted: stopping must wait for it all the same, as for any request."""
+    mine, client = socket.socketpair()
+    mine.setblocking(False)  # as waitress keeps its sockets
+    long_ago = time.time() - 60
+    channel = SimpleNamespace(
+        socket=mine,
+        requests=[],
+        total_outbufs_len=0,
+        request=None,
+        creation_time=long_ago,
+        last_activity=long_ago,
+    )
+    try:
+        assert not server_module._under_way(channel)  # idle, nothing sent: not waited for
+        client.sendall(b"POST /slack/events HTTP/1.1\r\n")
+        assert server_module._under_way(channel)
+        assert mine.recv(100).startswith(b"POST")  # only peeked at: the bytes are all there
+        assert not server_module._under_way(channel)
+        client.close()
+        assert not server_module._under_way(channel)  # the client is gone: nothing owed
+    finally:
+        mine.close()
+        client.close()
 
 
 def test_a_stopping_server_answers_a_connection_it_had_not_accepted_yet(
