@@ -142,7 +142,11 @@ class Server:
         self.start()
         assert self._thread is not None
         try:
-            self._thread.join()  # the loop runs in its thread; a signal interrupts this wait
+            # The loop runs in its thread. Short waits, not one endless join: SIGTERM may land
+            # on another thread, and its handler (raising KeyboardInterrupt here) runs only once
+            # this thread wakes up. An endless join could sleep through it until SIGKILL.
+            while self._thread.is_alive():
+                self._thread.join(0.2)
         except KeyboardInterrupt:
             log.info("stopping: no new connections; answering the requests under way")
             self.stop(drain=drain)

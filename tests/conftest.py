@@ -190,3 +190,26 @@ def bot(database_url: str, slack: SlackEmulator, clock: FakeClock) -> Iterator[B
     running = start_bot(database_url, slack, clock)
     yield running
     running.stop()
+
+
+# tgkill(2) by architecture: a signal to one thread of another process (os.kill reaches the
+# process, and the kernel picks the thread).
+_TGKILL = {"x86_64": 234, "aarch64": 131}
+
+
+def sigterm_to_a_worker_thread(pid: int) -> None:
+    """SIGTERM delivered to one of `pid`'s threads other than its main one, as the kernel may
+    deliver a `kill` when the main thread already has a signal pending."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    tid = next(int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid)
+    if libc.syscall(_TGKILL[os.uname().machine], pid, tid, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+needs_tgkill = pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir() or os.uname().machine not in _TGKILL,
+    reason="needs Linux on x86_64 or aarch64 to signal one thread of another process",
+)

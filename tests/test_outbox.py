@@ -42,7 +42,9 @@ from tests.conftest import (
     SECRET,
     TEAM,
     Bot,
+    needs_tgkill,
     plans_with_and_without_statistics,
+    sigterm_to_a_worker_thread,
     start_bot,
     statements_sent,
 )
@@ -414,6 +416,20 @@ def test_sigterm_finishes_a_click_already_acked_then_exits_cleanly(
             assert lead is not None and lead.owner_id == REP_A
     finally:
         engine.dispose()
+
+
+@needs_tgkill
+def test_sigterm_stops_serve_whichever_thread_it_lands_on(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """The kernel hands a process's signal to any of its threads. Landing on a worker, it once
+    went unheard until SIGKILL: the main thread slept in one endless join."""
+    env = {**_bot_env(database_url, slack), "LOG_LEVEL": "INFO"}
+    with _serving(env, slack, tmp_path) as (proc, sim, log):
+        assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+        sigterm_to_a_worker_thread(proc.pid)
+        assert proc.wait(15) == 0, log.read_text()
+    assert "stopping: finishing the work already answered" in log.read_text()
 
 
 # --- 6. two deliverers ---------------------------------------------------------------------------

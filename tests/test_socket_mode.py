@@ -24,7 +24,14 @@ from bot.slack_emulator import SlackEmulator
 from bot.slack_sim import SocketSim
 from models import Lead
 from models import make_sessionmaker as sessions_for
-from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, TEAM
+from tests.conftest import (
+    LEADS_CHANNEL,
+    MARKETER,
+    REP_A,
+    TEAM,
+    needs_tgkill,
+    sigterm_to_a_worker_thread,
+)
 from tests.test_affinity import _cpus_of_every_thread, linux_smp
 from tests.test_outbox import EXAMPLE, _bot_env
 
@@ -142,6 +149,17 @@ def test_sigterm_leaves_slack_and_exits_cleanly(
     text = log.read_text()
     assert "stopping: finishing the work already answered" in text
     assert "apscheduler" not in text, text  # its lines for each job added: noise, not news
+
+
+@needs_tgkill
+def test_sigterm_stops_socket_whichever_thread_it_lands_on(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (proc, sim, log):
+        assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+        sigterm_to_a_worker_thread(proc.pid)
+        assert proc.wait(15) == 0, log.read_text()
+    assert "stopping: finishing the work already answered" in log.read_text()
 
 
 @linux_smp
