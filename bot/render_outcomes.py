@@ -1,8 +1,10 @@
 """Pure rendering for the lifecycle after the claim: the card's stage and owner actions, the
 disqualify and reassign modals, follow-up nudges, `/lead mine`, and the DMs each change sends.
 
-Same rules as bot/render.py: Block Kit through slack_sdk models (validated), fallback text on
-every message, user text escaped with `esc`. Outcome selects carry the lead in each option's
+Same rules as bot/render.py: Block Kit through slack_sdk models (validated), except the parts
+of the claim card and its outcome select, built as plain dicts like the card (checked against
+the models in tests/test_render.py); fallback text on every message, user text escaped with
+`esc`. Outcome selects carry the lead in each option's
 value: `id:version:stage` on the card (so a stale card is recognised), `id:stage` elsewhere
 (a DM or an ephemeral list shows no state that could be out of date).
 """
