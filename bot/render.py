@@ -72,11 +72,15 @@ def esc_short(text: str, limit: int) -> str:
     escaped = esc(text)
     if len(escaped) <= limit:
         return escaped
-    cut = max(0, limit - 1)
-    amp = escaped.rfind("&", max(0, cut - 4), cut)
-    if amp != -1 and ";" not in escaped[amp:cut]:
-        cut = amp
-    return escaped[:cut].rstrip() + "…"
+    return escaped[: _outside_entity(escaped, max(0, limit - 1))].rstrip() + "…"
+
+
+def _outside_entity(escaped: str, cut: int) -> int:
+    """`cut`, or where the &entity; it would fall inside starts (entities are 5 or fewer)."""
+    if cut >= len(escaped):
+        return cut
+    amp = escaped.rfind("&", max(0, cut - 5), cut)
+    return amp if amp != -1 and ";" not in escaped[amp:cut] else cut
 
 
 def slack_date(when: datetime, fmt: str = "{date_short_pretty} at {time}") -> str:
@@ -315,10 +319,7 @@ def _split(text: str, size: int) -> list[str]:
     """Split escaped text into chunks of at most `size`, never inside an &entity;."""
     parts = []
     while text:
-        cut = min(size, len(text))
-        amp = text.rfind("&", max(0, cut - 5), cut)
-        if amp != -1 and cut < len(text) and ";" not in text[amp:cut]:
-            cut = amp
+        cut = _outside_entity(text, min(size, len(text)))
         parts.append(text[:cut])
         text = text[cut:]
     return parts
