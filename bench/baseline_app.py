@@ -36,7 +36,7 @@ from waitress.server import create_server
 from bot.affinity import pin_process
 from bot.app import PROCESS_BEFORE_RESPONSE, WORK_THREADS
 from bot.ids import Action, View
-from bot.settings import SETTINGS_HELP, database_url
+from bot.settings import PIN_AUTO, SETTINGS_HELP, database_url
 
 StartResponse = Callable[..., Any]
 
@@ -168,7 +168,7 @@ def main() -> int:
     )
     threads = int(os.environ.get("WEB_THREADS") or SETTINGS_HELP["WEB_THREADS"][0] or 16)
     # leadbot's CPU placement too (before the threads start, as `leadbot serve` does).
-    pin_process(os.environ.get("PIN_CPU") or SETTINGS_HELP["PIN_CPU"][0] or "auto")
+    pin_process(os.environ.get("PIN_CPU") or SETTINGS_HELP["PIN_CPU"][0] or PIN_AUTO)
     server = create_server(
         wsgi(build()),
         host=args.host,
