@@ -11,6 +11,7 @@ import atexit
 import logging
 import re
 import threading
+from datetime import date, datetime, timedelta
 from logging.handlers import QueueHandler
 from queue import Empty, SimpleQueue
 from typing import TextIO
@@ -22,21 +23,48 @@ CHATTY = ("slack_sdk", "slack_bolt", "leadbot.bolt", "urllib3", "waitress")
 QUIET = ("sqlalchemy", "alembic", "apscheduler")
 EMAIL = re.compile(r"[^\s@<>|,;:\"'(){}\[\]]+@[^\s@<>|,;:\"'(){}\[\]]+\.[A-Za-z]{2,}")
 PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+# A Slack message timestamp (seconds, a dot, six digits) has the digits of a phone number but
+# never its shape: masked, a log line no longer says which message it was about.
+SLACK_TS = re.compile(r"\d{9,10}\.\d{6}")
+# Slack's ids (C0123456789, U0REP00001): a whole argument of this shape cannot be a phone number.
+SLACK_ID = re.compile(r"[ABCDEFGTUW][A-Z0-9]{7,}")
+# Arguments of these types are ids, counts, times and durations, never contact details.
+SAFE_ARGS = (int, float, datetime, date, timedelta)
 
 
 def redact(text: str) -> str:
     text = EMAIL.sub("[email]", text)
-    return PHONE.sub(
-        lambda m: "[phone]" if sum(c.isdigit() for c in m.group()) >= 7 else m.group(), text
-    )
+    return PHONE.sub(_mask_phone, text)
+
+
+def _mask_phone(match: re.Match[str]) -> str:
+    found = match.group()
+    if sum(c.isdigit() for c in found) < 7 or SLACK_TS.fullmatch(found.strip()):
+        return found
+    return "[phone]"
+
+
+def _redact_arg(arg: object) -> object:
+    if isinstance(arg, str) and not SLACK_ID.fullmatch(arg):
+        return redact(arg)
+    return arg
 
 
 class RedactingFilter(logging.Filter):
+    """Masks contact details in every record. Our own records (a template and arguments) are
+    redacted part by part, so the ids they carry stay readable: masked as one text, lead
+    #1234567 read "lead [phone]". Anything else is redacted as the text it formats to."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        args = record.args
+        if isinstance(args, tuple) and all(isinstance(a, (str, *SAFE_ARGS)) for a in args):
+            record.msg = redact(str(record.msg))
+            record.args = tuple(_redact_arg(a) for a in args)
+        else:
+            message = record.getMessage()
+            cleaned = redact(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             # Exception texts can quote data; keep the type and traceback lines, mask the rest.
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))

@@ -84,3 +84,26 @@ def test_a_record_that_fails_to_format_does_not_stop_later_lines(
     log.warning("after the broken one")
     stop_logging()
     assert "after the broken one" in stream.getvalue()
+
+
+def test_ids_counts_and_slack_timestamps_stay_readable_while_contact_details_are_masked(
+    stream: io.StringIO,
+) -> None:
+    log = logging.getLogger("leadbot.test")
+    # A seven-digit lead id is shaped like a phone number; as an argument it is known to be one.
+    log.info("lead %s claimed", 1234567)
+    log.info("card for lead %s posted in %s at %s", 2345678, "C0123456789", "1700000000.000100")
+    log.info("posted message ts=1700000123.000200")  # a library's line: one formatted text
+    log.info("note: %s", "call +1 415 555 0199 or jane.private@acme.example")
+    log.info("%s wrote 4155550199 in %s", "U0MKT00001", "jane.private@acme.example")
+    log.info("%(who)s", {"who": "+1 415 555 0199"})  # mapping arguments: redacted as one text
+    stop_logging()
+    lines = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert lines == [
+        "lead 1234567 claimed",
+        "card for lead 2345678 posted in C0123456789 at 1700000000.000100",
+        "posted message ts=1700000123.000200",
+        "note: call [phone] or [email]",
+        "U0MKT00001 wrote [phone] in [email]",
+        "[phone]",
+    ]
