@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot import __version__
 from bot.affinity import pin_process
@@ -20,6 +21,38 @@ log = logging.getLogger("leadbot")
 
 class StartupError(Exception):
     """Start-up cannot go on; str() is one line for a person."""
+
+
+# Slack's answers that mean the token itself is wrong. Anything else (an outage, a rate limit,
+# an internal error) is trouble on Slack's side: telling the operator to replace a good token
+# would send them the wrong way.
+TOKEN_REFUSALS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "not_allowed_token_type",
+        "missing_scope",
+        "no_permission",
+        "team_access_not_granted",
+    }
+)
+
+
+def _slack_refused(setting: str, method: str, response: Any, fix: str) -> StartupError:
+    """The line for a Slack API error at start-up: the token, or Slack's own trouble."""
+    status = getattr(response, "status_code", None)
+    error = str(response.get("error") or f"HTTP {status}")
+    if error in TOKEN_REFUSALS:
+        return StartupError(f"{setting}: Slack did not accept it ({error}) — {fix}")
+    if status not in (None, 200) and str(status) not in error:
+        error += f", HTTP {status}"
+    return StartupError(
+        f"Slack answered {method} with {error}: trouble on Slack's side, not with {setting} — "
+        "try again shortly"
+    )
 
 
 def _logging(settings: Settings) -> None:
@@ -55,6 +88,9 @@ def open_database(settings: Settings, *, migrate_sqlite: bool = True):
     return engine
 
 
+BOT_TOKEN_FIX = "copy the Bot User OAuth Token (xoxb-…) from the app's page (README, step 2)"
+
+
 def _build(settings: Settings):
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackApiError, SlackClientError
@@ -66,14 +102,24 @@ def _build(settings: Settings):
     try:
         app = create_app(settings, services=services)
     except (BoltError, SlackApiError) as e:
+        # Bolt wraps auth.test's SlackApiError in a BoltError that only says "token is invalid".
+        api_error = e if isinstance(e, SlackApiError) else e.__context__
+        if isinstance(api_error, SlackApiError):
+            raise _slack_refused(
+                "SLACK_BOT_TOKEN", "auth.test", api_error.response, BOT_TOKEN_FIX
+            ) from None
         raise StartupError(
             f"SLACK_BOT_TOKEN: Slack did not accept it ({e})".splitlines()[0]
         ) from None
     except (SlackClientError, OSError) as e:
-        raise StartupError(
-            f"SLACK_API_URL: cannot reach Slack at {settings.slack_api_url} ({type(e).__name__})"
-        ) from None
+        raise _unreachable(settings, e) from None
     return app, services
+
+
+def _unreachable(settings: Settings, e: Exception) -> StartupError:
+    return StartupError(
+        f"SLACK_API_URL: cannot reach Slack at {settings.slack_api_url} ({type(e).__name__})"
+    )
 
 
 def _run_until_stopped(run: Callable[[], object], services: Any, scheduler: Any) -> int:
@@ -148,18 +194,29 @@ def cmd_socket(args: argparse.Namespace) -> int:
     # first URL is asked for here, where the client would log its own error before ours.
     try:
         opened = app.client.apps_connections_open(app_token=settings.slack_app_token)
-        handler.client.wss_uri = str(opened["url"])
-        handler.connect()
     except SlackApiError as e:
-        raise StartupError(
-            f"SLACK_APP_TOKEN: Slack did not accept it ({e.response.get('error')}) — "
-            "generate one with the connections:write scope (README, step 4)"
+        raise _slack_refused(
+            "SLACK_APP_TOKEN",
+            "apps.connections.open",
+            e.response,
+            "generate one with the connections:write scope (README, step 4)",
         ) from None
     except (SlackClientError, OSError) as e:
+        raise _unreachable(settings, e) from None
+    handler.client.wss_uri = url = str(opened["url"])
+    try:
+        handler.connect()
+        # slack_sdk logs a refused handshake and returns, leaving its monitor to retry forever.
+        refused = None if handler.client.is_connected() else "the WebSocket handshake was refused"
+    except (SlackClientError, OSError) as e:
+        refused = type(e).__name__
+    if refused:
+        handler.close()
+        # Only the host: the rest of the URL is a one-time ticket.
         raise StartupError(
-            f"SLACK_API_URL: cannot open a Socket Mode connection at {settings.slack_api_url} "
-            f"({type(e).__name__})"
-        ) from None
+            f"cannot open Slack's Socket Mode connection to {urlsplit(url).netloc} ({refused})"
+            " — if this network lets no WebSocket out, use HTTP mode: `leadbot serve` (README)"
+        )
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
     log.info("leadbot %s connected in Socket Mode (%s)", __version__, _cpus_text(cpus))
 
@@ -318,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (SettingsError, StartupError) as e:
+        from bot.logs import stop_logging
+
+        stop_logging()  # what the libraries logged on the way comes first; our line is the last
         print(f"leadbot: {e}", file=sys.stderr)
         return 2
 

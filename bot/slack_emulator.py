@@ -272,13 +272,16 @@ class _Handler(BaseHTTPRequestHandler):
         if (self.headers.get("Upgrade") or "").lower() != "websocket" or not key:
             self._send(_Reply(400, b"expected a WebSocket upgrade", "text/plain; charset=utf-8"))
             return
+        emu = self.server.emulator
+        if emu._take_link_refusal():
+            self._send(_Reply(503, b"service unavailable", "text/plain; charset=utf-8"))
+            return
         self.send_response(101, "Switching Protocols")
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
         self.send_header("Sec-WebSocket-Accept", accept_key(key))
         self.end_headers()
         self.wfile.flush()
-        emu = self.server.emulator
         link = emu._open_link(self.connection)
         try:
             link.serve(self.rfile)
@@ -415,6 +418,7 @@ class SlackEmulator:
         # Socket Mode: the apps' open WebSocket links, newest last (kept across reset()).
         self._links: list[SocketLink] = []
         self._link_ids = 0
+        self._link_refusals = 0
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -516,6 +520,19 @@ class SlackEmulator:
             if link in self._links:
                 self._links.remove(link)
             self._cond.notify_all()
+
+    def refuse_socket_links(self, times: int = 1) -> None:
+        """Answer the next `times` WebSocket upgrades with 503, as Slack's socket endpoint does
+        in an outage (or a proxy that lets no WebSocket through)."""
+        with self._cond:
+            self._link_refusals = times
+
+    def _take_link_refusal(self) -> bool:
+        with self._cond:
+            if self._link_refusals <= 0:
+                return False
+            self._link_refusals -= 1
+            return True
 
     def socket_link(self, timeout: float = 10.0) -> SocketLink:
         """The newest open Socket Mode link, waiting up to `timeout` for an app to connect."""

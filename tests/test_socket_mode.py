@@ -33,7 +33,7 @@ from tests.conftest import (
     sigterm_to_a_worker_thread,
 )
 from tests.test_affinity import _cpus_of_every_thread, linux_smp
-from tests.test_outbox import EXAMPLE, _bot_env
+from tests.test_outbox import EXAMPLE, _bot_env, _free_port
 
 APP_TOKEN = "xapp-1-A0LEADBOT-1-secret"
 
@@ -136,6 +136,41 @@ def test_a_refused_app_token_stops_start_up_with_a_line_that_names_it(
         "the connections:write scope (README, step 4)"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("trouble", ["no server", "HTTP 503", "no WebSocket"])
+def test_slack_out_of_reach_stops_start_up_with_a_line_that_names_the_trouble(
+    database_url: str, slack: SlackEmulator, tmp_path: Path, trouble: str
+) -> None:
+    env = _socket_env(database_url, slack)
+    if trouble == "no server":
+        env["SLACK_API_URL"] = url = f"http://127.0.0.1:{_free_port()}/api/"  # nothing listens
+        expected = f"leadbot: SLACK_API_URL: cannot reach Slack at {url} (URLError)"
+    elif trouble == "HTTP 503":
+        slack.fail("apps.connections.open", status=503, times=5)  # more than slack_sdk retries
+        expected = (
+            "leadbot: Slack answered apps.connections.open with service_unavailable, HTTP 503: "
+            "trouble on Slack's side, not with SLACK_APP_TOKEN — try again shortly"
+        )
+    else:  # the Web API answers; the socket's handshake is refused (an outage, or a proxy)
+        slack.refuse_socket_links(times=100)
+        expected = (
+            f"leadbot: cannot open Slack's Socket Mode connection to 127.0.0.1:{slack.port} "
+            "(the WebSocket handshake was refused) — if this network lets no WebSocket out, use "
+            "HTTP mode: `leadbot serve` (README)"
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "socket"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    # The line for a person comes last, after what slack_sdk logged on the way.
+    assert result.stderr.splitlines()[-1] == expected, result.stderr
+    assert "Traceback" not in result.stderr and "ticket" not in result.stderr
 
 
 def test_sigterm_leaves_slack_and_exits_cleanly(

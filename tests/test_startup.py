@@ -21,6 +21,7 @@ from bot.settings import (
     load_settings,
     parse_duration,
 )
+from bot.slack_emulator import SlackEmulator
 from models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,3 +233,36 @@ def test_unreachable_database_stops_start_up_with_one_line(tmp_path: Path) -> No
     assert result.returncode == 2
     assert result.stderr.startswith("leadbot: DATABASE_URL: cannot use the database")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (
+            {"error": "invalid_auth"},
+            "leadbot: SLACK_BOT_TOKEN: Slack did not accept it (invalid_auth) — copy the Bot User "
+            "OAuth Token (xoxb-…) from the app's page (README, step 2)",
+        ),
+        # An outage or a rate limit is not the token's fault: replacing it would not help.
+        (
+            {"status": 503},
+            "leadbot: Slack answered auth.test with service_unavailable, HTTP 503: trouble on "
+            "Slack's side, not with SLACK_BOT_TOKEN — try again shortly",
+        ),
+        (
+            {"error": "ratelimited"},
+            "leadbot: Slack answered auth.test with ratelimited: trouble on Slack's side, not "
+            "with SLACK_BOT_TOKEN — try again shortly",
+        ),
+    ],
+    ids=["token refused", "Slack down", "rate limited"],
+)
+def test_slack_trouble_at_start_up_is_told_apart_from_a_refused_token(
+    tmp_path: Path, slack: SlackEmulator, failure: dict[str, object], expected: str
+) -> None:
+    slack.fail("auth.test", times=10, **failure)  # more than slack_sdk's retries
+    env = {**GOOD, "SLACK_API_URL": slack.url, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    result = _leadbot("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == expected, result.stderr
+    assert "Traceback" not in result.stderr
