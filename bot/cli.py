@@ -182,6 +182,7 @@ def cmd_socket(args: argparse.Namespace) -> int:
     from slack_sdk.errors import SlackApiError, SlackClientError
 
     from bot.scheduler import start_background
+    from bot.socket_mode import keep_alive
 
     settings = load_settings(require=(*SERVE_REQUIRES, "SLACK_APP_TOKEN"))
     if not settings.slack_app_token.startswith("xapp-"):
@@ -217,6 +218,7 @@ def cmd_socket(args: argparse.Namespace) -> int:
             f"cannot open Slack's Socket Mode connection to {urlsplit(url).netloc} ({refused})"
             " — if this network lets no WebSocket out, use HTTP mode: `leadbot serve` (README)"
         )
+    keep_alive(handler.client)
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
     log.info("leadbot %s connected in Socket Mode (%s)", __version__, _cpus_text(cpus))
 

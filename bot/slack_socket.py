@@ -192,10 +192,13 @@ class SocketLink:
             }
         )
 
-    def close(self) -> None:
-        """Close from Slack's side without warning, as when a connection is lost."""
-        with contextlib.suppress(SocketClosed):
-            self._send(CLOSE, struct.pack("!H", 1001))
+    def close(self, *, frame: bool = True) -> None:
+        """Close from Slack's side without warning (1001, going away), as when its server
+        restarts; `frame=False` ends the TCP connection with no CLOSE frame, as a proxy or a
+        load balancer does."""
+        if frame:
+            with contextlib.suppress(SocketClosed):
+                self._send(CLOSE, struct.pack("!H", 1001))
         with contextlib.suppress(OSError):
             self.conn.shutdown(socket.SHUT_RDWR)
         self.closed.set()
