@@ -167,8 +167,11 @@ def main() -> int:
         stream=sys.stderr,
     )
     threads = int(os.environ.get("WEB_THREADS") or SETTINGS_HELP["WEB_THREADS"][0] or 16)
-    # leadbot's CPU placement too (before the threads start, as `leadbot serve` does).
-    pin_process(os.environ.get("PIN_CPU") or SETTINGS_HELP["PIN_CPU"][0] or PIN_AUTO)
+    # leadbot's CPU placement too (before the threads start, as `leadbot serve` does): where
+    # `auto` puts a lone leadbot, without holding the CPU, as leadbot runs beside it.
+    pin_process(
+        os.environ.get("PIN_CPU") or SETTINGS_HELP["PIN_CPU"][0] or PIN_AUTO, claiming=False
+    )
     server = create_server(
         wsgi(build()),
         host=args.host,

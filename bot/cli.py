@@ -147,18 +147,12 @@ def _run_until_stopped(run: Callable[[], object], services: Any, scheduler: Any)
     return 0
 
 
-def _cpus_text(cpus: set[int] | None) -> str:
-    if cpus is None:
-        return "on the CPUs the kernel picks"
-    return f"on CPU {', '.join(map(str, sorted(cpus)))} (PIN_CPU)"
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from bot.scheduler import start_background
     from bot.server import Server
 
     settings = load_settings(require=SERVE_REQUIRES)
-    cpus = pin_process(settings.pin_cpu)  # before any thread starts: threads inherit it
+    placed = pin_process(settings.pin_cpu)  # before any thread starts: threads inherit it
     _logging(settings)
     app, services = _build(settings)
     host = args.host or settings.host
@@ -171,7 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host,
         server.port,
         settings.web_threads,
-        _cpus_text(cpus),
+        placed.describe(),
         "off" if scheduler is None else "on",
     )
     return _run_until_stopped(server.serve_forever, services, scheduler)
@@ -187,7 +181,7 @@ def cmd_socket(args: argparse.Namespace) -> int:
     settings = load_settings(require=(*SERVE_REQUIRES, "SLACK_APP_TOKEN"))
     if not settings.slack_app_token.startswith("xapp-"):
         raise SettingsError("SLACK_APP_TOKEN: expected an app-level token starting with xapp-")
-    cpus = pin_process(settings.pin_cpu)
+    placed = pin_process(settings.pin_cpu)
     _logging(settings)
     app, services = _build(settings)
     handler = SocketModeHandler(app, settings.slack_app_token)
@@ -220,7 +214,7 @@ def cmd_socket(args: argparse.Namespace) -> int:
         )
     keep_alive(handler.client)
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
-    log.info("leadbot %s connected in Socket Mode (%s)", __version__, _cpus_text(cpus))
+    log.info("leadbot %s connected in Socket Mode (%s)", __version__, placed.describe())
 
     def run() -> None:
         try:

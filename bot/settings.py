@@ -75,7 +75,8 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     "WEB_THREADS": ("16", "worker threads of the HTTP server"),
     "PIN_CPU": (
         PIN_AUTO,
-        "CPUs `leadbot serve` and `socket` run on: auto (one), off, or numbers like 1 or 2,3",
+        "CPUs `leadbot serve` and `socket` run on: auto (one no other leadbot process holds), "
+        "off, or numbers like 1 or 2,3",
     ),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
 }

@@ -4,8 +4,10 @@ loopback Slack, and the app served over HTTP by its real server, reached with si
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -213,3 +215,16 @@ needs_tgkill = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir() or os.uname().machine not in _TGKILL,
     reason="needs Linux on x86_64 or aarch64 to signal one thread of another process",
 )
+
+
+@pytest.fixture
+def cpu_claims() -> Iterator[None]:
+    """For a test whose leadbot processes take CPUs with PIN_CPU=auto: one such test at a time
+    across the xdist workers, as their claims are host-wide (every other test's processes run
+    with PIN_CPU=off, see tests.test_outbox._bot_env)."""
+    with (Path(tempfile.gettempdir()) / "leadbot-tests-cpu-claims.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

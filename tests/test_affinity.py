@@ -3,22 +3,94 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bot.affinity import choose
+from bot.affinity import choose, claim, has_cpu_quota, release_claims
 from bot.settings import SettingsError
 from bot.slack_emulator import SlackEmulator
 from tests.test_outbox import _bot_env, _serving
-from tests.test_startup import GOOD, _leadbot
+from tests.test_startup import GOOD, ROOT, _leadbot
 
 
 def test_auto_keeps_to_the_highest_cpu_and_leaves_a_single_cpu_alone() -> None:
     assert choose("auto", {0, 1, 2, 3}) == {3}
     assert choose("auto", {2, 5}) == {5}
     assert choose("auto", {0}) is None  # nothing to choose between
+
+
+def test_auto_passes_over_cpus_other_processes_hold_and_numbers_are_claimed_too() -> None:
+    held = {3, 1}
+    asked: list[int] = []
+
+    def claim(cpu: int) -> bool:
+        asked.append(cpu)
+        if cpu in held:
+            return False
+        held.add(cpu)
+        return True
+
+    assert choose("auto", {0, 1, 2, 3}, claim) == {2}
+    assert choose("auto", {0, 1, 2, 3}, claim) == {0}
+    assert choose("auto", {0, 1, 2, 3}, claim) is None  # every CPU taken: the kernel places it
+    assert asked[:3] == [3, 2, 3]  # highest first
+    # A number is the operator's choice, held or not; claimed so that auto keeps off it.
+    held.clear()
+    assert choose("5", {4, 5}, claim) == {5} and held == {5}
+    assert choose("5", {4, 5}, claim) == {5}
+    assert choose("auto", {4, 5}, claim) == {4}
+
+
+def test_a_claim_is_held_until_released_and_is_host_wide() -> None:
+    cpu = 100_000 + os.getpid()  # no real CPU: nothing else on the host asks for it
+    try:
+        assert claim(cpu)
+        assert not claim(cpu)  # held, by this process here
+        other = subprocess.run(
+            [sys.executable, "-c", f"from bot.affinity import claim; print(claim({cpu}))"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert other.stdout.strip() == "False"  # and by this process for every other
+    finally:
+        release_claims()
+    assert claim(cpu)
+    release_claims()
+
+
+def _cgroups(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(membership)
+    return root, proc
+
+
+@pytest.mark.parametrize(
+    ("membership", "files", "quota"),
+    [
+        ("0::/\n", {"cpu.max": "max 100000\n"}, False),  # v2, no limit
+        ("0::/kubepods/pod1/c1\n", {"kubepods/pod1/cpu.max": "50000 100000\n"}, True),
+        ("0::/\n", {"cpu.max": "200000 100000\n"}, True),  # docker --cpus=2 (own namespace)
+        ("3:cpu,cpuacct:/docker/abc\n", {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "-1"}, False),
+        ("3:cpu,cpuacct:/docker/abc\n", {"cpu,cpuacct/docker/cpu.cfs_quota_us": "150000"}, True),
+        ("1:cpu:/\n0::/\n", {"cpu/cpu.cfs_quota_us": "-1\n"}, False),  # v1 beside v2 (here)
+        ("0::/\n", {}, False),  # nothing readable
+    ],
+    ids=["v2 none", "v2 pod limit", "v2 container", "v1 none", "v1 parent", "hybrid", "none"],
+)
+def test_a_cpu_quota_is_found_in_the_cgroup_or_above_it(
+    tmp_path: Path, membership: str, files: dict[str, str], quota: bool
+) -> None:
+    root, proc = _cgroups(tmp_path, membership, files)
+    assert has_cpu_quota(root, proc) is quota
 
 
 def test_off_leaves_placement_to_the_kernel_and_numbers_are_taken_as_given() -> None:
@@ -51,17 +123,45 @@ def _cpus_of_every_thread(pid: int) -> dict[str, str]:
     return out
 
 
+def _auto_env(database_url: str, slack: SlackEmulator) -> dict[str, str]:
+    env = _bot_env(database_url, slack)
+    del env["PIN_CPU"]  # the default
+    return env
+
+
 @linux_smp
+@pytest.mark.usefixtures("cpu_claims")
 def test_serve_keeps_every_thread_on_one_cpu_by_default(
     database_url: str, slack: SlackEmulator, tmp_path: Path
 ) -> None:
     last = str(max(os.sched_getaffinity(0)))
-    with _serving(_bot_env(database_url, slack), slack, tmp_path) as (proc, sim, _log):
+    with _serving(_auto_env(database_url, slack), slack, tmp_path) as (proc, sim, _log):
         assert sim.slash_command("", user_id="U0MARKET01").status == 200  # threads busy once
         threads = _cpus_of_every_thread(proc.pid)
     # Waitress's workers, the outbox, the scheduler: all started after the pinning.
     assert len(threads) > 10
     assert set(threads.values()) == {last}
+
+
+@linux_smp
+@pytest.mark.usefixtures("cpu_claims")
+def test_a_second_process_on_auto_keeps_off_the_first_ones_cpu(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """Several processes on one host (README → Sizing) spread out instead of sharing a CPU."""
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir(), second_dir.mkdir()
+    env = _auto_env(database_url, slack)
+    # The second starts once the first is serving, pinned.
+    with (
+        _serving(env, slack, first_dir) as (first, _sim, _log),
+        _serving(env, slack, second_dir) as (second, _sim2, _log2),
+    ):
+        one = set(_cpus_of_every_thread(first.pid).values())
+        two = set(_cpus_of_every_thread(second.pid).values())
+    last, below = max(os.sched_getaffinity(0)), sorted(os.sched_getaffinity(0))[-2]
+    assert one == {str(last)}
+    assert two == {str(below)}
 
 
 @linux_smp

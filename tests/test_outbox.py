@@ -272,6 +272,9 @@ def _bot_env(database_url: str, slack: SlackEmulator) -> dict[str, str]:
         "LEADS_CHANNEL": LEADS_CHANNEL,  # an id, so the history lookup can use it as is
         "SLACK_TIMEOUT": "2s",
         "LOG_LEVEL": "WARNING",
+        # PIN_CPU=auto takes CPUs host-wide: tests in parallel would take them from each other
+        # (the tests of pinning itself ask for auto, see tests.conftest.cpu_claims).
+        "PIN_CPU": "off",
     }
 
 

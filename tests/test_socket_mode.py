@@ -203,11 +203,14 @@ def test_sigterm_stops_socket_whichever_thread_it_lands_on(
 
 
 @linux_smp
+@pytest.mark.usefixtures("cpu_claims")
 def test_socket_keeps_every_thread_on_one_cpu_by_default(
     database_url: str, slack: SlackEmulator, tmp_path: Path
 ) -> None:
     last = str(max(os.sched_getaffinity(0)))
-    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (proc, sim, log):
+    env = _socket_env(database_url, slack)
+    del env["PIN_CPU"]  # the default
+    with _connected(env, slack, tmp_path) as (proc, sim, log):
         assert sim.slash_command("help", user_id=MARKETER).status == 200  # its workers exist
         threads = _cpus_of_every_thread(proc.pid)
         # Logs are written in batches every 50 ms; the process is killed on the way out.
