@@ -4,8 +4,8 @@ One interpreter lock lets a leadbot process run Python on about one core at a ti
 threads hand that lock to each other dozens of times per request (every database call releases
 it). Spread over several CPUs, each hand-over wakes a sleeping CPU; on a virtual machine that
 costs a trip through the hypervisor. Kept on one CPU, a hand-over is a plain context switch
-(measured in README → Performance). The process loses little: its Python never ran on two cores at
-once anyway.
+(measured in bench/HISTORY.md, "One CPU"). The process loses little: its Python never ran on
+two cores at once anyway.
 
 `auto` must not put several processes on one CPU, so each takes its CPU host-wide (`claim`), and
 a process under a CPU quota (a container's limit), which cannot see its neighbours, is not
