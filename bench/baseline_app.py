@@ -31,11 +31,11 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
-from waitress.server import create_server
 
 from bot.affinity import pin_process
 from bot.app import PROCESS_BEFORE_RESPONSE, WORK_THREADS
 from bot.ids import Action, View
+from bot.server import create_waitress
 from bot.settings import PIN_AUTO, SETTINGS_HELP, database_url
 
 StartResponse = Callable[..., Any]
@@ -172,16 +172,7 @@ def main() -> int:
     pin_process(
         os.environ.get("PIN_CPU") or SETTINGS_HELP["PIN_CPU"][0] or PIN_AUTO, claiming=False
     )
-    server = create_server(
-        wsgi(build()),
-        host=args.host,
-        port=args.port,
-        threads=threads,
-        # The same settings as bot/server.py's Server.
-        max_request_body_size=1_048_576,
-        ident="leadbot",
-        clear_untrusted_proxy_headers=True,
-    )
+    server = create_waitress(wsgi(build()), host=args.host, port=args.port, threads=threads)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C, when run by hand
         server.run()
     return 0
