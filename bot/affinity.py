@@ -15,6 +15,7 @@ pinned at all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -50,12 +51,16 @@ def claim(cpu: int) -> bool:
     claims; the quota check in `pin_process` covers the usual case of those.)"""
     if not sys.platform.startswith("linux"):
         return True
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    except OSError:  # no Unix sockets here (a tight sandbox): no way to agree, take it
+        return True
     try:
         sock.bind(f"\0leadbot-pin-cpu-{cpu}")
-    except OSError:
+    except OSError as e:
         sock.close()
-        return False
+        # Taken by another process; any other refusal leaves nothing to agree through.
+        return e.errno != errno.EADDRINUSE
     _claims.append(sock)
     return True
 

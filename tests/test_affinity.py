@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from bot import affinity
 from bot.affinity import choose, claim, has_cpu_quota, release_claims
 from bot.settings import SettingsError
 from bot.slack_emulator import SlackEmulator
@@ -61,6 +65,24 @@ def test_a_claim_is_held_until_released_and_is_host_wide() -> None:
         release_claims()
     assert claim(cpu)
     release_claims()
+
+
+def test_a_host_that_refuses_the_claim_itself_pins_as_a_lone_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sandbox that forbids abstract sockets leaves nothing to agree through: every process
+    takes the highest CPU, as before claims, rather than none."""
+
+    class Refusing(socket.socket):
+        def bind(self, address: object) -> None:
+            raise PermissionError(errno.EPERM, "not here")
+
+    # This module's view of `socket` only: nothing else in the process is touched.
+    here = SimpleNamespace(socket=Refusing, AF_UNIX=socket.AF_UNIX, SOCK_DGRAM=socket.SOCK_DGRAM)
+    monkeypatch.setattr(affinity, "socket", here)
+    assert claim(100_000 + os.getpid())
+    assert choose("auto", {0, 1}, claim) == {1}
+    assert affinity._claims == []  # nothing held
 
 
 def _cgroups(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Path, Path]:
