@@ -79,7 +79,10 @@ def has_cpu_quota(cgroups: Path = CGROUPS, proc_cgroup: Path = Path("/proc/self/
     except OSError:
         return False
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3 or not fields[2].startswith("/"):
+            continue  # not a membership line as the kernel writes them
+        _, controllers, path = fields
         if controllers == "":  # v2, mounted alone or as "unified" beside v1
             bases, name = [cgroups, cgroups / "unified"], "cpu.max"
         elif "cpu" in controllers.split(","):
@@ -99,19 +102,19 @@ def has_cpu_quota(cgroups: Path = CGROUPS, proc_cgroup: Path = Path("/proc/self/
 
 
 def choose(
-    setting: str, allowed: set[int], claim: Callable[[int], bool] = lambda cpu: True
+    setting: str, allowed: set[int], take: Callable[[int], bool] = lambda cpu: True
 ) -> set[int] | None:
     """The CPUs to keep the process on, or None to leave its placement to the kernel.
 
     `auto` takes the highest-numbered CPU the process may use (the kernel tends to run its own
-    housekeeping and interrupts on CPU 0) that `claim` grants, so several processes on one host
+    housekeeping and interrupts on CPU 0) that `take` grants (see `claim`), so several processes
     spread out; with every CPU taken, none. `off` pins nothing; `1` or `2,3` are those CPUs,
     claimed too, so that `auto` processes keep off them.
     """
     if setting == OFF or (setting == AUTO and len(allowed) <= 1):
         return None
     if setting == AUTO:
-        return next(({cpu} for cpu in sorted(allowed, reverse=True) if claim(cpu)), None)
+        return next(({cpu} for cpu in sorted(allowed, reverse=True) if take(cpu)), None)
     wanted = {int(c) for c in setting.split(",")}
     missing = sorted(wanted - allowed)
     if missing:
@@ -125,7 +128,7 @@ def choose(
             "name one of those, or set auto or off"
         )
     for cpu in wanted:
-        claim(cpu)  # shared with whoever else named it: the operator's choice
+        take(cpu)  # shared with whoever else named it: the operator's choice
     return wanted
 
 

@@ -105,8 +105,18 @@ def _cgroups(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Pa
         ("3:cpu,cpuacct:/docker/abc\n", {"cpu,cpuacct/docker/cpu.cfs_quota_us": "150000"}, True),
         ("1:cpu:/\n0::/\n", {"cpu/cpu.cfs_quota_us": "-1\n"}, False),  # v1 beside v2 (here)
         ("0::/\n", {}, False),  # nothing readable
+        ("garbage\n0::\n", {"cpu.max": "50000 100000\n"}, False),  # no membership line
     ],
-    ids=["v2 none", "v2 pod limit", "v2 container", "v1 none", "v1 parent", "hybrid", "none"],
+    ids=[
+        "v2 none",
+        "v2 pod limit",
+        "v2 container",
+        "v1 none",
+        "v1 parent",
+        "hybrid",
+        "none",
+        "malformed",
+    ],
 )
 def test_a_cpu_quota_is_found_in_the_cgroup_or_above_it(
     tmp_path: Path, membership: str, files: dict[str, str], quota: bool
