@@ -75,8 +75,8 @@ class _Channel(HTTPChannel):
     worker holds it goes round again at once: the socket is writable, so select() returns at
     once too. Under load the worker holding the lock is often waiting for the interpreter lock,
     which the spinning loop keeps taking: the loop went round ~14 times per request in the ack
-    benchmark (bare Bolt: once). Blocking on the lock for a moment hands the interpreter to the
-    worker, which is then done in microseconds."""
+    benchmark (bare Bolt: once or twice). Blocking on the lock for a moment hands the
+    interpreter to the worker, which is then done in microseconds."""
 
     def _flush_some_if_lockable(self, do_close: bool = True) -> None:
         if self.outbuf_lock.acquire(timeout=LOCK_WAIT):

@@ -43,8 +43,12 @@ def _reconnect_after_close(client: Any) -> Callable[[int, str | None], None]:
             deadline = time.monotonic() + 2.0
             while session is not None and session.is_active() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            if not client.closed:  # not while stopping
+            if client.closed:  # stopping
+                return
+            try:
                 client.connect_to_new_endpoint()
+            except Exception as e:  # Slack unreachable: the client's monitor keeps trying
+                log.warning("could not open a new Socket Mode connection: %s", type(e).__name__)
 
         threading.Thread(target=reconnect, name="leadbot-socket-reconnect", daemon=True).start()
 
