@@ -30,22 +30,22 @@ def test_auto_passes_over_cpus_other_processes_hold_and_numbers_are_claimed_too(
     held = {3, 1}
     asked: list[int] = []
 
-    def claim(cpu: int) -> bool:
+    def take(cpu: int) -> bool:  # another process holds what is in `held`
         asked.append(cpu)
         if cpu in held:
             return False
         held.add(cpu)
         return True
 
-    assert choose("auto", {0, 1, 2, 3}, claim) == {2}
-    assert choose("auto", {0, 1, 2, 3}, claim) == {0}
-    assert choose("auto", {0, 1, 2, 3}, claim) is None  # every CPU taken: the kernel places it
+    assert choose("auto", {0, 1, 2, 3}, take) == {2}
+    assert choose("auto", {0, 1, 2, 3}, take) == {0}
+    assert choose("auto", {0, 1, 2, 3}, take) is None  # every CPU taken: the kernel places it
     assert asked[:3] == [3, 2, 3]  # highest first
     # A number is the operator's choice, held or not; claimed so that auto keeps off it.
     held.clear()
-    assert choose("5", {4, 5}, claim) == {5} and held == {5}
-    assert choose("5", {4, 5}, claim) == {5}
-    assert choose("auto", {4, 5}, claim) == {4}
+    assert choose("5", {4, 5}, take) == {5} and held == {5}
+    assert choose("5", {4, 5}, take) == {5}
+    assert choose("auto", {4, 5}, take) == {4}
 
 
 def test_a_claim_is_held_until_released_and_is_host_wide() -> None:
