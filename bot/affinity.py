@@ -152,8 +152,8 @@ def pin_process(setting: str, *, claiming: bool = True) -> Placement:
         return Placement(None, "PIN_CPU=auto: under a CPU quota, as in a container")
     cpus = choose(setting, allowed, claim if claiming else lambda cpu: True)
     if cpus is None:
-        note = "PIN_CPU=auto: every CPU has a leadbot process" if setting == AUTO else ""
-        return Placement(None, note if len(allowed) > 1 else "")
+        taken = setting == AUTO and len(allowed) > 1  # not `off`, not a lone CPU: all were held
+        return Placement(None, "PIN_CPU=auto: every CPU has a leadbot process" if taken else "")
     tasks = Path("/proc/self/task")
     for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
         with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile

@@ -8,6 +8,7 @@ from the outside, with the client's public methods.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -43,12 +44,7 @@ def _reconnect_after_close(client: Any) -> Callable[[int, str | None], None]:
             deadline = time.monotonic() + 2.0
             while session is not None and session.is_active() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            if client.closed:  # stopping
-                return
-            try:
-                client.connect_to_new_endpoint()
-            except Exception as e:  # Slack unreachable: the client's monitor keeps trying
-                log.warning("could not open a new Socket Mode connection: %s", type(e).__name__)
+            _reconnect(client)
 
         threading.Thread(target=reconnect, name="leadbot-socket-reconnect", daemon=True).start()
 
@@ -68,12 +64,20 @@ def _watch_for_eof(client: Any) -> None:
         if sock is None or not closed_by_peer(sock):
             continue
         log.info("Slack's side closed the Socket Mode connection; opening a new one")
-        try:
+        with contextlib.suppress(OSError):
             session.disconnect()
-            if not client.closed:
-                client.connect_to_new_endpoint()
-        except Exception as e:  # the client's monitor retries; the next pass looks again
-            log.warning("could not open a new Socket Mode connection: %s", type(e).__name__)
+        _reconnect(client)
+
+
+def _reconnect(client: Any) -> None:
+    """Ask the client for a new connection, unless it is stopping. A failure (Slack out of
+    reach) is left to the client's monitor, which keeps trying."""
+    if client.closed:
+        return
+    try:
+        client.connect_to_new_endpoint()
+    except Exception as e:
+        log.warning("could not open a new Socket Mode connection: %s", type(e).__name__)
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
