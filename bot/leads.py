@@ -24,6 +24,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -51,7 +52,7 @@ def event_row(lead_id: int, kind: str, actor: str, now: datetime, **detail: Any)
     }
 
 
-def record_all(session: Session, rows: list[dict[str, Any]]) -> None:
+def record_all(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
     session.execute(_RECORD, rows)
 
 
@@ -118,7 +119,10 @@ def submit(
 
 
 def submit_unless(
-    session: Session, insert: Executable, params: dict[str, Any], values: dict[str, Any]
+    session: Session | Connection,
+    insert: Executable,
+    params: dict[str, Any],
+    values: dict[str, Any],
 ) -> Lead | None:
     """Store the lead `values` through `insert` (run with `params`), an INSERT … RETURNING id
     that may store nothing (bot.flows: unless the same person's lead is recent); None when it
@@ -128,7 +132,7 @@ def submit_unless(
 
 
 def _submitted(
-    session: Session,
+    session: Session | Connection,
     lead_id: int,
     values: dict[str, Any],
     duplicate_of: Lead | None,

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, literal, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import duplicates, leads, render
@@ -87,7 +88,7 @@ def _row(
 _INSERT = OutboxItem.__table__.insert()
 
 
-def enqueue(session: Session, rows: list[dict[str, Any]]) -> None:
+def enqueue(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
     """Write rows made by the *_row functions, all in one statement."""
     if rows:
         session.execute(_INSERT, rows)

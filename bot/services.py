@@ -30,6 +30,8 @@ class Services:
     team_id: str = ""  # this workspace, from auth.test at start-up
     # For work that is one statement: no BEGIN/COMMIT round trips on PostgreSQL.
     single: sessionmaker = field(init=False)
+    single_engine: Engine = field(init=False)  # the same, for a bare connection
 
     def __post_init__(self) -> None:
         self.single = single_statement(self.sessions)
+        self.single_engine = self.single.kw["bind"]
