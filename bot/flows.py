@@ -33,10 +33,8 @@ def submit_lead(
     services: Services, data: LeadInput, *, user_id: str, team_id: str, channel: str | None
 ) -> Submitted:
     """Store the lead and queue its card (one transaction); raises SQLAlchemyError if the
-    database is down, in which case nothing was stored.
-
-    A repeat of a recent lead is marked (its card renders the mark at delivery), and the owner
-    still working the earlier one hears of it in this same transaction.
+    database is down, in which case nothing was stored. A repeat of a recent lead is marked,
+    and the owner still working the earlier one hears of it (see _store_repeat).
     """
     now = services.clock.now()
     values = leads.lead_values(
@@ -51,54 +49,53 @@ def submit_lead(
         "since": now - services.settings.duplicate_window,
         "until": now,
     }
-    fresh = _store_new_person(services, values, keys, window, where)
-    if fresh is not None:
-        services.outbox.kick()
-        log.info("lead %s submitted", fresh.id)
-        return Submitted(fresh, None)
-    # A repeat of a recent lead: one transaction, with the earlier owner's DM.
-    with services.sessions.begin() as s:
-        earlier = duplicates.find_earlier(s, **window)
-        matched = duplicates.matched_on_keys(values["email_norm"], values["phone_norm"], earlier)
-        lead = leads.submit(s, values, duplicate_of=earlier, matched_on=matched)
-        rows = [outbox.card_row(lead, where)]
-        dm = duplicates.owner_dm(lead, earlier, where) if earlier is not None else None
-        if dm is not None:
-            rows.append(outbox.message_row(dm[0], dm[1], lead_id=lead.id))
-        outbox.enqueue(s, rows)
+    # Nearly every /lead is a new person's: it runs on a bare connection, since an ORM
+    # session's begin, bookkeeping and close were a tenth of a SQLite /lead's CPU.
+    earlier = None
+    if services.engine.dialect.name == "postgresql":
+        # The lead, its event and its card in one autocommit statement that also does the
+        # lookup: one round trip where a transaction takes six.
+        card = outbox.card_row(Lead(id=0), where)  # its times are real time
+        params = window | values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
+        with services.single_engine.connect() as conn:
+            lead_id = conn.execute(_submit_with_card(tuple(values), *keys), params).scalar()
+        if lead_id is not None:
+            lead = Lead(id=lead_id, **values)
+        else:
+            with services.sessions.begin() as s:
+                lead, earlier = _store_repeat(s, values, window, where)
+    else:
+        # SQLite: the INSERT that does the lookup, then the event and the card. A repeat is
+        # stored in the same transaction: a second one would wait in line for the file's
+        # writer lock again (under load, the slowest 2% of answers).
+        with services.engine.begin() as conn:
+            insert = _insert_unless_repeat(tuple(values), *keys)
+            fresh = leads.submit_unless(conn, insert, window | values, values)
+            if fresh is not None:
+                lead = fresh
+                outbox.enqueue(conn, [outbox.card_row(lead, where)])
+            else:
+                with services.sessions(bind=conn) as s:  # joins the connection's transaction
+                    lead, earlier = _store_repeat(s, values, window, where)
     services.outbox.kick()
     log.info("lead %s submitted", lead.id)
     return Submitted(lead, earlier)
 
 
-def _store_new_person(
-    services: Services,
-    values: dict[str, Any],
-    keys: tuple[bool, bool],
-    window: dict[str, Any],
-    where: str,
-) -> Lead | None:
-    """Store a lead with its "submitted" event and its card, unless bot.duplicates finds a
-    recent lead of the same person: then nothing is stored and this returns None.
-
-    Nearly every /lead takes this way, so it runs on a bare connection: an ORM session's
-    begin, flush bookkeeping and close were a tenth of a SQLite /lead's CPU. A new lead has
-    no card yet, so no dedupe lookup is needed before queueing one."""
-    if services.engine.dialect.name == "postgresql":
-        # One autocommit statement that also does the lookup: one round trip where a
-        # transaction takes six.
-        card = outbox.card_row(Lead(id=0), where)  # its times are real time
-        params = window | values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
-        with services.single_engine.connect() as conn:
-            lead_id = conn.execute(_submit_with_card(tuple(values), *keys), params).scalar()
-        return None if lead_id is None else Lead(id=lead_id, **values)
-    # SQLite: the INSERT that does the lookup, then the event and the card, in one transaction.
-    with services.engine.begin() as conn:
-        insert = _insert_unless_repeat(tuple(values), *keys)
-        lead = leads.submit_unless(conn, insert, window | values, values)
-        if lead is not None:
-            outbox.enqueue(conn, [outbox.card_row(lead, where)])
-    return lead
+def _store_repeat(
+    session: Session, values: dict[str, Any], window: dict[str, Any], where: str
+) -> Submitted:
+    """Store a lead whose person bot.duplicates found a recent lead of, marked as its repeat
+    (the card renders the mark at delivery), with its card and the earlier owner's DM."""
+    earlier = duplicates.find_earlier(session, **window)
+    matched = duplicates.matched_on_keys(values["email_norm"], values["phone_norm"], earlier)
+    lead = leads.submit(session, values, duplicate_of=earlier, matched_on=matched)
+    rows = [outbox.card_row(lead, where)]
+    dm = duplicates.owner_dm(lead, earlier, where) if earlier is not None else None
+    if dm is not None:
+        rows.append(outbox.message_row(dm[0], dm[1], lead_id=lead.id))
+    outbox.enqueue(session, rows)
+    return Submitted(lead, earlier)
 
 
 # The card row's columns that do not depend on the lead's id (see outbox.card_row).
