@@ -158,11 +158,12 @@ def _insert_unless_repeat(columns: tuple[str, ...], by_email: bool, by_phone: bo
 
 def claim(services: Services, lead_id: int, user_id: str, team_id: str) -> leads.ClaimResult:
     """First click wins, in one transaction: the claim with its follow-up clock, then the card
-    refresh and both DMs (claimer's private details, submitter's news) in one INSERT."""
+    refresh and both DMs (claimer's private details, submitter's news) in one INSERT. Core
+    statements only, on a bare connection: an ORM session's overhead is not needed."""
     now = services.clock.now()
-    with services.sessions.begin() as s:
+    with services.engine.begin() as conn:
         result = leads.claim(
-            s,
+            conn,
             lead_id,
             user_id,
             team_id=team_id,
@@ -182,10 +183,10 @@ def claim(services: Services, lead_id: int, user_id: str, team_id: str) -> leads
                     lead.submitted_by, render.submitter_claimed_dm(lead), lead_id=lead.id
                 )
             )
-            outbox.enqueue(s, rows)
+            outbox.enqueue(conn, rows)
         elif lead is not None:
             # The clicker may have seen an out-of-date card: bring it up to date.
-            outbox.enqueue_refresh(s, lead)
+            outbox.enqueue_refresh(conn, lead)
     services.outbox.kick()
     return result
 

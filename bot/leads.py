@@ -35,7 +35,7 @@ SYSTEM = "system"  # the actor of events no person caused
 
 
 def record(
-    session: Session, lead_id: int, kind: str, actor: str, now: datetime, **detail: Any
+    session: Session | Connection, lead_id: int, kind: str, actor: str, now: datetime, **detail: Any
 ) -> None:
     """Append to the lead's event log (never updated, never deleted but with the lead)."""
     session.execute(_RECORD, [event_row(lead_id, kind, actor, now, **detail)])
@@ -65,6 +65,10 @@ _GET_LEAD = (
     select(Lead).where(Lead.id == bindparam("lead_id")).execution_options(populate_existing=True)
 )
 _GET_TEAM_LEAD = _GET_LEAD.where(Lead.team_id == bindparam("team_id"))
+# The same row as plain values, for work on a bare connection.
+_READ_TEAM_LEAD = select(*_LEADS.c).where(
+    _LEADS.c.id == bindparam("lead_id"), _LEADS.c.team_id == bindparam("team_id")
+)
 
 
 def lead_values(
@@ -206,7 +210,7 @@ class ClaimResult:
 
 
 def claim(
-    session: Session,
+    session: Session | Connection,
     lead_id: int,
     user_id: str,
     *,
@@ -230,15 +234,15 @@ def claim(
     for i, key in enumerate(keys):
         params[f"follow_up_{i}"] = follow_up[key]  # type: ignore[index]
     row = session.execute(_claim_statement(keys), params).one_or_none()
-    # A plain object with the row's values (not in the session): what callers read and render.
-    won_lead = Lead(**row._mapping) if row is not None else None
-    if won_lead is not None:
+    won = row is not None
+    if won:
         record(session, lead_id, "claimed", user_id, now)
-        return ClaimResult(won=True, lead=won_lead)
-    lead = get_lead(session, lead_id, team_id)
-    if lead is not None:
-        record(session, lead_id, "claim_too_late", user_id, now)
-    return ClaimResult(won=False, lead=lead)
+    else:
+        row = session.execute(_READ_TEAM_LEAD, {"lead_id": lead_id, "team_id": team_id}).first()
+        if row is not None:
+            record(session, lead_id, "claim_too_late", user_id, now)
+    # A plain object with the row's values (in no session): what callers read and render.
+    return ClaimResult(won=won, lead=Lead(**row._mapping) if row is not None else None)
 
 
 @functools.lru_cache(maxsize=16)

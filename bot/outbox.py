@@ -107,7 +107,7 @@ def refresh_row(lead: Lead, now: datetime | None = None) -> dict[str, Any]:
     )
 
 
-def enqueue_refresh(session: Session, lead: Lead, now: datetime | None = None) -> None:
+def enqueue_refresh(session: Session | Connection, lead: Lead, now: datetime | None = None) -> None:
     """Queue a re-render of the card, one per lead version: a refresh already queued (or sent)
     for this version covers every later click on an out-of-date card."""
     row = refresh_row(lead, now)
