@@ -19,7 +19,7 @@ from bot.parsing import LeadInput
 from bot.services import Services
 from bot.settings import Settings
 from bot.sla import add_working_time
-from models import Lead, LeadEvent, OutboxItem
+from models import Lead, LeadEvent, OutboxItem, plain_lead
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def submit_lead(
         with services.single_engine.connect() as conn:
             lead_id = conn.execute(_submit_with_card(tuple(values), *keys), params).scalar()
         if lead_id is not None:
-            lead = Lead(id=lead_id, **values)
+            lead = plain_lead(values | {"id": lead_id})
         else:
             with services.sessions.begin() as s:
                 lead, earlier = _store_repeat(s, values, window, where)

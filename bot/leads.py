@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.parsing import LeadInput, contact_keys
-from models import CLAIMED, NEW, JobRun, Lead, LeadEvent
+from models import CLAIMED, NEW, JobRun, Lead, LeadEvent, plain_lead
 
 SYSTEM = "system"  # the actor of events no person caused
 
@@ -152,7 +152,7 @@ def _submitted(
             )
         )
     record_all(session, events)
-    return Lead(id=lead_id, **values)
+    return plain_lead(values | {"id": lead_id})
 
 
 def get_lead(session: Session, lead_id: int, team_id: str | None = None) -> Lead | None:
@@ -242,7 +242,7 @@ def claim(
         if row is not None:
             record(session, lead_id, "claim_too_late", user_id, now)
     # A plain object with the row's values (in no session): what callers read and render.
-    return ClaimResult(won=won, lead=Lead(**row._mapping) if row is not None else None)
+    return ClaimResult(won=won, lead=plain_lead(row._mapping) if row is not None else None)
 
 
 @functools.lru_cache(maxsize=16)

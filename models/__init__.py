@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -236,6 +237,16 @@ class ProcessedEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+def plain_lead(values: Mapping[str, Any]) -> Lead:
+    """A Lead holding `values` (column names), in no session: a stored row to read and render.
+
+    Built without the ORM's event for each attribute set: `Lead(**values)` took ~30 µs for a
+    row's 36 columns, a twentieth of a claim's CPU. Attributes set later are tracked as usual."""
+    lead: Lead = Lead.__mapper__.class_manager.new_instance()
+    lead.__dict__.update(values)
+    return lead
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
@@ -484,5 +495,6 @@ __all__ = [
     "WriterQueue",
     "make_engine",
     "make_sessionmaker",
+    "plain_lead",
     "single_statement",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
 import models
@@ -232,3 +232,30 @@ def test_a_writer_that_gives_up_leaves_the_line() -> None:
     later.join(5)
     assert order == ["later"]
     assert queue.acquire(timeout=0)
+
+
+def test_the_pool_hands_out_the_connection_used_last(sqlite_engine: Engine) -> None:
+    """SQLite drops a connection's page cache when another connection wrote since its last
+    transaction: the connection used last is the one whose cache is most likely still good."""
+    first, second = sqlite_engine.connect(), sqlite_engine.connect()
+    raw_first = first.connection.dbapi_connection
+    raw_second = second.connection.dbapi_connection
+    assert raw_first is not raw_second
+    first.close()
+    second.close()  # used last
+    with sqlite_engine.connect() as again:
+        assert again.connection.dbapi_connection is raw_second
+
+
+def test_a_plain_lead_reads_as_its_row_and_tracks_later_changes() -> None:
+    values = {c.key: None for c in models.Lead.__table__.c} | {
+        "id": 7,
+        "name": "Ada Lovelace",
+        "status": models.NEW,
+    }
+    lead = models.plain_lead(values)
+    built = models.Lead(**values)
+    assert all(getattr(lead, k) == getattr(built, k) for k in values)
+    assert inspect(lead).transient
+    lead.status = models.CLAIMED
+    assert inspect(lead).attrs.status.history.added == [models.CLAIMED]
