@@ -13,7 +13,7 @@ from bot.delivery import Slack
 from bot.executor import TrackingExecutor
 from bot.outbox import Outbox
 from bot.settings import Settings
-from models import single_statement
+from models import single_statement_engine
 
 
 @dataclass
@@ -29,9 +29,7 @@ class Services:
     work: TrackingExecutor  # what a listener does after its ack (handlers.common.later)
     team_id: str = ""  # this workspace, from auth.test at start-up
     # For work that is one statement: no BEGIN/COMMIT round trips on PostgreSQL.
-    single: sessionmaker = field(init=False)
-    single_engine: Engine = field(init=False)  # the same, for a bare connection
+    single_engine: Engine = field(init=False)
 
     def __post_init__(self) -> None:
-        self.single = single_statement(self.sessions)
-        self.single_engine = self.single.kw["bind"]
+        self.single_engine = single_statement_engine(self.engine)

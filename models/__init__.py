@@ -467,17 +467,26 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
 
 
 def single_statement(sessions: sessionmaker) -> sessionmaker:
-    """Sessions for work that is one statement (a read, or one INSERT/UPDATE).
-
-    On PostgreSQL they run in autocommit: psycopg sends BEGIN and COMMIT as round trips of their
-    own, so a lone statement costs three. Elsewhere this is `sessions` itself: SQLite's round
-    trips cost nothing, and its writer lock is released at commit.
-    """
+    """Sessions for work that is one statement (a read, or one INSERT/UPDATE), on
+    `single_statement_engine`: `sessions` itself where that is the same engine."""
     engine = sessions.kw["bind"]
-    if engine.dialect.name != "postgresql":
+    single = single_statement_engine(engine)
+    if single is engine:
         return sessions
     kw = {k: v for k, v in sessions.kw.items() if k != "bind"}
-    return sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), **kw)
+    return sessionmaker(single, **kw)
+
+
+def single_statement_engine(engine: Engine) -> Engine:
+    """`engine` for work that is one statement.
+
+    On PostgreSQL it runs in autocommit: psycopg sends BEGIN and COMMIT as round trips of their
+    own, so a lone statement costs three. Elsewhere this is `engine` itself: SQLite's round
+    trips cost nothing, and its writer lock is released at commit.
+    """
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 __all__ = [
@@ -497,4 +506,5 @@ __all__ = [
     "make_sessionmaker",
     "plain_lead",
     "single_statement",
+    "single_statement_engine",
 ]
