@@ -270,7 +270,7 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         # The connection used last goes out first. SQLite drops a connection's page cache
         # whenever another connection wrote since its last transaction, so handing them out in
         # turn (the default) made nearly every write re-read its pages: 35 -> 130 µs per INSERT
-        # in a two-connection test, and a tenth of a /lead's CPU in the served app.
+        # in a two-connection test, and a tenth of a /lead's CPU (measured in-process).
         kwargs.setdefault("pool_use_lifo", True)
     engine = create_engine(url, hide_parameters=True, **kwargs)
     if engine.dialect.name == "sqlite":
