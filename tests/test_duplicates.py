@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import event, insert, update
 
 from bot import duplicates, leads
 from bot.clock import FakeClock
@@ -334,3 +335,39 @@ def test_a_new_persons_lead_is_stored_by_the_statement_that_looks_them_up(bot: B
     _reads_only_the_contact_indexes(
         plans_with_and_without_statistics(bot.services.engine, statement, params)
     )
+
+
+def test_a_repeat_is_stored_with_a_single_commit(bot: Bot) -> None:
+    """A repeat takes the same first step as a new person's /lead (the INSERT that does the
+    lookup, which then stores nothing) and is stored by the same transaction: on SQLite a
+    second transaction waited in line for the file's writer lock again, and under load those
+    repeats were the slowest answers. (On PostgreSQL the first step is one autocommit
+    statement, so there too the /lead commits once.)"""
+    first, _ = submit(bot, FIRST)
+    bot.clock.advance(timedelta(hours=1))
+    events: list[tuple[int, str]] = []
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        events.append((threading.get_ident(), statement.lstrip()))
+
+    def committed(_conn: Any) -> None:
+        events.append((threading.get_ident(), "COMMIT"))
+
+    engine = bot.services.engine
+    event.listen(engine, "before_cursor_execute", executed)
+    event.listen(engine, "commit", committed)
+    try:
+        second, receipt = submit(bot, FIRST, OTHER_MARKETER)
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+        event.remove(engine, "commit", committed)
+    assert second.duplicate_of_id == first.id, receipt
+    storing = ("WITH new_lead AS", "INSERT INTO leads")
+    [thread] = {t for t, s in events if s.startswith(storing)}
+    mine = [s for t, s in events if t == thread]
+    start = next(i for i, s in enumerate(mine) if s.startswith(storing))
+    inserts = [s for s in mine if s.startswith("INSERT INTO leads")]
+    # SQLite: the lookup's INSERT, which stored nothing, then the repeat's; PostgreSQL: the
+    # repeat's, after the one-statement attempt.
+    assert len(inserts) == (1 if mine[start].startswith("WITH") else 2), mine
+    assert [s for s in mine[start:] if s == "COMMIT"] == ["COMMIT"], mine
