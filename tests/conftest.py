@@ -36,24 +36,32 @@ START = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)  # a Thursday afternoon
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    """This test process, for names of PostgreSQL databases: its xdist worker, and its run.
+    Two suites on one server at once (two checkouts, say) would otherwise drop each other's
+    databases mid-run."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8] or str(os.getpid())
+    return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{run}"
 
 
 @pytest.fixture(scope="session")
-def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A migrated database per test worker: a SQLite file to copy, or a PostgreSQL database."""
+def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database per test worker: a SQLite file to copy, or a PostgreSQL database
+    (dropped when the worker is done)."""
     pg = os.environ.get(PG_URL_VAR)
     if not pg:
         path = tmp_path_factory.mktemp("db") / "template.db"
         engine = make_engine(f"sqlite:///{path}")
         db.upgrade(engine)
         engine.dispose()
-        return str(path)
-    url = db.fresh_pg_database(pg, f"leadbot_test_{_worker()}")
+        yield str(path)
+        return
+    name = f"leadbot_test_{_worker()}"
+    url = db.fresh_pg_database(pg, name)
     engine = make_engine(url)
     db.upgrade(engine)
     engine.dispose()
-    return url.render_as_string(hide_password=False)
+    yield url.render_as_string(hide_password=False)
+    db.fresh_pg_database(pg, name, drop=True)
 
 
 @pytest.fixture

@@ -173,19 +173,17 @@ def test_serve_refuses_an_out_of_date_postgres_schema() -> None:
     url = os.environ.get("LEADBOT_TEST_DATABASE_URL")
     if not url:
         pytest.skip("needs LEADBOT_TEST_DATABASE_URL (PostgreSQL)")
-    from sqlalchemy import text
-
+    from bot.db import fresh_pg_database
     from bot.settings import database_url
-    from models import make_engine
+    from tests.conftest import _worker
 
-    admin = make_engine(database_url(url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text('DROP DATABASE IF EXISTS "leadbot_empty" WITH (FORCE)'))
-        conn.execute(text('CREATE DATABASE "leadbot_empty"'))
-    admin.dispose()
-    empty = database_url(url).set(database="leadbot_empty").render_as_string(hide_password=False)
-    with pytest.raises(StartupError, match="run `leadbot migrate`"):
-        open_database(Settings(database_url=empty))
+    name = f"leadbot_empty_{_worker()}"
+    empty = fresh_pg_database(database_url(url), name).render_as_string(hide_password=False)
+    try:
+        with pytest.raises(StartupError, match="run `leadbot migrate`"):
+            open_database(Settings(database_url=empty))
+    finally:
+        fresh_pg_database(database_url(url), name, drop=True)
 
 
 def test_jobs_list_names_every_job(tmp_path: Path) -> None:
