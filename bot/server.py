@@ -209,6 +209,10 @@ class Server:
         else:
             self._close_all()
         self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        # Only now: a worker ends each task by pulling the trigger, and one still finishing
+        # after the loop ended would write to a closed pipe (EBADF), or to whatever file
+        # reused its descriptor.
+        self._server.trigger.close()  # type: ignore[union-attr]
 
     def _stop_listening(self) -> None:
         server: Any = self._server
@@ -237,6 +241,13 @@ class Server:
             time.sleep(0.01)
 
     def _close_all(self) -> None:
-        self._server.close()  # the listening socket and the trigger
-        for channel in list(self._server._map.values()):  # type: ignore[union-attr]
-            channel.close()  # client connections that close() leaves open
+        """Close the listening socket and every connection, and take the trigger out of the
+        loop's map (the loop ends once the map is empty) without closing its pipe yet."""
+        server: Any = self._server
+        # The base class's close: the listening socket only (the server's own closes the
+        # trigger's pipe too).
+        wasyncore.dispatcher.close(server)
+        for channel in list(server._map.values()):
+            if channel is not server.trigger:
+                channel.close()
+        server.trigger.del_channel()

@@ -276,6 +276,59 @@ def test_a_stopping_server_answers_the_requests_under_way_and_takes_no_new_ones(
         app.leadbot.engine.dispose()  # type: ignore[attr-defined]
 
 
+def test_a_worker_still_finishing_after_stop_wakes_no_closed_loop(slack: SlackEmulator) -> None:
+    """A worker that outlives the loop (stop without drain) ends its task by pulling the loop's
+    trigger, as waitress does after every request. The trigger's pipe must still be open then:
+    closed with the loop, the pull failed with EBADF (a rare failure of the first-request test),
+    or wrote into whatever file had reused the descriptor."""
+    app = _stoppable_app(slack)
+    under_way, finish = threading.Event(), threading.Event()
+    pulls: list[BaseException | None] = []
+    server = Server(app, threads=2)
+    trigger = server._server.trigger  # type: ignore[union-attr]
+
+    @app.command("/slow")
+    def slow(ack: Any) -> None:
+        under_way.set()
+        finish.wait(10)
+        try:
+            trigger.pull_trigger()  # what waitress's worker does once its task is done
+            pulls.append(None)
+        except OSError as e:
+            pulls.append(e)
+        ack("done")
+
+    server.start()
+    sim = SlackSim(server.url, SECRET)
+    answers: list[object] = []
+
+    def send() -> None:
+        try:
+            answers.append(sim.slash_command("x", user_id=MARKETER, command="/slow"))
+        except OSError as e:  # stopped without drain: the connection is closed unanswered
+            answers.append(e)
+
+    request = threading.Thread(target=send)
+    stopping = threading.Thread(target=server.stop)
+    try:
+        request.start()
+        assert under_way.wait(5)
+        stopping.start()
+        assert server._thread is not None
+        server._thread.join(5)
+        assert not server._thread.is_alive()  # the loop is over; the worker is not
+        finish.set()
+        request.join(10)
+        stopping.join(10)
+        assert not stopping.is_alive()
+        assert pulls == [None]
+        assert trigger._closed  # and closed once the worker was done
+        assert len(answers) == 1
+    finally:
+        finish.set()
+        app.leadbot.engine.dispose()  # type: ignore[attr-defined]
+
+
 def test_a_stopping_server_answers_a_request_whose_rest_is_still_arriving(
     slack: SlackEmulator,
 ) -> None:
