@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, bindparam, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from bot import leads, render
@@ -104,11 +105,11 @@ def _latest_by_key(by_email: bool, by_phone: bool) -> list[Select[Any]]:
     return latest
 
 
-def earlier_of(session: Session, lead: Lead) -> Lead | None:
+def earlier_of(conn: Session | Connection, lead: Lead) -> Lead | None:
     """The lead this one repeats, or None (not a duplicate, or the earlier one was deleted)."""
     if lead.duplicate_of_id is None:
         return None
-    return leads.get_lead(session, lead.duplicate_of_id, lead.team_id)
+    return leads.read_lead(conn, lead.duplicate_of_id, lead.team_id)
 
 
 def matched_on(lead: Lead, earlier: Lead) -> str:
@@ -159,9 +160,9 @@ def note(lead: Lead, earlier: Lead) -> str:
     )
 
 
-def card_note(session: Session, lead: Lead) -> str | None:
+def card_note(conn: Session | Connection, lead: Lead) -> str | None:
     """The card's duplicate line, from the earlier lead's state now (called at delivery)."""
-    earlier = earlier_of(session, lead)
+    earlier = earlier_of(conn, lead)
     return note(lead, earlier) if earlier is not None else None
 
 

@@ -66,9 +66,8 @@ _GET_LEAD = (
 )
 _GET_TEAM_LEAD = _GET_LEAD.where(Lead.team_id == bindparam("team_id"))
 # The same row as plain values, for work on a bare connection.
-_READ_TEAM_LEAD = select(*_LEADS.c).where(
-    _LEADS.c.id == bindparam("lead_id"), _LEADS.c.team_id == bindparam("team_id")
-)
+_READ_LEAD = select(*_LEADS.c).where(_LEADS.c.id == bindparam("lead_id"))
+_READ_TEAM_LEAD = _READ_LEAD.where(_LEADS.c.team_id == bindparam("team_id"))
 
 
 def lead_values(
@@ -163,8 +162,38 @@ def get_lead(session: Session, lead_id: int, team_id: str | None = None) -> Lead
     return session.scalars(_GET_TEAM_LEAD, {"lead_id": lead_id, "team_id": team_id}).one_or_none()
 
 
+def read_lead(conn: Session | Connection, lead_id: int, team_id: str | None = None) -> Lead | None:
+    """The lead as plain values (a `plain_lead`, in no session), scoped to the workspace when
+    one is given: for reading and rendering, without the ORM's loading."""
+    if team_id is None:
+        row = conn.execute(_READ_LEAD, {"lead_id": lead_id}).first()
+    else:
+        row = conn.execute(_READ_TEAM_LEAD, {"lead_id": lead_id, "team_id": team_id}).first()
+    return plain_lead(row._mapping) if row is not None else None
+
+
+_CARD_TIME = _LEADS.c.card_posted_at.type
+_CARD_POSTED = (
+    update(_LEADS)
+    # Only the first post counts: a duplicate delivery must not move the card.
+    .where(_LEADS.c.id == bindparam("b_id"), _LEADS.c.card_ts.is_(None))
+    .values(
+        card_channel=bindparam("b_channel", type_=_LEADS.c.card_channel.type),
+        card_ts=bindparam("b_ts", type_=_LEADS.c.card_ts.type),
+        card_posted_at=bindparam("b_now", type_=_CARD_TIME),
+        card_permalink=bindparam("b_permalink", type_=_LEADS.c.card_permalink.type),
+        card_error=None,
+        claim_due_at=bindparam("b_due", type_=_CARD_TIME),
+        # Only an unclaimed lead waits for a reminder (a fast rep may already have it).
+        next_reminder_at=case(
+            (_LEADS.c.status == NEW, bindparam("b_due", type_=_CARD_TIME)), else_=None
+        ),
+    )
+)
+
+
 def card_posted(
-    session: Session,
+    conn: Session | Connection,
     lead_id: int,
     *,
     channel: str,
@@ -172,30 +201,24 @@ def card_posted(
     now: datetime,
     next_reminder_at: datetime,
     permalink: str | None = None,
-) -> None:
-    """The card is in the channel: the reminder clock starts now."""
-    session.execute(
-        update(Lead)
-        # Only the first post counts: a duplicate delivery must not move the card.
-        .where(Lead.id == lead_id, Lead.card_ts.is_(None))
-        .values(
-            card_channel=channel,
-            card_ts=ts,
-            card_posted_at=now,
-            card_permalink=permalink,
-            card_error=None,
-            claim_due_at=next_reminder_at,
-            # Only an unclaimed lead waits for a reminder (a fast rep may already have it).
-            next_reminder_at=_if_new(next_reminder_at),
-        )
-    )
-    record(session, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts)
-
-
-def _if_new(value: datetime) -> Any:
-    from sqlalchemy import case
-
-    return case((Lead.status == NEW, value), else_=None)
+) -> bool:
+    """The card is in the channel: the reminder clock starts now. False when the lead is gone
+    or already has its card (a duplicate delivery), and then nothing is written. One prebuilt
+    UPDATE: built per call as an ORM update, it cost ~1.4 ms of CPU per card."""
+    updated = conn.execute(
+        _CARD_POSTED,
+        {
+            "b_id": lead_id,
+            "b_channel": channel,
+            "b_ts": ts,
+            "b_now": now,
+            "b_permalink": permalink,
+            "b_due": next_reminder_at,
+        },
+    ).rowcount
+    if updated:
+        record(conn, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts)
+    return bool(updated)
 
 
 def card_failed(session: Session, lead_id: int, *, error: str, now: datetime) -> None:

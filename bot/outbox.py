@@ -30,7 +30,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot import duplicates, leads, render
 from bot.delivery import DeliveryError, Slack
-from models import FAILED, PENDING, SENT, Lead, OutboxItem, single_statement
+from models import (
+    FAILED,
+    PENDING,
+    SENT,
+    Lead,
+    OutboxItem,
+    plain_row,
+    single_statement,
+    single_statement_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +346,10 @@ class Outbox:
         self.sessions = sessions
         # Reads and lone UPDATEs, the bulk of delivery: no BEGIN/COMMIT round trips on PostgreSQL.
         self.single = single_statement(sessions)
+        # The delivery path's statements are Core, on bare connections: an ORM session's
+        # bookkeeping cost more CPU than SQLite takes to run them.
+        self.engine = sessions.kw["bind"]
+        self.single_engine = single_statement_engine(self.engine)
         self.slack = slack
         self.rate = posts_per_second
         self.burst = burst
@@ -475,8 +488,8 @@ class Outbox:
         counted (their delivery is under way), nor, with `skip_paced`, posts to a channel that
         is out of tokens (the loop wakes for its next token)."""
         now = self.wall()
-        with self.single() as s:
-            rows = s.execute(_NEXT_DUE).all()
+        with self.single_engine.connect() as conn:
+            rows = conn.execute(_NEXT_DUE).all()
         with self._lock:
             rows = [
                 r
@@ -536,8 +549,8 @@ class Outbox:
             params["b_busy"] = busy
         if paced:
             params["b_paced"] = paced
-        with self.single() as s:
-            due = list(s.execute(_due_statement(limit, bool(busy), bool(paced)), params))
+        with self.single_engine.connect() as conn:
+            due = list(conn.execute(_due_statement(limit, bool(busy), bool(paced)), params))
         # Items of one lead go in order (its card before news about it); different leads and
         # channels go in parallel, so Slack's round trip does not cap throughput.
         groups: dict[object, list[_Due]] = {}
@@ -565,8 +578,8 @@ class Outbox:
                 break  # this lead's next item must not overtake the paced one
             leased.pop(due.id, None)
         if leased:
-            with self.single.begin() as s:
-                s.execute(_RELEASE, {"b_ids": list(leased), "b_owner": self.owner})
+            with self.single_engine.begin() as conn:
+                conn.execute(_RELEASE, {"b_ids": list(leased), "b_owner": self.owner})
         return result
 
     def _bucket(self, channel: str) -> _Bucket:
@@ -581,13 +594,13 @@ class Outbox:
         """The items of `ids` this process now holds, by id; those not due or held by another
         process are left out."""
         now = self.wall()
-        with self.single.begin() as s:
-            rows = s.execute(
+        with self.single_engine.begin() as conn:
+            rows = conn.execute(
                 _TAKE_LEASES,
                 {"b_ids": ids, "b_now": now, "b_owner": self.owner, "b_until": now + self.lease},
             ).all()
         # Plain objects with the leased rows' values; results are written by id and owner.
-        return {row.id: OutboxItem(**row._mapping) for row in rows}
+        return {row.id: plain_row(OutboxItem, row._mapping) for row in rows}
 
     def _take_token(self, due: _Due) -> float:
         """For a post, take its channel's token: 0 if taken, else seconds until one is free.
@@ -626,41 +639,42 @@ class Outbox:
             self._give_back_token(due)  # not ours to send
             return  # someone else has it, or it is no longer due
         try:
-            ts, channel = self._send(item)
+            ts, channel, lead = self._send(item)
         except DeliveryError as e:
             self._failed(item, e, result)
             return
-        self._succeeded(item, ts, channel)
+        self._succeeded(item, ts, channel, lead)
         result.sent += 1
 
-    def _send(self, item: OutboxItem) -> tuple[str | None, str | None]:
-        """Do the Slack call for an item; returns (ts, channel) of what was posted, if any."""
+    def _send(self, item: OutboxItem) -> tuple[str | None, str | None, Lead | None]:
+        """Do the Slack call for an item; returns (ts, channel) of what was posted, if any, and
+        for a card's kinds the lead as read before the call (None if it is gone)."""
         if item.kind == MESSAGE:
             payload = json.loads(item.payload or "{}")
             message = render.Message(
                 text=payload.get("text", ""), blocks=payload.get("blocks") or []
             )
             channel, ts = self.slack.post(str(item.channel), message, thread_ts=item.thread_ts)
-            return ts, channel
-        with self.single() as s:
-            lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
+            return ts, channel, None
+        with self.single_engine.connect() as conn:
+            lead = leads.read_lead(conn, item.lead_id) if item.lead_id else None
             # A repeat's card links the earlier lead and names its owner as they are now.
-            note = duplicates.card_note(s, lead) if lead is not None else None
+            note = duplicates.card_note(conn, lead) if lead is not None else None
         if lead is None:
-            return None, None  # the lead is gone (forgotten or purged): nothing to show
+            return None, None, None  # the lead is gone (forgotten or purged): nothing to show
         if item.kind == CARD:
             if lead.card_ts:
-                return lead.card_ts, lead.card_channel
+                return lead.card_ts, lead.card_channel, lead
             if item.attempts > 1:
                 found = self._find_posted_card(item, lead)
                 if found:
-                    return found
+                    return *found, lead
             channel, ts = self.slack.post(
                 str(item.channel),
                 render.lead_card(lead, self.clock(), note=note),
                 metadata={"event_type": CARD_EVENT_TYPE, "event_payload": {"lead_id": lead.id}},
             )
-            return ts, channel
+            return ts, channel, lead
         if item.kind == CARD_CHECK:
             if lead.card_channel and lead.card_ts:
                 channel = self._channel_id(lead.card_channel)
@@ -670,13 +684,13 @@ class Outbox:
                     if ts != lead.card_ts:
                         log.warning("deleting a second card for lead %s", lead.id)
                         self.slack.delete(lead.card_channel, ts)
-            return None, None
+            return None, None, lead
         # CARD_REFRESH: render the lead as it is now; before its card exists there is nothing to
         # refresh (the card itself will be rendered from the current state).
         if lead.card_channel and lead.card_ts:
             card = render.lead_card(lead, self.clock(), note=note)
             self.slack.update(lead.card_channel, lead.card_ts, card)
-        return None, None
+        return None, None, lead
 
     def _find_posted_card(self, item: OutboxItem, lead: Lead) -> tuple[str, str] | None:
         """After an attempt that ended without an answer, look for the card before reposting."""
@@ -730,42 +744,43 @@ class Outbox:
             return f"{self.workspace_url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
         return self.slack.permalink(channel, ts)
 
-    def _succeeded(self, item: OutboxItem, ts: str | None, channel: str | None) -> None:
+    def _succeeded(
+        self, item: OutboxItem, ts: str | None, channel: str | None, lead: Lead | None
+    ) -> None:
+        """Record a delivery; for a card (`lead`: as `_send` read it), put it on the lead."""
         now = self.wall()
+        sent = {
+            "b_id": item.id,
+            "b_owner": self.owner,
+            "b_now": now,
+            "b_ts": ts,
+            "b_channel": channel,
+        }
+        if item.kind != CARD:
+            with self.single_engine.begin() as conn:
+                conn.execute(_MARK_SENT, sent)
+            return
         posted_at = self.clock()
-        permalink = None
-        if item.kind == CARD and ts and channel:
-            permalink = self._permalink(channel, ts)
-        # A card's success writes the lead too (one transaction); anything else is one UPDATE.
-        with (self.sessions if item.kind == CARD else self.single).begin() as s:
-            s.execute(
-                _MARK_SENT,
-                {
-                    "b_id": item.id,
-                    "b_owner": self.owner,
-                    "b_now": now,
-                    "b_ts": ts,
-                    "b_channel": channel,
-                },
-            )
-            if item.kind != CARD:
-                return
-            lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
+        permalink = self._permalink(channel, ts) if ts and channel else None
+        # A card's success writes the lead too, in the same transaction.
+        with self.engine.begin() as conn:
+            conn.execute(_MARK_SENT, sent)
             uncertain = (item.last_error or "").startswith("connection_error")
-            if lead is not None and item.attempts > 1 and uncertain:
-                s.add(
-                    OutboxItem(
-                        lead_id=lead.id,
-                        kind=CARD_CHECK,
-                        status=PENDING,
-                        attempts=0,
-                        next_attempt_at=now + CARD_CHECK_DELAY,
-                        created_at=item.created_at,
-                    )
-                )
+            # Rare (a retry after an attempt that got no answer), so worth a read that the lead
+            # its check refers to is still there.
+            if (
+                lead is not None
+                and item.attempts > 1
+                and uncertain
+                and leads.read_lead(conn, lead.id) is not None
+            ):
+                check = _row(kind=CARD_CHECK, lead_id=lead.id, now=now + CARD_CHECK_DELAY)
+                check["created_at"] = item.created_at
+                enqueue(conn, [check])
             if ts and channel and lead is not None:
+                # Nothing is written if the lead is gone since, or has its card already.
                 leads.card_posted(
-                    s,
+                    conn,
                     lead.id,
                     channel=channel,
                     ts=ts,

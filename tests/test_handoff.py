@@ -12,7 +12,7 @@ from slack_sdk.models.blocks import Block
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from bot import outbox
+from bot import leads, outbox
 from bot.leads import events_of
 from models import CLAIMED, NEW, SENT, Lead, LeadEvent, OutboxItem
 from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot
@@ -97,6 +97,28 @@ def test_inline_lead_is_stored_receipted_and_carded(bot: Bot) -> None:
     # Privacy by default: contact details are not on the public card.
     assert "jane@acme.example" not in card and "555" not in card
     assert not bot.slack.calls_to("users.info")
+    assert [e.kind for e in _events(bot, lead.id)] == ["submitted", "card_posted"]
+
+
+def test_a_card_delivered_again_moves_nothing_and_records_nothing(bot: Bot) -> None:
+    """A second success for a card (a lease that ran out mid-post, another process posting it
+    too) must not move the lead's card or log it twice."""
+    bot.submit(EXAMPLE)
+    bot.settle()
+    [lead] = bot.leads()
+    with bot.services.engine.begin() as conn:
+        again = leads.card_posted(
+            conn,
+            lead.id,
+            channel="C0OTHER",
+            ts="1999999999.000100",
+            now=bot.clock.now(),
+            next_reminder_at=bot.clock.now(),
+        )
+    assert again is False
+    after = bot.lead(lead.id)
+    assert (after.card_channel, after.card_ts) == (lead.card_channel, lead.card_ts)
+    assert after.next_reminder_at == lead.next_reminder_at
     assert [e.kind for e in _events(bot, lead.id)] == ["submitted", "card_posted"]
 
 
