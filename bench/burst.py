@@ -89,6 +89,9 @@ def burst_once(
         t0 = time.time()
         load = run_load(product.port, requests, clients=CLIENTS, max_seconds=60)
         acked = time.time() - t0
+        # From here the process only delivers (and waits for tokens): its CPU over the cards
+        # posted meanwhile is what delivering a card costs, pacing included.
+        cpu_acked, at_acked = product.cpu_seconds(), time.time()
         deadline = time.monotonic() + window
         ok: list[Call] = []
         while time.monotonic() < deadline:
@@ -96,6 +99,8 @@ def burst_once(
             if len({_lead_id(c) for c in ok}) >= n:
                 break
             time.sleep(0.05)
+        delivering_cpu = product.cpu_seconds() - cpu_acked
+        after_acks = len({_lead_id(c) for c in ok if c.at >= at_acked})
         # Let a late duplicate show itself before counting doubles.
         time.sleep(ctx.pick(0.5, 1.5))
         posts = slack.calls_to("chat.postMessage")
@@ -130,6 +135,10 @@ def burst_once(
                 else None,
                 "seconds_followed": round(time.time() - t0, 2),
                 "first_card_after_s": round(min(delivered) - t0, 2) if delivered else None,
+                "cards_after_acks": after_acks,
+                "cpu_ms_per_card_after_acks": round(delivering_cpu * 1000 / after_acks, 2)
+                if after_acks
+                else None,
             }
         )
         if len(per_lead) < n and delivered:
@@ -209,6 +218,21 @@ def run(ctx: Context) -> ScenarioResult:
                 f"<= {TARGET_BOUND}x bound",
                 r is not None and r <= TARGET_BOUND,
                 note="" if took is not None else f"only {got['cards_delivered']} delivered",
+            )
+        )
+        result.add(
+            Row(
+                NAME,
+                kind,
+                "server CPU per card delivered after the acks",
+                got["cpu_ms_per_card_after_acks"],
+                "ms",
+                None,
+                None,
+                "(reference)",
+                None,
+                note=f"{got['cards_after_acks']} cards posted after the last ack; "
+                "the process's CPU meanwhile (from /proc), pacing included",
             )
         )
         result.add(
