@@ -257,15 +257,14 @@ def claim(
     for i, key in enumerate(keys):
         params[f"follow_up_{i}"] = follow_up[key]  # type: ignore[index]
     row = session.execute(_claim_statement(keys), params).one_or_none()
-    won = row is not None
-    if won:
+    if row is not None:
         record(session, lead_id, "claimed", user_id, now)
-    else:
-        row = session.execute(_READ_TEAM_LEAD, {"lead_id": lead_id, "team_id": team_id}).first()
-        if row is not None:
-            record(session, lead_id, "claim_too_late", user_id, now)
-    # A plain object with the row's values (in no session): what callers read and render.
-    return ClaimResult(won=won, lead=plain_lead(row._mapping) if row is not None else None)
+        # A plain object with the row's values (in no session): what callers read and render.
+        return ClaimResult(won=True, lead=plain_lead(row._mapping))
+    lead = read_lead(session, lead_id, team_id)
+    if lead is not None:
+        record(session, lead_id, "claim_too_late", user_id, now)
+    return ClaimResult(won=False, lead=lead)
 
 
 @functools.lru_cache(maxsize=16)
