@@ -58,6 +58,10 @@ MIN_PASS_GAP = 0.02  # seconds: the delivery loop's passes come at most this oft
 # due items afresh, and with a backlog (thousands due, Slack at 300 ms) a pass for every
 # single finished delivery cost more database time than the deliveries it started.
 MIN_ROOM = 4
+# A loop that wakes this soon for a paced channel's token does not look for the soonest other
+# item: its next pass finds whatever fell due meanwhile (a retry then waits at most this long).
+# That look reads past every post waiting in the channel, as often as the channel gets a token.
+PACED_WAKE = 1.0
 
 
 def _now() -> datetime:
@@ -218,23 +222,11 @@ _MARK_SENT = (
 _PENDING_LITERAL = literal(PENDING, literal_execute=True)
 
 
-@functools.cache
-def _due_statement(limit: int, busy: bool, paced: bool) -> Any:
-    """Due items, oldest first: built once per shape, since a pass runs several times a second
-    under load and building it (an aliased subquery, lists of ids) cost more Python time than
-    running it. Params: b_now, and b_busy / b_paced when the shape has them."""
+def _outside(query: Any, busy: bool, paced: bool) -> Any:
+    """`query` over outbox items, leaving out the leads in flight (param b_busy) and posts to
+    the paced channels (b_paced) together with any later item of the same lead (it must not
+    overtake that post)."""
     item = _OUTBOX.c
-    now = bindparam("b_now", type_=item.next_attempt_at.type)
-    query = (
-        select(item.id, item.lead_id, item.channel, item.kind)
-        .where(
-            item.status == _PENDING_LITERAL,
-            item.next_attempt_at <= now,
-            or_(item.lease_until.is_(None), item.lease_until < now),
-        )
-        .order_by(item.id)
-        .limit(limit)
-    )
     if busy:
         busy_ids = bindparam("b_busy", expanding=True)
         query = query.where(or_(item.lead_id.is_(None), item.lead_id.not_in(busy_ids)))
@@ -263,18 +255,39 @@ def _due_statement(limit: int, busy: bool, paced: bool) -> Any:
     return query
 
 
-_NEXT_DUE = (
-    select(
-        _OUTBOX.c.next_attempt_at,
-        _OUTBOX.c.lease_until,
-        _OUTBOX.c.lead_id,
-        _OUTBOX.c.channel,
-        _OUTBOX.c.kind,
+@functools.cache
+def _due_statement(limit: int, busy: bool, paced: bool) -> Any:
+    """Due items, oldest first: built once per shape, since a pass runs several times a second
+    under load and building it (an aliased subquery, lists of ids) cost more Python time than
+    running it. Params: b_now, and b_busy / b_paced when the shape has them."""
+    item = _OUTBOX.c
+    now = bindparam("b_now", type_=item.next_attempt_at.type)
+    query = (
+        select(item.id, item.lead_id, item.channel, item.kind)
+        .where(
+            item.status == _PENDING_LITERAL,
+            item.next_attempt_at <= now,
+            or_(item.lease_until.is_(None), item.lease_until < now),
+        )
+        .order_by(item.id)
+        .limit(limit)
     )
-    .where(_OUTBOX.c.status == PENDING)
-    .order_by(_OUTBOX.c.next_attempt_at)
-    .limit(50)
-)
+    return _outside(query, busy, paced)
+
+
+@functools.cache
+def _next_due_statement(busy: bool, paced: bool) -> Any:
+    """The pending items a pass could take next, soonest first, leaving out what a pass leaves
+    out: a lead's DM waiting behind its card in a paced channel counted as due at once, and
+    the loop went round every 20 ms until the card went. Params: b_busy / b_paced."""
+    item = _OUTBOX.c
+    query = (
+        select(item.next_attempt_at, item.lease_until, item.lead_id, item.channel)
+        .where(item.status == PENDING)
+        .order_by(item.next_attempt_at)
+        .limit(50)
+    )
+    return _outside(query, busy, paced)
 
 
 class _Due(NamedTuple):
@@ -413,7 +426,7 @@ class Outbox:
                 found, paced = self._dispatch()
                 if paced is not None:
                     delay = min(delay, paced)  # a paced channel's next token
-                if not found:
+                if not found and delay > PACED_WAKE:
                     delay = min(delay, self._next_due_in(skip_paced=True))
                 # Otherwise a finished delivery (or a kick) wakes the loop for what is next.
             except Exception as e:
@@ -486,17 +499,24 @@ class Outbox:
         """Seconds until a pending item may be taken: its retry time, or its lease's end when
         another (perhaps dead) process holds it. Items of leads in flight here are not
         counted (their delivery is under way), nor, with `skip_paced`, posts to a channel that
-        is out of tokens (the loop wakes for its next token)."""
+        is out of tokens and what waits behind them (the loop wakes for its next token)."""
+        with self._lock:
+            busy = [k for k in self._inflight if isinstance(k, int)]
+            paced = [ch for ch in sorted(self._drained) if skip_paced and self._is_paced(ch)]
+        return self._due_in(busy=busy, paced=paced)
+
+    def _due_in(self, *, busy: list[int] | None = None, paced: list[str] | None = None) -> float:
+        """`_next_due_in` for the given leads in flight and paced channels."""
+        params: dict[str, Any] = {}
+        if busy:
+            params["b_busy"] = busy
+        if paced:
+            params["b_paced"] = paced
         now = self.wall()
         with self.single_engine.connect() as conn:
-            rows = conn.execute(_NEXT_DUE).all()
-        with self._lock:
-            rows = [
-                r
-                for r in rows
-                if _group_key(r.lead_id, r.channel) not in self._inflight
-                and not (skip_paced and self._is_paced(r.channel, r.kind))
-            ]
+            rows = conn.execute(_next_due_statement(bool(busy), bool(paced)), params).all()
+        with self._lock:  # items without a lead are in flight by channel
+            rows = [r for r in rows if _group_key(r.lead_id, r.channel) not in self._inflight]
         if not rows:
             return float("inf")
         soonest = min(max(r.next_attempt_at, r.lease_until or r.next_attempt_at) for r in rows)
@@ -617,9 +637,9 @@ class Outbox:
                     self._drained.add(posting_to)
             return max(0.0, wait)
 
-    def _is_paced(self, channel: str | None, kind: str) -> bool:
-        posting_to = _posting_to(channel, kind)
-        return posting_to in self._drained and self._buckets[posting_to].wait_time() > 0
+    def _is_paced(self, channel: str) -> bool:
+        """Whether posts to `channel` must wait for a token (call with the lock held)."""
+        return channel in self._drained and self._buckets[channel].wait_time() > 0
 
     def _give_back_token(self, due: _Due) -> None:
         posting_to = _posting_to(due.channel, due.kind)

@@ -736,6 +736,48 @@ def test_a_backlog_in_one_paced_channel_does_not_hold_up_dms(
                 )
 
 
+def _stored_leads(sessions: Any, n: int) -> list[int]:
+    now = datetime.now(UTC)
+    row = {"team_id": TEAM, "priority": "warm", "submitted_by": MARKETER, "submitted_at": now}
+    with sessions.begin() as s:
+        people = [{"name": f"n{i}", "status": "new", "version": 1, **row} for i in range(n)]
+        return list(s.scalars(insert(Lead).returning(Lead.id), people))
+
+
+def test_what_waits_behind_a_paced_post_is_not_counted_as_due(
+    database_url: str, slack: SlackEmulator
+) -> None:
+    """A lead's DM waits while the lead's card waits for its channel's token, so the loop must
+    not count it as due: it did, and the loop went round every 20 ms, each time reading the
+    channel's whole backlog, until the card went."""
+    engine = make_engine(database_url)
+    box = _deliverer(engine, slack, posts_per_second=1)  # no loop thread: the test looks
+    sessions = sessions_for(engine)
+    try:
+        [lead_id] = _stored_leads(sessions, 1)
+        for _ in range(box.burst):  # the channel's tokens are gone
+            assert box._take_token(outbox._Due(0, LEADS_CHANNEL, outbox.CARD)) == 0
+        with sessions.begin() as s:
+            outbox.enqueue(
+                s,
+                [
+                    outbox.message_row(LEADS_CHANNEL, render.Message(text="card"), lead_id=lead_id),
+                    outbox.message_row(REP_A, render.Message(text="dm"), lead_id=lead_id),
+                ],
+            )
+        assert box._next_due_in() == 0  # both are due, as far as the table goes
+        assert box._due_groups(100, paced=[LEADS_CHANNEL]) == {}  # but a pass takes neither
+        assert box._next_due_in(skip_paced=True) == float("inf")  # so the loop waits
+        # An item that does not wait behind the card still counts.
+        outbox_dm = outbox.message_row(MARKETER, render.Message(text="other"))
+        with sessions.begin() as s:
+            outbox.enqueue(s, [outbox_dm])
+        assert box._next_due_in(skip_paced=True) == 0
+    finally:
+        box.stop()
+        engine.dispose()
+
+
 def _pending_dms(sessions: Any, users: list[str]) -> None:
     with sessions.begin() as s:
         outbox.enqueue(s, [outbox.message_row(u, render.Message(text=f"to {u}")) for u in users])
@@ -892,6 +934,15 @@ def test_a_pass_reads_what_is_pending_not_the_delivered_history(
                 if "paced" in kwargs:
                     assert "ix_outbox_lead_status" in plan, where
             assert "ix_outbox_pending" in plans["with statistics"], shape
+            # The loop's look for the soonest item it could take leaves out the same things.
+            with statements_sent(engine) as captured:
+                box._due_in(**kwargs)
+            [(statement, params)] = captured
+            plans = plans_with_and_without_statistics(engine, statement, params)
+            for when, plan in plans.items():
+                where = (shape, "soonest", when, plan)
+                assert "ix_outbox_status_next_attempt" in plan or "ix_outbox_pending" in plan, where
+                assert not re.search(r"SCAN outbox'|Seq Scan on outbox|outbox_pkey", plan), where
     finally:
         box.stop()
         engine.dispose()
