@@ -77,7 +77,8 @@ def submit_lead(
             else:
                 with services.sessions(bind=conn) as s:  # joins the connection's transaction
                     lead, earlier = _store_repeat(s, values, window, where)
-    services.outbox.kick()
+    # A new person's lead queued only its card; a repeat may have queued a DM too.
+    services.outbox.kick(posting_to=where if earlier is None else None)
     log.info("lead %s submitted", lead.id)
     return Submitted(lead, earlier)
 

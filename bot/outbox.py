@@ -404,8 +404,15 @@ class Outbox:
         self._pool_closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def kick(self) -> None:
-        """Something was enqueued: deliver now rather than at the next poll."""
+    def kick(self, posting_to: str | None = None) -> None:
+        """Something was enqueued: deliver now rather than at the next poll. `posting_to`: all
+        that was enqueued is one post to this channel (a new lead's card). While the channel
+        is out of tokens a pass could not send it, only read past the posts waiting there;
+        the loop's wake for the channel's next token takes it in turn."""
+        if posting_to is not None:
+            with self._lock:
+                if self._is_paced(posting_to):
+                    return
         self._wake.set()
 
     def _loop(self) -> None:

@@ -778,6 +778,31 @@ def test_what_waits_behind_a_paced_post_is_not_counted_as_due(
         engine.dispose()
 
 
+def test_a_new_card_for_a_channel_out_of_tokens_does_not_wake_the_loop(
+    database_url: str, slack: SlackEmulator
+) -> None:
+    """After an event, /leads come in faster than their channel may take cards; each one woke
+    the loop for a pass that could send nothing and read past every card waiting there."""
+    engine = make_engine(database_url)
+    box = _deliverer(engine, slack, posts_per_second=1)  # no loop thread: the test looks
+
+    def wakes(**hint: Any) -> bool:
+        box._wake.clear()
+        box.kick(**hint)
+        return box._wake.is_set()
+
+    try:
+        assert wakes(posting_to=LEADS_CHANNEL)  # it has tokens
+        for _ in range(box.burst):
+            assert box._take_token(outbox._Due(0, LEADS_CHANNEL, outbox.CARD)) == 0
+        assert not wakes(posting_to=LEADS_CHANNEL)  # its next token wakes the loop instead
+        assert wakes(posting_to="C0OTHER001")  # another channel's card may go now
+        assert wakes()  # anything else may go now
+    finally:
+        box.stop()
+        engine.dispose()
+
+
 def _pending_dms(sessions: Any, users: list[str]) -> None:
     with sessions.begin() as s:
         outbox.enqueue(s, [outbox.message_row(u, render.Message(text=f"to {u}")) for u in users])
