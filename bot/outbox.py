@@ -435,7 +435,8 @@ class Outbox:
                     delay = min(delay, paced)  # a paced channel's next token
                 if not found and delay > PACED_WAKE:
                     delay = min(delay, self._next_due_in(skip_paced=True))
-                # Otherwise a finished delivery (or a kick) wakes the loop for what is next.
+                # Otherwise a finished delivery, a kick or a paced channel's token wakes the
+                # loop for what is next.
             except Exception as e:
                 log.error("outbox pass failed: %s", type(e).__name__, exc_info=e)
             finally:
@@ -509,7 +510,7 @@ class Outbox:
         is out of tokens and what waits behind them (the loop wakes for its next token)."""
         with self._lock:
             busy = [k for k in self._inflight if isinstance(k, int)]
-            paced = [ch for ch in sorted(self._drained) if skip_paced and self._is_paced(ch)]
+            paced = [ch for ch in sorted(self._drained) if self._is_paced(ch)] if skip_paced else []
         return self._due_in(busy=busy, paced=paced)
 
     def _due_in(self, *, busy: list[int] | None = None, paced: list[str] | None = None) -> float:

@@ -769,9 +769,9 @@ def test_what_waits_behind_a_paced_post_is_not_counted_as_due(
         assert box._due_groups(100, paced=[LEADS_CHANNEL]) == {}  # but a pass takes neither
         assert box._next_due_in(skip_paced=True) == float("inf")  # so the loop waits
         # An item that does not wait behind the card still counts.
-        outbox_dm = outbox.message_row(MARKETER, render.Message(text="other"))
+        other = outbox.message_row(MARKETER, render.Message(text="other"))
         with sessions.begin() as s:
-            outbox.enqueue(s, [outbox_dm])
+            outbox.enqueue(s, [other])
         assert box._next_due_in(skip_paced=True) == 0
     finally:
         box.stop()
