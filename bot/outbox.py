@@ -456,10 +456,9 @@ class Outbox:
             if room < min(MIN_ROOM, self._max_inflight) and self._inflight:
                 return True, None  # finished deliveries make room and wake the loop
             busy = [k for k in self._inflight if isinstance(k, int)]
-            waits = {ch: self._buckets[ch].wait_time() for ch in self._drained}
-            self._drained = {ch for ch, w in waits.items() if w > 0}
-            paced_channels = sorted(self._drained)
-        paced = min((w for w in waits.values() if w > 0), default=None)
+            waits = self._paced_waits()
+        paced_channels = sorted(waits)
+        paced = min(waits.values(), default=None)
         groups = self._due_groups(limit, busy=busy, paced=paced_channels)
         for key, items in groups.items():
             if room <= 0:
@@ -510,7 +509,7 @@ class Outbox:
         is out of tokens and what waits behind them (the loop wakes for its next token)."""
         with self._lock:
             busy = [k for k in self._inflight if isinstance(k, int)]
-            paced = [ch for ch in sorted(self._drained) if self._is_paced(ch)] if skip_paced else []
+            paced = sorted(self._paced_waits()) if skip_paced else []
         return self._due_in(busy=busy, paced=paced)
 
     def _due_in(self, *, busy: list[int] | None = None, paced: list[str] | None = None) -> float:
@@ -644,6 +643,13 @@ class Outbox:
                 if bucket.tokens < 1:
                     self._drained.add(posting_to)
             return max(0.0, wait)
+
+    def _paced_waits(self) -> dict[str, float]:
+        """The channels out of tokens now, with the seconds until each may post again; those
+        whose token came back leave `_drained` (call with the lock held)."""
+        waits = {ch: self._buckets[ch].wait_time() for ch in self._drained}
+        self._drained = {ch for ch, w in waits.items() if w > 0}
+        return {ch: waits[ch] for ch in self._drained}
 
     def _is_paced(self, channel: str) -> bool:
         """Whether posts to `channel` must wait for a token (call with the lock held)."""
