@@ -19,7 +19,7 @@ from bot.parsing import LeadInput
 from bot.services import Services
 from bot.settings import Settings
 from bot.sla import add_working_time
-from models import Lead, LeadEvent, OutboxItem, plain_lead
+from models import Lead, LeadEvent, OutboxItem, driver, plain_lead
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def submit_lead(
         card = outbox.card_row(Lead(id=0), where)  # its times are real time
         params = window | values | {f"o_{k}": card[k] for k in _CARD_PARAMS}
         with services.single_engine.connect() as conn:
-            lead_id = conn.execute(_submit_with_card(tuple(values), *keys), params).scalar()
+            lead_id = driver.run(conn, _submit_with_card(tuple(values), *keys), params).scalar()
         if lead_id is not None:
             lead = plain_lead(values | {"id": lead_id})
         else:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.parsing import LeadInput, contact_keys
-from models import CLAIMED, NEW, JobRun, Lead, LeadEvent, plain_lead
+from models import CLAIMED, NEW, JobRun, Lead, LeadEvent, driver, plain_lead
 
 SYSTEM = "system"  # the actor of events no person caused
 
@@ -38,7 +38,7 @@ def record(
     session: Session | Connection, lead_id: int, kind: str, actor: str, now: datetime, **detail: Any
 ) -> None:
     """Append to the lead's event log (never updated, never deleted but with the lead)."""
-    session.execute(_RECORD, [event_row(lead_id, kind, actor, now, **detail)])
+    driver.run(session, _RECORD, event_row(lead_id, kind, actor, now, **detail))
 
 
 def event_row(lead_id: int, kind: str, actor: str, now: datetime, **detail: Any) -> dict[str, Any]:
@@ -53,11 +53,12 @@ def event_row(lead_id: int, kind: str, actor: str, now: datetime, **detail: Any)
 
 
 def record_all(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
-    session.execute(_RECORD, rows)
+    driver.run(session, _RECORD, rows)
 
 
 # Hot statements are built once: SQLAlchemy then skips their construction and cache-key work,
-# which costs more CPU than SQLite takes to run them. Core, not the ORM's unit of work.
+# which costs more CPU than SQLite takes to run them. Core, not the ORM's unit of work; the
+# INSERTs run through models.driver, which also skips the per-execution parameter work.
 _LEADS = Lead.__table__
 _RECORD = LeadEvent.__table__.insert()
 _INSERT_LEAD = _LEADS.insert().returning(_LEADS.c.id)
@@ -117,7 +118,7 @@ def submit(
     when given); its card is queued by the caller. Returns the stored values as a Lead outside
     the session."""
     values = values | {"duplicate_of_id": duplicate_of.id if duplicate_of is not None else None}
-    lead_id = session.execute(_INSERT_LEAD, values).scalar_one()
+    lead_id = driver.run(session, _INSERT_LEAD, values).scalar_one()
     return _submitted(session, lead_id, values, duplicate_of, matched_on)
 
 
@@ -130,7 +131,7 @@ def submit_unless(
     """Store the lead `values` through `insert` (run with `params`), an INSERT … RETURNING id
     that may store nothing (bot.flows: unless the same person's lead is recent); None when it
     did not."""
-    lead_id = session.execute(insert, params).scalar()
+    lead_id = driver.run(session, insert, params).scalar()
     return None if lead_id is None else _submitted(session, lead_id, values, None, "")
 
 

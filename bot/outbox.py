@@ -36,6 +36,7 @@ from models import (
     SENT,
     Lead,
     OutboxItem,
+    driver,
     plain_row,
     single_statement,
     single_statement_engine,
@@ -104,7 +105,7 @@ _INSERT = OutboxItem.__table__.insert()
 def enqueue(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
     """Write rows made by the *_row functions, all in one statement."""
     if rows:
-        session.execute(_INSERT, rows)
+        driver.run(session, _INSERT, rows)
 
 
 def card_row(lead: Lead, channel: str, now: datetime | None = None) -> dict[str, Any]:
