@@ -56,7 +56,7 @@ class DriverStatement:
                 params[name] = (True, name, convert)
             elif bind.required:
                 raise ValueError(f"no value for parameter {name!r}")
-            else:  # a value written into the statement, such as a literal compared with
+            else:  # a value given in the statement itself (a literal in a comparison, say)
                 value = bind.effective_value
                 params[name] = (False, convert(value) if convert else value, None)
         self.sql: str = compiled.string
@@ -82,7 +82,7 @@ class DriverStatement:
         }
 
 
-_PREPARED: dict[tuple[int, type, tuple[str, ...]], tuple[Executable, DriverStatement]] = {}
+_PREPARED: dict[tuple[int, type, str, tuple[str, ...]], tuple[Executable, DriverStatement]] = {}
 _PREPARING = threading.Lock()
 
 
@@ -96,15 +96,17 @@ def run(
     On a Session it runs on the session's connection, in its transaction."""
     conn = on.connection() if isinstance(on, Session) else on
     many = not isinstance(rows, Mapping)
+    if many and not rows:
+        raise ValueError("no rows to write")
     first = rows[0] if many else rows  # type: ignore[index]
     dialect = conn.dialect
-    key = (id(statement), type(dialect), tuple(first))
+    key = (id(statement), type(dialect), dialect.paramstyle, tuple(first))
     entry = _PREPARED.get(key)
     if entry is None:
         with _PREPARING:
             # The statement is kept with its compiled form, so its id cannot be reused.
             entry = _PREPARED.setdefault(
-                key, (statement, DriverStatement(statement, dialect, key[2]))
+                key, (statement, DriverStatement(statement, dialect, key[3]))
             )
     prepared = entry[1]
     if many:

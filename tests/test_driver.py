@@ -127,6 +127,8 @@ def test_what_cannot_run_through_the_driver_is_refused_before_anything_is_sent(
             rows = [values, values | {"extra": 1}]
             with pytest.raises(ValueError, match="exactly the keys"):
                 driver.run(conn, _LEADS.insert(), rows)
+            with pytest.raises(ValueError, match="no rows"):
+                driver.run(conn, _LEADS.insert(), [])
         assert sent == []
         assert conn.scalar(select(_LEADS.c.id)) is None
 
