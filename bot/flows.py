@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import String, bindparam, cast, literal_column, null, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from bot import duplicates, leads, outbox, outcomes, render
@@ -68,18 +67,16 @@ def submit_lead(
     else:
         # SQLite: the INSERT that does the lookup, then the event and the card. A repeat is
         # stored in the same transaction: a second one would wait in line for the file's
-        # writer lock again (under load, the slowest 2% of answers). /leads that arrive
-        # together share one transaction and its commit (models.group).
-        def store(conn: Connection) -> Submitted:
+        # writer lock again (under load, the slowest 2% of answers).
+        with services.engine.begin() as conn:
             insert = _insert_unless_repeat(tuple(values), *keys)
             fresh = leads.submit_unless(conn, insert, window | values, values)
             if fresh is not None:
-                outbox.enqueue(conn, [outbox.card_row(fresh, where)])
-                return Submitted(fresh, None)
-            with services.sessions(bind=conn) as s:  # joins the connection's transaction
-                return _store_repeat(s, values, window, where)
-
-        lead, earlier = services.submissions.run(store)
+                lead = fresh
+                outbox.enqueue(conn, [outbox.card_row(lead, where)])
+            else:
+                with services.sessions(bind=conn) as s:  # joins the connection's transaction
+                    lead, earlier = _store_repeat(s, values, window, where)
     # A new person's lead queued only its card; a repeat may have queued a DM too.
     services.outbox.kick(posting_to=where if earlier is None else None)
     log.info("lead %s submitted", lead.id)

@@ -14,7 +14,6 @@ from bot.executor import TrackingExecutor
 from bot.outbox import Outbox
 from bot.settings import Settings
 from models import single_statement_engine
-from models.group import GroupCommit
 
 
 @dataclass
@@ -31,9 +30,6 @@ class Services:
     team_id: str = ""  # this workspace, from auth.test at start-up
     # For work that is one statement: no BEGIN/COMMIT round trips on PostgreSQL.
     single_engine: Engine = field(init=False)
-    # New leads stored together when they arrive together (SQLite; see models.group).
-    submissions: GroupCommit = field(init=False)
 
     def __post_init__(self) -> None:
         self.single_engine = single_statement_engine(self.engine)
-        self.submissions = GroupCommit(self.engine)

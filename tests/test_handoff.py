@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -357,6 +358,41 @@ def test_a_won_claim_stores_its_event_refresh_and_dms_in_order(bot: Bot) -> None
     assert [dm.text for dm in bot.slack.dms(REP_A)] == [json.loads(queued[2][2] or "")["text"]]
     [claimed] = [e for e in _events(bot, lead.id) if e.kind == "claimed"]
     assert claimed.actor == REP_A
+
+
+def test_concurrent_leads_are_each_stored_once_with_their_own_receipt(
+    bot: Bot,
+) -> None:
+    # Different people: the same person twice at the same instant is marked a repeat on
+    # SQLite, whose writes take turns, but not always on PostgreSQL (each INSERT's lookup may
+    # run before the other commits); tests/test_duplicates.py covers repeats.
+    texts = [f"Person {i}, p{i}@acme.example, Acme, warm" for i in range(13)]
+    barrier = threading.Barrier(len(texts))
+    receipts: dict[int, str] = {}
+
+    def send(i: int) -> None:
+        barrier.wait()
+        response = bot.sim.slash_command(texts[i], user_id=MARKETER, channel_id="C0EVENTS01")
+        assert response.status == 200
+        receipts[i] = response.json()["text"]
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    bot.settle()
+
+    stored = {lead.id: lead for lead in bot.leads()}
+    assert len(stored) == len(texts)
+    numbers = {i: int(re.search(r"Lead #(\d+) ", text).group(1)) for i, text in receipts.items()}  # type: ignore[union-attr]
+    assert sorted(numbers.values()) == sorted(stored)  # every receipt names its own lead
+    for i, number in numbers.items():
+        assert stored[number].name == texts[i].split(",")[0]
+    with bot.services.sessions() as s:
+        submitted = s.scalars(select(LeadEvent.lead_id).where(LeadEvent.kind == "submitted"))
+        assert sorted(submitted) == sorted(stored)
+    assert all(bot.lead(number).card_ts for number in stored)  # and each got its card
 
 
 def test_concurrent_claims_have_exactly_one_winner(bot: Bot) -> None:
