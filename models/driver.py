@@ -2,12 +2,12 @@
 
 For a statement already in its compiled cache, SQLAlchemy still builds and converts every
 parameter on each execution through its general machinery: for a `/lead`'s three INSERTs (the
-lead's 36 columns among them) that was ~60% of their CPU on SQLite, more than SQLite took to
-run them (measured in-process, see bench/HISTORY.md). Here the statement is compiled once per
-dialect and set of keys, each parameter's converter (the column type's own bind processor) is
-looked up once, and a row becomes the driver's parameters in one pass. The SQL is SQLAlchemy's,
-and execution still goes through the Connection: its transaction, its events, its wrapping of
-driver errors (parameters hidden, as the engine says).
+lead's 36 columns among them) that was about two thirds of their CPU on SQLite, more than
+SQLite took to run them (measured in-process, see bench/HISTORY.md). Here the statement is
+compiled once per dialect, parameter style and set of keys, each parameter's converter (the
+column type's own bind processor) is looked up once, and a row becomes the driver's parameters
+in one pass. The SQL is SQLAlchemy's, and execution still goes through the Connection: its
+transaction, its events, its wrapping of driver errors (parameters hidden, as the engine says).
 
 Only statements whose results need no conversion qualify (no RETURNING, or RETURNING of
 columns such as integer ids that the driver already gives as Python wants them), and every
