@@ -39,6 +39,10 @@ class DriverStatement:
             raise ValueError(f"give these columns in every row: {[c.key for c in missing]}")
         if compiled.escaped_bind_names:  # type: ignore[attr-defined]
             raise ValueError("parameter names that need escaping are not supported")
+        if compiled.post_compile_params or compiled.literal_execute_params:  # type: ignore[attr-defined]
+            # Rendered into the SQL at execution (expanding lists, literal_execute): the
+            # compiled string still holds placeholders for them.
+            raise ValueError("parameters rendered at execution time are not supported")
         results = getattr(statement, "selected_columns", None) or (
             compiled.effective_returning or ()  # type: ignore[attr-defined]
         )
@@ -49,8 +53,6 @@ class DriverStatement:
         # Each parameter: (True, its key in a row, converter) or (False, its value, None).
         params: dict[str, tuple[bool, Any, _Converter]] = {}
         for bind, name in compiled.bind_names.items():  # type: ignore[attr-defined]
-            if bind.expanding:
-                raise ValueError(f"expanding parameter {name!r} is not supported")
             convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if name in names:
                 params[name] = (True, name, convert)

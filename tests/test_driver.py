@@ -117,11 +117,20 @@ def test_what_cannot_run_through_the_driver_is_refused_before_anything_is_sent(
             with pytest.raises(ValueError, match="submitted_at"):
                 driver.run(conn, _LEADS.insert().returning(_LEADS.c.submitted_at), values)
             # A list of values, expanded at execution time.
-            with pytest.raises(ValueError, match="ids"):
+            with pytest.raises(ValueError, match="rendered at execution"):
                 driver.run(
                     conn,
                     select(_LEADS.c.id).where(_LEADS.c.id.in_(bindparam("ids", expanding=True))),
                     {"ids": [1, 2]},
+                )
+            # A value written into the SQL text at execution.
+            with pytest.raises(ValueError, match="rendered at execution"):
+                driver.run(
+                    conn,
+                    select(_LEADS.c.id).where(
+                        _LEADS.c.team_id == bindparam("team", literal_execute=True)
+                    ),
+                    {"team": "T1"},
                 )
             # A row that does not match the statement's first one.
             rows = [values, values | {"extra": 1}]
