@@ -80,10 +80,14 @@ def test_rows_through_the_driver_read_back_as_through_sqlalchemy(engine: Engine)
     for model in (LeadEvent, OutboxItem):
         with engine.connect() as conn:
             ids = list(conn.execute(select(model.id).order_by(model.id)).scalars())
+        # Ours first, then theirs, as read through the types and then as stored.
         half = len(ids) // 2
-        stored = _stored(engine, model, ids)
-        raw = [{k: v for k, v in r.items() if k not in ("lead_id", "dedupe_key")} for r in stored]
-        assert raw[:half] == raw[half : 2 * half] and raw[2 * half : 3 * half] == raw[3 * half :]
+        rows = [
+            {k: v for k, v in r.items() if k not in ("lead_id", "dedupe_key")}
+            for r in _stored(engine, model, ids)
+        ]
+        typed, stored = rows[: 2 * half], rows[2 * half :]
+        assert typed[:half] == typed[half:] and stored[:half] == stored[half:]
 
 
 def test_a_statement_with_a_literal_gets_its_value(engine: Engine) -> None:
@@ -154,12 +158,8 @@ def test_a_driver_error_is_a_sqlalchemy_error_without_the_parameters(engine: Eng
         outbox.enqueue(conn, [row])
     assert "ada@example.com" not in str(caught.value)
     assert "hidden" in str(caught.value)
-    with engine.connect() as conn:
-        assert (
-            conn.scalar(select(OutboxItem.id).where(OutboxItem.lead_id == lead).limit(2))
-            is not None
-        )
-        assert len(conn.execute(select(OutboxItem.id)).all()) == 1
+    with engine.connect() as conn:  # the first card alone, untouched
+        assert list(conn.scalars(select(OutboxItem.lead_id))) == [lead]
 
 
 def test_the_engine_sees_each_statement_with_its_parameters(engine: Engine) -> None:
