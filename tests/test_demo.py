@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.demo import run_demo
+from tests.conftest import shown_text
 
 REPO = Path(__file__).resolve().parents[1]
 BAR = "│ "
@@ -55,7 +56,7 @@ def test_demo_tells_the_whole_story(output: str) -> None:
     assert "Lead #1" in receipt and "Jane Doe" in receipt
     [card] = shown(story[1], "#leads:")
     assert "Jane Doe" in card and "Acme Corp" in card and "[*Claim*]" in card
-    assert "jane@acme.example" not in card and "555" not in card
+    assert "jane@acme.example" not in card and "555" not in shown_text(card)
 
     # 2. usage, 3. the refusal naming field and value, 4. the form
     [usage] = shown(story[2], "Maya sees")
