@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, event, select, text
 
 from bot import db
@@ -24,6 +25,11 @@ from bot.clock import FakeClock
 from bot.local import LocalBot, start_local_bot
 from bot.slack_emulator import SlackEmulator
 from models import Lead, make_engine
+
+# Tests never judge speed: Hypothesis's per-example deadline and its too-slow check are timings,
+# and on a loaded 2-core runner they fail tests whose behaviour is right.
+settings.register_profile("leadbot", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("leadbot")
 
 PG_URL_VAR = "LEADBOT_TEST_DATABASE_URL"
 SECRET = "test-signing-secret"

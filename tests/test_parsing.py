@@ -640,7 +640,7 @@ def test_parse_result_holds_exactly_one_of_lead_or_errors() -> None:
 
 # --- properties ------------------------------------------------------------------------------
 
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
+PROPERTY_SETTINGS = settings(max_examples=200)
 
 # Text without commas, control characters or surrounding whitespace: what a keyed value can hold.
 _value_chars = st.characters(exclude_categories=("Cc", "Cs"), exclude_characters=",")

@@ -366,7 +366,7 @@ instants = st.datetimes(
 deltas = st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=10))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(start=instants, delta=deltas, hours=schedules())
 def test_adding_then_measuring_gives_the_delta_back(
     start: datetime, delta: timedelta, hours: Hours
@@ -379,7 +379,7 @@ def test_adding_then_measuring_gives_the_delta_back(
     assert is_working_time(due, hours) or is_working_time(due - timedelta(microseconds=1), hours)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(start=instants, hours=schedules())
 def test_next_working_moment_is_working_time_and_nothing_is_skipped(
     start: datetime, hours: Hours

@@ -676,7 +676,7 @@ _block = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.lists(_block, max_size=3), _json)
 def test_fuzz_never_raises(blocks: list[dict[str, Any]], junk: Any) -> None:
     out = render_blocks(blocks)
