@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from bot import db
+from bot import cli, db
 from bot.manifest import SCOPES, manifest_yaml
 from bot.settings import (
     SETTINGS_HELP,
@@ -23,6 +24,7 @@ from bot.settings import (
 )
 from bot.slack_emulator import SlackEmulator
 from models import Base
+from tests.conftest import Bot
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {
@@ -264,3 +266,24 @@ def test_slack_trouble_at_start_up_is_told_apart_from_a_refused_token(
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == expected, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serving_keeps_start_up_objects_out_of_the_collectors_full_passes(bot: Bot) -> None:
+    """`serve` and `socket` run through one path: what start-up built is frozen (full cyclic
+    collections skip it) and the young generation is larger, the older ones left as they were."""
+    seen: dict[str, object] = {}
+
+    def run() -> None:
+        seen["frozen"] = gc.get_freeze_count()
+        seen["threshold"] = gc.get_threshold()
+
+    before = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        cli._run_until_stopped(run, bot.services, None)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000  # modules, app, caches
+    assert seen["threshold"] == (cli.GC_YOUNG_THRESHOLD, before[1], before[2])
+    assert before[0] < cli.GC_YOUNG_THRESHOLD
