@@ -161,6 +161,9 @@ def _run_until_stopped(run: Callable[[], object], services: Any, scheduler: Any)
         # stops; what the outbox leaves pending, the next process delivers.
         services.work.wait_idle(5)
         services.outbox.stop()
+        # Close the database connections now, not in the exit's collection, which skips the
+        # frozen start-up heap: SQLite checkpoints and removes its WAL when the last one closes.
+        services.engine.dispose()
     return 0
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.engine import make_url
 
 from bot import outbox, render
 from bot.clock import FakeClock
@@ -409,6 +410,9 @@ def test_sigterm_finishes_a_click_already_acked_then_exits_cleanly(
             assert proc.wait(15) == 0, log.read_text()
     finally:
         gate.release()
+    if database_url.startswith("sqlite"):
+        # Its connections were closed on the way out: SQLite checkpointed and removed its WAL.
+        assert not Path(f"{make_url(database_url).database}-wal").exists()
     text = log.read_text()
     assert text.index("stopping: no new connections") < text.index("stopping: finishing")
     assert "WARNING" not in text.split("serving on")[0], text  # a clean start warns of nothing
