@@ -132,7 +132,7 @@ GC_YOUNG_THRESHOLD = 7_000
 def _settle_heap() -> None:
     """Before serving: keep what start-up built out of the cyclic collector's full passes. The
     app, its modules and caches live as long as the process; a full pass walked all of them
-    again (~120 ms) every few thousand requests. Refcounting still frees them as usual."""
+    again (~150 ms) every few thousand requests. Refcounting still frees them as usual."""
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
