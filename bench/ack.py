@@ -10,9 +10,11 @@ plus one committed write per request, on a database of the same kind; bench/base
 which shows how much of the gap to the baseline any app on this stack pays once it must save
 before its receipt.
 
-Each served process's CPU time (from /proc) during each run is reported per request as well:
-on a shared machine it moves far less than throughput does, and since one interpreter lock
-serialises the work, throughput is capped near its inverse.
+Each served process's CPU time (from /proc) is reported per request as well, counted from a
+run's start until the work it left after its acks is done (claims, deliveries): on a shared
+machine it moves far less than throughput does, and since one interpreter lock serialises the
+work, throughput is capped near its inverse. Every run starts once all served processes are
+idle, so none shares the CPU with the backlog of the run before.
 
 `--diagnostics` adds a run of leadbot with LOG_LEVEL=WARNING (everything else as deployed),
 which separates the cost of logging from the cost of the work.
@@ -40,6 +42,7 @@ from bench.common import (
     percentile,
     ratio,
     run_load,
+    wait_quiet,
 )
 from bench.workload import mixed, new_lead_row, seed_claimable
 from bot.app import PROCESS_BEFORE_RESPONSE
@@ -217,8 +220,10 @@ def _one_db(
             product.wait_healthy()
             _warm(product, slack, targets)
             used = WARMUP // 2
+            everyone = [*others.values(), product]
             if paced_n:
                 for who, served in (("baseline", others["baseline"]), ("leadbot", product)):
+                    wait_quiet(everyone)
                     reqs = mixed(_sim(served, slack), targets[used:], paced_n, 900_000)
                     variant.paced[who] = load = run_load(
                         served.port, reqs, clients=CLIENTS, max_seconds=60, rate=PACED_RATE
@@ -231,6 +236,9 @@ def _one_db(
             stored0, claimed0 = _settled_counts(engine)
             for r in range(rounds):
                 for who, served in [*others.items(), ("leadbot", product)]:
+                    # Each run starts once every process has worked off the runs before (they
+                    # share one CPU), and its CPU counts until its own after-ack work is done.
+                    wait_quiet(everyone)
                     reqs = mixed(_sim(served, slack), targets[used:], n, (r + 1) * 100_000)
                     cpu0 = served.cpu_seconds()
                     load = run_load(
@@ -240,8 +248,11 @@ def _one_db(
                         max_seconds=ctx.pick(40, 90),
                         keep_body=who == "leadbot",
                     )
+                    drained = wait_quiet([served])
                     load.server_cpu = served.cpu_seconds() - cpu0
                     if who == "leadbot":
+                        drains = variant.details.setdefault("after_ack_drain_s", [])
+                        drains.append(round(drained, 2))
                         used += n // 2
                         variant.runs.append(load)
                     elif who == "baseline":

@@ -331,6 +331,12 @@ class Served:
         utime, stime = int(fields[11]), int(fields[12])  # stat(5) fields 14 and 15
         return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
+    def busy_share(self, over: float = 0.25) -> float:
+        """The share of one CPU the process used over the next `over` seconds."""
+        before = self.cpu_seconds()
+        time.sleep(over)
+        return (self.cpu_seconds() - before) / over
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -429,9 +435,10 @@ class Sample:
 class LoadResult:
     samples: list[Sample]
     wall: float  # seconds from the first send to the last answer
-    # CPU the server used from the first send to the last answer, background work included
-    # (bench.ack sets it): other load on a shared machine moves it far less than throughput.
+    # CPU the server used from the first send until its after-ack work was done (bench.ack
+    # sets it): other load on a shared machine moves it far less than throughput.
     server_cpu: float | None = None
+    drain: float | None = None  # seconds from the last answer until that work was done
 
     def ok(self, kind: str | None = None) -> list[Sample]:
         return [s for s in self.samples if s.status == 200 and kind in (None, s.kind)]
@@ -467,6 +474,23 @@ class LoadResult:
         """Server CPU seconds per answered request, when measured."""
         ok = len(self.ok())
         return self.server_cpu / ok if self.server_cpu is not None and ok else None
+
+
+# Below this share of a CPU a served process counts as idle: what it then does (a card posted
+# to a paced channel now and then) is not a load's after-ack work.
+QUIET_SHARE = 0.05
+
+
+def wait_quiet(served: Sequence[Served], timeout: float = 60.0) -> float:
+    """Wait until none of `served` is still working off an earlier load (claims and deliveries
+    run after their acks, for seconds after a saturating load ends); seconds waited. A run
+    started sooner would share the CPU with that backlog, and one measured only until its
+    last answer would leave its own backlog's CPU uncounted."""
+    started = time.monotonic()
+    while any(s.busy_share() > QUIET_SHARE for s in served):
+        if time.monotonic() - started > timeout:
+            break
+    return time.monotonic() - started
 
 
 def _ms(seconds: float | None) -> float | None:
