@@ -221,6 +221,7 @@ def _one_db(
             _warm(product, slack, targets)
             used = WARMUP // 2
             everyone = [*others.values(), product]
+            drains: list[float] = []  # seconds leadbot worked on after each round's last ack
             if paced_n:
                 for who, served in (("baseline", others["baseline"]), ("leadbot", product)):
                     wait_quiet(everyone)
@@ -251,7 +252,6 @@ def _one_db(
                     drained = wait_quiet([served])
                     load.server_cpu = served.cpu_seconds() - cpu0
                     if who == "leadbot":
-                        drains = variant.details.setdefault("after_ack_drain_s", [])
                         drains.append(round(drained, 2))
                         used += n // 2
                         variant.runs.append(load)
@@ -290,6 +290,7 @@ def _one_db(
             "rss_mb_after": round(rss, 1),
             # SIGTERM with the outbox still delivering; None: not stopped within 3 s, killed.
             "graceful_stop_s": None if stopped is None else round(stopped, 2),
+            "after_ack_work_s": drains,
         },
         "baseline": {
             "all": base.summary(),
