@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.ack import CLIENTS, LATENCY, WARMUP, _p, _sim, _warm
-from bench.common import REPO, Database, LoadResult, Served, run_load, wait_quiet
+from bench.common import (
+    REPO,
+    Database,
+    LoadResult,
+    Served,
+    pg_server_version,
+    run_load,
+    wait_quiet,
+)
 from bench.workload import mixed, seed_claimable
 from bot.slack_emulator import SlackEmulator
 from models import Lead
@@ -105,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.requests < 2 or args.rounds < 1:
         p.error("--requests must be at least 2 and --rounds at least 1")
+    if args.db == "postgres" and pg_server_version() is None:
+        print("bench.compare: PostgreSQL is not reachable (set BENCH_PG_URL)")
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="leadbot-compare-"))
     slack = SlackEmulator().start()
     slack.latency(LATENCY)
