@@ -11,10 +11,12 @@ which shows how much of the gap to the baseline any app on this stack pays once 
 before its receipt.
 
 Each served process's CPU time (from /proc) is reported per request as well, counted from a
-run's start until the work it left after its acks is done (claims, deliveries): on a shared
-machine it moves far less than throughput does, and since one interpreter lock serialises the
-work, throughput is capped near its inverse. Every run starts once all served processes are
-idle, so none shares the CPU with the backlog of the run before.
+run's start until the CPU-bound work it left after its acks (writing the claims) is done: on a
+shared machine it moves far less than throughput does, and since one interpreter lock
+serialises the work, throughput is capped near its inverse. The DMs and card refreshes that
+then trail at Slack's pace (bench.common.QUIET_SHARE) are neither waited for nor, beyond that
+point, counted. Every run starts once no served process is doing such work, so none shares the
+CPU with the claims of the run before.
 
 `--diagnostics` adds a run of leadbot with LOG_LEVEL=WARNING (everything else as deployed),
 which separates the cost of logging from the cost of the work.
@@ -238,7 +240,7 @@ def _one_db(
             for r in range(rounds):
                 for who, served in [*others.items(), ("leadbot", product)]:
                     # Each run starts once every process has worked off the runs before (they
-                    # share one CPU), and its CPU counts until its own after-ack work is done.
+                    # share the CPUs), and its CPU counts until its own claims are written.
                     wait_quiet(everyone)
                     reqs = mixed(_sim(served, slack), targets[used:], n, (r + 1) * 100_000)
                     cpu0 = served.cpu_seconds()

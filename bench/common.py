@@ -476,18 +476,23 @@ class LoadResult:
         return self.server_cpu / ok if self.server_cpu is not None and ok else None
 
 
-# Below this share of a CPU a served process counts as idle: what it then does (a card posted
-# to a paced channel now and then) is not a load's after-ack work.
-QUIET_SHARE = 0.05
+# Below this share of a CPU (over QUIET_WINDOW seconds) a served process has worked off a
+# load's CPU-bound after-ack work: after a saturated ack round leadbot writes its claims at
+# ~85-100% of a CPU for a second or two, then drops to ~5-25% while the DMs and card
+# refreshes those claims queued go out at Slack's pace (1 post a second per DM channel),
+# for a minute or more. Waiting out that trickle would add minutes to every run; a lower line
+# was crossed at random moments within it.
+QUIET_SHARE = 0.35
+QUIET_WINDOW = 0.5
 
 
 def wait_quiet(served: Sequence[Served], timeout: float = 60.0) -> float:
-    """Wait until none of `served` is still working off an earlier load (claims and deliveries
-    run after their acks, for seconds after a saturating load ends); seconds waited. A run
-    started sooner would share the CPU with that backlog, and one measured only until its
-    last answer would leave its own backlog's CPU uncounted."""
+    """Wait until none of `served` is still working off an earlier load's CPU-bound after-ack
+    work (claims are written after their acks, for a second or two after a saturating load
+    ends); seconds waited. A run started sooner would share the CPU with that backlog, and one
+    measured only until its last answer would leave that CPU uncounted."""
     started = time.monotonic()
-    while any(s.busy_share() > QUIET_SHARE for s in served):
+    while any(s.busy_share(QUIET_WINDOW) > QUIET_SHARE for s in served):
         if time.monotonic() - started > timeout:
             break
     return time.monotonic() - started

@@ -7,8 +7,8 @@ scenario's load (16 clients, alternating `/lead` and Claim, Slack at 300 ms). Th
 alternates round by round (before first, then after first, ...) so that the machine's drift
 falls on both. Each round prints requests/s and the server's CPU per request (from /proc),
 and the end gives the after/before ratio of CPU per request in each round and their median.
-Each run starts once both processes are idle, and its CPU counts until its own after-ack work
-is done.
+Each run starts once neither process is doing CPU-bound after-ack work, and its CPU counts
+until its own is done (bench.common.wait_quiet).
 
 For changes of a few percent, which a pair of `python -m bench --quick` runs cannot resolve:
 their saturated rounds last about a second, one after another (bench/HISTORY.md). Not part of
@@ -88,7 +88,7 @@ def _round(side: Side, slack: SlackEmulator, n: int, people: int) -> LoadResult:
     side.used += n // 2
     cpu0 = side.served.cpu_seconds()
     load = run_load(side.served.port, plan, clients=CLIENTS, max_seconds=90)
-    load.drain = wait_quiet([side.served])  # its after-ack work counts too
+    load.drain = wait_quiet([side.served])  # its claims' CPU counts too
     load.server_cpu = side.served.cpu_seconds() - cpu0
     side.runs.append(load)
     return load
