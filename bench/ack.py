@@ -223,7 +223,7 @@ def _one_db(
             _warm(product, slack, targets)
             used = WARMUP // 2
             everyone = [*others.values(), product]
-            drains: list[float] = []  # seconds leadbot worked on after each round's last ack
+            drains: list[float] = []  # seconds from each round's last ack to its claims written
             if paced_n:
                 for who, served in (("baseline", others["baseline"]), ("leadbot", product)):
                     wait_quiet(everyone)

@@ -435,10 +435,11 @@ class Sample:
 class LoadResult:
     samples: list[Sample]
     wall: float  # seconds from the first send to the last answer
-    # CPU the server used from the first send until its after-ack work was done (bench.ack
-    # sets it): other load on a shared machine moves it far less than throughput.
+    # CPU the server used from the first send until its CPU-bound after-ack work (the claims)
+    # was done, by wait_quiet (bench.ack sets it): other load on a shared machine moves it far
+    # less than throughput.
     server_cpu: float | None = None
-    drain: float | None = None  # seconds from the last answer until that work was done
+    drain: float | None = None  # seconds from the last answer until then
 
     def ok(self, kind: str | None = None) -> list[Sample]:
         return [s for s in self.samples if s.status == 200 and kind in (None, s.kind)]

@@ -99,7 +99,7 @@ def _line(side: Side, load: LoadResult) -> str:
     return (
         f"{side.label} {load.throughput:5.0f} req/s, "
         f"{'-' if cpu is None else f'{cpu * 1000:.2f}'} ms CPU/request, "
-        f"p50 {_p(load, 50)} ms, {load.errors} errors, after-ack work {load.drain or 0:.1f} s"
+        f"p50 {_p(load, 50)} ms, {load.errors} errors, claims done {load.drain or 0:.1f} s after"
     )
 
 
