@@ -17,6 +17,8 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
+from bot.request_body import bolt_request
+
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
@@ -31,11 +33,14 @@ LOCK_WAIT = 0.005
 
 
 class _Handler(SlackRequestHandler):
-    """Bolt's WSGI handler, answering a body it cannot parse with 400 instead of a 500."""
+    """Bolt's WSGI handler, parsing bodies faster (bot.request_body) and answering a body it
+    cannot parse with 400 instead of a 500."""
 
     def dispatch(self, request: Any) -> BoltResponse:
         try:
-            return super().dispatch(request)
+            return self.app.dispatch(
+                bolt_request(request.get_body(), request.query_string, request.get_headers())
+            )
         except (ValueError, AttributeError, TypeError):  # bad JSON, or JSON of the wrong shape
             log.warning("refused a malformed request body")
             return BoltResponse(status=400, body="malformed request: the payload is not valid")
