@@ -44,6 +44,7 @@ from bench.common import (
     percentile,
     ratio,
     run_load,
+    run_measured,
     wait_quiet,
 )
 from bench.workload import mixed, new_lead_row, seed_claimable
@@ -223,7 +224,6 @@ def _one_db(
             _warm(product, slack, targets)
             used = WARMUP // 2
             everyone = [*others.values(), product]
-            drains: list[float] = []  # seconds from each round's last ack to its claims written
             if paced_n:
                 for who, served in (("baseline", others["baseline"]), ("leadbot", product)):
                     wait_quiet(everyone)
@@ -243,18 +243,14 @@ def _one_db(
                     # share the CPUs), and its CPU counts until its own claims are written.
                     wait_quiet(everyone)
                     reqs = mixed(_sim(served, slack), targets[used:], n, (r + 1) * 100_000)
-                    cpu0 = served.cpu_seconds()
-                    load = run_load(
-                        served.port,
+                    load = run_measured(
+                        served,
                         reqs,
                         clients=CLIENTS,
                         max_seconds=ctx.pick(40, 90),
                         keep_body=who == "leadbot",
                     )
-                    drained = wait_quiet([served])
-                    load.server_cpu = served.cpu_seconds() - cpu0
                     if who == "leadbot":
-                        drains.append(round(drained, 2))
                         used += n // 2
                         variant.runs.append(load)
                     elif who == "baseline":
@@ -292,7 +288,8 @@ def _one_db(
             "rss_mb_after": round(rss, 1),
             # SIGTERM with the outbox still delivering; None: not stopped within 3 s, killed.
             "graceful_stop_s": None if stopped is None else round(stopped, 2),
-            "after_ack_work_s": drains,
+            # Seconds from each round's last ack until its claims were written.
+            "after_ack_work_s": [round(run.drain or 0, 2) for run in variant.runs],
         },
         "baseline": {
             "all": base.summary(),

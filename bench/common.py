@@ -331,7 +331,7 @@ class Served:
         utime, stime = int(fields[11]), int(fields[12])  # stat(5) fields 14 and 15
         return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
-    def busy_share(self, over: float = 0.25) -> float:
+    def busy_share(self, over: float) -> float:
         """The share of one CPU the process used over the next `over` seconds."""
         before = self.cpu_seconds()
         time.sleep(over)
@@ -436,8 +436,8 @@ class LoadResult:
     samples: list[Sample]
     wall: float  # seconds from the first send to the last answer
     # CPU the server used from the first send until its CPU-bound after-ack work (the claims)
-    # was done, by wait_quiet (bench.ack sets it): other load on a shared machine moves it far
-    # less than throughput.
+    # was done, by wait_quiet (run_measured sets it): other load on a shared machine moves it
+    # far less than throughput.
     server_cpu: float | None = None
     drain: float | None = None  # seconds from the last answer until then
 
@@ -497,6 +497,25 @@ def wait_quiet(served: Sequence[Served], timeout: float = 60.0) -> float:
         if time.monotonic() - started > timeout:
             break
     return time.monotonic() - started
+
+
+def run_measured(
+    served: Served,
+    requests: Sequence[Prepared],
+    *,
+    clients: int,
+    max_seconds: float,
+    keep_body: bool = False,
+) -> LoadResult:
+    """`run_load` on `served` (closed loop), with the server's CPU counted until its claims
+    are written (`server_cpu`, `drain`)."""
+    cpu0 = served.cpu_seconds()
+    load = run_load(
+        served.port, requests, clients=clients, max_seconds=max_seconds, keep_body=keep_body
+    )
+    load.drain = wait_quiet([served])
+    load.server_cpu = served.cpu_seconds() - cpu0
+    return load
 
 
 def _ms(seconds: float | None) -> float | None:

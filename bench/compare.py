@@ -37,7 +37,7 @@ from bench.common import (
     LoadResult,
     Served,
     pg_server_version,
-    run_load,
+    run_measured,
     wait_quiet,
 )
 from bench.workload import mixed, seed_claimable
@@ -54,7 +54,6 @@ class Side:
     served: Served | None = None
     targets: list[Lead] = field(default_factory=list)
     used: int = 0
-    runs: list[LoadResult] = field(default_factory=list)
 
 
 def export(rev: str, into: Path) -> tuple[Path, str]:
@@ -86,12 +85,7 @@ def _round(side: Side, slack: SlackEmulator, n: int, people: int) -> LoadResult:
     assert side.served is not None
     plan = mixed(_sim(side.served, slack), side.targets[side.used :], n, people)
     side.used += n // 2
-    cpu0 = side.served.cpu_seconds()
-    load = run_load(side.served.port, plan, clients=CLIENTS, max_seconds=90)
-    load.drain = wait_quiet([side.served])  # its claims' CPU counts too
-    load.server_cpu = side.served.cpu_seconds() - cpu0
-    side.runs.append(load)
-    return load
+    return run_measured(side.served, plan, clients=CLIENTS, max_seconds=90)
 
 
 def _line(side: Side, load: LoadResult) -> str:

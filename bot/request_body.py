@@ -48,9 +48,8 @@ def _form(body: str) -> dict[str, str]:
 
 def parse_body(body: str, content_type: str | None) -> dict[str, Any]:
     """What `slack_bolt.request.internals.parse_body` returns (or raises) for the same body."""
-    if not body or content_type == "application/json" or body.startswith("{"):
-        return bolt_parse_body(body, content_type)
-    if not body.isascii():  # a form is ASCII on the wire; anything else goes Bolt's way
+    # JSON, and anything not ASCII (a form is ASCII on the wire), goes Bolt's way.
+    if not body or content_type == "application/json" or body.startswith("{") or not body.isascii():
         return bolt_parse_body(body, content_type)
     fields = _form(body)
     if "payload" in body:
