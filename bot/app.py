@@ -177,7 +177,7 @@ def create_app(
         log.error("handler failed on %s: %s", kind, type(error).__name__, exc_info=error)
         return BoltResponse(status=200, body="")
 
-    handlers.register(app)
     app.leadbot = services  # type: ignore[attr-defined]
+    handlers.register(app)
     app.leadbot_executor = services.work  # type: ignore[attr-defined]
     return app

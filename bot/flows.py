@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -157,39 +157,60 @@ def _insert_unless_repeat(columns: tuple[str, ...], by_email: bool, by_phone: bo
     return lead_t.insert().from_select(columns, row).returning(lead_t.c.id)
 
 
-def claim(services: Services, lead_id: int, user_id: str, team_id: str) -> leads.ClaimResult:
-    """First click wins, in one transaction: the claim with its follow-up clock, then the card
-    refresh and both DMs (claimer's private details, submitter's news) in one INSERT. Core
-    statements only, on a bare connection: an ORM session's overhead is not needed."""
+def claim_all(
+    services: Services, clicks: Sequence[tuple[int, str, str]]
+) -> list[leads.ClaimResult]:
+    """Claims (lead id, user, workspace), in one transaction, each result in its click's place.
+
+    Each claim is one conditional UPDATE with its follow-up clock; each won claim queues the
+    card refresh and both DMs (claimer's private details, submitter's news). The events and
+    the outbox rows of all claims are one INSERT each. Core statements only, on a bare
+    connection: an ORM session's overhead is not needed. The leads are locked in id order, so
+    two processes claiming the same leads in one batch each cannot deadlock."""
     now = services.clock.now()
+    follow_up = outcomes.follow_up_on_claim(services.settings.policy, now)
+    results: dict[int, leads.ClaimResult] = {}
+    events: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    lost: list[Lead] = []
     with services.engine.begin() as conn:
-        result = leads.claim(
-            conn,
-            lead_id,
-            user_id,
-            team_id=team_id,
-            now=now,
-            follow_up=outcomes.follow_up_on_claim(services.settings.policy, now),
-        )
-        lead = result.lead
-        if result.won and lead is not None:
-            # The version was bumped by this transaction: no refresh for it can exist yet.
-            rows = [outbox.refresh_row(lead)]
-            if lead.owner_id:
-                rows.append(
-                    outbox.message_row(lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)
-                )
-            rows.append(
-                outbox.message_row(
-                    lead.submitted_by, render.submitter_claimed_dm(lead), lead_id=lead.id
-                )
+        # A stable sort: clicks on one lead keep their order, and the first wins.
+        for i in sorted(range(len(clicks)), key=lambda i: clicks[i][0]):
+            lead_id, user_id, team_id = clicks[i]
+            result = leads.claim(
+                conn,
+                lead_id,
+                user_id,
+                team_id=team_id,
+                now=now,
+                follow_up=follow_up,
+                events=events,
             )
-            outbox.enqueue(conn, rows)
-        elif lead is not None:
-            # The clicker may have seen an out-of-date card: bring it up to date.
+            results[i] = result
+            lead = result.lead
+            if result.won and lead is not None:
+                # The version was bumped by this transaction: no refresh for it can exist yet.
+                rows.append(outbox.refresh_row(lead))
+                if lead.owner_id:
+                    rows.append(
+                        outbox.message_row(lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)
+                    )
+                rows.append(
+                    outbox.message_row(
+                        lead.submitted_by, render.submitter_claimed_dm(lead), lead_id=lead.id
+                    )
+                )
+            elif lead is not None:
+                lost.append(lead)
+        outbox.enqueue(conn, rows)
+        for lead in lost:
+            # The clicker may have seen an out-of-date card: bring it up to date. After the
+            # won claims' rows, so a lead won in this batch gets its one refresh, not two.
             outbox.enqueue_refresh(conn, lead)
+        if events:
+            leads.record_all(conn, events)
     services.outbox.kick()
-    return result
+    return [results[i] for i in range(len(clicks))]
 
 
 def after_release(session: Session, lead: Lead, by: str) -> None:

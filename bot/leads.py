@@ -241,12 +241,14 @@ def claim(
     team_id: str,
     now: datetime,
     follow_up: dict[str, datetime] | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> ClaimResult:
     """First click wins: one conditional UPDATE decides, whatever the number of processes.
 
     The same statement starts the follow-up clock (`follow_up`: its due time by lower-case
     priority, with "" for any other; see outcomes.follow_up_on_claim) and returns the claimed
-    row, so a won claim reads nothing more.
+    row, so a won claim reads nothing more. With `events`, the claim's event is added to it
+    for `record_all` instead of written here.
     """
     params: dict[str, Any] = {
         "b_lead_id": lead_id,
@@ -258,14 +260,15 @@ def claim(
     for i, key in enumerate(keys):
         params[f"follow_up_{i}"] = follow_up[key]  # type: ignore[index]
     row = session.execute(_claim_statement(keys), params).one_or_none()
-    if row is not None:
-        record(session, lead_id, "claimed", user_id, now)
-        # A plain object with the row's values (in no session): what callers read and render.
-        return ClaimResult(won=True, lead=plain_lead(row._mapping))
-    lead = read_lead(session, lead_id, team_id)
+    lead = plain_lead(row._mapping) if row is not None else read_lead(session, lead_id, team_id)
     if lead is not None:
-        record(session, lead_id, "claim_too_late", user_id, now)
-    return ClaimResult(won=False, lead=lead)
+        event = event_row(lead_id, "claimed" if row is not None else "claim_too_late", user_id, now)
+        if events is None:
+            record_all(session, [event])
+        else:
+            events.append(event)
+    # A plain object with the row's values (in no session): what callers read and render.
+    return ClaimResult(won=row is not None, lead=lead)
 
 
 @functools.lru_cache(maxsize=16)

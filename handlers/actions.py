@@ -1,20 +1,23 @@
 """Buttons on the claim card: Claim and Release.
 
-Each click is acked at once (handlers.common.acks_first); the database then decides
-(conditional UPDATEs), and the card and DMs are queued in the outbox in the same transaction.
+Each click is acked at once; the database then decides (conditional UPDATEs), and the card and
+DMs are queued in the outbox in the same transaction. Claims acked together are written
+together (CLAIM_BATCH); a Release goes alone (handlers.common.acks_first).
 A click delivered twice (double click, Slack retry) finds the state already changed and changes
 nothing more.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
-from slack_bolt import App
+from slack_bolt import Ack, App
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import flows, leads, outbox, render
+from bot.executor import Batcher
 from bot.ids import Action
 from bot.services import Services
 from handlers.common import acks_first, parse_value, services_of
@@ -24,8 +27,24 @@ log = logging.getLogger(__name__)
 DB_BUSY = "⚠️ The database is not answering right now, so nothing changed. Try again in a minute."
 
 
+# Claims acked while others are being written wait and go together, this many at most: one
+# transaction and one thread for a burst of clicks (an event's leads claimed at once, a
+# stampede on one card). Enough to make a burst cheap; few enough that on SQLite a `/lead`
+# waiting for the writer waits for a few milliseconds at most.
+CLAIM_BATCH = 32
+
+
 def register(app: App) -> None:
-    app.action(Action.CLAIM.value)(acks_first(claim))
+    services: Services = app.leadbot  # type: ignore[attr-defined]
+    claims: Batcher[tuple[dict[str, Any], dict[str, Any]]] = Batcher(
+        services.work, functools.partial(claim_clicks, services), most=CLAIM_BATCH, name="claims"
+    )
+
+    def claim(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        claims.submit((body, action))
+
+    app.action(Action.CLAIM.value)(claim)
     app.action(Action.RELEASE.value)(acks_first(release))
 
 
@@ -47,29 +66,59 @@ def _team(body: dict[str, Any], services: Services) -> str:
     return str((body.get("team") or {}).get("id") or services.team_id)
 
 
-def claim(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
-    services = services_of(context)
-    user, channel, lead_id, _version = _target(body, action)
-    if lead_id is None:
-        flows.tell(services, channel, user, "That button is broken (no lead id); nothing changed.")
-        return
-    if not services.access.may_claim(user):
-        flows.tell(services, channel, user, services.access.refusal())
-        return
+def claim_clicks(services: Services, clicks: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Claim clicks (body, action) acked together: checked one by one, claimed in one go."""
+    todo: list[_Claim] = []
+    for body, action in clicks:
+        user, channel, lead_id, _version = _target(body, action)
+        if lead_id is None:
+            flows.tell(
+                services, channel, user, "That button is broken (no lead id); nothing changed."
+            )
+        elif not services.access.may_claim(user):
+            flows.tell(services, channel, user, services.access.refusal())
+        else:
+            todo.append(_Claim(lead_id, user, _team(body, services), channel))
+    if todo:
+        _claim(services, todo)
+
+
+class _Claim(NamedTuple):
+    lead_id: int
+    user: str
+    team_id: str
+    channel: str | None
+
+
+def _claim(services: Services, todo: list[_Claim]) -> None:
     try:
-        result = flows.claim(services, lead_id, user, _team(body, services))
+        results = flows.claim_all(services, [(c.lead_id, c.user, c.team_id) for c in todo])
     except SQLAlchemyError as e:
-        log.error("claim of lead %s failed, database error: %s", lead_id, type(e).__name__)
-        flows.tell(services, channel, user, DB_BUSY)
+        if len(todo) > 1:
+            # One claim's trouble (a lock held too long, a deadlock with another process) must
+            # not fail the others: each goes again on its own.
+            log.warning(
+                "a batch of %d claims failed (%s): each again alone", len(todo), type(e).__name__
+            )
+            for one in todo:
+                _claim(services, [one])
+            return
+        [one] = todo
+        log.error("claim of lead %s failed, database error: %s", one.lead_id, type(e).__name__)
+        flows.tell(services, one.channel, one.user, DB_BUSY)
         return
-    if result.lead is None:
-        flows.tell(services, channel, user, f"Lead #{lead_id} no longer exists; nothing changed.")
-    elif result.won:
-        log.info("lead %s claimed", lead_id)
-    elif result.lead.owner_id == user:
-        flows.tell(services, channel, user, f"You already own lead #{lead_id}.")
-    else:
-        flows.tell(services, channel, user, render.already_claimed(result.lead))
+    for one, result in zip(todo, results, strict=True):
+        lead_id, user, channel = one.lead_id, one.user, one.channel
+        if result.lead is None:
+            flows.tell(
+                services, channel, user, f"Lead #{lead_id} no longer exists; nothing changed."
+            )
+        elif result.won:
+            log.info("lead %s claimed", lead_id)
+        elif result.lead.owner_id == user:
+            flows.tell(services, channel, user, f"You already own lead #{lead_id}.")
+        else:
+            flows.tell(services, channel, user, render.already_claimed(result.lead))
 
 
 def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:

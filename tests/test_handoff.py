@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -10,13 +11,25 @@ from typing import Any
 
 import pytest
 from slack_sdk.models.blocks import Block
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from bot import leads, outbox
+from bot import flows, leads, outbox
+from bot.clock import FakeClock
 from bot.leads import events_of
+from bot.slack_emulator import SlackEmulator
 from models import CLAIMED, NEW, SENT, Lead, LeadEvent, OutboxItem
-from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot, shown_text
+from tests.conftest import (
+    LEADS_CHANNEL,
+    MANAGER,
+    MARKETER,
+    REP_A,
+    REP_B,
+    Bot,
+    shown_text,
+    start_bot,
+    statements_sent,
+)
 
 EXAMPLE = (
     "Jane Doe, jane@acme.example, Acme Corp, +1 415 555 0100, hot, #SaaStr2026, wants an API demo"
@@ -454,6 +467,158 @@ def test_losers_are_told_side_by_side_while_slack_is_slow(bot: Bot) -> None:
             gate.release()
     bot.settle()
     assert {m.ephemeral_for for m in bot.slack.ephemerals()} == set(reps) - {owner}
+
+
+def _claim_events(sent: list[tuple[str, Any]]) -> list[list[str]]:
+    """The kinds of claim events written by each INSERT seen by statements_sent."""
+    out = []
+    for _statement, params in sent:
+        rows = params if isinstance(params, list) else [params]
+        kinds = [
+            kind
+            for row in rows
+            for kind in (row.values() if isinstance(row, dict) else row)
+            if kind in ("claimed", "claim_too_late")
+        ]
+        if kinds:
+            out.append(kinds)
+    return out
+
+
+def test_claims_acked_while_others_are_written_go_together_in_one_transaction(
+    database_url: str, slack: SlackEmulator, clock: FakeClock
+) -> None:
+    """A burst of clicks on several cards, one of them clicked twice: the clicks that wait for
+    the claim under way are written together (their events in one INSERT), the first click on
+    a card still wins, and each card, DM and note is as when claimed one by one."""
+    reps = [f"U0REP{i:05d}" for i in range(7)]
+    slack.set_usergroup("S0SALES001", reps)
+    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    try:
+        for i in range(6):
+            bot.submit(f"Jane Doe {i}, jane{i}@acme.example, Acme Corp, hot, #SaaStr2026")
+        cards = bot.leads()
+        # The first claim reads the sales group from Slack, which holds the answer: the claim
+        # stays under way while the other clicks are acked.
+        gate = slack.hold("usergroups.users.list")
+        with statements_sent(bot.services.engine, "INSERT INTO lead_events") as sent:
+            try:
+                assert _claim_first_card(bot, reps[0], cards[0]).status == 200
+                assert gate.arrived.wait(10)
+                for rep, lead in zip(reps[1:6], cards[1:], strict=True):
+                    assert _claim_first_card(bot, rep, lead).status == 200
+                assert _claim_first_card(bot, reps[6], cards[3]).status == 200  # too late
+            finally:
+                gate.release()
+            bot.settle()
+        first, rest = _claim_events(sent)
+        assert (first, sorted(rest)) == (["claimed"], ["claim_too_late"] + ["claimed"] * 5)
+        for rep, lead in zip(reps, cards, strict=False):
+            stored = bot.lead(lead.id)
+            assert (stored.status, stored.owner_id, stored.version) == (CLAIMED, rep, 2)
+            assert [kind for kind, _, _ in _outbox_of(bot, lead.id)] == [
+                "card",
+                "card_refresh",
+                "message",
+                "message",
+            ]
+            [dm] = bot.slack.dms(rep)
+            assert f"jane{lead.id - cards[0].id}@acme.example" in json.dumps(dm.blocks)
+        assert len(bot.slack.calls_to("chat.update")) == 6
+        [late] = bot.slack.ephemerals(reps[6])
+        assert f"<@{reps[3]}>" in late.text
+    finally:
+        bot.stop()
+
+
+def test_a_batch_of_claims_that_fails_claims_each_alone(
+    database_url: str, slack: SlackEmulator, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One claim the database refuses must not fail the claims written with it: the batch goes
+    again one claim at a time, and only the refused one's clicker hears that nothing changed."""
+    reps = [f"U0REP{i:05d}" for i in range(4)]
+    slack.set_usergroup("S0SALES001", reps)
+    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    try:
+        for i in range(4):
+            bot.submit(f"Jane Doe {i}, jane{i}@acme.example, Acme Corp, hot, #SaaStr2026")
+        cards = bot.leads()
+        refused = cards[2].id
+
+        def refuse(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            values = params.values() if isinstance(params, dict) else params
+            if statement.lstrip().startswith("UPDATE leads") and refused in values:
+                raise OperationalError(statement, None, Exception("lock timeout"))
+
+        gate = slack.hold("usergroups.users.list")
+        event.listen(bot.services.engine, "before_cursor_execute", refuse)
+        try:
+            with caplog.at_level(logging.WARNING, logger="handlers.actions"):
+                try:
+                    assert _claim_first_card(bot, reps[0], cards[0]).status == 200
+                    assert gate.arrived.wait(10)
+                    for rep, lead in zip(reps[1:], cards[1:], strict=True):
+                        assert _claim_first_card(bot, rep, lead).status == 200
+                finally:
+                    gate.release()
+                bot.settle()
+        finally:
+            event.remove(bot.services.engine, "before_cursor_execute", refuse)
+        for rep, lead in zip(reps, cards, strict=True):
+            stored = bot.lead(lead.id)
+            if lead.id == refused:
+                assert (stored.status, stored.owner_id, stored.version) == (NEW, None, 1)
+                [note] = bot.slack.ephemerals(rep)
+                assert "database is not answering" in note.text
+            else:
+                assert (stored.status, stored.owner_id) == (CLAIMED, rep)
+                assert not bot.slack.ephemerals(rep)
+        said = [r.getMessage() for r in caplog.records]
+        assert "a batch of 3 claims failed (OperationalError): each again alone" in said
+        assert f"claim of lead {refused} failed, database error: OperationalError" in said
+    finally:
+        bot.stop()
+
+
+def test_a_batch_of_claims_locks_its_leads_in_id_order(bot: Bot) -> None:
+    """Two processes each writing a batch of claims on the same cards cannot deadlock: each
+    batch locks its leads in id order, whatever order the clicks came in."""
+    if bot.services.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite locks the whole database, in no order")
+    bot.submit(EXAMPLE)
+    bot.submit("John Roe, john@acme.example, Acme Corp, hot, #SaaStr2026")
+    first, second = bot.leads()
+    team = bot.services.team_id
+    results: list[Any] = []
+    with bot.services.engine.connect() as holder, bot.services.engine.connect() as probe:
+        holder.execute(text("SELECT id FROM leads WHERE id = :id FOR UPDATE"), {"id": second.id})
+        # The later click's lead first: the batch must still lock the lower id first.
+        batch = threading.Thread(
+            target=lambda: results.extend(
+                flows.claim_all(bot.services, [(second.id, REP_B, team), (first.id, REP_A, team)])
+            )
+        )
+        batch.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not probe.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            ):
+                assert time.monotonic() < deadline, "the batch never waited for the held lead"
+                probe.rollback()
+            probe.rollback()
+            # Waiting for the second lead, it already holds the first.
+            with pytest.raises(OperationalError, match="could not obtain lock"):
+                probe.execute(
+                    text("SELECT id FROM leads WHERE id = :id FOR UPDATE NOWAIT"), {"id": first.id}
+                )
+        finally:
+            holder.rollback()
+            batch.join()
+    assert [(r.won, r.lead.owner_id) for r in results] == [(True, REP_B), (True, REP_A)]
 
 
 def test_release_only_by_owner_or_manager(bot: Bot) -> None:
