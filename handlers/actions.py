@@ -93,16 +93,26 @@ class _Claim(NamedTuple):
 def _claim(services: Services, todo: list[_Claim]) -> None:
     try:
         results = flows.claim_all(services, [(c.lead_id, c.user, c.team_id) for c in todo])
-    except SQLAlchemyError as e:
+    except Exception as e:
         if len(todo) > 1:
-            # One claim's trouble (a lock held too long, a deadlock with another process) must
-            # not fail the others: each goes again on its own.
+            # One claim's trouble (a lock held too long, a deadlock with another process, a
+            # bug) must not fail the others: each goes again on its own.
             log.warning(
                 "a batch of %d claims failed (%s): each again alone", len(todo), type(e).__name__
             )
             for one in todo:
-                _claim(services, [one])
+                try:
+                    _claim(services, [one])
+                except Exception as alone:  # by type: a traceback, never the payload
+                    log.error(
+                        "claim of lead %s failed: %s",
+                        one.lead_id,
+                        type(alone).__name__,
+                        exc_info=alone,
+                    )
             return
+        if not isinstance(e, SQLAlchemyError):
+            raise
         [one] = todo
         log.error("claim of lead %s failed, database error: %s", one.lead_id, type(e).__name__)
         flows.tell(services, one.channel, one.user, DB_BUSY)
