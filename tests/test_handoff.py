@@ -7,6 +7,8 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -486,31 +488,49 @@ def _claim_events(sent: list[tuple[str, Any]]) -> list[list[str]]:
     return out
 
 
+def _sales_bot_with_leads(
+    database_url: str, slack: SlackEmulator, clock: FakeClock, n: int
+) -> tuple[Bot, list[str], list[Lead]]:
+    """A bot with `n` leads whose claims are limited to a sales group of `n` + 1 reps, so that
+    a claim reads the group from Slack first (see _first_claim_held)."""
+    reps = [f"U0REP{i:05d}" for i in range(n + 1)]
+    slack.set_usergroup("S0SALES001", reps)
+    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    try:
+        for i in range(n):
+            bot.submit(f"Jane Doe {i}, jane{i}@acme.example, Acme Corp, hot, #SaaStr2026")
+    except BaseException:
+        bot.stop()
+        raise
+    return bot, reps, bot.leads()
+
+
+@contextmanager
+def _first_claim_held(bot: Bot, slack: SlackEmulator, rep: str, lead: Lead) -> Iterator[None]:
+    """`rep` claims `lead`, and the claim stays under way until the block ends: it reads the
+    sales group from Slack, which holds the answer. Clicks acked in the block wait for it."""
+    gate = slack.hold("usergroups.users.list")
+    try:
+        assert _claim_first_card(bot, rep, lead).status == 200
+        assert gate.arrived.wait(10)
+        yield
+    finally:
+        gate.release()
+
+
 def test_claims_acked_while_others_are_written_go_together_in_one_transaction(
     database_url: str, slack: SlackEmulator, clock: FakeClock
 ) -> None:
     """A burst of clicks on several cards, one of them clicked twice: the clicks that wait for
     the claim under way are written together (their events in one INSERT), the first click on
     a card still wins, and each card, DM and note is as when claimed one by one."""
-    reps = [f"U0REP{i:05d}" for i in range(7)]
-    slack.set_usergroup("S0SALES001", reps)
-    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    bot, reps, cards = _sales_bot_with_leads(database_url, slack, clock, 6)
     try:
-        for i in range(6):
-            bot.submit(f"Jane Doe {i}, jane{i}@acme.example, Acme Corp, hot, #SaaStr2026")
-        cards = bot.leads()
-        # The first claim reads the sales group from Slack, which holds the answer: the claim
-        # stays under way while the other clicks are acked.
-        gate = slack.hold("usergroups.users.list")
         with statements_sent(bot.services.engine, "INSERT INTO lead_events") as sent:
-            try:
-                assert _claim_first_card(bot, reps[0], cards[0]).status == 200
-                assert gate.arrived.wait(10)
+            with _first_claim_held(bot, slack, reps[0], cards[0]):
                 for rep, lead in zip(reps[1:6], cards[1:], strict=True):
                     assert _claim_first_card(bot, rep, lead).status == 200
                 assert _claim_first_card(bot, reps[6], cards[3]).status == 200  # too late
-            finally:
-                gate.release()
             bot.settle()
         first, rest = _claim_events(sent)
         assert (first, sorted(rest)) == (["claimed"], ["claim_too_late"] + ["claimed"] * 5)
@@ -543,13 +563,8 @@ def test_a_batch_of_claims_that_fails_claims_each_alone(
     """One claim that fails (the database refuses it, or a bug) must not fail the claims
     written with it: the batch goes again one claim at a time. Only the refused one's clicker
     hears that nothing changed; a bug is logged by type, as any after-ack failure is."""
-    reps = [f"U0REP{i:05d}" for i in range(4)]
-    slack.set_usergroup("S0SALES001", reps)
-    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    bot, reps, cards = _sales_bot_with_leads(database_url, slack, clock, 4)
     try:
-        for i in range(4):
-            bot.submit(f"Jane Doe {i}, jane{i}@acme.example, Acme Corp, hot, #SaaStr2026")
-        cards = bot.leads()
         refused = cards[2].id
 
         def refuse(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
@@ -559,21 +574,16 @@ def test_a_batch_of_claims_that_fails_claims_each_alone(
                     raise RuntimeError("a bug")
                 raise OperationalError(statement, None, Exception("lock timeout"))
 
-        gate = slack.hold("usergroups.users.list")
         event.listen(bot.services.engine, "before_cursor_execute", refuse)
         try:
             with caplog.at_level(logging.WARNING, logger="handlers.actions"):
-                try:
-                    assert _claim_first_card(bot, reps[0], cards[0]).status == 200
-                    assert gate.arrived.wait(10)
-                    for rep, lead in zip(reps[1:], cards[1:], strict=True):
+                with _first_claim_held(bot, slack, reps[0], cards[0]):
+                    for rep, lead in zip(reps[1:4], cards[1:], strict=True):
                         assert _claim_first_card(bot, rep, lead).status == 200
-                finally:
-                    gate.release()
                 bot.settle()
         finally:
             event.remove(bot.services.engine, "before_cursor_execute", refuse)
-        for rep, lead in zip(reps, cards, strict=True):
+        for rep, lead in zip(reps, cards, strict=False):
             stored = bot.lead(lead.id)
             if lead.id == refused:
                 assert (stored.status, stored.owner_id, stored.version) == (NEW, None, 1)
