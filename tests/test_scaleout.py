@@ -4,9 +4,13 @@ each digest once. On PostgreSQL in CI; on SQLite locally."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from bot.leads import events_of
 from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, Bot, start_bot
 
 
@@ -97,6 +101,57 @@ def test_two_processes_share_the_work_without_doubling(database_url: str, slack,
         b.settle()
         digests = [m for m in slack.dms(MANAGER) if "digest" in m.text.lower()]
         assert len(digests) == 1
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_two_processes_writing_claims_on_the_same_cards_give_each_card_one_owner(
+    database_url: str, slack, clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bursts of clicks on the same cards through both processes at once, in opposite orders:
+    each process writes its clicks in batches, and each card still gets one owner, one claim
+    event and one note to its loser; no batch fails (their leads are locked in id order)."""
+    a, b = _both(database_url, slack, clock)
+    try:
+        for i in range(8):
+            a.submit(f"Lead {i}, lead{i}@example.com")
+        leads = a.leads()
+        clicks = []
+        for i, lead in enumerate(leads):
+            for bot, rep in ((a, f"U0REPA{i:04d}"), (b, f"U0REPB{i:04d}")):
+                clicks.append((bot, rep, lead))
+        # a gets the cards in order, b the other way round.
+        clicks.sort(key=lambda c: (c[0] is b, c[2].id if c[0] is a else -c[2].id))
+        with caplog.at_level(logging.WARNING, logger="handlers.actions"):
+            _parallel(
+                *[
+                    (
+                        lambda bot=bot, rep=rep, lead=lead: bot.sim.block_action(
+                            rep,
+                            "lead_claim",
+                            f"{lead.id}:1",
+                            channel_id=lead.card_channel,
+                            message_ts=lead.card_ts,
+                        )
+                    )
+                    for bot, rep, lead in clicks
+                ]
+            )
+            a.settle()
+            b.settle()
+        assert [r.getMessage() for r in caplog.records if r.name == "handlers.actions"] == []
+        for i, lead in enumerate(leads):
+            clickers = {f"U0REPA{i:04d}", f"U0REPB{i:04d}"}
+            owner = a.lead(lead.id).owner_id
+            assert owner in clickers
+            [loser] = clickers - {owner}
+            with a.services.sessions() as s:
+                kinds = sorted(e.kind for e in events_of(s, lead.id) if "claim" in e.kind)
+            assert kinds == ["claim_too_late", "claimed"]
+            assert len(slack.dms(owner)) == 1
+            [note] = slack.ephemerals(loser)
+            assert f"<@{owner}>" in note.text
     finally:
         a.stop()
         b.stop()
