@@ -87,7 +87,8 @@ def build_services(
         notes=TrackingExecutor(max_workers=NOTE_THREADS, name="leadbot-notes"),
         # After-ack work is a transaction or two each; more threads than this only compete with
         # the web threads for the GIL (100 clicks on one card: ack p99 ~260 ms with 8, ~200 ms
-        # with 4, on PostgreSQL), and keeping up needs few (4 run 200 claims/s).
+        # with 4, on PostgreSQL), and keeping up needs few: claims go in batches on one of
+        # them (handlers.actions.CLAIM_BATCH).
         work=TrackingExecutor(max_workers=WORK_THREADS, name="leadbot-work"),
     )
 
