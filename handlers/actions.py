@@ -70,15 +70,18 @@ def claim_clicks(services: Services, clicks: list[tuple[dict[str, Any], dict[str
     """Claim clicks (body, action) acked together: checked one by one, claimed in one go."""
     todo: list[_Claim] = []
     for body, action in clicks:
-        user, channel, lead_id, _version = _target(body, action)
-        if lead_id is None:
-            flows.tell(
-                services, channel, user, "That button is broken (no lead id); nothing changed."
-            )
-        elif not services.access.may_claim(user):
-            flows.tell(services, channel, user, services.access.refusal())
-        else:
-            todo.append(_Claim(lead_id, user, _team(body, services), channel))
+        try:
+            user, channel, lead_id, _version = _target(body, action)
+            if lead_id is None:
+                flows.tell(
+                    services, channel, user, "That button is broken (no lead id); nothing changed."
+                )
+            elif not services.access.may_claim(user):
+                flows.tell(services, channel, user, services.access.refusal())
+            else:
+                todo.append(_Claim(lead_id, user, _team(body, services), channel))
+        except Exception as e:  # one odd payload must not cost the others their claims
+            log.error("a claim click could not be read: %s", type(e).__name__, exc_info=e)
     if todo:
         _claim(services, todo)
 

@@ -7,6 +7,7 @@ import logging
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -599,6 +600,33 @@ def test_a_batch_of_claims_that_fails_claims_each_alone(
             assert f"claim of lead {refused} failed, database error: OperationalError" in said
         else:
             assert f"claim of lead {refused} failed: RuntimeError" in said
+    finally:
+        bot.stop()
+
+
+def test_an_odd_click_in_a_batch_costs_the_others_nothing(
+    database_url: str, slack: SlackEmulator, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signed click that cannot be read (its user a string, not an object) is logged by
+    type and dropped; the clicks written with it are claimed."""
+    bot, reps, cards = _sales_bot_with_leads(database_url, slack, clock, 3)
+    try:
+        odd = {
+            "type": "block_actions",
+            "team": {"id": slack.team_id},
+            "user": reps[1],
+            "channel": {"id": cards[1].card_channel},
+            "actions": [{"action_id": "lead_claim", "value": f"{cards[1].id}:1", "type": "button"}],
+        }
+        with caplog.at_level(logging.ERROR, logger="handlers.actions"):
+            with _first_claim_held(bot, slack, reps[0], cards[0]):
+                body = urllib.parse.urlencode({"payload": json.dumps(odd)}).encode()
+                assert bot.sim.raw(body, "application/x-www-form-urlencoded").status == 200
+                assert _claim_first_card(bot, reps[2], cards[2]).status == 200
+            bot.settle()
+        assert [bot.lead(lead.id).owner_id for lead in cards] == [reps[0], None, reps[2]]
+        said = [r.getMessage() for r in caplog.records]
+        assert said == ["a claim click could not be read: AttributeError"]
     finally:
         bot.stop()
 
