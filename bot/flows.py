@@ -166,17 +166,27 @@ def claim_all(
     card refresh and both DMs (claimer's private details, submitter's news). The events and
     the outbox rows of all claims are one INSERT each. Core statements only, on a bare
     connection: an ORM session's overhead is not needed. The leads are locked in id order, so
-    two processes claiming the same leads in one batch each cannot deadlock."""
+    two processes claiming the same leads in one batch each cannot deadlock. Once a lead is
+    settled in the batch (won, or found taken), further clicks on it (a stampede on one card)
+    lose without a statement of their own: only their events are written."""
     now = services.clock.now()
     follow_up = outcomes.follow_up_on_claim(services.settings.policy, now)
     results: dict[int, leads.ClaimResult] = {}
     events: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     lost: list[Lead] = []
+    # (lead id, workspace) → the lead as this batch left it, None if there is no such lead.
+    settled: dict[tuple[int, str], Lead | None] = {}
     with services.engine.begin() as conn:
         # A stable sort: clicks on one lead keep their order, and the first wins.
         for i in sorted(range(len(clicks)), key=lambda i: clicks[i][0]):
             lead_id, user_id, team_id = clicks[i]
+            if (lead_id, team_id) in settled:
+                lead = settled[lead_id, team_id]
+                if lead is not None:
+                    events.append(leads.event_row(lead_id, "claim_too_late", user_id, now))
+                results[i] = leads.ClaimResult(won=False, lead=lead)
+                continue
             result = leads.claim(
                 conn,
                 lead_id,
@@ -187,7 +197,7 @@ def claim_all(
                 events=events,
             )
             results[i] = result
-            lead = result.lead
+            lead = settled[lead_id, team_id] = result.lead
             if result.won and lead is not None:
                 # The version was bumped by this transaction: no refresh for it can exist yet.
                 rows.append(outbox.refresh_row(lead))
@@ -201,11 +211,10 @@ def claim_all(
                     )
                 )
             elif lead is not None:
+                # The clicker may have seen an out-of-date card: bring it up to date (once).
                 lost.append(lead)
         outbox.enqueue(conn, rows)
         for lead in lost:
-            # The clicker may have seen an out-of-date card: bring it up to date. After the
-            # won claims' rows, so a lead won in this batch gets its one refresh, not two.
             outbox.enqueue_refresh(conn, lead)
         if events:
             leads.record_all(conn, events)

@@ -604,6 +604,43 @@ def test_a_batch_of_claims_that_fails_claims_each_alone(
         bot.stop()
 
 
+def test_a_stampede_in_one_batch_costs_one_statement_per_card(
+    database_url: str, slack: SlackEmulator, clock: FakeClock
+) -> None:
+    """Many clicks on one card in one batch: the first click's UPDATE settles the card, and
+    the others lose without a statement of their own, whether the card is won in this batch
+    or was won before it. Each loser still has its event and its note; each card one refresh."""
+    bot, reps, cards = _sales_bot_with_leads(database_url, slack, clock, 2)
+    crowd = [f"U0CROWD{i:04d}" for i in range(8)]
+    slack.set_usergroup("S0SALES001", reps + crowd)
+    try:
+        with statements_sent(bot.services.engine, "UPDATE leads") as updates:
+            with _first_claim_held(bot, slack, reps[0], cards[0]):
+                for rep in crowd[:5]:  # card 1, won in this batch by the first of them
+                    assert _claim_first_card(bot, rep, cards[1]).status == 200
+                for rep in crowd[5:]:  # card 0, won by the batch before
+                    assert _claim_first_card(bot, rep, cards[0]).status == 200
+            bot.settle()
+        claims = [s for s, _ in updates if "status" in s and "owner_id" in s]
+        assert len(claims) == 3  # the first batch's, then one per card
+        assert bot.lead(cards[0].id).owner_id == reps[0]
+        assert bot.lead(cards[1].id).owner_id == crowd[0]
+        for rep in crowd[1:5]:
+            [note] = bot.slack.ephemerals(rep)
+            assert f"<@{crowd[0]}>" in note.text
+        for rep in crowd[5:]:
+            [note] = bot.slack.ephemerals(rep)
+            assert f"<@{reps[0]}>" in note.text
+        with bot.services.sessions() as s:
+            for lead, late in ((cards[0], 3), (cards[1], 4)):
+                kinds = [e.kind for e in events_of(s, lead.id)]
+                assert (kinds.count("claimed"), kinds.count("claim_too_late")) == (1, late)
+        for lead in cards:
+            assert [k for k, _, _ in _outbox_of(bot, lead.id)].count("card_refresh") == 1
+    finally:
+        bot.stop()
+
+
 def test_an_odd_click_in_a_batch_costs_the_others_nothing(
     database_url: str, slack: SlackEmulator, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
