@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import socket
+import ssl
 import threading
 import time
 import traceback
@@ -241,9 +242,14 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client's delayed ACK
+    # would hold the body ~40 ms. Slack's servers answer without that stall.
+    disable_nagle_algorithm = True
     server: _Server
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
         super().setup()
         self.server.emulator._track_connection(self.connection, add=True)
 
@@ -377,6 +383,7 @@ class SlackEmulator:
         bot_id: str = "B0LEADBOT",
         app_id: str = "A0LEADBOT",
         team_domain: str = "leadbot-emulator",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.team_id = team_id
         self.bot_user_id = bot_user_id
@@ -384,11 +391,13 @@ class SlackEmulator:
         self.app_id = app_id
         self.team_domain = team_domain
         self._port = port
+        self._tls = tls  # a server context: answer over HTTPS, as Slack does
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._conn_lock = threading.Lock()
+        self._conn_lock = threading.Condition()
         self._connections: set[socket.socket] = set()
+        self._opened = 0  # connections accepted since start, for checking clients reuse them
         # One condition guards all state, so recording a call and storing its effects is atomic
         # and wait_for() wakes only once both are visible.
         self._cond = threading.Condition(threading.RLock())
@@ -452,6 +461,11 @@ class SlackEmulator:
         self._stopping.clear()
         server = _Server(("127.0.0.1", self._port), _Handler)
         server.emulator = self
+        if self._tls is not None:
+            # Handshakes happen in each connection's thread (setup), not in the accepting one.
+            server.socket = self._tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._server = server
         self._port = server.server_address[1]
         # A short poll interval keeps stop() fast (shutdown waits for the next poll).
@@ -472,11 +486,7 @@ class SlackEmulator:
         self._stopping.set()
         server.shutdown()
         server.server_close()
-        with self._conn_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        self.drop_connections(wait=False)
         if thread is not None:
             thread.join(timeout=5)
         self._server = None
@@ -499,11 +509,15 @@ class SlackEmulator:
     @property
     def url(self) -> str:
         """Base URL for `WebClient(base_url=...)`; the trailing slash matters to urljoin."""
-        return f"http://127.0.0.1:{self.port}/api/"
+        return f"{self._origin('http')}/api/"
 
     def response_url(self, name: str) -> str:
         """A URL to hand the app as a slash command / interaction `response_url`."""
-        return f"http://127.0.0.1:{self.port}/response/{quote(name, safe='')}"
+        return f"{self._origin('http')}/response/{quote(name, safe='')}"
+
+    def _origin(self, scheme: str) -> str:
+        """scheme://host:port; "http" and "ws" gain their "s" when the emulator speaks TLS."""
+        return f"{scheme}{'s' if self._tls else ''}://127.0.0.1:{self.port}"
 
     # ----------------------------------------------------------------- Socket Mode
 
@@ -551,12 +565,26 @@ class SlackEmulator:
         with self._cond:
             return sum(not link.closed.is_set() for link in self._links)
 
+    def drop_connections(self, *, wait: bool = True) -> None:
+        """Close every open connection, as a server does with keep-alive ones left idle; with
+        `wait`, return once their handlers are done (so clients have seen them close)."""
+        with self._conn_lock:
+            connections = set(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if wait:
+            with self._conn_lock:
+                self._conn_lock.wait_for(lambda: not connections & self._connections, timeout=5)
+
     def _track_connection(self, conn: socket.socket, *, add: bool) -> None:
         with self._conn_lock:
             if add:
                 self._connections.add(conn)
+                self._opened += 1
             else:
                 self._connections.discard(conn)
+                self._conn_lock.notify_all()
 
     # ----------------------------------------------------------------- configuration
 
@@ -666,6 +694,12 @@ class SlackEmulator:
     def stats(self) -> dict[str, int]:
         with self._cond:
             return dict(self._stats)
+
+    @property
+    def connections_opened(self) -> int:
+        """How many connections clients have opened since start()."""
+        with self._conn_lock:
+            return self._opened
 
     @property
     def internal_errors(self) -> list[str]:
@@ -1000,7 +1034,7 @@ class SlackEmulator:
     # ----------------------------------------------------------------- Web API methods (locked)
 
     def _apps_connections_open(self, args: JsonDict) -> JsonDict:
-        return {"url": f"ws://127.0.0.1:{self.port}/link/?ticket={self._next_id('T')}"}
+        return {"url": f"{self._origin('ws')}/link/?ticket={self._next_id('T')}"}
 
     def _auth_test(self, args: JsonDict) -> JsonDict:
         return {
