@@ -7,8 +7,16 @@ error code and a sentence a person can act on.
 
 from __future__ import annotations
 
+import io
 import logging
+import select
+import threading
+import time
+from http.client import HTTPConnection, HTTPSConnection
 from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+from urllib.request import Request
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -65,6 +73,98 @@ class DeliveryError(Exception):
         return ADVICE.get(self.code, f"Slack answered {self.code!r}")
 
 
+# A connection idle longer than this is not reused: a NAT or load balancer may have dropped it
+# without a word, and a request sent on it would wait out the whole timeout.
+IDLE_REUSE_S = 30.0
+
+
+class _Held:
+    """One thread's open connection to one host."""
+
+    def __init__(self, key: tuple[str, str], conn: HTTPConnection) -> None:
+        self.key = key
+        self.conn = conn
+        self.used = time.monotonic()
+
+
+class KeepAliveWebClient(WebClient):
+    """A WebClient that keeps one HTTP/1.1 connection open per thread and reuses it.
+
+    slack_sdk sends each call through urllib, which opens a new connection every time: a TCP
+    and a TLS handshake per card, refresh and DM. This overrides only that last step; building
+    the request, retry handlers and parsing the answer stay slack_sdk's. Behind a proxy (the
+    `proxy` argument, or HTTPS_PROXY / HTTP_PROXY, which slack_sdk reads into it), it leaves the
+    call to urllib.
+    """
+
+    def __init__(self, *args: Any, idle_reuse: float = IDLE_REUSE_S, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.idle_reuse = idle_reuse
+        self._local = threading.local()
+
+    def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or self.proxy is not None:
+            return super()._perform_urllib_http_request_internal(url, req)
+        held = self._connection(scheme, parts.netloc)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            held.conn.request("POST", path, body=req.data, headers=dict(req.header_items()))
+        except OSError as e:
+            self._drop()
+            raise URLError(e) from e  # as urllib raises it, so the retry handlers see the same
+        try:
+            resp = held.conn.getresponse()
+            body = resp.read()
+        except BaseException:
+            self._drop()
+            raise
+        held.used = time.monotonic()
+        if not 200 <= resp.status < 300:
+            raise HTTPError(url, resp.status, resp.reason, resp.msg, io.BytesIO(body))
+        if resp.msg.get_content_type() == "application/gzip":
+            return {"status": resp.status, "headers": resp.msg, "body": body}
+        charset = resp.msg.get_content_charset() or "utf-8"
+        return {"status": resp.status, "headers": resp.msg, "body": body.decode(charset)}
+
+    def _connection(self, scheme: str, netloc: str) -> _Held:
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and (
+            held.key != (scheme, netloc)
+            or time.monotonic() - held.used > self.idle_reuse
+            or _closed_by_peer(held.conn)
+        ):
+            self._drop()
+            held = None
+        if held is None:
+            conn = (
+                HTTPSConnection(netloc, timeout=self.timeout, context=self.ssl)
+                if scheme == "https"
+                else HTTPConnection(netloc, timeout=self.timeout)
+            )
+            held = self._local.held = _Held((scheme, netloc), conn)
+        return held
+
+    def _drop(self) -> None:
+        held: _Held | None = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held.conn.close()
+
+
+def _closed_by_peer(conn: HTTPConnection) -> bool:
+    """An idle connection with something to read has been closed (or spoken on) by the server:
+    a request sent on it would fail, so open a new one instead."""
+    sock = conn.sock
+    if sock is None:
+        return False  # http.client reconnects by itself
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 def make_web_client(
     token: str, base_url: str, *, timeout: int = 10, retries: bool = True
 ) -> WebClient:
@@ -79,7 +179,9 @@ def make_web_client(
         if retries
         else []
     )
-    return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=handlers)
+    return KeepAliveWebClient(
+        token=token, base_url=base_url, timeout=timeout, retry_handlers=handlers
+    )
 
 
 class Slack:
