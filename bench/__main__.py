@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only NAME[,NAME]] [--db sqlite|postgres|both] [--diagnostics]`.
+"""`python -m bench [--quick] [--only NAME[,NAME]] [--db sqlite|postgres|both] [--diagnostics]
+[--slack-tls]`.
 
 Prints a table and writes bench/results.json (figures, ratios to each baseline, the machine).
 """
@@ -23,6 +24,8 @@ from bench.common import (
     ScenarioResult,
     machine_info,
     pg_server_version,
+    slack_scheme,
+    use_slack_tls,
     write_json,
 )
 from bot.settings import SETTINGS_HELP
@@ -54,6 +57,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="also run the diagnostic variants (ack: leadbot with LOG_LEVEL=WARNING); not judged",
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
+    p.add_argument(
+        "--slack-tls",
+        action="store_true",
+        help="the loopback Slack answers over HTTPS, as Slack does (default: plain HTTP)",
+    )
     p.add_argument(
         "--web-threads",
         type=int,
@@ -135,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     results: list[ScenarioResult] = []
     with tempfile.TemporaryDirectory(prefix="leadbot-bench-") as tmp:
+        if args.slack_tls:
+            use_slack_tls(Path(tmp))
         ctx = Context(
             quick=args.quick, dbs=dbs, workdir=Path(tmp), log=log, diagnostics=args.diagnostics
         )
@@ -167,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "served_settings": dict(SERVED_ENV) or "defaults",
+        "slack": slack_scheme(),
         "databases": dbs,
         "skipped": skipped,
         "seconds": round(time.monotonic() - t0, 1),

@@ -41,6 +41,7 @@ from bench.common import (
     Row,
     ScenarioResult,
     Served,
+    loopback_slack,
     percentile,
     ratio,
     run_load,
@@ -118,7 +119,7 @@ def run(ctx: Context) -> ScenarioResult:
         "not judged",
         "diagnostic_variants": [v for v, _ in variants if v],
     }
-    slack = SlackEmulator().start()
+    slack = loopback_slack()
     slack.latency(LATENCY)
     try:
         baseline = Served.baseline("ack-baseline", slack.url, ctx.workdir).start()

@@ -32,6 +32,7 @@ from bench.common import (
     ScenarioResult,
     Served,
     lead_texts,
+    loopback_slack,
     ratio,
     run_load,
 )
@@ -64,7 +65,7 @@ def burst_once(
     ctx: Context, kind: str, n: int, latency: float, window: float, tag: str
 ) -> dict[str, Any]:
     """Submit `n` leads at once; follow the cards until all are in or `window` seconds pass."""
-    slack = SlackEmulator().start()
+    slack = loopback_slack()
     slack.latency(latency)
     slack.rate_limit(RATE, burst=BURST)
     database = Database.create(kind, f"burst{tag}", ctx.workdir)

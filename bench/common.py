@@ -11,6 +11,7 @@ import platform
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from bot import db
+from bot.slack_emulator import SlackEmulator
 from bot.slack_sim import SLACK_USER_AGENT, Response, SlackSim
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,6 +227,37 @@ def free_port() -> int:
 SERVED_ENV: dict[str, str] = {}
 
 
+@dataclass
+class _SlackTls:
+    server: ssl.SSLContext
+    ca_file: Path
+
+
+_slack_tls: list[_SlackTls] = []  # set by use_slack_tls(): `--slack-tls`
+
+
+def use_slack_tls(workdir: Path) -> None:
+    """From now on the loopback Slack answers over HTTPS, as Slack does: its certificate comes
+    from a throwaway authority that served processes trust through SSL_CERT_FILE."""
+    import trustme  # a test extra, like the rest of what the bench needs beyond the product
+
+    authority = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(HOST).configure_cert(server)
+    ca_file = workdir / "slack-ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    _slack_tls[:] = [_SlackTls(server, ca_file)]
+
+
+def slack_scheme() -> str:
+    return "https" if _slack_tls else "http"
+
+
+def loopback_slack() -> SlackEmulator:
+    """A started loopback Slack for a scenario, over HTTPS after use_slack_tls()."""
+    return SlackEmulator(tls=_slack_tls[0].server if _slack_tls else None).start()
+
+
 def bot_env(database_url: str, slack_url: str, extra: Mapping[str, str] = ()) -> dict[str, str]:
     """The environment an operator would give `leadbot serve`, pointed at loopback services."""
     env = {
@@ -244,6 +277,8 @@ def bot_env(database_url: str, slack_url: str, extra: Mapping[str, str] = ()) ->
             "LEADS_CHANNEL": LEADS_CHANNEL,
         }
     )
+    if _slack_tls:
+        env["SSL_CERT_FILE"] = str(_slack_tls[0].ca_file)
     env.update(SERVED_ENV)
     env.update(dict(extra))
     return env

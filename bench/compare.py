@@ -1,6 +1,7 @@
 """Before and after: the judged ack load on two revisions of leadbot, in alternating rounds.
 
-`python -m bench.compare BEFORE AFTER [--db sqlite|postgres] [--requests N] [--rounds R]`
+`python -m bench.compare BEFORE AFTER [--db sqlite|postgres] [--requests N] [--rounds R]
+[--slack-tls]`
 serves each revision (a git revision, or `.` for the working tree as it is) as `leadbot serve`
 from its own copy and on its own database, both on the same CPU, and sends each the ack
 scenario's load (16 clients, alternating `/lead` and Claim, Slack at 300 ms). The order
@@ -36,8 +37,10 @@ from bench.common import (
     Database,
     LoadResult,
     Served,
+    loopback_slack,
     pg_server_version,
     run_measured,
+    use_slack_tls,
     wait_quiet,
 )
 from bench.workload import mixed, seed_claimable
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--requests", type=int, default=2400, help="per side and round")
     p.add_argument("--rounds", type=int, default=4, help="an even number balances the order")
+    p.add_argument("--slack-tls", action="store_true", help="the loopback Slack speaks HTTPS")
     args = p.parse_args(argv)
     if args.requests < 2 or args.rounds < 1:
         p.error("--requests must be at least 2 and --rounds at least 1")
@@ -111,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.compare: PostgreSQL is not reachable (set BENCH_PG_URL)")
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="leadbot-compare-"))
-    slack = SlackEmulator().start()
+    if args.slack_tls:
+        use_slack_tls(workdir)
+    slack = loopback_slack()
     slack.latency(LATENCY)
     sides: list[Side] = []
     try:

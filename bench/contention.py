@@ -30,6 +30,7 @@ from bench.common import (
     Row,
     ScenarioResult,
     Served,
+    loopback_slack,
     percentile,
     ratio,
     run_load,
@@ -93,7 +94,7 @@ def _fire(served: Served, requests: list[Any]) -> LoadResult:
 def run(ctx: Context) -> ScenarioResult:
     result = ScenarioResult(NAME)
     result.details["setup"] = {"clicks": CLICKS, "slack_latency_s": LATENCY}
-    slack = SlackEmulator().start()
+    slack = loopback_slack()
     try:
         baseline = Served.baseline("contention-baseline", slack.url, ctx.workdir).start()
         try:

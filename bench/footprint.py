@@ -19,6 +19,7 @@ from bench.common import (
     ScenarioResult,
     Served,
     lead_texts,
+    loopback_slack,
     median,
     ratio,
     run_load,
@@ -94,7 +95,7 @@ def run(ctx: Context) -> ScenarioResult:
         "idle_wait_s": idle_wait,
         "note": f"--quick submits {n:,} leads instead of 10,000" if ctx.quick else "",
     }
-    slack = SlackEmulator().start()
+    slack = loopback_slack()
     slack.latency(LATENCY)
     try:
         times, base_proc = _starts(

@@ -24,7 +24,16 @@ from typing import Any
 from sqlalchemy import Engine, delete, event, update
 
 import models
-from bench.common import LEADS_CHANNEL, Context, Database, Row, ScenarioResult, median, ratio
+from bench.common import (
+    LEADS_CHANNEL,
+    Context,
+    Database,
+    Row,
+    ScenarioResult,
+    loopback_slack,
+    median,
+    ratio,
+)
 from bench.data import LEADS, OUTBOX, bulk_insert, check_roundtrip, max_id
 from bench.workload import MARKETERS, REPS
 from bot import leads
@@ -432,7 +441,7 @@ def run(ctx: Context) -> ScenarioResult:
         "product never runs it",
         "lead_events_history": "not loaded (the sweeps only append to it)",
     }
-    slack = SlackEmulator().start()  # answers at once: the database is what is measured here
+    slack = loopback_slack()  # answers at once: the database is what is measured here
     try:
         for kind in ctx.dbs:
             _one_db(ctx, result, kind, slack, small, large, reps, label)

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from bench.ack import CLIENTS, LATENCY, WARMUP, _sim, _warm
-from bench.common import Database, LoadResult, Served, run_load
+from bench.common import Database, LoadResult, Served, loopback_slack, run_load
 from bench.workload import mixed, seed_claimable
 from bot.slack_emulator import SlackEmulator
 from models import Lead
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="leadbot-bench-"))
-    slack = SlackEmulator().start()
+    slack = loopback_slack()
     slack.latency(LATENCY)
     database = Database.create(args.db, "processes", workdir)
     engine = database.engine()
