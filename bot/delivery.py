@@ -160,6 +160,10 @@ def _closed_by_peer(conn: HTTPConnection) -> bool:
     if sock is None:
         return False  # http.client reconnects by itself
     try:
+        if hasattr(select, "poll"):  # not select(): it fails on descriptors past 1023
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
