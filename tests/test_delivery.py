@@ -3,6 +3,8 @@ and errors as slack_sdk's own urllib transport, and urllib again behind a proxy.
 
 from __future__ import annotations
 
+import os
+import resource
 import ssl
 import threading
 
@@ -107,6 +109,28 @@ def test_a_connection_idle_too_long_is_not_reused(slack: SlackEmulator) -> None:
 
     assert _posted(slack) == ["post 0", "post 1", "post 2"]
     assert slack.connections_opened == 3
+
+
+def test_reuse_holds_on_descriptors_past_1023(slack: SlackEmulator) -> None:
+    # A busy process can hold over a thousand sockets; select() cannot watch those.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        client = KeepAliveWebClient(token="xoxb-test", base_url=slack.url)
+        for i in range(3):
+            Slack(client).post(LEADS_CHANNEL, Message(text=f"post {i}"))
+        assert client._local.held.conn.sock.fileno() > 1023  # the case this test is about
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert _posted(slack) == ["post 0", "post 1", "post 2"]
+    assert slack.connections_opened == 1
 
 
 def test_error_answers_keep_their_meaning_and_the_connection(slack: SlackEmulator) -> None:
