@@ -46,7 +46,13 @@ class TrackingExecutor(ThreadPoolExecutor):
                     self._busy -= 1
                     self._idle.notify_all()
 
-        return super().submit(tracked)
+        try:
+            return super().submit(tracked)
+        except RuntimeError:  # shut down: it will never run, so it is not busy either
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+            raise
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         with self._idle:

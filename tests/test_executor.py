@@ -97,3 +97,12 @@ def test_handing_in_to_a_stopped_pool_fails_and_a_later_start_is_not_blocked() -
     finally:
         live.shutdown(wait=True)
     assert handled == [[1, 2]]
+
+
+def test_work_a_stopped_pool_refuses_does_not_count_as_busy() -> None:
+    pool = TrackingExecutor(max_workers=1, name="test-stopped")
+    pool.shutdown(wait=True)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+    # Graceful shutdown and the tests wait for idle; refused work must not hold them forever.
+    assert pool.wait_idle(timeout=0)
