@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+from concurrent.futures import Executor
 
+from bot.clock import Clock
 from bot.delivery import DeliveryError, Slack
 from bot.settings import Settings
 
@@ -15,11 +16,19 @@ GROUP_TTL = 300.0  # seconds a user group's member list is trusted before asking
 
 
 class ClaimAccess:
-    def __init__(self, settings: Settings, slack: Slack) -> None:
+    """The sales group's members come from Slack once, then from a list refreshed every
+    GROUP_TTL in the background: a claim never waits on Slack for a list it already has."""
+
+    def __init__(
+        self, settings: Settings, slack: Slack, *, clock: Clock, background: Executor
+    ) -> None:
         self.settings = settings
         self.slack = slack
+        self.clock = clock
+        self.background = background
         self._members: frozenset[str] | None = None
-        self._fetched = 0.0
+        self._fetched = clock.now()
+        self._refreshing = False
         self._lock = threading.Lock()
 
     @property
@@ -37,18 +46,43 @@ class ClaimAccess:
 
     def _group_members(self) -> frozenset[str]:
         with self._lock:
-            fresh = time.monotonic() - self._fetched < GROUP_TTL
-            if self._members is not None and fresh:
-                return self._members
-            try:
-                members = self.slack.usergroup_members(self.settings.sales_usergroup)
-            except DeliveryError as e:
-                # Keep the last known list rather than locking everyone out during a blip.
-                log.warning("could not read SALES_USERGROUP members: %s", e.code)
+            if self._members is None:
+                # Nobody can be judged without a list: the first claims wait for it.
+                self._store(self._read())
                 return self._members or frozenset()
-            self._members = frozenset(members)
-            self._fetched = time.monotonic()
+            stale = (self.clock.now() - self._fetched).total_seconds() >= GROUP_TTL
+            if stale and not self._refreshing:
+                self._refreshing = True
+                try:
+                    self.background.submit(self._refresh)
+                except RuntimeError:  # shutting down: the list it has will do
+                    self._refreshing = False
             return self._members
+
+    def _refresh(self) -> None:
+        members = None
+        try:
+            members = self._read()
+        except Exception as e:  # logged by type; a bug must not stop the refreshes after it
+            log.error("refreshing SALES_USERGROUP members failed: %s", type(e).__name__)
+        finally:
+            with self._lock:
+                self._store(members)
+                self._refreshing = False
+
+    def _read(self) -> frozenset[str] | None:
+        try:
+            return frozenset(self.slack.usergroup_members(self.settings.sales_usergroup))
+        except DeliveryError as e:
+            # The last known list stays rather than locking everyone out during a blip; the
+            # next claim asks again.
+            log.warning("could not read SALES_USERGROUP members: %s", e.code)
+            return None
+
+    def _store(self, members: frozenset[str] | None) -> None:
+        if members is not None:
+            self._members = members
+            self._fetched = self.clock.now()
 
     def refusal(self) -> str:
         who = "the sales team"

@@ -76,6 +76,7 @@ def build_services(
         on_card_failed=flows.tell_submitter_card_failed,
     )
     slack = Slack(client)
+    notes = TrackingExecutor(max_workers=NOTE_THREADS, name="leadbot-notes")
     return Services(
         settings=settings,
         engine=engine,
@@ -83,8 +84,9 @@ def build_services(
         slack=slack,
         clock=clock,
         outbox=outbox,
-        access=ClaimAccess(settings, slack),
-        notes=TrackingExecutor(max_workers=NOTE_THREADS, name="leadbot-notes"),
+        # The sales group is read again in the background, with the private notes' threads.
+        access=ClaimAccess(settings, slack, clock=clock, background=notes),
+        notes=notes,
         # After-ack work is a transaction or two each; more threads than this only compete with
         # the web threads for the GIL (100 clicks on one card: ack p99 ~260 ms with 8, ~200 ms
         # with 4, on PostgreSQL), and keeping up needs few: claims go in batches on one of

@@ -4,10 +4,12 @@ each gets a clear answer, no 5xx, and changes nothing."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
+from bot.access import GROUP_TTL
 from models import CLAIMED, NEW
 from tests.conftest import MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
 
@@ -191,3 +193,66 @@ def test_a_lead_made_of_characters_slack_escapes_can_still_be_claimed(bot: Bot) 
     details = dm.blocks[1]["text"]["text"]
     assert len(details) <= 3000 and "jane@acme.example" in details
     assert "*Name:* &lt;&amp;&gt;" in details and "…" in details
+
+
+def test_a_stale_sales_group_is_read_again_without_holding_up_claims(
+    database_url: str, slack, clock
+) -> None:
+    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    slack.set_usergroup("S0SALES001", [REP_A])
+    try:
+        first = _lead(bot)
+        _click(bot, REP_A, "lead_claim", f"{first.id}:1", first)
+        assert bot.lead(first.id).owner_id == REP_A
+        clock.advance(timedelta(seconds=GROUP_TTL + 1))
+        slack.set_usergroup("S0SALES001", [REP_B])  # REP_A left sales, REP_B joined
+        bot.submit("Ann Lee, ann@globex.example, Globex, hot, #SaaStr2026")
+        bot.submit("Bo Chan, bo@initech.example, Initech, warm, #SaaStr2026")
+        second, third = sorted(bot.leads(), key=lambda lead: lead.id)[1:]
+
+        gate = slack.hold("usergroups.users.list")
+        try:
+            r = bot.sim.block_action(
+                REP_A,
+                "lead_claim",
+                f"{second.id}:1",
+                channel_id=second.card_channel,
+                message_ts=second.card_ts,
+            )
+            assert gate.arrived.wait(10)
+            # Judged on the list already known while Slack is asked for the new one.
+            assert bot.app.leadbot_executor.wait_idle(10)
+            assert r.status == 200 and bot.lead(second.id).owner_id == REP_A
+        finally:
+            gate.release()
+        bot.settle()
+
+        _click(bot, REP_B, "lead_claim", f"{third.id}:1", third)
+        assert bot.lead(third.id).owner_id == REP_B
+        assert len(slack.calls_to("usergroups.users.list")) == 2
+    finally:
+        bot.stop()
+
+
+def test_a_sales_group_slack_cannot_read_keeps_its_last_list(
+    database_url: str, slack, clock
+) -> None:
+    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    slack.set_usergroup("S0SALES001", [REP_A])
+    try:
+        for n in range(3):
+            bot.submit(f"Ann Lee {n}, ann{n}@globex.example, Globex, hot, #SaaStr2026")
+        leads = sorted(bot.leads(), key=lambda lead: lead.id)
+        _click(bot, REP_A, "lead_claim", f"{leads[0].id}:1", leads[0])
+        clock.advance(timedelta(seconds=GROUP_TTL + 1))
+        slack.set_usergroup("S0SALES001", [REP_B])
+        slack.fail("usergroups.users.list", error="fatal_error")
+
+        _click(bot, REP_A, "lead_claim", f"{leads[1].id}:1", leads[1])  # the refresh fails
+        assert bot.lead(leads[1].id).owner_id == REP_A
+        _click(bot, REP_B, "lead_claim", f"{leads[2].id}:1", leads[2])  # asks again: read
+        assert bot.lead(leads[2].id).status == NEW  # judged on the old list meanwhile
+        _click(bot, REP_B, "lead_claim", f"{leads[2].id}:2", leads[2])
+        assert bot.lead(leads[2].id).owner_id == REP_B
+    finally:
+        bot.stop()
