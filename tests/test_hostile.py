@@ -195,21 +195,30 @@ def test_a_lead_made_of_characters_slack_escapes_can_still_be_claimed(bot: Bot) 
     assert "*Name:* &lt;&amp;&gt;" in details and "…" in details
 
 
-def test_a_stale_sales_group_is_read_again_without_holding_up_claims(
-    database_url: str, slack, clock
-) -> None:
+def _sales_group_gone_stale(database_url: str, slack, clock, unclaimed: int) -> tuple[Bot, list]:
+    """A bot that read the sales group, [REP_A], at REP_A's first claim; since then REP_A left
+    the group for REP_B and the list went stale. Returns the bot and `unclaimed` new leads."""
     bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
     slack.set_usergroup("S0SALES001", [REP_A])
     try:
         first = _lead(bot)
         _click(bot, REP_A, "lead_claim", f"{first.id}:1", first)
         assert bot.lead(first.id).owner_id == REP_A
-        clock.advance(timedelta(seconds=GROUP_TTL + 1))
-        slack.set_usergroup("S0SALES001", [REP_B])  # REP_A left sales, REP_B joined
-        bot.submit("Ann Lee, ann@globex.example, Globex, hot, #SaaStr2026")
-        bot.submit("Bo Chan, bo@initech.example, Initech, warm, #SaaStr2026")
-        second, third = sorted(bot.leads(), key=lambda lead: lead.id)[1:]
+        for n in range(unclaimed):
+            bot.submit(f"Ann Lee {n}, ann{n}@globex.example, Globex, hot, #SaaStr2026")
+    except BaseException:
+        bot.stop()
+        raise
+    clock.advance(timedelta(seconds=GROUP_TTL + 1))
+    slack.set_usergroup("S0SALES001", [REP_B])
+    return bot, sorted(bot.leads(), key=lambda lead: lead.id)[1:]
 
+
+def test_a_stale_sales_group_is_read_again_without_holding_up_claims(
+    database_url: str, slack, clock
+) -> None:
+    bot, (second, third) = _sales_group_gone_stale(database_url, slack, clock, 2)
+    try:
         gate = slack.hold("usergroups.users.list")
         try:
             r = bot.sim.block_action(
@@ -237,22 +246,16 @@ def test_a_stale_sales_group_is_read_again_without_holding_up_claims(
 def test_a_sales_group_slack_cannot_read_keeps_its_last_list(
     database_url: str, slack, clock
 ) -> None:
-    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
-    slack.set_usergroup("S0SALES001", [REP_A])
+    bot, (second, third) = _sales_group_gone_stale(database_url, slack, clock, 2)
     try:
-        for n in range(3):
-            bot.submit(f"Ann Lee {n}, ann{n}@globex.example, Globex, hot, #SaaStr2026")
-        leads = sorted(bot.leads(), key=lambda lead: lead.id)
-        _click(bot, REP_A, "lead_claim", f"{leads[0].id}:1", leads[0])
-        clock.advance(timedelta(seconds=GROUP_TTL + 1))
-        slack.set_usergroup("S0SALES001", [REP_B])
         slack.fail("usergroups.users.list", error="fatal_error")
 
-        _click(bot, REP_A, "lead_claim", f"{leads[1].id}:1", leads[1])  # the refresh fails
-        assert bot.lead(leads[1].id).owner_id == REP_A
-        _click(bot, REP_B, "lead_claim", f"{leads[2].id}:1", leads[2])  # asks again: read
-        assert bot.lead(leads[2].id).status == NEW  # judged on the old list meanwhile
-        _click(bot, REP_B, "lead_claim", f"{leads[2].id}:2", leads[2])
-        assert bot.lead(leads[2].id).owner_id == REP_B
+        _click(bot, REP_A, "lead_claim", f"{second.id}:1", second)  # the re-read fails
+        assert bot.lead(second.id).owner_id == REP_A
+        _click(bot, REP_B, "lead_claim", f"{third.id}:1", third)  # asks again, and gets it
+        assert bot.lead(third.id).status == NEW  # judged on the old list meanwhile
+        _click(bot, REP_B, "lead_claim", f"{third.id}:2", third)
+        assert bot.lead(third.id).owner_id == REP_B
+        assert len(slack.calls_to("usergroups.users.list")) == 3
     finally:
         bot.stop()
