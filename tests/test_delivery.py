@@ -14,7 +14,7 @@ import trustme
 from bot.delivery import DeliveryError, KeepAliveWebClient, Slack, make_web_client
 from bot.render import Message
 from bot.slack_emulator import SlackEmulator
-from tests.conftest import LEADS_CHANNEL
+from tests.conftest import LEADS_CHANNEL, Bot
 
 CARD = Message(
     text="a card", blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]
@@ -191,3 +191,14 @@ def test_an_environment_proxy_is_honoured(
     to_slack.post(LEADS_CHANNEL, CARD)
 
     assert _posted(slack) == ["a card"]
+
+
+def test_the_running_bot_reuses_its_slack_connections(bot: Bot) -> None:
+    for n in range(40):
+        bot.submit(f"Ann Lee {n}, ann{n}@globex.example, Globex, hot, #SaaStr2026")
+
+    calls = len(bot.slack.calls)
+    assert len(bot.slack.calls_to("chat.postMessage")) >= 40
+    # A connection per thread that calls Slack (outbox deliverers, notes, start-up), not per
+    # call: slack_sdk's own transport opens one for each.
+    assert bot.slack.connections_opened <= calls // 2
