@@ -182,7 +182,9 @@ _TAKE_LEASES = (
         _OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)),
         _STATUS == PENDING,
         _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
-        or_(_OUTBOX.c.lease_until.is_(None), _OUTBOX.c.lease_until < bindparam("b_now")),
+        # A lease ends at lease_until, as _due_in counts it: else, at that very instant, the loop
+        # would be told the item is due and find it not (with a fake clock, forever).
+        or_(_OUTBOX.c.lease_until.is_(None), _OUTBOX.c.lease_until <= bindparam("b_now")),
     )
     .values(
         lease_owner=bindparam("b_owner", type_=_OUTBOX.c.lease_owner.type),
@@ -268,7 +270,7 @@ def _due_statement(limit: int, busy: bool, paced: bool) -> Any:
         .where(
             item.status == _PENDING_LITERAL,
             item.next_attempt_at <= now,
-            or_(item.lease_until.is_(None), item.lease_until < now),
+            or_(item.lease_until.is_(None), item.lease_until <= now),
         )
         .order_by(item.id)
         .limit(limit)
