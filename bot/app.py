@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from bot import flows
 from bot.access import ClaimAccess
-from bot.clock import Clock, SystemClock
+from bot.clock import Clock, DeliveryTime, SystemClock
 from bot.delivery import Slack, make_web_client
 from bot.executor import TrackingExecutor
 from bot.outbox import Outbox
@@ -52,6 +52,7 @@ def build_services(
     client: WebClient | None = None,
     engine: Engine | None = None,
     clock: Clock | None = None,
+    delivery_time: DeliveryTime | None = None,
 ) -> Services:
     engine = engine or make_engine(settings.sqlalchemy_url)
     timeout = max(1, int(settings.slack_timeout.total_seconds()))
@@ -71,6 +72,7 @@ def build_services(
         posts_per_second=settings.posts_per_second,
         # Longer than any one call can take, so a live holder never loses its lease.
         lease=max(timedelta(seconds=30), 3 * settings.slack_timeout),
+        delivery_time=delivery_time,
         clock=clock.now,
         first_reminder=lambda lead, now: flows.claim_due(settings, lead, now),
         on_card_failed=flows.tell_submitter_card_failed,

@@ -11,7 +11,7 @@ from slack_bolt import App
 
 from bot import db
 from bot.app import build_services, create_app
-from bot.clock import FakeClock
+from bot.clock import DeliveryTime, FakeClock
 from bot.delivery import make_web_client
 from bot.server import Server
 from bot.services import Services
@@ -85,6 +85,7 @@ def start_local_bot(
     *,
     migrate: bool = False,
     port: int = 0,
+    delivery_time: DeliveryTime | None = None,
 ) -> LocalBot:
     overrides = dict(overrides)
     channel = overrides.get("LEADS_CHANNEL", "#leads")
@@ -100,6 +101,7 @@ def start_local_bot(
         client=make_web_client(settings.slack_bot_token, settings.slack_api_url, timeout=5),
         engine=engine,
         clock=clock,
+        delivery_time=delivery_time,
     )
     app = create_app(settings, services=services)
     services.outbox.start()

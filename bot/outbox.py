@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import duplicates, leads, render
+from bot.clock import DeliveryTime, SystemDeliveryTime
 from bot.delivery import DeliveryError, Slack
 from models import (
     FAILED,
@@ -318,11 +319,15 @@ class _Bucket:
     rate: float
     burst: float
     tokens: float
-    stamp: float = field(default_factory=time.monotonic)
+    ticks: Callable[[], float]
+    stamp: float = field(init=False)
     blocked_until: float = 0.0  # after a 429, nothing goes to this channel before this
 
+    def __post_init__(self) -> None:
+        self.stamp = self.ticks()
+
     def wait_time(self) -> float:
-        now = time.monotonic()
+        now = self.ticks()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if now < self.blocked_until:
@@ -353,7 +358,7 @@ class Outbox:
         posts_per_second: float = 1.0,
         burst: int = 4,
         lease: timedelta = timedelta(seconds=60),
-        wall: Callable[[], datetime] = _now,
+        delivery_time: DeliveryTime | None = None,
         clock: Callable[[], datetime] = _now,
         first_reminder: Callable[[Lead, datetime], datetime] | None = None,
         on_card_failed: Callable[[Session, Lead, DeliveryError], None] | None = None,
@@ -370,7 +375,9 @@ class Outbox:
         self.rate = posts_per_second
         self.burst = burst
         self.lease = lease
-        self.wall = wall  # real time: leases, retries, pacing
+        # Real time (processes share leases and retry times), injectable for tests.
+        self.time = delivery_time or SystemDeliveryTime()
+        self.wall = self.time.wall
         self.clock = clock  # business time (injectable): when a card was posted, its age
         self.owner = f"{uuid.uuid4()}"
         self.on_card_failed = on_card_failed
@@ -383,6 +390,8 @@ class Outbox:
         self._stop = threading.Event()
         self._idle = threading.Condition()
         self._busy = False
+        self._passes = 0  # the loop's passes so far (wait_parked)
+        self._parked: float | None = None  # the seconds the loop waits for, while it does
         self._inflight: set[object] = set()  # leads whose delivery the loop has started
         self._max_inflight = 2 * workers  # more would only queue in the pool
         self._thread: threading.Thread | None = None
@@ -431,6 +440,7 @@ class Outbox:
             last = time.monotonic()
             with self._idle:
                 self._busy = True
+                self._passes += 1
             delay = 2.0
             try:
                 found, paced = self._dispatch()
@@ -445,9 +455,12 @@ class Outbox:
             finally:
                 with self._idle:
                     self._busy = False
+                    self._parked = delay
                     self._idle.notify_all()
             if delay > 0:
                 self._wake.wait(delay)
+            with self._idle:
+                self._parked = None
             self._wake.clear()
 
     def _dispatch(self, limit: int = 100) -> tuple[bool, float | None]:
@@ -485,9 +498,31 @@ class Outbox:
         if not future.cancelled() and future.exception() is not None:
             error = future.exception()
             log.error("outbox delivery failed: %s", type(error).__name__, exc_info=error)
+        # The wake first: whoever the notify wakes must not take the loop for parked.
+        self._wake.set()  # the lead's next items, or a paced one, may go now
         with self._idle:
             self._idle.notify_all()
-        self._wake.set()  # the lead's next items, or a paced one, may go now
+
+    def wait_parked(self, timeout: float = 15.0) -> float:
+        """Wake the loop and wait until it has made a pass since and is waiting, with nothing in
+        flight; returns the seconds it chose to wait (tests: what it waits for, with
+        `FakeDeliveryTime`, and that it does not spin)."""
+        with self._idle:
+            after = self._passes
+        self.kick()
+        with self._idle:
+            parked = self._idle.wait_for(
+                lambda: (
+                    self._passes > after
+                    and self._parked is not None
+                    and not self._inflight
+                    and not self._wake.is_set()
+                ),
+                timeout,
+            )
+            if not parked or self._parked is None:
+                raise TimeoutError(f"the outbox loop did not settle within {timeout} s")
+            return self._parked
 
     def wait_quiet(self, timeout: float = 15.0, horizon: float = 6.0) -> bool:
         """Wait until nothing is in flight or pending due within `horizon` seconds (tests,
@@ -616,7 +651,9 @@ class Outbox:
         with self._lock:
             bucket = self._buckets.get(channel)
             if bucket is None:
-                bucket = _Bucket(rate=self.rate, burst=self.burst, tokens=self.burst)
+                bucket = _Bucket(
+                    rate=self.rate, burst=self.burst, tokens=self.burst, ticks=self.time.ticks
+                )
                 self._buckets[channel] = bucket
             return bucket
 
@@ -836,7 +873,7 @@ class Outbox:
                 if item.channel:
                     with self._lock:
                         bucket = self._bucket(item.channel)
-                        bucket.blocked_until = time.monotonic() + error.retry_after
+                        bucket.blocked_until = self.time.ticks() + error.retry_after
                         self._drained.add(item.channel)
             values: dict[str, Any] = {"next_attempt_at": now + timedelta(seconds=backoff)}
             result.retried += 1

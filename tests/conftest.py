@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, event, select, text
 
 from bot import db
-from bot.clock import FakeClock
+from bot.clock import FakeClock, FakeDeliveryTime
 from bot.local import LocalBot, start_local_bot
 from bot.slack_emulator import SlackEmulator
 from models import Lead, make_engine
@@ -207,8 +207,17 @@ def leads_locked(engine: Engine, pg_mode: str = "ACCESS EXCLUSIVE") -> Iterator[
         holder.join()
 
 
-def start_bot(database_url: str, slack: SlackEmulator, clock: FakeClock, **overrides: str) -> Bot:
-    local = start_local_bot(database_url, slack, clock, {**BASE_ENV, **overrides})
+def start_bot(
+    database_url: str,
+    slack: SlackEmulator,
+    clock: FakeClock,
+    *,
+    delivery_time: FakeDeliveryTime | None = None,
+    **overrides: str,
+) -> Bot:
+    local = start_local_bot(
+        database_url, slack, clock, {**BASE_ENV, **overrides}, delivery_time=delivery_time
+    )
     return Bot(**vars(local))
 
 

@@ -3,7 +3,8 @@
 Everything goes through real interfaces: signed requests to the app's HTTP endpoint, the
 loopback Slack emulator over HTTP, and a real database (SQLite, or PostgreSQL with
 LEADBOT_TEST_DATABASE_URL). The outbox's retry backoff runs on real time (0.5 s, doubling), so
-faults are injected a few times at most and waits stay short.
+faults are injected a few times at most and waits stay short; the tests of when a retry, a
+lease's end or a paced post may go move the outbox's time by hand (`FakeDeliveryTime`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.engine import make_url
 
 from bot import outbox, render
-from bot.clock import FakeClock
+from bot.clock import FakeClock, FakeDeliveryTime
 from bot.delivery import Slack, make_web_client
 from bot.manifest import manifest_yaml
 from bot.slack_emulator import Call, Message, SlackEmulator
@@ -116,29 +117,63 @@ def event_count(bot: Bot, lead_id: int, kind: str) -> int:
 
 @contextmanager
 def bot_with(
-    database_url: str, slack: SlackEmulator, clock: FakeClock, **env: str
+    database_url: str,
+    slack: SlackEmulator,
+    clock: FakeClock,
+    *,
+    delivery_time: FakeDeliveryTime | None = None,
+    **env: str,
 ) -> Iterator[Bot]:
     """A bot started with these settings overridden, stopped afterwards."""
-    bot = start_bot(database_url, slack, clock, **env)
+    bot = start_bot(database_url, slack, clock, delivery_time=delivery_time, **env)
     try:
         yield bot
     finally:
         bot.stop()
 
 
+@pytest.fixture
+def timed(database_url: str, slack: SlackEmulator, clock: FakeClock) -> Iterator[Bot]:
+    """A bot whose outbox's time moves only when the test advances it."""
+    with bot_with(database_url, slack, clock, delivery_time=FakeDeliveryTime()) as bot:
+        yield bot
+
+
+def advance(bot: Bot, seconds: float) -> float:
+    """Move the outbox's time on; returns the seconds its loop then chose to wait, once it has
+    done what fell due."""
+    time_ = bot.services.outbox.time
+    assert isinstance(time_, FakeDeliveryTime)
+    time_.advance(seconds)
+    return bot.services.outbox.wait_parked()
+
+
+def submitted(bot: Bot, text_: str) -> float:
+    """Submit a /lead; the seconds the outbox's loop then chose to wait (see `advance`)."""
+    assert bot.sim.slash_command(text_, user_id=MARKETER, channel_id="C0EVENTS01").status == 200
+    assert bot.app.leadbot_executor.wait_idle(15)  # type: ignore[attr-defined]
+    return bot.services.outbox.wait_parked()
+
+
 # --- 1. 5xx, then success ------------------------------------------------------------------------
 
 
-def test_card_is_posted_once_after_two_server_errors(bot: Bot) -> None:
+def test_card_is_posted_once_after_two_server_errors(timed: Bot) -> None:
+    bot = timed
     bot.slack.fail("chat.postMessage", status=500, times=2)
-    assert bot.submit(EXAMPLE).status == 200
+    # Backoff: 0.5 s, then 1 s; the loop waits for each retry, and nothing goes before it.
+    assert submitted(bot, EXAMPLE) == pytest.approx(0.5, abs=1e-3)
+    assert advance(bot, 0.49) == pytest.approx(0.01, abs=1e-3)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [500]
+    assert advance(bot, 0.01) == pytest.approx(1.0, abs=1e-3)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [500, 500]
+    advance(bot, 0.99)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [500, 500]
+    advance(bot, 0.01)
 
     [lead] = bot.leads()
     attempts = posts_to_channel(bot.slack)
     assert [c.status for c in attempts] == [500, 500, 200]
-    # Backoff: 0.5 s, then 1 s (real time, measured at the emulator).
-    assert attempts[1].at - attempts[0].at >= 0.45
-    assert attempts[2].at - attempts[1].at >= 0.95
     [item] = card_items(bot)
     assert (item.status, item.attempts) == (SENT, 3)
     [card] = cards_of(bot.slack, lead.id)
@@ -150,15 +185,21 @@ def test_card_is_posted_once_after_two_server_errors(bot: Bot) -> None:
 # --- 2. 429 with Retry-After ---------------------------------------------------------------------
 
 
-def test_rate_limited_post_waits_its_retry_after(bot: Bot) -> None:
-    bot.slack.fail("chat.postMessage", status=429, retry_after=2)
-    bot.submit(EXAMPLE)
+def test_rate_limited_post_waits_its_retry_after(timed: Bot) -> None:
+    bot = timed
+    bot.slack.fail("chat.postMessage", status=429, retry_after=3)
+    # The loop wakes at least every 2 s, but sends nothing before Slack's 3 s have passed.
+    assert submitted(bot, EXAMPLE) == pytest.approx(2.0, abs=1e-3)
+    assert advance(bot, 2.0) == pytest.approx(1.0, abs=1e-3)
+    assert len(posts_to_channel(bot.slack)) == 1, "retried before Slack's Retry-After had passed"
+    assert advance(bot, 0.99) == pytest.approx(0.01, abs=1e-3)
+    assert len(posts_to_channel(bot.slack)) == 1, "retried before Slack's Retry-After had passed"
+    advance(bot, 0.01)
 
     [lead] = bot.leads()
     first, second = posts_to_channel(bot.slack)
     assert (first.status, first.error) == (429, "ratelimited")
     assert second.ok
-    assert second.at - first.at >= 2.0, "retried before Slack's Retry-After had passed"
     assert cards_per_lead(bot.slack) == {lead.id: 1}
     [card] = cards_of(bot.slack, lead.id)
     assert lead.card_ts == card.ts
@@ -652,41 +693,43 @@ def test_duplicate_claim_and_release_deliveries_act_once(bot: Bot) -> None:
 def test_paced_worker_waits_for_its_next_token_instead_of_spinning(
     database_url: str, slack: SlackEmulator, clock: FakeClock
 ) -> None:
-    with bot_with(database_url, slack, clock, SLACK_POSTS_PER_SECOND="2") as bot:
+    with bot_with(
+        database_url, slack, clock, delivery_time=FakeDeliveryTime(), SLACK_POSTS_PER_SECOND="2"
+    ) as bot:
         with statements_sent(bot.services.engine) as queries:
-            for i in range(6):  # a burst of 4, then one every 0.5 s: about 1 s of pacing
-                bot.sim.slash_command(f"Person {i}, person{i}@acme.example", user_id=MARKETER)
-            time.sleep(1.2)
-        bot.settle()
-        assert len(bot.leads()) == 6 and all(lead.card_ts for lead in bot.leads())
-    # About a dozen statements per lead (store, lease, post, record) plus a wake-up per token.
+            for i in range(5):
+                submitted(bot, f"Person {i}, person{i}@acme.example")
+            # A burst of 4, then one per token: the loop waits the half second to the next.
+            assert submitted(bot, "Person 5, person5@acme.example") == pytest.approx(0.5, abs=1e-3)
+            assert len(posts_to_channel(bot.slack)) == 4
+            assert advance(bot, 0.5) == pytest.approx(0.5, abs=1e-3)
+            assert len(posts_to_channel(bot.slack)) == 5
+            advance(bot, 0.5)
+            assert len(posts_to_channel(bot.slack)) == 6
+        assert all(lead.card_ts for lead in bot.leads())
+    # About a dozen statements per lead (store, lease, post, record) plus a pass per wake-up.
     assert len(queries) < 200, f"{len(queries)} SQL statements for 6 leads: the worker busy-loops"
 
 
-def test_worker_sleeps_while_another_process_holds_a_lease(bot: Bot) -> None:
-    # One transaction: committed without its lease, the item could be sent by this worker's
-    # own wake-up (every 2 s at the latest) before the lease is written.
+def test_worker_sleeps_while_another_process_holds_a_lease(timed: Bot) -> None:
+    bot = timed
+    now = bot.services.outbox.wall()
     with bot.services.sessions.begin() as s:
-        outbox.enqueue_message(s, LEADS_CHANNEL, render.Message(text="held elsewhere"))
+        outbox.enqueue_message(s, LEADS_CHANNEL, render.Message(text="held elsewhere"), now=now)
         s.flush()
         # The row exactly as a live deliverer in another process leaves it while its call runs.
         s.execute(
             update(OutboxItem).values(
-                lease_owner="another-process",
-                lease_until=datetime.now(UTC) + timedelta(seconds=3),
-                attempts=1,
+                lease_owner="another-process", lease_until=now + timedelta(seconds=1.5), attempts=1
             )
         )
-    with statements_sent(bot.services.engine) as queries:
-        bot.services.outbox.kick()
-        time.sleep(1.0)
+    # The worker waits for the lease's end, not its 2 s poll, and sends nothing before it.
+    assert bot.services.outbox.wait_parked() == pytest.approx(1.5, abs=1e-3)
+    assert advance(bot, 1.0) == pytest.approx(0.5, abs=1e-3)
     assert bot.slack.calls_to("chat.postMessage") == []  # not ours to send
     # Its lease ends (the other process died): now this worker delivers it, once.
-    with bot.services.sessions.begin() as s:
-        s.execute(update(OutboxItem).values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
-    bot.settle()
+    advance(bot, 0.5)
     assert [c.args["text"] for c in bot.slack.calls_to("chat.postMessage")] == ["held elsewhere"]
-    assert len(queries) < 50, f"{len(queries)} SQL statements in 1 s of waiting: the worker spins"
 
 
 def test_a_slow_post_does_not_hold_back_the_next_leads_card(bot: Bot) -> None:
