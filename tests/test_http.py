@@ -59,15 +59,20 @@ def test_healthz_answers_when_app_and_database_are_up(bot: Bot) -> None:
 
 def test_ack_does_not_wait_for_slack(bot: Bot) -> None:
     """Slack gives 3 seconds: the command is answered while chat.postMessage still hangs."""
-    bot.slack.fail("chat.postMessage", hang=8)
+    gate = bot.slack.hold("chat.postMessage")  # Slack does not answer until released
     bot.sim.timeout = 2.5  # a client that gives up like Slack would
-    response = bot.sim.slash_command(EXAMPLE, user_id=MARKETER)
-    assert response.status == 200
-    assert "Lead #1" in response.json()["text"]
-    # The lead was stored before anything was posted.
-    [lead] = bot.leads()
-    assert lead.card_ts is None
-    assert bot.slack.calls_to("chat.postMessage") == []  # still hanging at this point
+    try:
+        response = bot.sim.slash_command(EXAMPLE, user_id=MARKETER)
+        assert response.status == 200
+        assert "Lead #1" in response.json()["text"]
+        # The lead was stored before anything was posted.
+        [lead] = bot.leads()
+        assert lead.card_ts is None
+        assert bot.slack.calls_to("chat.postMessage") == []  # still held at this point
+    finally:
+        gate.release()
+    bot.settle()
+    assert bot.lead(lead.id).card_ts  # and once Slack answers, the card is on the lead
 
 
 def test_card_post_failure_is_recorded_and_told_to_the_submitter(bot: Bot) -> None:

@@ -9,6 +9,7 @@ lease's end or a paced post may go move the outbox's time by hand (`FakeDelivery
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -239,35 +240,55 @@ def test_permanent_error_is_recorded_once_and_told_to_the_submitter(
 
 
 @pytest.mark.parametrize(
-    ("hang", "channel"),
+    ("lands", "channel"),
     [
-        # The hung post lands before the retry (1 s timeout + 0.5 s backoff) looks for it.
-        pytest.param(1.2, LEADS_CHANNEL, id="lands-before-retry"),
-        # The hung post lands after the retry has posted again: Slack kept both.
-        pytest.param(2.5, LEADS_CHANNEL, id="lands-after-retry"),
+        # The timed-out post lands before the retry looks for it in the channel.
+        pytest.param("before-retry", LEADS_CHANNEL, id="lands-before-retry"),
+        # It lands after the retry has posted again: Slack kept both.
+        pytest.param("after-retry", LEADS_CHANNEL, id="lands-after-retry"),
         # LEADS_CHANNEL may be a #name (README, settings); the first card ever times out.
-        pytest.param(1.2, "#leads", id="channel-name-first-card"),
+        pytest.param("before-retry", "#leads", id="channel-name-first-card"),
     ],
 )
 def test_timed_out_post_that_went_through_leaves_one_card(
-    database_url: str, slack: SlackEmulator, clock: FakeClock, hang: float, channel: str
+    database_url: str, slack: SlackEmulator, clock: FakeClock, lands: str, channel: str
 ) -> None:
-    with bot_with(database_url, slack, clock, SLACK_TIMEOUT="1s", LEADS_CHANNEL=channel) as bot:
-        slack.fail("chat.postMessage", hang=hang)
-        bot.submit(EXAMPLE)
-        # The emulator applies the hung post once its hang ends; wait for that before judging.
-        slack.wait_for("chat.postMessage", lambda c: c.fault == "hang", timeout=hang + 5)
-        bot.settle()
+    cards = itertools.count()
+    # Slack holds the first card's post past the 1 s timeout, and applies it when released.
+    gate = slack.hold("chat.postMessage", when=lambda a: "metadata" in a and next(cards) == 0)
+    with bot_with(
+        database_url,
+        slack,
+        clock,
+        delivery_time=FakeDeliveryTime(),
+        SLACK_TIMEOUT="1s",
+        LEADS_CHANNEL=channel,
+    ) as bot:
+        try:
+            assert submitted(bot, EXAMPLE) == pytest.approx(0.5, abs=1e-3)  # timed out: backoff
+        finally:
+            if lands == "before-retry":
+                gate.release()
+        if lands == "before-retry":
+            slack.wait_for("chat.postMessage", lambda c: "metadata" in c.args)
+            advance(bot, 0.5)  # the retry finds it in the channel's history
+        else:
+            advance(bot, 0.5)  # the retry posts again
+            gate.release()
+            slack.wait_for("chat.postMessage", lambda c: "metadata" in c.args, count=2)
+        # The card check after an uncertain post: a second card, if any, goes.
+        advance(bot, outbox.CARD_CHECK_DELAY.total_seconds())
         [lead] = bot.leads()
         [item] = card_items(bot)
 
-    assert item.status == SENT and item.attempts >= 2  # the timeout was retried
+    assert (item.status, item.attempts) == (SENT, 2)  # the timeout was retried, once
     assert cards_per_lead(slack, channel) == {lead.id: 1}, (
         "the channel shows the card twice: "
         f"{[(m.ts, m.text) for m in cards_of(slack, lead.id, channel)]}"
     )
     [card] = cards_of(slack, lead.id, channel)
     assert lead.card_ts == card.ts
+    assert len(slack.calls_to("chat.delete")) == (1 if lands == "after-retry" else 0)
 
 
 def test_card_is_not_lost_when_the_history_lookup_is_refused(bot: Bot) -> None:
