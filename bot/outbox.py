@@ -493,14 +493,14 @@ class Outbox:
         return bool(groups), paced
 
     def _delivered(self, key: object, future: Future[PassResult]) -> None:
-        with self._lock:
-            self._inflight.discard(key)
         if not future.cancelled() and future.exception() is not None:
             error = future.exception()
             log.error("outbox delivery failed: %s", type(error).__name__, exc_info=error)
-        # The wake first: whoever the notify wakes must not take the loop for parked.
-        self._wake.set()  # the lead's next items, or a paced one, may go now
+        # All under _idle: wait_parked must never see the lead out of flight without the wake.
         with self._idle:
+            with self._lock:
+                self._inflight.discard(key)
+            self._wake.set()  # the lead's next items, or a paced one, may go now
             self._idle.notify_all()
 
     def wait_parked(self, timeout: float = 15.0) -> float:
