@@ -301,13 +301,16 @@ def test_timed_out_post_that_went_through_leaves_one_card(
     assert len(slack.calls_to("chat.delete")) == deleted
 
 
-def test_card_is_not_lost_when_the_history_lookup_is_refused(bot: Bot) -> None:
+def test_card_is_not_lost_when_the_history_lookup_is_refused(timed: Bot) -> None:
     """A retried card first looks for itself in conversations.history. If Slack refuses that
     call (missing_scope: the manifest does not request channels:history), the card must still
     be delivered, not given up as if posting were impossible."""
+    bot = timed
     bot.slack.fail("chat.postMessage", status=500)
     bot.slack.fail("conversations.history", error="missing_scope")
-    bot.submit(EXAMPLE)
+    assert submitted(bot, EXAMPLE) == pytest.approx(0.5, abs=1e-3)  # the 500's backoff
+    advance(bot, 0.5)
+    assert [c.error for c in bot.slack.calls_to("conversations.history")] == ["missing_scope"]
 
     [lead] = bot.leads()
     [item] = card_items(bot)
