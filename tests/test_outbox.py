@@ -748,6 +748,8 @@ def test_paced_worker_waits_for_its_next_token_instead_of_spinning(
 def test_worker_sleeps_while_another_process_holds_a_lease(timed: Bot) -> None:
     bot = timed
     now = bot.services.outbox.wall()
+    # One transaction: committed without its lease, the item could be sent by this worker's
+    # own wake-up (every 2 s at the latest) before the lease is written.
     with bot.services.sessions.begin() as s:
         outbox.enqueue_message(s, LEADS_CHANNEL, render.Message(text="held elsewhere"), now=now)
         s.flush()
