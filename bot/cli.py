@@ -192,11 +192,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_socket(args: argparse.Namespace) -> int:
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
     from slack_sdk.errors import SlackApiError, SlackClientError
 
     from bot.scheduler import start_background
-    from bot.socket_mode import keep_alive
+    from bot.socket_mode import Handler, keep_alive
 
     settings = load_settings(require=(*SERVE_REQUIRES, "SLACK_APP_TOKEN"))
     if not settings.slack_app_token.startswith("xapp-"):
@@ -204,7 +203,7 @@ def cmd_socket(args: argparse.Namespace) -> int:
     placed = pin_process(settings.pin_cpu)
     _logging(settings)
     app, services = _build(settings)
-    handler = SocketModeHandler(app, settings.slack_app_token)
+    handler = Handler(app, settings.slack_app_token)
     # Connected before the jobs start, so a refused token is one line, not a traceback. The
     # first URL is asked for here, where the client would log its own error before ours.
     try:

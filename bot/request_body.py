@@ -20,6 +20,11 @@ from slack_bolt import BoltContext, BoltRequest
 from slack_bolt.request.internals import build_context
 from slack_bolt.request.internals import parse_body as bolt_parse_body
 
+# What a body of the wrong shape raises in Bolt or the listeners: bad JSON (ValueError), a
+# string or an empty list where they index in (LookupError, TypeError), a string where they
+# read keys (AttributeError). Such a request is refused, not answered with a 500.
+MALFORMED = (ValueError, LookupError, AttributeError, TypeError)
+
 
 def _unquote_plus(text: str) -> str:
     """`urllib.parse.unquote_plus(text)` for ASCII `text`, as `parse_qsl` applies it."""

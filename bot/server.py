@@ -17,7 +17,7 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
-from bot.request_body import bolt_request
+from bot.request_body import MALFORMED, bolt_request
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class _Handler(SlackRequestHandler):
             return self.app.dispatch(
                 bolt_request(request.get_body(), request.query_string, request.get_headers())
             )
-        except (ValueError, AttributeError, TypeError):  # bad JSON, or JSON of the wrong shape
+        except MALFORMED:
             log.warning("refused a malformed request body")
             return BoltResponse(status=400, body="malformed request: the payload is not valid")
 

@@ -1,4 +1,5 @@
-"""Keeping `leadbot socket`'s connection to Slack alive where slack_sdk's own client does not.
+"""`leadbot socket`'s handler, and keeping its connection to Slack alive where slack_sdk's own
+client does not.
 
 slack_sdk's built-in Socket Mode client (the one Bolt's SocketModeHandler uses) reconnects on its
 own only when its monitor notices, every ping interval (10 s in Bolt), and misses two ways a
@@ -16,7 +17,31 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.socket_mode.internals import run_bolt_app, send_response
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+
+from bot.request_body import MALFORMED
+
 log = logging.getLogger(__name__)
+
+
+class Handler(SocketModeHandler):
+    """Bolt's Socket Mode handler, acknowledging an envelope whose payload has the wrong shape
+    (as `serve` answers such a body 400). Bolt's own let the exception escape unacknowledged,
+    and Slack sends an envelope it has no answer for again, which cannot fix it."""
+
+    def handle(self, client: Any, req: SocketModeRequest) -> None:  # type: ignore[override]
+        start = time.time()
+        try:
+            response = run_bolt_app(self.app, req)
+        except MALFORMED:
+            log.warning("refused a malformed %s envelope", req.type)
+            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            return
+        send_response(client, req, response, start)
+
 
 # How often the watchdog looks for a connection the other side has closed.
 WATCH_INTERVAL = 0.25

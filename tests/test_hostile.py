@@ -4,7 +4,10 @@ each gets a clear answer, no 5xx, and changes nothing."""
 from __future__ import annotations
 
 import json
+import urllib.parse
+from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -12,6 +15,7 @@ from sqlalchemy import text
 from bot.access import GROUP_TTL
 from models import CLAIMED, NEW
 from tests.conftest import MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
+from tests.test_handoff import modal_state
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
 
@@ -46,6 +50,106 @@ def test_malformed_bodies_get_a_4xx_or_empty_ack_never_5xx(bot: Bot, body: bytes
     assert r.status < 500
     bot.settle()
     assert bot.leads() == []
+
+
+# --- any payload of the wrong shape ---------------------------------------------------------------
+
+# What a mangled field may become: what Bolt and the handlers index, iterate or call methods on.
+_ODD: list[Any] = [None, 0, -1, 10**20, 1.5, True, "", "x" * 3000, [], {}, [None], {"a": None}]
+_GONE = object()  # the field left out
+
+
+def _real_requests(bot: Bot) -> list[tuple[str, Any]]:
+    """What Slack really sends leadbot, one of each kind, as (form field or "json", payload)."""
+    bot.submit(EXAMPLE)
+    [lead] = bot.leads()
+    command = bot.sim.slash_command(
+        "", user_id=MARKETER, trigger_id="trig-1", response_url=bot.slack.response_url("modal")
+    )
+    bot.settle()
+    [opened] = bot.slack.calls_to("views.open")
+    view = opened.args["view"]
+    requests = [
+        bot.sim.slash_command(EXAMPLE, user_id=MARKETER),
+        command,
+        bot.sim.block_action(
+            REP_A,
+            "lead_claim",
+            f"{lead.id}:1",
+            channel_id=lead.card_channel,
+            message_ts=lead.card_ts,
+        ),
+        bot.sim.view_submission(
+            MARKETER,
+            view,
+            modal_state({"name": "Jane Roe", "email": "jane.roe@acme.example"}),
+            private_metadata=view["private_metadata"],
+        ),
+        bot.sim.event({"type": "app_home_opened", "user": REP_A, "tab": "home"}),
+    ]
+    bot.settle()
+    out: list[tuple[str, Any]] = []
+    for r in requests:
+        body = r.request_body.decode()
+        if body.startswith("{"):
+            out.append(("json", json.loads(body)))
+            continue
+        fields = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
+        out.append(
+            ("payload", json.loads(fields["payload"])) if "payload" in fields else ("form", fields)
+        )
+    return out
+
+
+def _paths(node: Any, depth: int) -> list[tuple[Any, ...]]:
+    """Every key or index in `node` down to `depth` levels."""
+    if depth == 0 or not isinstance(node, dict | list):
+        return []
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    return [p for k, v in items for p in [(k,), *((k, *q) for q in _paths(v, depth - 1))]]
+
+
+def _with(node: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """A copy of `node` with `path` set to `value` (or left out, for _GONE)."""
+    head, rest = path[0], path[1:]
+    copy = dict(node) if isinstance(node, dict) else list(node)
+    if rest:
+        copy[head] = _with(node[head], rest, value)
+    elif value is not _GONE:
+        copy[head] = value
+    elif isinstance(copy, dict):
+        del copy[head]
+    else:
+        copy.pop(head)
+    return copy
+
+
+def test_a_payload_of_any_wrong_shape_gets_a_4xx_or_an_ack_never_a_5xx(bot: Bot) -> None:
+    """Each kind of request Slack sends, with each field two levels down replaced by each odd
+    value or left out, signed: once, an empty `actions` list raised IndexError out of Bolt's
+    matching and waitress answered 500."""
+    answered: Counter[int] = Counter()
+    wrong: list[str] = []
+    for kind, original in _real_requests(bot):
+        for path in _paths(original, 2):
+            for value in [*_ODD, _GONE]:
+                mangled = _with(original, path, value)
+                if kind == "json":
+                    r = bot.sim.raw(json.dumps(mangled).encode(), "application/json")
+                else:
+                    fields = (
+                        [("payload", json.dumps(mangled))]
+                        if kind == "payload"
+                        else [(k, "" if v is None else str(v)) for k, v in mangled.items()]
+                    )
+                    body = urllib.parse.urlencode(fields).encode()
+                    r = bot.sim.raw(body, "application/x-www-form-urlencoded")
+                answered[r.status] += 1
+                if r.status >= 500 or "Traceback" in r.body:
+                    wrong.append(f"{kind} {path} = {value!r:.20}: {r.status} {r.body[:80]!r}")
+    bot.settle()
+    assert not wrong, f"{len(wrong)} of {sum(answered.values())}: " + "\n".join(wrong[:10])
+    assert sum(answered.values()) > 1000 and answered[200] > 100, answered  # it did reach in
 
 
 def test_payload_missing_fields_changes_nothing(bot: Bot) -> None:

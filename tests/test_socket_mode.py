@@ -6,6 +6,7 @@ requests arrive as Slack's envelopes over the socket and the acks are read back 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from slack_sdk import WebClient
@@ -107,6 +109,27 @@ def test_a_bad_lead_over_the_socket_is_refused_with_the_problem_named(
         assert answer.json()["text"].startswith("❌ Not saved")
     with sessions_for(engine)() as s:
         assert s.scalar(select(func.count()).select_from(Lead)) == 0
+
+
+def test_an_envelope_of_the_wrong_shape_is_acknowledged_and_changes_nothing(
+    database_url: str, engine: Engine, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """Bolt's handler let an empty `actions` list raise out unacknowledged, and Slack sends
+    an envelope with no answer again; `serve` answers the same body 400."""
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, log):
+        payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": REP_A}}
+        for actions in ("", []):
+            body = urlencode([("payload", json.dumps({**payload, "actions": actions}))])
+            answer = sim.raw(body.encode(), "application/x-www-form-urlencoded")
+            assert (answer.status, answer.body) == (200, ""), log.read_text()
+        assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+        deadline = time.monotonic() + 10  # logs are written in batches every 50 ms
+        while log.read_text().count("refused a malformed interactive envelope") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        assert "Traceback" not in log.read_text()
+    with sessions_for(engine)() as s:
+        assert s.scalar(select(func.count()).select_from(Lead)) == 1
 
 
 def test_slack_refreshing_the_connection_moves_the_app_to_a_new_one(
