@@ -56,7 +56,14 @@ def test_malformed_bodies_get_a_4xx_or_empty_ack_never_5xx(bot: Bot, body: bytes
 
 # What a mangled field may become: what Bolt and the handlers index, iterate or call methods on.
 _ODD: list[Any] = [None, 0, -1, 10**20, 1.5, True, "", "x" * 3000, [], {}, [None], {"a": None}]
-_GONE = object()  # the field left out
+
+
+class _LeftOut:
+    def __repr__(self) -> str:
+        return "(left out)"
+
+
+_GONE = _LeftOut()  # the field left out
 
 
 def _real_requests(bot: Bot) -> list[tuple[str, Any]]:
