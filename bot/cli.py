@@ -177,8 +177,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app, services = _build(settings)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
+    # Listening comes before the jobs and the outbox start: if it cannot, nothing has.
+    try:
+        server = Server(app, host=host, port=port, threads=settings.web_threads)
+    except (OSError, ValueError) as e:  # the port taken or privileged, no such address here
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not an address here"
+        raise StartupError(
+            f"HOST, PORT: cannot listen on {host}:{port} ({why}) — set HOST to an address of "
+            "this machine (0.0.0.0: all of them) and PORT to a free port, or use --host / --port"
+        ) from None
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
-    server = Server(app, host=host, port=port, threads=settings.web_threads)
     log.info(
         "leadbot %s serving on http://%s:%s/slack/events (%d threads, %s, scheduler %s)",
         __version__,

@@ -156,6 +156,13 @@ def database_url(text: str) -> URL:
             url = url.set(drivername="postgresql+psycopg")
         return url
     if backend == "sqlite":
+        name = url.database or ""
+        if name in ("", ":memory:") or url.query.get("mode") == "memory" or ":memory:" in name:
+            # Each of leadbot's threads would open its own, empty, and it is gone at exit.
+            raise SettingsError(
+                f"DATABASE_URL: {text!r} is a SQLite database in memory, which leadbot cannot "
+                "keep — name a file, like sqlite:///leadbot.db"
+            )
         return url
     raise SettingsError(
         f"DATABASE_URL: {url.drivername!r} is not supported — use sqlite:///… or postgresql://…"

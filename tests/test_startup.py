@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -47,6 +48,9 @@ GOOD = {
         ("MANAGER_IDS", "U0GOOD1,bob", "MANAGER_IDS: 'bob' is not a Slack user id"),
         ("DATABASE_URL", "not a url", "DATABASE_URL: 'not a url' is not a database URL"),
         ("DATABASE_URL", "mysql://x@h/db", "DATABASE_URL: 'mysql' is not supported"),
+        # Each thread would open its own, empty: the first /lead failed on "no such table".
+        ("DATABASE_URL", "sqlite://", "DATABASE_URL: 'sqlite://' is a SQLite database in memory"),
+        ("DATABASE_URL", "sqlite:///:memory:", "DATABASE_URL: 'sqlite:///:memory:' is a SQLite"),
         ("PORT", "99999", "PORT: '99999'"),
         ("SLACK_API_URL", "slack.com", "SLACK_API_URL: 'slack.com'"),
         ("PIN_CPU", "first", "PIN_CPU: 'first' — expected auto, off, or CPU numbers"),
@@ -265,6 +269,38 @@ def test_slack_trouble_at_start_up_is_told_apart_from_a_refused_token(
     result = _leadbot("serve", env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == expected, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("no-such-host.invalid", "not an address here"),
+        ("192.0.2.1", "Cannot assign requested address"),  # TEST-NET-1: nobody's address
+        ("127.0.0.1", "Address already in use"),
+    ],
+    ids=["unknown name", "not this machine's", "port taken"],
+)
+def test_serve_that_cannot_listen_stops_with_one_line(
+    tmp_path: Path, slack: SlackEmulator, host: str, why: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **GOOD,
+            "SLACK_API_URL": slack.url,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+            "HOST": host,
+            "PORT": str(port),
+        }
+        result = _leadbot("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"leadbot: HOST, PORT: cannot listen on {host}:{port} ({why}) — set HOST to an address "
+        "of this machine (0.0.0.0: all of them) and PORT to a free port, or use --host / --port"
+    ), result.stderr
     assert "Traceback" not in result.stderr
 
 
