@@ -107,7 +107,9 @@ def test_env_example_lists_every_setting() -> None:
 def _leadbot(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env},
+        # PIN_CPU=auto would take a CPU host-wide, from the pinning tests running beside these
+        # (tests.conftest.cpu_claims), even in a process that stops at once.
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PIN_CPU": "off", **env},
         cwd=cwd,
         capture_output=True,
         text=True,
