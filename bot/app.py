@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import slack_bolt
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.middleware import Middleware
@@ -18,7 +20,9 @@ from bot.access import ClaimAccess
 from bot.clock import Clock, DeliveryTime, SystemClock
 from bot.delivery import Slack, make_web_client
 from bot.executor import TrackingExecutor
+from bot.ids import is_slack_id
 from bot.outbox import Outbox
+from bot.request_body import MALFORMED
 from bot.services import Services
 from bot.settings import Settings
 from models import make_engine, make_sessionmaker
@@ -33,6 +37,20 @@ class _NoUnusedTokenWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+_BOLT_CODE = os.path.dirname(slack_bolt.__file__) + os.sep
+
+
+def _raised_by_bolt(error: BaseException) -> bool:
+    """Whether `error` was raised in Bolt's own code, as when it reads a payload Slack would
+    not have shaped so (not in leadbot's listeners, where it would be a bug of ours)."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_BOLT_CODE)
 
 
 BOLT_LOG = logging.getLogger("leadbot.bolt")
@@ -137,11 +155,42 @@ class _Gate(Middleware):
                     body="This leadbot belongs to another Slack workspace; nothing was done.",
                 )
             return BoltResponse(status=200, body="")
+        if not _from_someone(body, team):
+            # Slack always says who clicked, submitted or typed, by id: without one, a claim
+            # was won by nobody; with a long one, a lead failed to store as if the database
+            # were down.
+            log.warning("refused a %s payload not from a Slack user", _kind(body))
+            return BoltResponse(status=400, body=NOT_FROM_A_USER)
         # Slack retries events it thinks we missed (X-Slack-Retry-Num); handle each event_id once.
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
         if isinstance(event_id, str) and event_id and not _first_time(services, event_id):
             return BoltResponse(status=200, body="")
         return next()
+
+
+NOT_FROM_A_USER = "malformed request: its user, team or channel is missing or not a Slack id"
+# Payloads a person sends, whose user id the listeners act for.
+_BY_SOMEONE = ("block_actions", "view_submission", "view_closed", "block_suggestion")
+
+
+def _kind(body: dict[str, Any]) -> str:
+    return str(body.get("type") or body.get("command") or "request")[:40]
+
+
+def _from_someone(body: dict[str, Any], team: Any) -> bool:
+    """False for an interaction or a command that names no user, or names its user, team or
+    channel with something no Slack id looks like (a sender's mistake)."""
+    team_object = body.get("team")
+    teams = (team, team_object.get("id") if isinstance(team_object, dict) else None)
+    if any(t is not None and not is_slack_id(t) for t in (*teams, body.get("team_id"))):
+        return False
+    if "command" in body:
+        channel = body.get("channel_id")
+        return is_slack_id(body.get("user_id")) and (not channel or is_slack_id(channel))
+    if body.get("type") in _BY_SOMEONE:
+        user = body.get("user")
+        return isinstance(user, dict) and is_slack_id(user.get("id"))
+    return True
 
 
 def create_app(
@@ -178,8 +227,13 @@ def create_app(
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
         # Never log the payload: it carries lead contact details. Type and kind are enough.
-        kind = body.get("type") or body.get("command") or "request"
-        log.error("handler failed on %s: %s", kind, type(error).__name__, exc_info=error)
+        kind = _kind(body)
+        if isinstance(error, MALFORMED) and _raised_by_bolt(error):
+            # Bolt reads Slack's payloads as Slack shapes them: one of another shape is the
+            # sender's mistake (only the signing secret's holder can send one), not a bug here.
+            log.warning("refused a malformed %s payload (%s in Bolt)", kind, type(error).__name__)
+        else:
+            log.error("handler failed on %s: %s", kind, type(error).__name__, exc_info=error)
         return BoltResponse(status=200, body="")
 
     app.leadbot = services  # type: ignore[attr-defined]

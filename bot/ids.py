@@ -1,8 +1,18 @@
-"""Every action_id, block_id and callback_id, shared by the renderers and the handlers."""
+"""Every action_id, block_id and callback_id, shared by the renderers and the handlers; and
+what a Slack id looks like."""
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+
+# A user, team or channel id as Slack writes them (U0123ABCD, T…, C…, D…): the database keeps
+# them in 32 characters.
+_SLACK_ID = re.compile(r"[A-Z0-9]{1,32}")
+
+
+def is_slack_id(value: object) -> bool:
+    return isinstance(value, str) and _SLACK_ID.fullmatch(value) is not None
 
 
 class Action(StrEnum):

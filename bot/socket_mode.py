@@ -38,6 +38,8 @@ class Handler(SocketModeHandler):
             response = run_bolt_app(self.app, req)
         except MALFORMED:
             log.warning("refused a malformed %s envelope", req.type)
+            response = None
+        if response is None or response.status == 400:  # refused as malformed: still answered
             client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
             return
         send_response(client, req, response, start)

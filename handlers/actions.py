@@ -20,7 +20,7 @@ from bot import flows, leads, outbox, render
 from bot.executor import Batcher
 from bot.ids import Action
 from bot.services import Services
-from handlers.common import acks_first, parse_value, services_of
+from handlers.common import acks_first, clicked_in, parse_value, services_of, text_in
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +51,18 @@ def register(app: App) -> None:
 def _target(
     body: dict[str, Any], action: dict[str, Any]
 ) -> tuple[str, str | None, int | None, int | None]:
-    """(user, channel, lead id, card version) from a block_actions payload, tolerating gaps."""
-    user = str((body.get("user") or {}).get("id") or "")
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-        "channel_id"
-    )
-    parsed = parse_value(action.get("value"))
+    """(user, channel, lead id, card version) from a block_actions payload, tolerating gaps
+    and fields of the wrong shape (nothing is claimed for a click without a lead id)."""
+    user = text_in(body, "user", "id") or ""
+    channel = clicked_in(body)
+    parsed = parse_value(action.get("value") if isinstance(action, dict) else None)
     if parsed is None:
         return user, channel, None, None
     return user, channel, parsed[0], parsed[1]
 
 
 def _team(body: dict[str, Any], services: Services) -> str:
-    return str((body.get("team") or {}).get("id") or services.team_id)
+    return text_in(body, "team", "id") or services.team_id
 
 
 def claim_clicks(services: Services, clicks: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:

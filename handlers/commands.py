@@ -80,4 +80,7 @@ def _open_form(services: Services, command: dict[str, Any], respond: Respond) ->
         )
     except Exception as e:
         log.warning("could not open the /lead modal: %s", type(e).__name__)
-        respond(response_type="ephemeral", text="I couldn't open the form; try `/lead help`.")
+        try:
+            respond(response_type="ephemeral", text="I couldn't open the form; try `/lead help`.")
+        except Exception as again:  # a response_url Slack would not send, or Slack unreachable
+            log.warning("could not say so on the response_url either: %s", type(again).__name__)

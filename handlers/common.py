@@ -20,6 +20,19 @@ DB_DOWN = (
 log = logging.getLogger(__name__)
 
 
+def text_in(body: Any, key: str, field: str) -> str | None:
+    """body[key][field] when it is text; None when missing or of another shape. A payload can
+    be signed and still malformed: reading it must not end in an exception."""
+    inner = body.get(key) if isinstance(body, dict) else None
+    value = inner.get(field) if isinstance(inner, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def clicked_in(body: Any) -> str | None:
+    """Where a click happened (a channel or a DM), for a private answer there."""
+    return text_in(body, "channel", "id") or text_in(body, "container", "channel_id")
+
+
 def services_of(context: Any) -> Services:
     return context["leadbot"]
 
@@ -64,4 +77,13 @@ def parse_value(value: Any) -> tuple[int, int | None] | None:
     return int(head), int(tail) if tail else None
 
 
-__all__ = ["DB_DOWN", "SQLAlchemyError", "acks_first", "later", "parse_value", "services_of"]
+__all__ = [
+    "DB_DOWN",
+    "SQLAlchemyError",
+    "acks_first",
+    "clicked_in",
+    "later",
+    "parse_value",
+    "services_of",
+    "text_in",
+]

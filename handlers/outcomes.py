@@ -21,7 +21,7 @@ from bot import render_outcomes as views
 from bot.delivery import DeliveryError
 from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View
 from bot.services import Services
-from handlers.common import acks_first, parse_value, services_of
+from handlers.common import acks_first, clicked_in, parse_value, services_of, text_in
 from models import Lead
 
 log = logging.getLogger(__name__)
@@ -43,19 +43,11 @@ def register(app: App) -> None:
 
 
 def _user(body: dict[str, Any]) -> str:
-    return str((body.get("user") or {}).get("id") or "")
-
-
-def _channel(body: dict[str, Any]) -> str | None:
-    """Where the click happened (a channel or a DM), for a private answer there."""
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-        "channel_id"
-    )
-    return str(channel) if channel else None
+    return text_in(body, "user", "id") or ""
 
 
 def _team(body: dict[str, Any], services: Services) -> str:
-    return str((body.get("team") or {}).get("id") or services.team_id)
+    return text_in(body, "team", "id") or services.team_id
 
 
 def _metadata(view: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
@@ -150,7 +142,7 @@ def _refresh_if_behind(session: Session, result: Any) -> None:
 def outcome_chosen(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     """A stage chosen in a Record outcome select; Disqualified first asks why, in a modal."""
     services = services_of(context)
-    user, channel = _user(body), _channel(body)
+    user, channel = _user(body), clicked_in(body)
     parsed = views.parse_outcome_value((action.get("selected_option") or {}).get("value"))
     if parsed is None:
         flows.tell(services, channel, user, BROKEN)
@@ -283,7 +275,7 @@ def _reassign_answer(lead_id: int, result: outcomes.ReassignResult) -> str | Non
 def reassign_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     """Reassign on the card: managers get a modal to pick the new owner; others are refused."""
     services = services_of(context)
-    user, channel = _user(body), _channel(body)
+    user, channel = _user(body), clicked_in(body)
     parsed = parse_value(action.get("value"))
     if parsed is None:
         flows.tell(services, channel, user, BROKEN)
@@ -376,7 +368,7 @@ def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -
     """Snooze 1 hour / 1 day on a follow-up nudge: ask again that much working time from now."""
     services = services_of(context)
     settings = services.settings
-    user, channel = _user(body), _channel(body)
+    user, channel = _user(body), clicked_in(body)
     parsed = parse_value(action.get("value"))
     if parsed is None:
         flows.tell(services, channel, user, BROKEN)

@@ -10,9 +10,9 @@ from slack_bolt import Ack, App
 from slack_sdk.webhook import WebhookClient
 
 from bot import duplicates, flows, render
-from bot.ids import MODAL_FIELDS, View
+from bot.ids import MODAL_FIELDS, View, is_slack_id
 from bot.parsing import validate_fields
-from handlers.common import SQLAlchemyError, later, services_of
+from handlers.common import SQLAlchemyError, later, services_of, text_in
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +22,29 @@ def register(app: App) -> None:
 
 
 def _metadata(view: dict[str, Any]) -> dict[str, Any]:
+    raw = view.get("private_metadata")
     try:
-        data = json.loads(view.get("private_metadata") or "{}")
+        data = json.loads(raw) if isinstance(raw, str) and raw else {}
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
+def _channel(metadata: dict[str, Any]) -> str | None:
+    """Where the form was opened, as its metadata says: an id, or nothing."""
+    channel = metadata.get("channel_id")
+    return channel if is_slack_id(channel) else None
+
+
+def _state_values(view: dict[str, Any]) -> dict[str, Any]:
+    state = view.get("state")
+    values = state.get("values") if isinstance(state, dict) else None
+    return values if isinstance(values, dict) else {}
+
+
 def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
     services = services_of(context)
-    values = render.modal_values((view.get("state") or {}).get("values") or {})
+    values = render.modal_values(_state_values(view))
     result = validate_fields(values, **flows.parse_options(services.settings))
     if result.lead is None:
         errors: dict[str, str] = {}
@@ -41,12 +54,12 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
             errors.setdefault(block, error.message[:150])
         ack(response_action="errors", errors=errors)
         return
-    user = str((body.get("user") or {}).get("id") or "")
-    team = str((body.get("team") or {}).get("id") or services.team_id)
+    user = text_in(body, "user", "id") or ""
+    team = text_in(body, "team", "id") or services.team_id
     metadata = _metadata(view)
     try:
         lead, earlier = flows.submit_lead(
-            services, result.lead, user_id=user, team_id=team, channel=metadata.get("channel_id")
+            services, result.lead, user_id=user, team_id=team, channel=_channel(metadata)
         )
     except SQLAlchemyError as e:
         log.error("lead not stored, database error: %s", type(e).__name__)

@@ -114,17 +114,21 @@ def test_a_bad_lead_over_the_socket_is_refused_with_the_problem_named(
 def test_an_envelope_of_the_wrong_shape_is_acknowledged_and_changes_nothing(
     database_url: str, engine: Engine, slack: SlackEmulator, tmp_path: Path
 ) -> None:
-    """Bolt's handler let an empty `actions` list raise out unacknowledged, and Slack sends
-    an envelope with no answer again; `serve` answers the same body 400."""
+    """Bolt's handler let an empty `actions` list raise out unacknowledged, and left a refused
+    one unacknowledged too, and Slack sends an envelope with no answer again; `serve`
+    answers the same bodies 400."""
     with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, log):
         payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": REP_A}}
-        for actions in ("", []):
-            body = urlencode([("payload", json.dumps({**payload, "actions": actions}))])
+        claim = [{"action_id": "lead_claim", "value": "1:1", "type": "button"}]
+        for odd in ({"actions": ""}, {"actions": []}, {"actions": claim, "user": REP_A}):
+            body = urlencode([("payload", json.dumps({**payload, **odd}))])
             answer = sim.raw(body.encode(), "application/x-www-form-urlencoded")
             assert (answer.status, answer.body) == (200, ""), log.read_text()
         assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
         deadline = time.monotonic() + 10  # logs are written in batches every 50 ms
-        while log.read_text().count("refused a malformed interactive envelope") < 2:
+        while log.read_text().count("refused a malformed interactive envelope") < 2 or (
+            "refused a block_actions payload not from a Slack user" not in log.read_text()
+        ):
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.02)
         assert "Traceback" not in log.read_text()
