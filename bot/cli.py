@@ -343,6 +343,28 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return run_sandbox(port=args.port, db=args.db, open_browser=not args.no_browser)
 
 
+def _port(text: str) -> int:
+    """A --port argument: a bad one is a usage error, not a traceback from bind()."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1 to 65535")
+    return port
+
+
+def _public_url(text: str) -> str:
+    """manifest --url: Slack sends its requests to https URLs only."""
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an https URL — Slack sends requests only to https, like "
+            "https://leadbot.example.com"
+        )
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="leadbot", description="Hands event leads from field marketing to sales in Slack."
@@ -352,7 +374,7 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP endpoint and the scheduler")
     serve.add_argument("--host", help="address to listen on (default HOST or 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="port (default PORT or 3000)")
+    serve.add_argument("--port", type=_port, help="port (default PORT or 3000)")
     serve.add_argument("--no-scheduler", action="store_true", help="don't run jobs in-process")
     serve.set_defaults(func=cmd_serve)
 
@@ -379,14 +401,16 @@ def parser() -> argparse.ArgumentParser:
     forget.set_defaults(func=cmd_forget)
 
     manifest = sub.add_parser("manifest", help="print the Slack app manifest (YAML)")
-    manifest.add_argument("--url", help="public base URL for HTTP mode; omit for Socket Mode")
+    manifest.add_argument(
+        "--url", type=_public_url, help="public base URL for HTTP mode; omit for Socket Mode"
+    )
     manifest.set_defaults(func=cmd_manifest)
 
     sub.add_parser("demo", help="run the whole loop against a built-in fake Slack").set_defaults(
         func=cmd_demo
     )
     sandbox = sub.add_parser("sandbox", help="try leadbot in a browser, no Slack workspace needed")
-    sandbox.add_argument("--port", type=int, default=3000, help="web page port (default 3000)")
+    sandbox.add_argument("--port", type=_port, default=3000, help="web page port (default 3000)")
     sandbox.add_argument("--db", default="sandbox.db", help="SQLite file (default sandbox.db)")
     sandbox.add_argument("--no-browser", action="store_true", help="don't open a browser")
     sandbox.set_defaults(func=cmd_sandbox)

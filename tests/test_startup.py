@@ -306,6 +306,28 @@ def test_serve_that_cannot_listen_stops_with_one_line(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("sandbox", "--port", "99999"), "leadbot sandbox: error: argument --port: 99999 is not"),
+        (("sandbox", "--port", "x"), "leadbot sandbox: error: argument --port: 'x' is not a port"),
+        (("serve", "--port", "-1"), "leadbot serve: error: argument --port: -1 is not a port"),
+        # Slack sends nothing to a plain-http or relative URL: the manifest would not install.
+        (("manifest", "--url", "leads.example.com"), "leadbot manifest: error: argument --url"),
+        (("manifest", "--url", "http://leads.example.com"), "leadbot manifest: error: argument"),
+    ],
+)
+def test_a_bad_command_line_argument_is_a_usage_error(
+    tmp_path: Path, args: tuple[str, ...], expected: str
+) -> None:
+    """Once, `sandbox --port 99999` ended in bind()'s OverflowError and a traceback, and
+    `manifest --url` printed a manifest Slack would refuse."""
+    result = _leadbot(*args, env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
 def test_serving_keeps_start_up_objects_out_of_the_collectors_full_passes(bot: Bot) -> None:
     """`serve` and `socket` run through one path: what start-up built is frozen (full cyclic
     collections skip it) and the young generation is larger, the older ones left as they were."""
