@@ -172,7 +172,13 @@ def database_url(text: str) -> URL:
 def _env(environ: Mapping[str, str] | None, dotenv_path: str | Path | None) -> dict[str, str]:
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        try:
+            values = dotenv_values(dotenv_path)
+        except UnicodeDecodeError:
+            raise SettingsError(f"{dotenv_path}: not UTF-8 text — save it as UTF-8") from None
+        except OSError as e:
+            raise SettingsError(f"{dotenv_path}: cannot be read ({e.strerror or e})") from None
+        merged.update({k: v for k, v in values.items() if v is not None})
     # The real environment wins over .env, as with python-dotenv's load_dotenv(override=False).
     merged.update(os.environ if environ is None else environ)
     return {k: v.strip() for k, v in merged.items() if k in SETTINGS_HELP}

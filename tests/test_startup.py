@@ -91,6 +91,13 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     assert s.reminder_after == timedelta(seconds=45)
 
 
+def test_a_dotenv_file_that_is_not_utf8_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"SLACK_BOT_TOKEN=xoxb-1\nLEADS_CHANNEL=\xff\xfe\n")
+    result = _leadbot("serve", env={}, cwd=tmp_path)  # once: UnicodeDecodeError, a traceback
+    assert result.returncode == 2
+    assert result.stderr.strip() == "leadbot: .env: not UTF-8 text — save it as UTF-8"
+
+
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in SETTINGS_HELP:
