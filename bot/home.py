@@ -50,11 +50,15 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
             )
         ),
         DividerBlock(),
-        SectionBlock(text=MarkdownTextObject(text=_lines("*Your open leads*", mine, now))),
-        SectionBlock(text=MarkdownTextObject(text=_lines("*Unclaimed, oldest first*", queue, now))),
+        # Fifteen leads with long names and companies, linked, are more than one section's
+        # 3,000 characters: the Home tab then failed to build at all. A section per few lines.
+        *report.line_sections(_lines("*Your open leads*", mine, now), max_sections=LIST_MAX + 1),
+        *report.line_sections(
+            _lines("*Unclaimed, oldest first*", queue, now), max_sections=LIST_MAX + 1
+        ),
         DividerBlock(),
         # The written policy, split on lines into sections within Block Kit's limits.
-        *report.policy_blocks(
+        *report.line_sections(
             describe_policy(
                 services.settings.policy, default_channel=services.settings.leads_channel
             )

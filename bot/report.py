@@ -733,13 +733,18 @@ def _respond_later(url: str, result: Mapping[str, Any]) -> None:
 POLICY_SECTIONS_MAX = 20  # App Home allows 100 blocks; the rest of the page needs few
 
 
-def policy_blocks(
-    text: str, *, max_sections: int = POLICY_SECTIONS_MAX, limit: int = SECTION_TEXT_MAX
+def line_sections(
+    text: str,
+    *,
+    max_sections: int = POLICY_SECTIONS_MAX,
+    limit: int = SECTION_TEXT_MAX,
+    rest: str = "…the rest: type `/lead policy`.",
 ) -> list[Block]:
-    """`describe_policy` text as sections of at most `limit` characters, split between lines.
+    """Text (the policy's description, a list of leads) as sections of at most `limit`
+    characters, split between lines.
 
     A line longer than a section (a long list of reasons) is split inside, never within an
-    `&entity;`. Past `max_sections` the rest is left to `/lead policy`.
+    `&entity;`. Past `max_sections` the last section ends with `rest`.
     """
     pieces: list[str] = []
     for line in text.split("\n"):
@@ -757,7 +762,7 @@ def policy_blocks(
     sections = [t for t in ("\n".join(c).strip("\n") for c in chunks) if t.strip()]
     if len(sections) > max_sections:
         sections = sections[:max_sections]
-        note = "…the rest: type `/lead policy`."
+        note = rest
         lines = sections[-1].split("\n")
         # Drop whole lines from the end until the note fits (never cut inside an escape).
         while len(lines) > 1 and len("\n".join(lines)) + len(note) + 1 > limit:

@@ -525,6 +525,35 @@ def test_home_shows_the_policy_below_the_leads(bot: Bot) -> None:
     assert shown == describe_policy(bot.services.settings.policy, default_channel=LEADS_CHANNEL)
 
 
+def test_home_lists_fifteen_long_named_leads_within_block_kit_limits(bot: Bot) -> None:
+    """Fifteen open leads, each with a long name and company full of characters Slack
+    escapes, linked to its card: once more than one section's 3,000 characters, and the Home
+    tab failed to build for that rep at all."""
+    odd = "Ünïcode & <Co> " * 6  # 90 characters, ~140 escaped
+    for i in range(16):
+        bot.submit(f"{odd}{i}, p{i}@acme.example, {odd}Holdings {i}, hot, #SaaStr2026")
+    for lead in bot.leads()[:15]:
+        bot.sim.block_action(
+            REP_A,
+            "lead_claim",
+            f"{lead.id}:{lead.version}",
+            channel_id=lead.card_channel,
+            message_ts=lead.card_ts,
+        )
+    bot.settle()
+    home = _open_home(bot, REP_A)
+    blocks = home["blocks"]
+    _valid(blocks)
+    assert len(blocks) <= 100
+    sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    assert max(len(t) for t in sections) <= 3000
+    shown = "\n".join(sections)
+    mine = shown[shown.index("*Your open leads*") : shown.index("*Unclaimed, oldest first*")]
+    assert [int(n) for n in re.findall(r"\|#(\d+)>", mine)] == [
+        lead.id for lead in bot.leads()[:15]
+    ]
+
+
 def _big_policy(personas: int, description: int) -> str:
     rows = [
         f'[[personas]]\nkey = "p{i}"\nname = "Persona {i}"\n'
@@ -535,10 +564,10 @@ def _big_policy(personas: int, description: int) -> str:
     return "\n".join(rows) + f"\n[outcomes]\ndisqualify_reasons = [{reasons}]\n"
 
 
-def test_policy_blocks_split_on_lines_within_limits() -> None:
+def test_policy_sections_split_on_lines_within_limits() -> None:
     policy = parse_policy(_big_policy(40, 480))
     text = describe_policy(policy)
-    blocks = report.policy_blocks(text)
+    blocks = report.line_sections(text)
     _valid([b.to_dict() for b in blocks])
     sections = [b.text.text for b in blocks]  # type: ignore[attr-defined]
     assert len(sections) > 3 and all(len(t) <= 3000 for t in sections)
@@ -547,9 +576,9 @@ def test_policy_blocks_split_on_lines_within_limits() -> None:
     assert not any(re.search(r"&[a-z]*$", t) for t in sections)  # never cut inside an escape
 
 
-def test_policy_blocks_stop_at_the_cap() -> None:
+def test_policy_sections_stop_at_the_cap() -> None:
     text = describe_policy(parse_policy(_big_policy(100, 490)))
-    blocks = report.policy_blocks(text, max_sections=5)
+    blocks = report.line_sections(text, max_sections=5)
     _valid([b.to_dict() for b in blocks])
     assert len(blocks) == 5
     assert blocks[-1].text.text.endswith("…the rest: type `/lead policy`.")  # type: ignore[attr-defined]
