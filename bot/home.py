@@ -31,13 +31,16 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
                 select(Lead)
                 # Won, lost and disqualified leads are done: not "open" any more.
                 .where(Lead.status == CLAIMED, Lead.owner_id == user_id, outcomes.not_closed())
-                .order_by(Lead.claimed_at)
+                .order_by(Lead.claimed_at, Lead.id)  # claims written together share a time
                 .limit(LIST_MAX)
             )
         )
         queue = list(
             s.scalars(
-                select(Lead).where(Lead.status == NEW).order_by(Lead.submitted_at).limit(LIST_MAX)
+                select(Lead)
+                .where(Lead.status == NEW)
+                .order_by(Lead.submitted_at, Lead.id)
+                .limit(LIST_MAX)
             )
         )
     now = services.clock.now()
