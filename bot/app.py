@@ -40,17 +40,27 @@ class _NoUnusedTokenWarning(logging.Filter):
 
 
 _BOLT_CODE = os.path.dirname(slack_bolt.__file__) + os.sep
+# leadbot's packages that run inside a request: bot/ and its siblings handlers/ and models/.
+_OUR_CODE = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(__file__)), name) + os.sep
+    for name in ("bot", "handlers", "models")
+)
 
 
 def _raised_by_bolt(error: BaseException) -> bool:
-    """Whether `error` was raised in Bolt's own code, as when it reads a payload Slack would
-    not have shaped so (not in leadbot's listeners, where it would be a bug of ours)."""
+    """Whether `error` was raised in Bolt's own code with none of leadbot's on the way, as when
+    Bolt's matchers or middleware read a payload Slack would not have shaped so. Through a
+    listener of ours (even into Bolt, say a wrong argument to ack) it would be a bug of ours."""
+    files = []
     tb = error.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
         tb = tb.tb_next
-    return tb.tb_frame.f_code.co_filename.startswith(_BOLT_CODE)
+    return (
+        bool(files)
+        and files[-1].startswith(_BOLT_CODE)
+        and not any(f.startswith(_OUR_CODE) for f in files)
+    )
 
 
 BOLT_LOG = logging.getLogger("leadbot.bolt")

@@ -11,10 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from slack_bolt.request.payload_utils import to_action
 from sqlalchemy import text
 
 from bot.access import GROUP_TTL
-from bot.app import NOT_FROM_A_USER
+from bot.app import NOT_FROM_A_USER, _raised_by_bolt
+from bot.request_body import bolt_request
 from models import CLAIMED, NEW
 from tests.conftest import MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
 from tests.test_handoff import card_of, modal_state
@@ -196,6 +198,18 @@ def test_a_payload_of_any_wrong_shape_gets_a_4xx_or_an_ack_never_a_5xx(
     errors = [f"{r.name}: {r.getMessage()}" for r in ours if r.levelno >= logging.ERROR]
     assert not errors, errors[:10]
     assert any("refused a malformed" in r.getMessage() for r in ours)  # Bolt's failures: told
+
+
+def test_only_a_failure_in_bolt_alone_is_taken_for_a_malformed_payload() -> None:
+    """A failure reached through leadbot's code, even if raised inside Bolt, stays an error
+    with its traceback: it may be a bug of ours (a wrong argument to Bolt, say)."""
+    with pytest.raises(IndexError) as in_bolt:
+        to_action({"type": "block_actions", "actions": []})  # Bolt reading an empty `actions`
+    assert _raised_by_bolt(in_bolt.value)
+    with pytest.raises(AttributeError) as through_ours:
+        bolt_request(b"[1]", "", {"content-type": ["application/json"]})  # bot.request_body
+    assert through_ours.value.__traceback__ is not None
+    assert not _raised_by_bolt(through_ours.value)
 
 
 def test_payload_missing_fields_changes_nothing(bot: Bot) -> None:
