@@ -19,7 +19,7 @@ from bot.app import NOT_FROM_A_USER, _raised_by_bolt
 from bot.request_body import bolt_request
 from models import CLAIMED, NEW
 from tests.conftest import MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
-from tests.test_handoff import card_of, modal_state
+from tests.test_handoff import card_of, click, modal_state
 from tests.test_outcomes import elements
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
@@ -84,13 +84,7 @@ def _real_requests(bot: Bot) -> list[tuple[str, Any]]:
     requests = [
         bot.sim.slash_command(EXAMPLE, user_id=MARKETER),
         command,
-        bot.sim.block_action(
-            REP_A,
-            "lead_claim",
-            f"{lead.id}:1",
-            channel_id=lead.card_channel,
-            message_ts=lead.card_ts,
-        ),
+        click(bot, REP_A, "lead_claim", lead),
         bot.sim.view_submission(
             MARKETER,
             view,
@@ -115,17 +109,7 @@ def _real_requests(bot: Bot) -> list[tuple[str, Any]]:
         )
     )
     bot.settle()
-    lead = bot.lead(lead.id)
-    requests.append(
-        bot.sim.block_action(
-            REP_A,
-            "lead_release",
-            f"{lead.id}:{lead.version}",
-            channel_id=lead.card_channel,
-            message_ts=lead.card_ts,
-        )
-    )
-    bot.settle()
+    requests.append(click(bot, REP_A, "lead_release", bot.lead(lead.id)))
     out: list[tuple[str, Any]] = []
     for r in requests:
         body = r.request_body.decode()

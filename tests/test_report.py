@@ -24,6 +24,7 @@ from bot.policy import describe_policy, parse_policy
 from bot.report import Funnel, ReportArgs, UsageError, parse_report_args
 from models import CLAIMED, NEW, Lead, make_sessionmaker
 from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, TEAM, Bot, start_bot
+from tests.test_handoff import click
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)  # the digest's hour (DIGEST_AT 09:00 UTC)
 DUE_AFTER = timedelta(minutes=30)  # REMINDER_AFTER in the tests' settings
@@ -533,14 +534,7 @@ def test_home_lists_fifteen_long_named_leads_within_block_kit_limits(bot: Bot) -
     for i in range(16):
         bot.submit(f"{odd}{i}, p{i}@acme.example, {odd}Holdings {i}, hot, #SaaStr2026")
     for lead in bot.leads()[:15]:
-        bot.sim.block_action(
-            REP_A,
-            "lead_claim",
-            f"{lead.id}:{lead.version}",
-            channel_id=lead.card_channel,
-            message_ts=lead.card_ts,
-        )
-    bot.settle()
+        click(bot, REP_A, "lead_claim", lead)
     home = _open_home(bot, REP_A)
     blocks = home["blocks"]
     _valid(blocks)
