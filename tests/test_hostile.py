@@ -151,10 +151,9 @@ def test_a_payload_of_any_wrong_shape_gets_a_4xx_or_an_ack_never_a_5xx(
 ) -> None:
     """Each kind of request Slack sends (a /lead, the form command, a claim, the form's
     submission, an event, an outcome chosen, a release), with each field two levels down
-    replaced by each odd
-    value or left out, signed: once, an empty `actions` list raised IndexError out of Bolt's
-    matching and waitress answered 500. Nor may any of leadbot's own code fail on one: what
-    fails in Bolt is a warning, what fails in leadbot an error (a bug)."""
+    replaced by each odd value or left out, signed: once, an empty `actions` list raised
+    IndexError out of Bolt's matching and waitress answered 500. Nor may any of leadbot's own
+    code fail on one: what fails in Bolt is a warning, what fails in leadbot an error (a bug)."""
     answered: Counter[int] = Counter()
     wrong: list[str] = []
     caplog.set_level(logging.WARNING)
