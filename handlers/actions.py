@@ -20,7 +20,7 @@ from bot import flows, leads, outbox, render
 from bot.executor import Batcher
 from bot.ids import Action
 from bot.services import Services
-from handlers.common import acks_first, clicked_in, parse_value, services_of, text_in
+from handlers.common import acks_first, clicked_in, parse_value, services_of, team_of, user_of
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,12 @@ def _target(
 ) -> tuple[str, str | None, int | None, int | None]:
     """(user, channel, lead id, card version) from a block_actions payload, tolerating gaps
     and fields of the wrong shape (nothing is claimed for a click without a lead id)."""
-    user = text_in(body, "user", "id") or ""
+    user = user_of(body)
     channel = clicked_in(body)
     parsed = parse_value(action.get("value") if isinstance(action, dict) else None)
     if parsed is None:
         return user, channel, None, None
     return user, channel, parsed[0], parsed[1]
-
-
-def _team(body: dict[str, Any], services: Services) -> str:
-    return text_in(body, "team", "id") or services.team_id
 
 
 def claim_clicks(services: Services, clicks: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
@@ -78,7 +74,7 @@ def claim_clicks(services: Services, clicks: list[tuple[dict[str, Any], dict[str
             elif not services.access.may_claim(user):
                 flows.tell(services, channel, user, services.access.refusal())
             else:
-                todo.append(_Claim(lead_id, user, _team(body, services), channel))
+                todo.append(_Claim(lead_id, user, team_of(body, services), channel))
         except Exception as e:  # one odd payload must not cost the others their claims
             log.error("a claim click could not be read: %s", type(e).__name__, exc_info=e)
     if todo:
@@ -141,7 +137,7 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
         return
     try:
         with services.sessions.begin() as s:
-            current = leads.get_lead(s, lead_id, _team(body, services))
+            current = leads.get_lead(s, lead_id, team_of(body, services))
             stale = result = None
             if current is None:
                 pass  # answered below: no such lead in this workspace
@@ -154,7 +150,7 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
                     s,
                     lead_id,
                     user,
-                    team_id=_team(body, services),
+                    team_id=team_of(body, services),
                     managers=services.settings.manager_ids,
                     now=services.clock.now(),
                     next_reminder_at=flows.claim_due(

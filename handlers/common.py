@@ -28,6 +28,16 @@ def text_in(body: Any, key: str, field: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def user_of(body: Any) -> str:
+    """Who clicked or submitted ("" if the payload does not say)."""
+    return text_in(body, "user", "id") or ""
+
+
+def team_of(body: Any, services: Services) -> str:
+    """The workspace a click or submission came from; this one's if the payload does not say."""
+    return text_in(body, "team", "id") or services.team_id
+
+
 def clicked_in(body: Any) -> str | None:
     """Where a click happened (a channel or a DM), for a private answer there."""
     return text_in(body, "channel", "id") or text_in(body, "container", "channel_id")
@@ -85,5 +95,7 @@ __all__ = [
     "later",
     "parse_value",
     "services_of",
+    "team_of",
     "text_in",
+    "user_of",
 ]

@@ -21,7 +21,7 @@ from bot import render_outcomes as views
 from bot.delivery import DeliveryError
 from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View
 from bot.services import Services
-from handlers.common import acks_first, clicked_in, parse_value, services_of, text_in
+from handlers.common import acks_first, clicked_in, parse_value, services_of, team_of, user_of
 from models import Lead
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,6 @@ def register(app: App) -> None:
 
 
 # --- payload helpers ----------------------------------------------------------------------------
-
-
-def _user(body: dict[str, Any]) -> str:
-    return text_in(body, "user", "id") or ""
-
-
-def _team(body: dict[str, Any], services: Services) -> str:
-    return text_in(body, "team", "id") or services.team_id
 
 
 def _metadata(view: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
@@ -142,7 +134,7 @@ def _refresh_if_behind(session: Session, result: Any) -> None:
 def outcome_chosen(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     """A stage chosen in a Record outcome select; Disqualified first asks why, in a modal."""
     services = services_of(context)
-    user, channel = _user(body), clicked_in(body)
+    user, channel = user_of(body), clicked_in(body)
     parsed = views.parse_outcome_value((action.get("selected_option") or {}).get("value"))
     if parsed is None:
         flows.tell(services, channel, user, BROKEN)
@@ -158,7 +150,7 @@ def outcome_chosen(body: dict[str, Any], action: dict[str, Any], context: Any) -
                     lead_id,
                     user,
                     stage,
-                    team_id=_team(body, services),
+                    team_id=team_of(body, services),
                     managers=settings.manager_ids,
                     version=version,
                 )
@@ -175,7 +167,7 @@ def outcome_chosen(body: dict[str, Any], action: dict[str, Any], context: Any) -
                     lead_id,
                     user,
                     stage,
-                    team_id=_team(body, services),
+                    team_id=team_of(body, services),
                     managers=settings.manager_ids,
                     policy=settings.policy,
                     now=services.clock.now(),
@@ -206,7 +198,7 @@ def disqualify_submitted(
     """The disqualify modal: a reason from the policy is required, the note is optional."""
     services = services_of(context)
     settings = services.settings
-    user = _user(body)
+    user = user_of(body)
     lead_id, version, channel = _metadata(view)
     values = _values(view)
     reason = views.view_input(values, DISQUALIFY_REASON)
@@ -225,7 +217,7 @@ def disqualify_submitted(
                 lead_id,
                 user,
                 outcomes.DISQUALIFIED,
-                team_id=_team(body, services),
+                team_id=team_of(body, services),
                 managers=settings.manager_ids,
                 policy=settings.policy,
                 now=services.clock.now(),
@@ -275,7 +267,7 @@ def _reassign_answer(lead_id: int, result: outcomes.ReassignResult) -> str | Non
 def reassign_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     """Reassign on the card: managers get a modal to pick the new owner; others are refused."""
     services = services_of(context)
-    user, channel = _user(body), clicked_in(body)
+    user, channel = user_of(body), clicked_in(body)
     parsed = parse_value(action.get("value"))
     if parsed is None:
         flows.tell(services, channel, user, BROKEN)
@@ -288,7 +280,7 @@ def reassign_clicked(body: dict[str, Any], action: dict[str, Any], context: Any)
                 s,
                 lead_id,
                 user,
-                team_id=_team(body, services),
+                team_id=team_of(body, services),
                 managers=services.settings.manager_ids,
                 version=version,
             )
@@ -313,7 +305,7 @@ def reassign_clicked(body: dict[str, Any], action: dict[str, Any], context: Any)
 def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
     services = services_of(context)
     settings = services.settings
-    user = _user(body)
+    user = user_of(body)
     lead_id, version, channel = _metadata(view)
     new_owner = views.view_input(_values(view), REASSIGN_OWNER)
     if new_owner is None:
@@ -330,7 +322,7 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
                 lead_id,
                 new_owner,
                 by=user,
-                team_id=_team(body, services),
+                team_id=team_of(body, services),
                 managers=settings.manager_ids,
                 policy=settings.policy,
                 now=services.clock.now(),
@@ -368,7 +360,7 @@ def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -
     """Snooze 1 hour / 1 day on a follow-up nudge: ask again that much working time from now."""
     services = services_of(context)
     settings = services.settings
-    user, channel = _user(body), clicked_in(body)
+    user, channel = user_of(body), clicked_in(body)
     parsed = parse_value(action.get("value"))
     if parsed is None:
         flows.tell(services, channel, user, BROKEN)
@@ -381,7 +373,7 @@ def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -
                 s,
                 lead_id,
                 user,
-                team_id=_team(body, services),
+                team_id=team_of(body, services),
                 managers=settings.manager_ids,
                 policy=settings.policy,
                 now=services.clock.now(),

@@ -12,7 +12,7 @@ from slack_sdk.webhook import WebhookClient
 from bot import duplicates, flows, render
 from bot.ids import MODAL_FIELDS, View, is_slack_id
 from bot.parsing import validate_fields
-from handlers.common import SQLAlchemyError, later, services_of, text_in
+from handlers.common import SQLAlchemyError, later, services_of, team_of, user_of
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
             errors.setdefault(block, error.message[:150])
         ack(response_action="errors", errors=errors)
         return
-    user = text_in(body, "user", "id") or ""
-    team = text_in(body, "team", "id") or services.team_id
+    user = user_of(body)
+    team = team_of(body, services)
     metadata = _metadata(view)
     try:
         lead, earlier = flows.submit_lead(
