@@ -223,7 +223,8 @@ def reassign_modal(lead: Lead, private_metadata: str) -> dict[str, Any]:
 
 def view_input(values: dict[str, Any], block_id: str) -> str | None:
     """One input's value from a view's state.values (select, user select or text)."""
-    element = (values.get(block_id) or {}).get(input_action_id(block_id))
+    block = values.get(block_id)
+    element = block.get(input_action_id(block_id)) if isinstance(block, dict) else None
     if not isinstance(element, dict):
         return None
     if "selected_option" in element:

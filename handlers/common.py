@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,23 @@ def team_of(body: Any, services: Services) -> str:
 def clicked_in(body: Any) -> str | None:
     """Where a click happened (a channel or a DM), for a private answer there."""
     return text_in(body, "channel", "id") or text_in(body, "container", "channel_id")
+
+
+def metadata_of(view: Any) -> dict[str, Any]:
+    """What leadbot put in a modal's private_metadata (a JSON object); {} if it is not that."""
+    raw = view.get("private_metadata") if isinstance(view, dict) else None
+    try:
+        data = json.loads(raw) if isinstance(raw, str) and raw else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def state_values_of(view: Any) -> dict[str, Any]:
+    """A submitted modal's state.values; {} if the payload does not carry them as an object."""
+    state = view.get("state") if isinstance(view, dict) else None
+    values = state.get("values") if isinstance(state, dict) else None
+    return values if isinstance(values, dict) else {}
 
 
 def services_of(context: Any) -> Services:

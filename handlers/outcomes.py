@@ -8,7 +8,6 @@ and say why, privately, to the person who clicked.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -19,9 +18,19 @@ from sqlalchemy.orm import Session
 from bot import flows, outbox, outcomes, render
 from bot import render_outcomes as views
 from bot.delivery import DeliveryError
-from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View
+from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View, is_slack_id
 from bot.services import Services
-from handlers.common import acks_first, clicked_in, parse_value, services_of, team_of, user_of
+from handlers.common import (
+    acks_first,
+    clicked_in,
+    metadata_of,
+    parse_value,
+    services_of,
+    state_values_of,
+    team_of,
+    text_in,
+    user_of,
+)
 from models import Lead
 
 log = logging.getLogger(__name__)
@@ -44,23 +53,13 @@ def register(app: App) -> None:
 
 def _metadata(view: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
     """(lead id, card version or None, channel) from a modal's private_metadata."""
-    try:
-        data = json.loads(view.get("private_metadata") or "{}")
-    except ValueError:
-        return None, None, None
-    if not isinstance(data, dict):
-        return None, None, None
+    data = metadata_of(view)
     lead_id, version, channel = data.get("lead_id"), data.get("version"), data.get("channel")
     return (
         lead_id if isinstance(lead_id, int) and not isinstance(lead_id, bool) else None,
         version if isinstance(version, int) and not isinstance(version, bool) else None,
-        channel if isinstance(channel, str) else None,
+        channel if is_slack_id(channel) else None,
     )
-
-
-def _values(view: dict[str, Any]) -> dict[str, Any]:
-    values = (view.get("state") or {}).get("values")
-    return values if isinstance(values, dict) else {}
 
 
 def _open(services: Services, body: dict[str, Any], modal: dict[str, Any]) -> bool:
@@ -135,7 +134,7 @@ def outcome_chosen(body: dict[str, Any], action: dict[str, Any], context: Any) -
     """A stage chosen in a Record outcome select; Disqualified first asks why, in a modal."""
     services = services_of(context)
     user, channel = user_of(body), clicked_in(body)
-    parsed = views.parse_outcome_value((action.get("selected_option") or {}).get("value"))
+    parsed = views.parse_outcome_value(text_in(action, "selected_option", "value"))
     if parsed is None:
         flows.tell(services, channel, user, BROKEN)
         return
@@ -200,7 +199,7 @@ def disqualify_submitted(
     settings = services.settings
     user = user_of(body)
     lead_id, version, channel = _metadata(view)
-    values = _values(view)
+    values = state_values_of(view)
     reason = views.view_input(values, DISQUALIFY_REASON)
     note = views.view_input(values, DISQUALIFY_NOTE)
     if reason is None or reason not in settings.policy.disqualify_reasons:
@@ -307,7 +306,7 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
     settings = services.settings
     user = user_of(body)
     lead_id, version, channel = _metadata(view)
-    new_owner = views.view_input(_values(view), REASSIGN_OWNER)
+    new_owner = views.view_input(state_values_of(view), REASSIGN_OWNER)
     if new_owner is None:
         ack(response_action="errors", errors={REASSIGN_OWNER: "Choose the new owner."})
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -12,7 +11,15 @@ from slack_sdk.webhook import WebhookClient
 from bot import duplicates, flows, render
 from bot.ids import MODAL_FIELDS, View, is_slack_id
 from bot.parsing import validate_fields
-from handlers.common import SQLAlchemyError, later, services_of, team_of, user_of
+from handlers.common import (
+    SQLAlchemyError,
+    later,
+    metadata_of,
+    services_of,
+    state_values_of,
+    team_of,
+    user_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,30 +28,15 @@ def register(app: App) -> None:
     app.view(View.NEW_LEAD.value)(submit_modal)
 
 
-def _metadata(view: dict[str, Any]) -> dict[str, Any]:
-    raw = view.get("private_metadata")
-    try:
-        data = json.loads(raw) if isinstance(raw, str) and raw else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _channel(metadata: dict[str, Any]) -> str | None:
     """Where the form was opened, as its metadata says: an id, or nothing."""
     channel = metadata.get("channel_id")
     return channel if is_slack_id(channel) else None
 
 
-def _state_values(view: dict[str, Any]) -> dict[str, Any]:
-    state = view.get("state")
-    values = state.get("values") if isinstance(state, dict) else None
-    return values if isinstance(values, dict) else {}
-
-
 def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
     services = services_of(context)
-    values = render.modal_values(_state_values(view))
+    values = render.modal_values(state_values_of(view))
     result = validate_fields(values, **flows.parse_options(services.settings))
     if result.lead is None:
         errors: dict[str, str] = {}
@@ -56,7 +48,7 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
         return
     user = user_of(body)
     team = team_of(body, services)
-    metadata = _metadata(view)
+    metadata = metadata_of(view)
     try:
         lead, earlier = flows.submit_lead(
             services, result.lead, user_id=user, team_id=team, channel=_channel(metadata)

@@ -18,9 +18,9 @@ from bot.access import GROUP_TTL
 from bot.app import NOT_FROM_A_USER, _raised_by_bolt
 from bot.request_body import bolt_request
 from models import CLAIMED, NEW
-from tests.conftest import MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
+from tests.conftest import MANAGER, MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
 from tests.test_handoff import card_of, click, modal_state
-from tests.test_outcomes import elements
+from tests.test_outcomes import card, click_card, elements, modal, new_lead, nudges, option_for
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
 
@@ -69,6 +69,8 @@ class _LeftOut:
 
 
 _GONE = _LeftOut()  # the field left out
+# Below the second level, one value of each kind: a form's state alone has hundreds of fields.
+_DEEP: list[Any] = [None, 0, "", "x" * 3000, [], {}, _GONE]
 
 
 def _real_requests(bot: Bot) -> list[tuple[str, Any]]:
@@ -110,6 +112,8 @@ def _real_requests(bot: Bot) -> list[tuple[str, Any]]:
     )
     bot.settle()
     requests.append(click(bot, REP_A, "lead_release", bot.lead(lead.id)))
+    bot.settle()
+    requests += _follow_up_requests(bot)
     out: list[tuple[str, Any]] = []
     for r in requests:
         body = r.request_body.decode()
@@ -123,12 +127,57 @@ def _real_requests(bot: Bot) -> list[tuple[str, Any]]:
     return out
 
 
-def _paths(node: Any, depth: int) -> list[tuple[Any, ...]]:
-    """Every key or index in `node` down to `depth` levels."""
-    if depth == 0 or not isinstance(node, dict | list):
+def _follow_up_requests(bot: Bot) -> list[Any]:
+    """Two more leads' lives after their claims: a Snooze on one's nudge, then its owner's
+    Disqualified and that modal's submission; a manager's Reassign of the other and its
+    modal's submission. The other stays open, so that a mangled reassign reaches the write."""
+    lead = new_lead(bot, "Ann Lee, ann@beta.example, Beta Inc, warm")
+    bot.clock.advance(timedelta(days=1))
+    bot.run_job("followups")
+    [nudge] = nudges(bot, REP_A)
+    [snooze] = [e["value"] for e in elements(nudge.blocks) if e["action_id"] == "lead_snooze_1h"]
+    requests = [
+        bot.sim.block_action(
+            REP_A, "lead_snooze_1h", snooze, channel_id=nudge.channel, message_ts=nudge.ts
+        )
+    ]
+    bot.settle()
+    message = card(bot, lead)
+    disqualified = {"selected_option": option_for(message.blocks, "disqualified")}
+    requests.append(
+        bot.sim.select(
+            REP_A,
+            "lead_outcome",
+            disqualified,
+            channel_id=message.channel,
+            message_ts=message.ts,
+            trigger_id="trig-dq",
+        )
+    )
+    bot.settle()
+    reason = {"outcome_reason": ("outcome_reason_input", "static_select", "No budget")}
+    requests.append(bot.sim.view_submission(REP_A, modal(bot, "trig-dq"), reason))
+    other = new_lead(bot, "Bo Chan, bo@gamma.example, Gamma Ltd, cold")
+    requests.append(click_card(bot, MANAGER, other, "lead_reassign", trigger_id="trig-ra"))
+    new_owner = {"new_owner": ("new_owner_input", "users_select", REP_B)}
+    requests.append(bot.sim.view_submission(MANAGER, modal(bot, "trig-ra"), new_owner))
+    bot.settle()
+    # Each request was one that works.
+    assert bot.lead(lead.id).stage == "disqualified" and bot.lead(other.id).owner_id == REP_B
+    return requests
+
+
+# A submitted modal echoes the blocks leadbot sent it, which nothing reads: each block is
+# mangled whole, not field by field (that would be two thirds of the sweep).
+_WHOLE = {("view", "blocks")}
+
+
+def _paths(node: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key or index in `node`, at any depth, as a path from the top."""
+    if not isinstance(node, dict | list) or at[:-1] in _WHOLE:
         return []
     items = node.items() if isinstance(node, dict) else enumerate(node)
-    return [p for k, v in items for p in [(k,), *((k, *q) for q in _paths(v, depth - 1))]]
+    return [p for k, v in items for p in [(*at, k), *_paths(v, (*at, k))]]
 
 
 def _with(node: Any, path: tuple[Any, ...], value: Any) -> Any:
@@ -146,20 +195,27 @@ def _with(node: Any, path: tuple[Any, ...], value: Any) -> Any:
     return copy
 
 
+_PARTS = 3  # the sweep is split so that pytest -n can spread it over the cores
+
+
+@pytest.mark.parametrize("part", range(_PARTS))
 def test_a_payload_of_any_wrong_shape_gets_a_4xx_or_an_ack_never_a_5xx(
-    bot: Bot, caplog: pytest.LogCaptureFixture
+    bot: Bot, caplog: pytest.LogCaptureFixture, part: int
 ) -> None:
     """Each kind of request Slack sends (a /lead, the form command, a claim, the form's
-    submission, an event, an outcome chosen, a release), with each field two levels down
-    replaced by each odd value or left out, signed: once, an empty `actions` list raised
-    IndexError out of Bolt's matching and waitress answered 500. Nor may any of leadbot's own
-    code fail on one: what fails in Bolt is a warning, what fails in leadbot an error (a bug)."""
+    submission, an event, an outcome chosen, a release, a snooze, a reassign and a disqualify
+    with their modals), with every field at any depth replaced by odd values or left out,
+    signed: once, an empty `actions` list raised IndexError out of Bolt's matching and
+    waitress answered 500. Nor may any of leadbot's own code fail on one: what fails in Bolt
+    is a warning, what fails in leadbot an error (a bug). Field by field below the second
+    level, a disqualify modal's metadata, an outcome's option and a reassign's state once
+    ended in AttributeError or TypeError in leadbot's handlers."""
     answered: Counter[int] = Counter()
     wrong: list[str] = []
     caplog.set_level(logging.WARNING)
-    for kind, original in _real_requests(bot):
-        for path in _paths(original, 2):
-            for value in [*_ODD, _GONE]:
+    for kind, original in _real_requests(bot)[part::_PARTS]:
+        for path in _paths(original):
+            for value in [*_ODD, _GONE] if len(path) <= 2 else _DEEP:
                 mangled = _with(original, path, value)
                 if kind == "json":
                     r = bot.sim.raw(json.dumps(mangled).encode(), "application/json")
