@@ -307,7 +307,8 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
     user = user_of(body)
     lead_id, version, channel = _metadata(view)
     new_owner = views.view_input(state_values_of(view), REASSIGN_OWNER)
-    if new_owner is None:
+    # Slack's user select sends a user id; anything else is a forged or broken submission.
+    if not is_slack_id(new_owner):
         ack(response_action="errors", errors={REASSIGN_OWNER: "Choose the new owner."})
         return
     if lead_id is None:

@@ -239,6 +239,27 @@ def test_a_payload_of_any_wrong_shape_gets_a_4xx_or_an_ack_never_a_5xx(
     assert any("refused a malformed" in r.getMessage() for r in ours)  # Bolt's failures: told
 
 
+@pytest.mark.parametrize("forged", ["x" * 40, "U0 REP", "<!channel>"])
+def test_a_reassign_to_someone_not_a_slack_user_is_refused(bot: Bot, forged: str) -> None:
+    """Slack's user select sends a user id; a forged one was written as the owner (on
+    PostgreSQL, one longer than the column failed and the manager was told the database was
+    down)."""
+    lead = new_lead(bot)
+    before = bot.lead(lead.id)
+    click_card(bot, MANAGER, lead, "lead_reassign", trigger_id="trig-forged")
+    view = modal(bot, "trig-forged")
+    r = bot.sim.view_submission(
+        MANAGER, view, {"new_owner": ("new_owner_input", "users_select", forged)}
+    )
+    assert r.json() == {
+        "response_action": "errors",
+        "errors": {"new_owner": "Choose the new owner."},
+    }
+    bot.settle()
+    after = bot.lead(lead.id)
+    assert (after.owner_id, after.version) == (REP_A, before.version)
+
+
 def test_only_a_failure_in_bolt_alone_is_taken_for_a_malformed_payload() -> None:
     """A failure reached through leadbot's code, even if raised inside Bolt, stays an error
     with its traceback: it may be a bug of ours (a wrong argument to Bolt, say)."""
