@@ -195,8 +195,10 @@ def _from_someone(body: dict[str, Any], team: Any) -> bool:
     if any(t is not None and not is_slack_id(t) for t in (*teams, body.get("team_id"))):
         return False
     if "command" in body:
+        # A command may come from no channel; over Socket Mode its fields are JSON, so an
+        # empty list or object is possible too, and one reached the INSERT as a channel.
         channel = body.get("channel_id")
-        return is_slack_id(body.get("user_id")) and (not channel or is_slack_id(channel))
+        return is_slack_id(body.get("user_id")) and (channel in (None, "") or is_slack_id(channel))
     if body.get("type") in _BY_SOMEONE:
         user = body.get("user")
         return isinstance(user, dict) and is_slack_id(user.get("id"))

@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class Handler(SocketModeHandler):
-    """Bolt's Socket Mode handler, acknowledging an envelope whose payload has the wrong shape
-    (as `serve` answers such a body 400). Bolt's own let the exception escape unacknowledged,
-    and Slack sends an envelope it has no answer for again, which cannot fix it."""
+    """Bolt's Socket Mode handler, acknowledging every envelope, as `serve` answers every
+    request. Bolt's own left unacknowledged an envelope it refused (a payload of the wrong
+    shape, which `serve` answers 400) or had no listener for (404), and let a malformed
+    payload's exception escape. Slack sends an unacknowledged envelope again, which cannot
+    change the answer, and then tells the user the app did not respond."""
 
     def handle(self, client: Any, req: SocketModeRequest) -> None:  # type: ignore[override]
         start = time.time()
@@ -39,7 +41,7 @@ class Handler(SocketModeHandler):
         except MALFORMED:
             log.warning("refused a malformed %s envelope", req.type)
             response = None
-        if response is None or response.status == 400:  # refused as malformed: still answered
+        if response is None or response.status != 200:  # refused or unhandled: still answered
             client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
             return
         send_response(client, req, response, start)

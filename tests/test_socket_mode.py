@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,10 +37,12 @@ from tests.conftest import (
     MARKETER,
     REP_A,
     TEAM,
+    Bot,
     needs_tgkill,
     sigterm_to_a_worker_thread,
 )
 from tests.test_affinity import _cpus_of_every_thread, linux_smp
+from tests.test_hostile import _DEEP, _paths, _real_requests, _with
 from tests.test_outbox import EXAMPLE, _bot_env, _free_port
 
 APP_TOKEN = "xapp-1-A0LEADBOT-1-secret"
@@ -134,6 +137,37 @@ def test_an_envelope_of_the_wrong_shape_is_acknowledged_and_changes_nothing(
         assert "Traceback" not in log.read_text()
     with sessions_for(engine)() as s:
         assert s.scalar(select(func.count()).select_from(Lead)) == 1
+
+
+def test_every_envelope_of_a_wrong_shape_is_acknowledged(
+    bot: Bot, database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """The HTTP sweep's requests (tests/test_hostile.py), each top- and second-level field of
+    their payloads replaced by a value of each kind or left out, as envelopes: each is
+    acknowledged, and nothing in leadbot fails or logs an error. Over the socket a payload
+    is JSON as it stands, so a command's fields can be lists or objects, which no form body
+    carries."""
+    kinds = {"form": "slash_commands", "payload": "interactive", "json": "events_api"}
+    originals = _real_requests(bot)  # by the in-process app, on the same database and Slack
+    unanswered: list[str] = []
+    sent = 0
+    with _connected(_socket_env(database_url, slack), slack, tmp_path) as (_proc, sim, log):
+        for kind, original in originals:
+            for path in [p for p in _paths(original) if len(p) <= 2]:
+                for value in _DEEP:
+                    if kind == "json" and path == ("type",):
+                        continue  # only an event_callback travels as events_api
+                    ack = sim.link.request(kinds[kind], _with(original, path, value), timeout=3)
+                    sent += 1
+                    if ack is None:
+                        unanswered.append(f"{kind} {path} = {value!r:.20}")
+        assert "Lead #" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+    text = log.read_text()
+    assert not unanswered, f"{len(unanswered)} of {sent}: " + "\n".join(unanswered[:10])
+    assert sent > 1000  # it did reach in
+    ours = [line for line in text.splitlines() if re.search(r" ERROR (bot|handlers)\b", line)]
+    assert not ours and "Traceback" not in text, text[-3000:]
+    assert "refused a malformed interactive envelope" in text
 
 
 def test_slack_refreshing_the_connection_moves_the_app_to_a_new_one(
