@@ -82,11 +82,17 @@ def open_database(settings: Settings, *, migrate_sqlite: bool = True):
                 f"{db.HEAD}) — run `leadbot migrate` first"
             )
     except SQLAlchemyError as e:
-        raise StartupError(
-            f"DATABASE_URL: cannot use the database ({type(e).__name__}: "
-            f"{str(e.orig if hasattr(e, 'orig') and e.orig else e).splitlines()[0][:160]})"
-        ) from None
+        raise _unusable(e) from None
     return engine
+
+
+def _unusable(e: Exception) -> StartupError:
+    """The database cannot be opened or does not answer: the driver's first line says why."""
+    cause = getattr(e, "orig", None) or e
+    return StartupError(
+        f"DATABASE_URL: cannot use the database ({type(e).__name__}: "
+        f"{(str(cause).splitlines() or [''])[0][:160]})"
+    )
 
 
 BOT_TOKEN_FIX = "copy the Bot User OAuth Token (xoxb-…) from the app's page (README, step 2)"
@@ -259,11 +265,20 @@ def cmd_socket(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bot import db
     from models import make_engine
 
     settings = load_settings()
     engine = make_engine(settings.sqlalchemy_url)
+    try:
+        # A database that cannot be opened (no such file or server, not a database) is named
+        # as such, not as a migration that failed half-way.
+        db.current_revision(engine)
+    except SQLAlchemyError as e:
+        engine.dispose()
+        raise _unusable(e) from None
     try:
         before, after = db.upgrade(engine)
     except Exception as e:

@@ -163,6 +163,31 @@ def test_migrate_is_idempotent_and_models_match_migrations(
         engine.dispose()
 
 
+@pytest.mark.parametrize("command", [["migrate"], ["forget", "jane@acme.example"]])
+def test_a_database_that_cannot_be_opened_is_named_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`migrate` used to call a file that is no database, or a directory, a migration that
+    failed half-way "at unknown", and tell the user to run it again."""
+    (tmp_path / "notes.db").write_text("not a database")
+    (tmp_path / "folder.db").mkdir()
+    for name, cause in [
+        ("notes.db", "(DatabaseError: file is not a database)"),
+        ("folder.db", "(OperationalError: unable to open database file)"),
+    ]:
+        env = {
+            "DATABASE_URL": f"sqlite:///{tmp_path / name}",
+            "SLACK_BOT_TOKEN": "xoxb-1",
+            "SLACK_SIGNING_SECRET": "s",
+            "LEADS_CHANNEL": "C0LEADS",
+            "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: the database is first
+        }
+        result = _leadbot(*command, env=env, cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr == f"leadbot: DATABASE_URL: cannot use the database {cause}\n"
+    assert (tmp_path / "notes.db").read_text() == "not a database"
+
+
 def test_the_head_revision_the_start_up_check_knows_is_alembics() -> None:
     """`db.HEAD` lets a start skip Alembic; a new migration must move it, or every start would
     call the schema out of date (PostgreSQL) or migrate for nothing (SQLite)."""
