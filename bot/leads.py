@@ -306,7 +306,8 @@ def _claim_statement(priorities: tuple[str, ...]) -> Any:
 @dataclass(frozen=True)
 class ReleaseResult:
     ok: bool
-    reason: str  # "released", "not_found", "not_claimed", "closed", "forbidden"
+    # "released", "not_found", "not_claimed", "closed", "forbidden", "stale" (changed meanwhile)
+    reason: str
     lead: Lead | None
 
 
@@ -335,8 +336,15 @@ def release(
     owner = lead.owner_id
     result = session.execute(
         update(Lead)
-        # Conditional on the owner we checked, so a concurrent reassign/release is not undone.
-        .where(Lead.id == lead_id, Lead.status == CLAIMED, Lead.owner_id == owner)
+        # Conditional on the version we checked, as every other change is: the read above holds
+        # no lock, so an outcome (won, disqualified…), a reassign or a release may land between
+        # it and here, and a closed lead was put back in the queue, its stage kept.
+        .where(
+            Lead.id == lead_id,
+            Lead.status == CLAIMED,
+            Lead.owner_id == owner,
+            Lead.version == lead.version,
+        )
         .values(
             status=NEW,
             owner_id=None,
@@ -351,7 +359,7 @@ def release(
     )
     if result.rowcount != 1:
         session.refresh(lead)
-        return ReleaseResult(False, "not_claimed", lead)
+        return ReleaseResult(False, "stale", lead)
     record(session, lead_id, "released", user_id, now, previous_owner=owner)
     session.refresh(lead)
     return ReleaseResult(True, "released", lead)

@@ -33,6 +33,7 @@ from slack_sdk.models.views import View
 
 from bot.ids import Action, input_action_id
 from bot.ids import View as ViewId
+from bot.outcomes import is_closed, stage_label
 from models import CLAIMED, Lead
 
 if TYPE_CHECKING:
@@ -375,6 +376,8 @@ def escalation_dm(lead: Lead, waited: timedelta, reminders: int, permalink: str 
 
 def current_state(lead: Lead) -> str:
     """One sentence on where a lead stands now, for someone who clicked an old card."""
+    if is_closed(lead):
+        return f"Lead #{lead.id} is closed ({stage_label(lead.stage)}); the card now shows that."
     if lead.status == CLAIMED and lead.owner_id and lead.claimed_at:
         return (
             f"Lead #{lead.id} is claimed by {mention(lead.owner_id)} since "

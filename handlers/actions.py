@@ -159,8 +159,10 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
                 )
                 if result.ok and result.lead is not None:
                     flows.after_release(s, result.lead, user)
-                elif result.reason == "not_claimed" and result.lead is not None:
-                    outbox.enqueue_refresh(s, result.lead)  # make sure the card shows it is open
+                elif result.reason in ("not_claimed", "stale") and result.lead is not None:
+                    outbox.enqueue_refresh(s, result.lead)  # make sure the card shows it as it is
+                    if result.reason == "stale":  # changed since this click's check, just now
+                        stale = render.current_state(result.lead)
     except SQLAlchemyError as e:
         log.error("release of lead %s failed, database error: %s", lead_id, type(e).__name__)
         flows.tell(services, channel, user, DB_BUSY)

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState
 
 from bot.leads import events_of
-from bot.outcomes import STAGES
-from models import CLAIMED, Lead, LeadEvent
+from bot.outcomes import STAGES, record_outcome
+from models import CLAIMED, Lead, LeadEvent, make_engine, make_sessionmaker
 from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot, start_bot
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026, wants an API demo"
@@ -292,6 +294,49 @@ def test_an_outcome_on_a_released_lead_changes_nothing(bot: Bot) -> None:
     choose(bot, REP_A, lead, "won", option)
     assert bot.lead(lead.id).stage is None
     assert "not claimed" in bot.slack.ephemerals(REP_A)[-1].text
+
+
+def test_a_release_checked_before_the_lead_was_won_changes_nothing(
+    bot: Bot, database_url: str
+) -> None:
+    """A release reads the lead, checks it may go, then writes, with no lock in between. The
+    owner's "Won" landed in that gap (two clicks at once on one card), and the release put the
+    won lead back in the queue, its stage kept. Here the "Won" is committed at that moment."""
+    lead = new_lead(bot)
+    message = card(bot, lead)
+    seen = bot.lead(lead.id)
+    won: list[Any] = []
+    elsewhere = make_engine(database_url)  # another process, say: the bot's pool is busy
+
+    def won_meanwhile(state: ORMExecuteState) -> None:
+        if state.is_update and not won:  # the release's UPDATE, about to run
+            with make_sessionmaker(elsewhere).begin() as other:
+                won.append(
+                    record_outcome(
+                        other,
+                        lead.id,
+                        REP_A,
+                        "won",
+                        team_id=seen.team_id,
+                        managers=[],
+                        policy=bot.services.settings.policy,
+                        now=bot.clock.now(),
+                    )
+                )
+
+    event.listen(bot.services.sessions, "do_orm_execute", won_meanwhile)
+    try:
+        click_card(bot, REP_A, lead, "lead_release")
+    finally:
+        event.remove(bot.services.sessions, "do_orm_execute", won_meanwhile)
+        elsewhere.dispose()
+    assert [r.reason for r in won] == ["recorded"]
+    after = bot.lead(lead.id)
+    assert (after.status, after.owner_id, after.stage) == (CLAIMED, REP_A, "won")
+    assert events(bot, lead.id, "released") == []
+    note = bot.slack.ephemerals(REP_A)[-1].text
+    assert note.startswith("That card was out of date; nothing changed.") and "Won" in note
+    assert "Won" in card_json(bot, lead) and bot.slack.message(LEADS_CHANNEL, message.ts)
 
 
 def test_broken_outcome_values_change_nothing(bot: Bot) -> None:
