@@ -141,7 +141,8 @@ class Report:
 
 def _window(since: datetime, until: datetime) -> ColumnElement[bool]:
     # submitted_at first: the indexed range bounds every report query.
-    return and_(Lead.submitted_at >= since, Lead.submitted_at < until)
+    # Up to and including `until` (the report's now): a lead stored this instant counts.
+    return and_(Lead.submitted_at >= since, Lead.submitted_at <= until)
 
 
 def _counts() -> list[tuple[str, Any]]:

@@ -357,6 +357,14 @@ def test_lead_report_over_http(bot: Bot) -> None:
     assert bot.slack.calls_to("chat.postMessage") == []
 
 
+def test_a_lead_stored_the_instant_of_the_report_counts(bot: Bot) -> None:
+    """The window ended just before its `now`: with the clock standing still, as in a test
+    or a fast typist on a coarse clock, the lead just stored was not in its own report."""
+    bot.submit("Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026")
+    shown = json.dumps(bot.sim.slash_command("report", user_id=MANAGER).json())
+    assert "1 submitted" in shown and "No leads" not in shown
+
+
 def test_slow_report_follows_through_response_url(
     bot: Bot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
