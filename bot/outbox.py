@@ -204,6 +204,7 @@ _RELEASE = (
     )
     .values(lease_owner=None, lease_until=None, attempts=_OUTBOX.c.attempts - 1)
 )
+_EXISTS = select(_OUTBOX.c.id).where(_OUTBOX.c.id == bindparam("b_id"))
 _MARK_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("b_id"), _OUTBOX.c.lease_owner == bindparam("b_owner"))
@@ -832,13 +833,15 @@ class Outbox:
         }
         if item.kind != CARD:
             with self.single_engine.begin() as conn:
-                conn.execute(_MARK_SENT, sent)
+                marked = conn.execute(_MARK_SENT, sent).rowcount
+            if not marked:
+                self._erased_meanwhile(item, ts, channel, lead)
             return
         posted_at = self.clock()
         permalink = self._permalink(channel, ts) if ts and channel else None
         # A card's success writes the lead too, in the same transaction.
         with self.engine.begin() as conn:
-            conn.execute(_MARK_SENT, sent)
+            marked = conn.execute(_MARK_SENT, sent).rowcount
             uncertain = (item.last_error or "").startswith("connection_error")
             # Rare (a retry after an attempt that got no answer), so worth a read that the lead
             # its check refers to is still there.
@@ -862,7 +865,33 @@ class Outbox:
                     now=posted_at,
                     next_reminder_at=self.first_reminder(lead, posted_at),
                 )
-        log.info("card posted for lead %s", item.lead_id)
+        if marked or not self._erased_meanwhile(item, ts, channel, lead):
+            log.info("card posted for lead %s", item.lead_id)
+
+    def _erased_meanwhile(
+        self, item: OutboxItem, ts: str | None, channel: str | None, lead: Lead | None
+    ) -> bool:
+        """After a delivery whose row was not there to mark: whether the row is gone, that is,
+        its lead was erased (`forget`, the purge) while the call was on its way. The erasure
+        blanks what was delivered before it and did not know of this one: blank it too. A DM
+        carries the contact details, and a refresh puts them back on a card just blanked."""
+        with self.single_engine.connect() as conn:
+            if conn.execute(_EXISTS, {"b_id": item.id}).first() is not None:
+                return False  # not erased: another process took over its lease
+        if item.kind == CARD_REFRESH and lead is not None:
+            ts, channel = lead.card_ts, lead.card_channel
+        if ts and channel and item.lead_id:
+            try:
+                self.slack.update(channel, ts, render.forgotten_card(item.lead_id))
+            except DeliveryError as e:
+                log.warning(
+                    "could not blank a %s of erased lead %s: %s", item.kind, item.lead_id, e.code
+                )
+            else:
+                log.info(
+                    "blanked a %s of lead %s, erased while on its way", item.kind, item.lead_id
+                )
+        return True
 
     def _failed(self, item: OutboxItem, error: DeliveryError, result: PassResult) -> None:
         now = self.wall()
