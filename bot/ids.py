@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import TypeGuard
 
 # A user, team or channel id as Slack writes them (U0123ABCD, T…, C…, D…): the database keeps
 # them in 32 characters.
 _SLACK_ID = re.compile(r"[A-Z0-9]{1,32}")
 
 
-def is_slack_id(value: object) -> bool:
+def is_slack_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _SLACK_ID.fullmatch(value) is not None
 
 
