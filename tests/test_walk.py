@@ -47,8 +47,14 @@ def _step(bot: Bot, rnd: random.Random, step: str, who: str, trigger: str) -> No
             new_owner = {"new_owner": ("new_owner_input", "users_select", rnd.choice(PEOPLE))}
             bot.sim.view_submission(who, view, new_owner)
     elif step == "outcome" and "lead_outcome" in controls:
-        chosen = {"selected_option": rnd.choice(controls["lead_outcome"]["options"])}
-        bot.sim.select(who, "lead_outcome", chosen, trigger_id=trigger, **on_card)
+        # From the card, or from the last follow-up nudge's menu, which may be out of date.
+        nudges = [m for m in bot.slack.dms(who) if m.text.startswith("⏰")]
+        where, menu = on_card, controls["lead_outcome"]
+        if nudges and rnd.random() < 0.5:
+            where = {"channel_id": nudges[-1].channel, "message_ts": nudges[-1].ts}
+            [menu] = [e for e in elements(nudges[-1].blocks) if e["action_id"] == "lead_outcome"]
+        chosen = {"selected_option": rnd.choice(menu["options"])}
+        bot.sim.select(who, "lead_outcome", chosen, trigger_id=trigger, **where)
         bot.settle()
         view = _opened(bot, trigger)
         if view is not None:  # Disqualified asks why first; the follow-ups may run meanwhile
