@@ -205,6 +205,12 @@ def disqualify_submitted(
     if reason is None or reason not in settings.policy.disqualify_reasons:
         ack(response_action="errors", errors={DISQUALIFY_REASON: "Choose a reason from the list."})
         return
+    if note is not None and len(note) > outcomes.NOTE_MAX:
+        # The modal's input allows no more (Slack enforces it); a longer note was forged, and
+        # quoted whole it made the submitter's DM too long for Slack to build.
+        limit = f"At most {outcomes.NOTE_MAX} characters."
+        ack(response_action="errors", errors={DISQUALIFY_NOTE: limit})
+        return
     if lead_id is None:
         ack()
         flows.tell(services, channel, user, BROKEN)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState
 
 from bot.leads import events_of
-from bot.outcomes import STAGES, record_outcome
+from bot.outcomes import NOTE_MAX, STAGES, record_outcome
 from models import CLAIMED, Lead, LeadEvent, make_engine, make_sessionmaker
 from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot, start_bot
 
@@ -420,6 +421,39 @@ def test_disqualify_asks_for_a_reason_first(bot: Bot) -> None:
     assert "<!channel>" not in json.dumps(news.blocks)
     [event] = stage_events(bot, lead.id)
     assert event == {"stage": "disqualified", "reason": "No budget", "note": note, "actor": REP_A}
+
+
+def test_a_disqualify_note_longer_than_the_modal_allows_is_refused_in_the_modal(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack's input stops at NOTE_MAX characters; a forged longer note, quoted whole in the
+    submitter's DM, made a section Slack refuses, and the handler failed with the modal closed
+    and nothing said."""
+    lead = new_lead(bot)
+    message = card(bot, lead)
+    bot.sim.select(
+        REP_A,
+        "lead_outcome",
+        {"selected_option": option_for(message.blocks, "disqualified")},
+        channel_id=LEADS_CHANNEL,
+        message_ts=message.ts,
+        trigger_id="trig-long",
+    )
+    bot.settle()
+    view = modal(bot, "trig-long")
+    reason = ("outcome_reason_input", "static_select", "No budget")
+    for length, refused in ((NOTE_MAX + 1, True), (3000, True), (NOTE_MAX, False)):
+        note = ("outcome_note_input", "plain_text_input", "&" * length)
+        r = bot.sim.view_submission(REP_A, view, {"outcome_reason": reason, "outcome_note": note})
+        bot.settle()
+        if refused:
+            assert r.json()["errors"] == {"outcome_note": f"At most {NOTE_MAX} characters."}
+            assert bot.lead(lead.id).stage is None
+    # The longest note Slack lets through, every character one it escapes, still goes.
+    assert r.status == 200 and "errors" not in r.body
+    assert bot.lead(lead.id).stage == "disqualified"
+    assert "&amp;" * 10 in json.dumps(bot.slack.dms(MARKETER)[-1].blocks)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_disqualify_by_another_rep_opens_no_modal(bot: Bot) -> None:
