@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from bot.access import GROUP_TTL
 from bot.app import NOT_FROM_A_USER, _raised_by_bolt
+from bot.ids import is_slack_id
 from bot.request_body import bolt_request
 from models import CLAIMED, NEW
 from tests.conftest import MANAGER, MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
@@ -237,6 +238,68 @@ def test_a_payload_of_any_wrong_shape_gets_a_4xx_or_an_ack_never_a_5xx(
     errors = [f"{r.name}: {r.getMessage()}" for r in ours if r.levelno >= logging.ERROR]
     assert not errors, errors[:10]
     assert any("refused a malformed" in r.getMessage() for r in ours)  # Bolt's failures: told
+
+
+def _modal_opened(bot: Bot, kind: str, n: int) -> dict[str, Any]:
+    """A new lead claimed by REP_A, and its Disqualify or Reassign modal as opened."""
+    lead = new_lead(bot, f"Ann Lee, ann{n}@beta.example, Beta Inc, warm")
+    trigger = f"trig-{kind}-{n}"
+    if kind == "reassign":
+        click_card(bot, MANAGER, lead, "lead_reassign", trigger_id=trigger)
+    else:
+        message = card(bot, lead)
+        choose = {"selected_option": option_for(message.blocks, "disqualified")}
+        bot.sim.select(
+            REP_A,
+            "lead_outcome",
+            choose,
+            channel_id=message.channel,
+            message_ts=message.ts,
+            trigger_id=trigger,
+        )
+        bot.settle()
+    return modal(bot, trigger)
+
+
+_FILLED = {
+    "disqualify": {
+        "outcome_reason": ("outcome_reason_input", "static_select", "No budget"),
+        "outcome_note": ("outcome_note_input", "plain_text_input", "they left"),
+    },
+    "reassign": {"new_owner": ("new_owner_input", "users_select", REP_B)},
+}
+
+
+@pytest.mark.parametrize("kind", ["disqualify", "reassign"])
+def test_each_field_of_a_modal_mangled_in_its_first_submission_changes_nothing_or_goes(
+    bot: Bot, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep above replays each mangled request after the real one, and a replayed modal is
+    refused as out of date before it writes. Here each field of the modal's state is mangled in
+    the first submission, which reaches the write: a forged note longer than the modal allows
+    once failed the whole disqualify, and a forged new owner was written as the owner."""
+    caplog.set_level(logging.WARNING)
+    submitter = MANAGER if kind == "reassign" else REP_A
+    first = _modal_opened(bot, kind, 0)
+    state = bot.sim.view_submission(submitter, first, _FILLED[kind])  # a real one, to copy
+    body = json.loads(urllib.parse.parse_qs(state.request_body.decode())["payload"][0])
+    values = body["view"]["state"]["values"]
+    answered: Counter[str] = Counter()
+    for n, path in enumerate(_paths(values), start=1):
+        for value in _DEEP:
+            view = _modal_opened(bot, kind, n * 100 + sum(answered.values()))
+            # The real submission's payload, for this modal (its lead), with one field mangled.
+            payload = _with(body, ("view", "private_metadata"), view["private_metadata"])
+            payload = _with(payload, ("view", "state", "values", *path), value)
+            form = urllib.parse.urlencode([("payload", json.dumps(payload))]).encode()
+            r = bot.sim.raw(form, "application/x-www-form-urlencoded")
+            assert r.status == 200, (path, value, r.status, r.body[:200])
+            bot.settle()
+            answered["errors" if "errors" in r.body else "went"] += 1
+    assert answered["errors"] and answered["went"], answered  # both kinds of answer were seen
+    assert all(lead.owner_id is None or is_slack_id(lead.owner_id) for lead in bot.leads())
+    ours = [r for r in caplog.records if r.name.partition(".")[0] in ("bot", "handlers")]
+    assert not [r.getMessage() for r in ours if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("forged", ["x" * 40, "U0 REP", "<!channel>"])
