@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from models import CLAIMED, NEW, Lead, LeadEvent
 from tests.conftest import LEADS_CHANNEL, MANAGER, REP_A, REP_B, Bot
-from tests.test_outcomes import card, elements
+from tests.test_outcomes import card, elements, valid
 
 # The events whose change bumps the lead's version (claim, release, outcome, reassign).
 BUMPS = {"claimed", "released", "stage", "reassigned"}
@@ -125,6 +125,14 @@ def test_a_lead_its_events_and_its_card_agree_after_any_walk(
         _check(bot, bot.leads()[0], walked)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors
+    # Whatever the walk made leadbot say, Slack would have accepted it.
+    said = [
+        c.args.get("blocks") or (c.args.get("view") or {}).get("blocks") for c in bot.slack.calls
+    ]
+    said = [json.loads(b) if isinstance(b, str) else b for b in said if b]
+    assert len(said) >= 3  # the card, the receipt's DM or a reminder at least
+    for blocks in said:
+        valid(blocks)
 
 
 def _at_once(bot: Bot) -> dict[str, Callable[[], object]]:
