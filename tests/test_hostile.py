@@ -131,7 +131,8 @@ def _real_requests(bot: Bot) -> list[tuple[str, Any]]:
 def _follow_up_requests(bot: Bot) -> list[Any]:
     """Two more leads' lives after their claims: a Snooze on one's nudge, then its owner's
     Disqualified and that modal's submission; a manager's Reassign of the other and its
-    modal's submission. The other stays open, so that a mangled reassign reaches the write."""
+    modal's submission. (Replayed, the modals are refused as out of date before they write:
+    the first-submission test below covers that part.)"""
     lead = new_lead(bot, "Ann Lee, ann@beta.example, Beta Inc, warm")
     bot.clock.advance(timedelta(days=1))
     bot.run_job("followups")
