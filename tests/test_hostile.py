@@ -21,7 +21,16 @@ from bot.request_body import bolt_request
 from models import CLAIMED, NEW
 from tests.conftest import MANAGER, MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
 from tests.test_handoff import card_of, click, modal_state
-from tests.test_outcomes import card, click_card, elements, modal, new_lead, nudges, option_for
+from tests.test_outcomes import (
+    card,
+    click_card,
+    elements,
+    modal,
+    new_lead,
+    nudges,
+    open_disqualify,
+    option_for,
+)
 
 EXAMPLE = "Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026"
 
@@ -245,20 +254,9 @@ def _modal_opened(bot: Bot, kind: str, n: int) -> dict[str, Any]:
     """A new lead claimed by REP_A, and its Disqualify or Reassign modal as opened."""
     lead = new_lead(bot, f"Ann Lee, ann{n}@beta.example, Beta Inc, warm")
     trigger = f"trig-{kind}-{n}"
-    if kind == "reassign":
-        click_card(bot, MANAGER, lead, "lead_reassign", trigger_id=trigger)
-    else:
-        message = card(bot, lead)
-        choose = {"selected_option": option_for(message.blocks, "disqualified")}
-        bot.sim.select(
-            REP_A,
-            "lead_outcome",
-            choose,
-            channel_id=message.channel,
-            message_ts=message.ts,
-            trigger_id=trigger,
-        )
-        bot.settle()
+    if kind == "disqualify":
+        return open_disqualify(bot, lead, trigger)
+    click_card(bot, MANAGER, lead, "lead_reassign", trigger_id=trigger)
     return modal(bot, trigger)
 
 

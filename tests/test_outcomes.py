@@ -146,6 +146,22 @@ def modal(bot: Bot, trigger_id: str) -> dict[str, Any]:
     return view
 
 
+def open_disqualify(bot: Bot, lead: Lead, trigger_id: str, user: str = REP_A) -> dict[str, Any]:
+    """Choose Disqualified in the lead's card menu, as `user`; the modal that opens."""
+    message = card(bot, lead)
+    r = bot.sim.select(
+        user,
+        "lead_outcome",
+        {"selected_option": option_for(message.blocks, "disqualified")},
+        channel_id=LEADS_CHANNEL,
+        message_ts=message.ts,
+        trigger_id=trigger_id,
+    )
+    assert r.status == 200
+    bot.settle()
+    return modal(bot, trigger_id)
+
+
 # --- recording outcomes -------------------------------------------------------------------------
 
 
@@ -355,19 +371,8 @@ def test_broken_outcome_values_change_nothing(bot: Bot) -> None:
 
 def test_disqualify_asks_for_a_reason_first(bot: Bot) -> None:
     lead = new_lead(bot)
-    message = card(bot, lead)
-    r = bot.sim.select(
-        REP_A,
-        "lead_outcome",
-        {"selected_option": option_for(message.blocks, "disqualified")},
-        channel_id=LEADS_CHANNEL,
-        message_ts=message.ts,
-        trigger_id="trig-dq",
-    )
-    assert r.status == 200
-    bot.settle()
+    view = open_disqualify(bot, lead, "trig-dq")
     assert bot.lead(lead.id).stage is None  # nothing until the modal is submitted
-    view = modal(bot, "trig-dq")
     assert view["callback_id"] == "lead_disqualify"
     reasons = [
         o["value"]
@@ -430,17 +435,7 @@ def test_a_disqualify_note_longer_than_the_modal_allows_is_refused_in_the_modal(
     submitter's DM, made a section Slack refuses, and the handler failed with the modal closed
     and nothing said."""
     lead = new_lead(bot)
-    message = card(bot, lead)
-    bot.sim.select(
-        REP_A,
-        "lead_outcome",
-        {"selected_option": option_for(message.blocks, "disqualified")},
-        channel_id=LEADS_CHANNEL,
-        message_ts=message.ts,
-        trigger_id="trig-long",
-    )
-    bot.settle()
-    view = modal(bot, "trig-long")
+    view = open_disqualify(bot, lead, "trig-long")
     reason = ("outcome_reason_input", "static_select", "No budget")
     for length, refused in ((NOTE_MAX + 1, True), (3000, True), (NOTE_MAX, False)):
         note = ("outcome_note_input", "plain_text_input", "&" * length)
@@ -465,17 +460,7 @@ def test_disqualify_by_another_rep_opens_no_modal(bot: Bot) -> None:
 
 def test_disqualify_submitted_after_the_card_changed_changes_nothing(bot: Bot) -> None:
     lead = new_lead(bot)
-    message = card(bot, lead)
-    bot.sim.select(
-        REP_A,
-        "lead_outcome",
-        {"selected_option": option_for(message.blocks, "disqualified")},
-        channel_id=LEADS_CHANNEL,
-        message_ts=message.ts,
-        trigger_id="trig-dq2",
-    )
-    bot.settle()
-    view = modal(bot, "trig-dq2")
+    view = open_disqualify(bot, lead, "trig-dq2")
     choose(bot, REP_A, lead, "contacted")  # meanwhile, from the card
     r = bot.sim.view_submission(
         REP_A, view, {"outcome_reason": ("outcome_reason_input", "static_select", "Not a fit")}
