@@ -53,7 +53,8 @@ JOBS: dict[str, Job] = {
             "purge",
             purge.run,
             timedelta(hours=1),
-            "delete leads older than RETAIN_FOR, with their event log (off when unset)",
+            "delete leads older than RETAIN_FOR, with their event log (off when unset); "
+            "forget handled Slack event ids after a day",
         ),
         Job(
             "outbox",

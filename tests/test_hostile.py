@@ -422,6 +422,26 @@ def test_event_retries_are_processed_once(bot: Bot) -> None:
     assert seen == 1
 
 
+def test_handled_event_ids_are_forgotten_after_a_day_and_not_before(bot: Bot) -> None:
+    """Each Home tab opened kept its event id for ever: a table growing with every open, for
+    retries Slack sends within minutes. The hourly purge job now forgets them after a day,
+    with or without RETAIN_FOR; a retry within the day is still recognised."""
+    event = {"type": "app_home_opened", "user": MARKETER, "tab": "home", "channel": "D0MARKET01"}
+    bot.sim.event(event, event_id="Ev0OLD0001")
+    bot.clock.advance(timedelta(hours=23))
+    bot.sim.event(event, event_id="Ev0NEW0001")
+    bot.clock.advance(timedelta(hours=1, seconds=1))
+    assert bot.run_job("purge") == (
+        "skipped: RETAIN_FOR not set; 1 handled event ids older than 1d forgotten"
+    )
+    with bot.services.sessions() as s:
+        kept = s.execute(text("SELECT event_id FROM processed_events")).scalars().all()
+    assert kept == ["Ev0NEW0001"]
+    bot.sim.event(event, retry_num=1, event_id="Ev0NEW0001")  # Slack's retry: still once
+    bot.settle()
+    assert len(bot.slack.calls_to("views.publish")) == 2
+
+
 def test_only_sales_may_claim_when_restricted(database_url: str, slack, clock) -> None:
     bot = start_bot(database_url, slack, clock, SALES_IDS=REP_A, SALES_USERGROUP="S0SALES001")
     slack.set_usergroup("S0SALES001", [REP_B])

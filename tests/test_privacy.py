@@ -113,12 +113,12 @@ def test_purge_deletes_only_expired_leads_with_their_events_and_outbox(
 
     bot.clock.advance(timedelta(days=10, seconds=1))  # `old` is now 30 days and 1 s old
     _all_logging_at_debug(caplog)
-    assert bot.run_job("purge") == "purged 1 leads older than 30d"
+    assert bot.run_job("purge").startswith("purged 1 leads older than 30d; ")
 
     assert _counts(bot, old.id) == (0, 0, 0)
     assert [lead.id for lead in bot.leads()] == [recent.id, edge_id]  # exactly 30 d old stays
     assert _counts(bot, recent.id)[1:] != (0, 0)
-    assert bot.run_job("purge") == "purged 0 leads older than 30d"
+    assert bot.run_job("purge").startswith("purged 0 leads older than 30d; ")
     logged = caplog.text.lower()
     assert f"ids {old.id}..{old.id}" in logged
     assert not [d for d in JANE_DETAILS if d in logged]
@@ -141,7 +141,7 @@ def test_purge_goes_in_batches_and_reads_nothing_but_ids(retaining_bot: Bot) -> 
 def test_purge_is_off_without_retain_for(bot: Bot) -> None:
     bot.submit(JANE)
     bot.clock.advance(timedelta(days=3650))
-    assert bot.run_job("purge") == "skipped: RETAIN_FOR not set"
+    assert bot.run_job("purge").startswith("skipped: RETAIN_FOR not set; ")
     assert len(bot.leads()) == 1
 
 
