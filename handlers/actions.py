@@ -20,11 +20,18 @@ from bot import flows, leads, outbox, render
 from bot.executor import Batcher
 from bot.ids import Action
 from bot.services import Services
-from handlers.common import acks_first, clicked_in, parse_value, services_of, team_of, user_of
+from handlers.common import (
+    acks_first,
+    clicked_in,
+    gone,
+    parse_value,
+    services_of,
+    team_of,
+    user_of,
+    write_failed,
+)
 
 log = logging.getLogger(__name__)
-
-DB_BUSY = "⚠️ The database is not answering right now, so nothing changed. Try again in a minute."
 
 
 # Claims acked while others are being written wait and go together, this many at most: one
@@ -112,15 +119,12 @@ def _claim(services: Services, todo: list[_Claim]) -> None:
         if not isinstance(e, SQLAlchemyError):
             raise
         [one] = todo
-        log.error("claim of lead %s failed, database error: %s", one.lead_id, type(e).__name__)
-        flows.tell(services, one.channel, one.user, DB_BUSY)
+        flows.tell(services, one.channel, one.user, write_failed(services, one.lead_id, "claim", e))
         return
     for one, result in zip(todo, results, strict=True):
         lead_id, user, channel = one.lead_id, one.user, one.channel
         if result.lead is None:
-            flows.tell(
-                services, channel, user, f"Lead #{lead_id} no longer exists; nothing changed."
-            )
+            flows.tell(services, channel, user, gone(lead_id))
         elif result.won:
             log.info("lead %s claimed", lead_id)
         elif result.lead.owner_id == user:
@@ -164,14 +168,13 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
                     if result.reason == "stale":  # changed since this click's check, just now
                         stale = render.current_state(result.lead)
     except SQLAlchemyError as e:
-        log.error("release of lead %s failed, database error: %s", lead_id, type(e).__name__)
-        flows.tell(services, channel, user, DB_BUSY)
+        flows.tell(services, channel, user, write_failed(services, lead_id, "release", e))
         return
     services.outbox.kick()
     if stale is not None:
         flows.tell(services, channel, user, f"That card was out of date; nothing changed. {stale}")
     elif result is None or result.lead is None:
-        flows.tell(services, channel, user, f"Lead #{lead_id} no longer exists; nothing changed.")
+        flows.tell(services, channel, user, gone(lead_id))
     elif result.reason == "closed":
         flows.tell(services, channel, user, f"Lead #{lead_id} is closed; it cannot be released.")
     elif result.reason == "forbidden":

@@ -61,6 +61,32 @@ def state_values_of(view: Any) -> dict[str, Any]:
     return values if isinstance(values, dict) else {}
 
 
+DB_BUSY = "⚠️ The database is not answering right now, so nothing changed. Try again in a minute."
+
+
+def gone(lead_id: int) -> str:
+    return f"Lead #{lead_id} no longer exists; nothing changed."
+
+
+def write_failed(services: Services, lead_id: int, what: str, error: SQLAlchemyError) -> str:
+    """What to tell the person whose change to lead `lead_id` the database refused. If the lead
+    is gone, `forget` or the purge deleted it meanwhile, and that explains the failure (a row
+    for it broke its foreign key, or it could not be read back): say so. Otherwise the database
+    is in trouble, an error."""
+    from models import Lead
+
+    try:
+        with services.sessions() as s:
+            erased = s.get(Lead, lead_id) is None
+    except SQLAlchemyError:
+        erased = False
+    if erased:
+        log.info("%s of lead %s: the lead was erased meanwhile", what, lead_id)
+        return gone(lead_id)
+    log.error("%s of lead %s failed, database error: %s", what, lead_id, type(error).__name__)
+    return DB_BUSY
+
+
 def services_of(context: Any) -> Services:
     return context["leadbot"]
 

@@ -21,8 +21,10 @@ from bot.delivery import DeliveryError
 from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View, is_slack_id
 from bot.services import Services
 from handlers.common import (
+    DB_BUSY,
     acks_first,
     clicked_in,
+    gone,
     metadata_of,
     parse_value,
     services_of,
@@ -30,12 +32,12 @@ from handlers.common import (
     team_of,
     text_in,
     user_of,
+    write_failed,
 )
 from models import Lead
 
 log = logging.getLogger(__name__)
 
-DB_BUSY = "⚠️ The database is not answering right now, so nothing changed. Try again in a minute."
 BROKEN = "That control is broken (no lead in it); nothing changed."
 
 
@@ -104,7 +106,7 @@ def _outcome_answer(lead_id: int, result: outcomes.OutcomeResult, *, from_card: 
     """What the clicker is told; None when the card (or nothing) says it all."""
     lead = result.lead
     if lead is None:
-        return f"Lead #{lead_id} no longer exists; nothing changed."
+        return gone(lead_id)
     if result.reason == "recorded":
         # The card shows it; a DM or an ephemeral list does not change, so confirm there.
         return None if from_card else f"✅ {views.recorded(lead)}"
@@ -176,8 +178,7 @@ def outcome_chosen(body: dict[str, Any], action: dict[str, Any], context: Any) -
                     after_outcome(s, result.lead, user)
             _refresh_if_behind(s, result)
     except SQLAlchemyError as e:
-        log.error("outcome for lead %s failed, database error: %s", lead_id, type(e).__name__)
-        flows.tell(services, channel, user, DB_BUSY)
+        flows.tell(services, channel, user, write_failed(services, lead_id, "outcome", e))
         return
     services.outbox.kick()
     if modal is not None:
@@ -234,7 +235,11 @@ def disqualify_submitted(
                 after_outcome(s, result.lead, user, note=note)
             _refresh_if_behind(s, result)
     except SQLAlchemyError as e:
-        log.error("disqualify of lead %s failed, database error: %s", lead_id, type(e).__name__)
+        answer = write_failed(services, lead_id, "disqualify", e)
+        if answer != DB_BUSY:  # the lead is gone: nothing to fix in the form
+            ack()
+            flows.tell(services, channel, user, answer)
+            return
         ack(
             response_action="errors",
             errors={
@@ -255,7 +260,7 @@ def disqualify_submitted(
 def _reassign_answer(lead_id: int, result: outcomes.ReassignResult) -> str | None:
     lead = result.lead
     if lead is None:
-        return f"Lead #{lead_id} no longer exists; nothing changed."
+        return gone(lead_id)
     if result.reason == "reassigned":
         return None  # the card and its thread say it
     if result.reason == "forbidden":
@@ -294,8 +299,7 @@ def reassign_clicked(body: dict[str, Any], action: dict[str, Any], context: Any)
                 modal = views.reassign_modal(result.lead, metadata)
             _refresh_if_behind(s, result)
     except SQLAlchemyError as e:
-        log.error("reassign of lead %s failed, database error: %s", lead_id, type(e).__name__)
-        flows.tell(services, channel, user, DB_BUSY)
+        flows.tell(services, channel, user, write_failed(services, lead_id, "reassign", e))
         return
     services.outbox.kick()
     if modal is not None:
@@ -338,7 +342,11 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
                 after_reassign(s, result.lead, user, result.previous_owner)
             _refresh_if_behind(s, result)
     except SQLAlchemyError as e:
-        log.error("reassign of lead %s failed, database error: %s", lead_id, type(e).__name__)
+        answer = write_failed(services, lead_id, "reassign", e)
+        if answer != DB_BUSY:  # the lead is gone: nothing to fix in the form
+            ack()
+            flows.tell(services, channel, user, answer)
+            return
         ack(
             response_action="errors",
             errors={REASSIGN_OWNER: "The database is not answering; nothing changed. Try again."},
@@ -386,12 +394,11 @@ def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -
                 delta=outcomes.SNOOZES[key],
             )
     except SQLAlchemyError as e:
-        log.error("snooze of lead %s failed, database error: %s", lead_id, type(e).__name__)
-        flows.tell(services, channel, user, DB_BUSY)
+        flows.tell(services, channel, user, write_failed(services, lead_id, "snooze", e))
         return
     lead = result.lead
     if lead is None:
-        answer = f"Lead #{lead_id} no longer exists; nothing changed."
+        answer = gone(lead_id)
     elif result.ok and result.until is not None:
         answer = views.snoozed(lead, result.until)
     elif result.reason == "forbidden":

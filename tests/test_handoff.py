@@ -22,7 +22,7 @@ from bot.app import NOT_FROM_A_USER
 from bot.clock import FakeClock
 from bot.leads import events_of
 from bot.slack_emulator import SlackEmulator
-from handlers.actions import DB_BUSY
+from handlers.common import DB_BUSY
 from models import CLAIMED, NEW, SENT, Lead, LeadEvent, OutboxItem
 from tests.conftest import (
     LEADS_CHANNEL,

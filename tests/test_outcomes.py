@@ -18,6 +18,7 @@ from sqlalchemy.orm import ORMExecuteState
 
 from bot.leads import events_of
 from bot.outcomes import NOTE_MAX, STAGES, record_outcome
+from bot.privacy import delete_leads
 from models import CLAIMED, Lead, LeadEvent, make_engine, make_sessionmaker
 from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot, start_bot
 
@@ -354,6 +355,42 @@ def test_a_release_checked_before_the_lead_was_won_changes_nothing(
     note = bot.slack.ephemerals(REP_A)[-1].text
     assert note.startswith("That card was out of date; nothing changed.") and "Won" in note
     assert "Won" in card_json(bot, lead) and bot.slack.message(LEADS_CHANNEL, message.ts)
+
+
+@pytest.mark.parametrize("click", ["lead_release", "won"])
+def test_a_click_on_a_lead_erased_while_it_was_written_says_the_lead_is_gone(
+    bot: Bot, database_url: str, click: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`forget` (or the purge) deleting the lead between a click's check and its write failed
+    the write (nothing to read back, or a row for a lead no longer there), and the rep was told
+    the database was not answering, with an error logged. Here the lead is erased at the
+    moment of the write."""
+    caplog.set_level(logging.INFO)
+    lead = new_lead(bot)
+    erased: list[int] = []
+    elsewhere = make_engine(database_url)  # `leadbot forget`, in a process of its own
+
+    def erase_meanwhile(state: ORMExecuteState) -> None:
+        if state.is_update and not erased:  # the click's UPDATE, about to run
+            with make_sessionmaker(elsewhere).begin() as other:
+                erased.append(delete_leads(other, [lead.id]))
+
+    event.listen(bot.services.sessions, "do_orm_execute", erase_meanwhile)
+    try:
+        if click == "won":
+            choose(bot, REP_A, lead, "won")
+        else:
+            click_card(bot, REP_A, lead, click)
+    finally:
+        event.remove(bot.services.sessions, "do_orm_execute", erase_meanwhile)
+        elsewhere.dispose()
+    assert erased == [1] and bot.leads() == []
+    assert (
+        bot.slack.ephemerals(REP_A)[-1].text
+        == f"Lead #{lead.id} no longer exists; nothing changed."
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "the lead was erased meanwhile" in caplog.text
 
 
 def test_broken_outcome_values_change_nothing(bot: Bot) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,18 @@ from bot.privacy import ForgetError, forget_person, purge_expired
 from bot.settings import SettingsError
 from bot.slack_emulator import SlackEmulator
 from models import Lead, LeadEvent, OutboxItem
-from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, SECRET, TEAM, Bot, start_bot
+from tests.conftest import (
+    LEADS_CHANNEL,
+    MANAGER,
+    MARKETER,
+    REP_A,
+    REP_B,
+    SECRET,
+    TEAM,
+    Bot,
+    start_bot,
+)
+from tests.test_outcomes import elements
 
 ROOT = Path(__file__).resolve().parent.parent
 JANE = "Jane Doe, Jane.Doe@Acme.example, +1 415 555 0100, Acme Corp, hot, #SaaStr2026"
@@ -239,6 +252,63 @@ def test_what_was_on_its_way_when_the_lead_was_forgotten_is_blanked_once_it_land
     assert not [d for d in JANE_DETAILS if d in said]
     if on_its_way == "the claimer's DM":
         assert "removed at the person's request" in said
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_forget_while_the_card_is_being_clicked_leaves_her_details_nowhere(
+    bot: Bot, seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`forget` at the same moment as up to four clicks on her card (claims, releases, outcomes by
+    reps and a manager): she is gone, nothing the bot posted still shows her details (what it
+    said privately, ephemerals, Slack keeps on no one's screen for long), and a click that
+    lost the race was told the lead no longer exists, not that the database was down."""
+    caplog.set_level(logging.WARNING)
+    rnd = random.Random(seed)
+    bot.submit(JANE)
+    [jane] = bot.leads()
+    if rnd.random() < 0.5:
+        bot.sim.block_action(
+            REP_A, "lead_claim", f"{jane.id}:1", channel_id=LEADS_CHANNEL, message_ts=jane.card_ts
+        )
+        bot.settle()
+    message = bot.slack.message(LEADS_CHANNEL, bot.lead(jane.id).card_ts)
+    assert message is not None
+    on_card = {"channel_id": LEADS_CHANNEL, "message_ts": message.ts}
+    clicks: list[Callable[[], object]] = []
+    for who in (REP_A, REP_B, MANAGER):
+        for control in elements(message.blocks):
+            if control["action_id"] == "lead_outcome":
+                chosen = {"selected_option": rnd.choice(control["options"])}
+                clicks.append(
+                    lambda w=who, c=chosen: bot.sim.select(w, "lead_outcome", c, **on_card)
+                )
+            else:
+                aid, value = control["action_id"], control["value"]
+                clicks.append(
+                    lambda w=who, a=aid, v=value: bot.sim.block_action(w, a, v, **on_card)
+                )
+    together = [
+        *rnd.sample(clicks, min(4, len(clicks))),
+        lambda: forget_person(bot.services, "jane.doe@acme.example"),
+    ]
+    start = threading.Barrier(len(together))
+
+    def go(act: Callable[[], object]) -> None:
+        start.wait()
+        act()
+
+    threads = [threading.Thread(target=go, args=(act,)) for act in together]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bot.settle()
+    assert bot.leads() == []
+    shown = [(m.text, m.blocks) for m in bot.slack.messages() if not m.ephemeral_for]
+    said = json.dumps(shown).lower()
+    assert not [d for d in (*JANE_DETAILS, "acme") if d in said]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "database is not answering" not in json.dumps([m.text for m in bot.slack.messages()])
 
 
 def test_forget_blanks_dms_whose_rows_still_name_the_user(bot: Bot) -> None:
