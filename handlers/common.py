@@ -11,6 +11,7 @@ from slack_bolt import Ack
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.services import Services
+from models import Lead
 
 DB_DOWN = (
     "⚠️ I couldn't save that lead: the database is not answering right now. "
@@ -65,6 +66,7 @@ DB_BUSY = "⚠️ The database is not answering right now, so nothing changed. T
 
 
 def gone(lead_id: int) -> str:
+    """For a click on a lead that was deleted (`forget`, the purge)."""
     return f"Lead #{lead_id} no longer exists; nothing changed."
 
 
@@ -73,8 +75,6 @@ def write_failed(services: Services, lead_id: int, what: str, error: SQLAlchemyE
     is gone, `forget` or the purge deleted it meanwhile, and that explains the failure (a row
     for it broke its foreign key, or it could not be read back): say so. Otherwise the database
     is in trouble, an error."""
-    from models import Lead
-
     try:
         with services.sessions() as s:
             erased = s.get(Lead, lead_id) is None
