@@ -10,7 +10,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,6 +219,22 @@ def start_bot(
         database_url, slack, clock, {**BASE_ENV, **overrides}, delivery_time=delivery_time
     )
     return Bot(**vars(local))
+
+
+def at_once(actions: list[Callable[[], object]]) -> None:
+    """Run each action on a thread of its own, all released at the same moment; return when
+    every one is done."""
+    start = threading.Barrier(len(actions))
+
+    def go(act: Callable[[], object]) -> None:
+        start.wait()
+        act()
+
+    threads = [threading.Thread(target=go, args=(act,)) for act in actions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from tests.conftest import (
     SECRET,
     TEAM,
     Bot,
+    at_once,
     start_bot,
 )
 from tests.test_outcomes import elements
@@ -291,17 +291,7 @@ def test_forget_while_the_card_is_being_clicked_leaves_her_details_nowhere(
         *rnd.sample(clicks, min(4, len(clicks))),
         lambda: forget_person(bot.services, "jane.doe@acme.example"),
     ]
-    start = threading.Barrier(len(together))
-
-    def go(act: Callable[[], object]) -> None:
-        start.wait()
-        act()
-
-    threads = [threading.Thread(target=go, args=(act,)) for act in together]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(together)
     bot.settle()
     assert bot.leads() == []
     shown = [(m.text, m.blocks) for m in bot.slack.messages() if not m.ephemeral_for]

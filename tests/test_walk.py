@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from models import CLAIMED, NEW, Lead, LeadEvent
-from tests.conftest import LEADS_CHANNEL, MANAGER, REP_A, REP_B, Bot
+from tests.conftest import LEADS_CHANNEL, MANAGER, REP_A, REP_B, Bot, at_once
 from tests.test_outcomes import card, elements, valid
 
 # The events whose change bumps the lead's version (claim, release, outcome, reassign).
@@ -203,17 +202,7 @@ def test_a_lead_its_events_and_its_card_agree_after_clicks_at_once(
     bot.clock.advance(timedelta(days=1, minutes=1))  # the follow-up is due
     actions = _at_once(bot)
     chosen = rnd.sample(sorted(actions), 6)
-    start = threading.Barrier(len(chosen))
-
-    def go(name: str) -> None:
-        start.wait()
-        actions[name]()
-
-    threads = [threading.Thread(target=go, args=(name,)) for name in chosen]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once([actions[name] for name in chosen])
     bot.settle()
     _check(bot, bot.leads()[0], chosen)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
