@@ -139,9 +139,10 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     if lead_id is None:
         flows.tell(services, channel, user, "That button is broken (no lead id); nothing changed.")
         return
+    team = team_of(body, services)
     try:
         with services.sessions.begin() as s:
-            current = leads.get_lead(s, lead_id, team_of(body, services))
+            current = leads.get_lead(s, lead_id, team)
             stale = result = None
             if current is None:
                 pass  # answered below: no such lead in this workspace
@@ -154,7 +155,7 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
                     s,
                     lead_id,
                     user,
-                    team_id=team_of(body, services),
+                    team_id=team,
                     managers=services.settings.manager_ids,
                     now=services.clock.now(),
                     next_reminder_at=flows.claim_due(

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from models import CLAIMED, NEW, Lead, LeadEvent
 from tests.conftest import LEADS_CHANNEL, MANAGER, REP_A, REP_B, Bot, at_once
-from tests.test_outcomes import card, elements, valid
+from tests.test_outcomes import card, elements, open_disqualify, valid
 
 # The events whose change bumps the lead's version (claim, release, outcome, reassign).
 BUMPS = {"claimed", "released", "stage", "reassigned"}
@@ -146,11 +146,9 @@ def _at_once(bot: Bot) -> dict[str, Callable[[], object]]:
         MANAGER, "lead_reassign", controls["lead_reassign"]["value"], trigger_id="ra", **on_card
     )
     options = {o["value"].rsplit(":", 1)[1]: o for o in controls["lead_outcome"]["options"]}
-    choose = {"selected_option": options["disqualified"]}
-    bot.sim.select(REP_A, "lead_outcome", choose, trigger_id="dq", **on_card)
-    bot.settle()
-    reassign, disqualify = _opened(bot, "ra"), _opened(bot, "dq")
-    assert reassign is not None and disqualify is not None
+    disqualify = open_disqualify(bot, lead, "dq")
+    reassign = _opened(bot, "ra")
+    assert reassign is not None
     release = controls["lead_release"]["value"]
 
     def pick(who: str, stage: str) -> Callable[[], object]:
