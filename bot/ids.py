@@ -1,5 +1,5 @@
 """Every action_id, block_id and callback_id, shared by the renderers and the handlers; and
-what a Slack id looks like."""
+what a Slack id and a number in a value look like."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ _SLACK_ID = re.compile(r"[A-Z0-9]{1,32}")
 
 def is_slack_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _SLACK_ID.fullmatch(value) is not None
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²", which int() then refuses."""
+    return text.isascii() and text.isdigit()
 
 
 class Action(StrEnum):

@@ -82,7 +82,9 @@ def parse_outcome_value(value: Any) -> tuple[int, int | None, str] | None:
         head, tail, stage = parts
     else:
         return None
-    if not head.isdigit() or len(head) > 12 or (tail and (not tail.isdigit() or len(tail) > 9)):
+    if not ids.is_digits(head) or len(head) > 12:
+        return None
+    if tail and (not ids.is_digits(tail) or len(tail) > 9):
         return None
     if stage not in STAGES:
         return None

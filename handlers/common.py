@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt import Ack
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.ids import is_digits
 from bot.services import Services
 from models import Lead
 
@@ -126,7 +127,7 @@ def parse_value(value: Any) -> tuple[int, int | None] | None:
     if not isinstance(value, str) or len(value) > 40:
         return None
     head, _, tail = value.partition(":")
-    if not head.isdigit() or len(head) > 12 or (tail and not tail.isdigit()):
+    if not is_digits(head) or len(head) > 12 or (tail and not is_digits(tail)):
         return None
     return int(head), int(tail) if tail else None
 

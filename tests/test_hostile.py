@@ -355,6 +355,43 @@ def test_payload_missing_fields_changes_nothing(bot: Bot) -> None:
     assert bot.lead(lead.id).status == NEW
 
 
+@pytest.mark.parametrize("digits", ["²", "١"])
+def test_a_value_whose_digits_are_not_ascii_is_a_broken_control_not_a_crash(
+    bot: Bot, caplog: pytest.LogCaptureFixture, digits: str
+) -> None:
+    """str.isdigit() takes "²" and "١" (an Arabic-Indic one): a claim, release, snooze,
+    reassign or outcome whose value had one in its lead id or version raised ValueError
+    after the ack (the rep heard nothing, an error was logged), or took "١" for lead 1."""
+    caplog.set_level(logging.WARNING)
+    lead = _lead(bot)
+    values = [digits, f"{digits}:1", f"{lead.id}:{digits}"]
+    for value in values:
+        for action in ("lead_claim", "lead_release", "lead_snooze_1h", "lead_reassign"):
+            assert _click(bot, MANAGER, action, value, lead) == 200
+        option = {"text": {"type": "plain_text", "text": "Won"}, "value": f"{value}:won"}
+        r = bot.sim.select(
+            MANAGER,
+            "lead_outcome",
+            {"selected_option": option},
+            channel_id=lead.card_channel,
+            message_ts=lead.card_ts,
+        )
+        assert r.status == 200
+    bot.settle()
+    after = bot.lead(lead.id)
+    assert (after.status, after.owner_id, after.stage, after.version) == (
+        NEW,
+        None,
+        lead.stage,
+        lead.version,
+    )
+    told = [c.args["text"] for c in bot.slack.calls_to("chat.postEphemeral")]
+    assert len(told) == 5 * len(values), told
+    assert all("broken" in text for text in told), told
+    ours = [r for r in caplog.records if r.name.partition(".")[0] in ("bot", "handlers")]
+    assert not [r.getMessage() for r in ours if r.levelno >= logging.ERROR]
+
+
 def test_another_workspace_touches_nothing(bot: Bot) -> None:
     lead = _lead(bot)
     r = bot.sim.slash_command(EXAMPLE, user_id=MARKETER, team_id="T0INTRUDER")
