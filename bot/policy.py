@@ -21,7 +21,13 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.settings import SettingsError, format_duration, parse_duration
+from bot.settings import (
+    SettingsError,
+    format_duration,
+    parse_duration,
+    parse_reminders,
+    parse_timezone,
+)
 
 DEFAULT_FILE = "policy.toml"
 BUILT_IN = "built-in defaults"
@@ -254,27 +260,15 @@ class _Fallback:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> _Fallback:
         # The settings module's messages, so a bad value reads the same from both places.
-        tz_name = env.get("TIMEZONE") or "UTC"
         try:
-            tz = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise PolicyError(
-                _one_line(
-                    f"TIMEZONE: {tz_name!r} is not a time zone — "
-                    "expected an IANA name like Europe/Berlin"
-                )
-            ) from None
-        claim_within = None
-        if env.get("REMINDER_AFTER"):
-            try:
+            tz = parse_timezone(env.get("TIMEZONE") or "UTC")
+            claim_within = None
+            if env.get("REMINDER_AFTER"):
                 claim_within = parse_duration(env["REMINDER_AFTER"], name="REMINDER_AFTER")
-            except SettingsError as e:
-                raise PolicyError(_one_line(str(e))) from None
-        escalate = env.get("ESCALATE_AFTER") or str(DEFAULT_ESCALATE_AFTER)
-        if not escalate.isdigit() or int(escalate) < 1:
-            message = f"{escalate!r} is not a number of reminders — expected 1 or more"
-            raise PolicyError(_one_line(f"ESCALATE_AFTER: {message}"))
-        return cls(tz, claim_within, int(escalate))
+            escalate = parse_reminders(env.get("ESCALATE_AFTER") or str(DEFAULT_ESCALATE_AFTER))
+        except SettingsError as e:
+            raise PolicyError(_one_line(str(e))) from None
+        return cls(tz, claim_within, escalate)
 
 
 def _environ(env: Mapping[str, str] | None) -> dict[str, str]:

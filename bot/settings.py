@@ -19,6 +19,8 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from bot.ids import is_digits
+
 if TYPE_CHECKING:
     from bot.policy import Policy
 
@@ -34,6 +36,11 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# The longest durations taken. Longer is a typo, and would overflow datetime arithmetic (or,
+# for an SLA, walk years of working days to find one deadline).
+LONGEST_SLA = timedelta(days=365)  # REMINDER_AFTER, a policy's claim_within, follow_up_within
+LONGEST_KEPT = timedelta(days=3650)  # RETAIN_FOR, DUPLICATE_WINDOW
+LONGEST_SLACK_CALL = timedelta(minutes=5)  # SLACK_TIMEOUT
 _CPUS = re.compile(r"^\d{1,4}(\s*,\s*\d{1,4})*$")
 # PIN_CPU's words (bot.affinity acts on them; it imports them from here).
 PIN_AUTO, PIN_OFF = "auto", "off"
@@ -116,8 +123,10 @@ class Settings:
         return database_url(self.database_url)
 
 
-def parse_duration(text: str, *, name: str = "duration") -> timedelta:
-    """`45s`, `30m`, `2h`, `1d` or combinations like `1h30m`; must be positive."""
+def parse_duration(
+    text: str, *, name: str = "duration", longest: timedelta = LONGEST_SLA
+) -> timedelta:
+    """`45s`, `30m`, `2h`, `1d` or combinations like `1h30m`; positive, at most `longest`."""
     if not _DURATION.match(text or ""):
         raise SettingsError(
             f"{name}: {text!r} is not a duration — use a number and a unit, like 45s, 30m, 2h or 1d"
@@ -125,7 +134,30 @@ def parse_duration(text: str, *, name: str = "duration") -> timedelta:
     seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
     if seconds <= 0:
         raise SettingsError(f"{name}: {text!r} must be longer than zero")
+    # Checked before timedelta(), which overflows past 999,999,999 days.
+    if seconds > longest.total_seconds():
+        raise SettingsError(f"{name}: {text!r} is too long — at most {format_duration(longest)}")
     return timedelta(seconds=seconds)
+
+
+def parse_timezone(text: str) -> ZoneInfo:
+    """TIMEZONE: an IANA name."""
+    try:
+        return ZoneInfo(text)
+    # OSError: a folder of the database, like "America", or a name too long for a file.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise SettingsError(
+            f"TIMEZONE: {text!r} is not a time zone — expected an IANA name like Europe/Berlin"
+        ) from None
+
+
+def parse_reminders(text: str) -> int:
+    """ESCALATE_AFTER: a whole number of reminders, 1 or more."""
+    if not is_digits(text) or int(text) < 1:
+        raise SettingsError(
+            f"ESCALATE_AFTER: {text!r} is not a number of reminders — expected 1 or more"
+        )
+    return int(text)
 
 
 def format_duration(delta: timedelta) -> str:
@@ -220,22 +252,12 @@ def load_settings(
             f"SALES_USERGROUP: {usergroup!r} is not a user group id — expected an id like S0123ABCD"
         )
     retain = get("RETAIN_FOR")
-    escalate = get("ESCALATE_AFTER")
-    if not escalate.isdigit() or int(escalate) < 1:
-        raise SettingsError(
-            f"ESCALATE_AFTER: {escalate!r} is not a number of reminders — expected 1 or more"
-        )
+    escalate = parse_reminders(get("ESCALATE_AFTER"))
     digest_at = get("DIGEST_AT")
     m = _HHMM.match(digest_at)
     if not m:
         raise SettingsError(f"DIGEST_AT: {digest_at!r} is not a time — expected HH:MM, like 09:00")
-    tz_name = get("TIMEZONE")
-    try:
-        tz = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(
-            f"TIMEZONE: {tz_name!r} is not a time zone — expected an IANA name like Europe/Berlin"
-        ) from None
+    tz = parse_timezone(get("TIMEZONE"))
     port = _int(get("PORT"), "PORT", 1, 65535)
     threads = _int(get("WEB_THREADS"), "WEB_THREADS", 1, 256)
     pin_cpu = get("PIN_CPU").lower()
@@ -270,15 +292,21 @@ def load_settings(
         leads_channel=leads_channel,
         manager_ids=managers,
         reminder_after=parse_duration(get("REMINDER_AFTER"), name="REMINDER_AFTER"),
-        escalate_after=int(escalate),
+        escalate_after=escalate,
         digest_at=time(int(m.group(1)), int(m.group(2))),
         timezone=tz,
-        slack_timeout=parse_duration(get("SLACK_TIMEOUT"), name="SLACK_TIMEOUT"),
+        slack_timeout=parse_duration(
+            get("SLACK_TIMEOUT"), name="SLACK_TIMEOUT", longest=LONGEST_SLACK_CALL
+        ),
         posts_per_second=posts_per_second,
-        retain_for=parse_duration(retain, name="RETAIN_FOR") if retain else None,
+        retain_for=(
+            parse_duration(retain, name="RETAIN_FOR", longest=LONGEST_KEPT) if retain else None
+        ),
         sales_ids=sales,
         sales_usergroup=usergroup,
-        duplicate_window=parse_duration(get("DUPLICATE_WINDOW"), name="DUPLICATE_WINDOW"),
+        duplicate_window=parse_duration(
+            get("DUPLICATE_WINDOW"), name="DUPLICATE_WINDOW", longest=LONGEST_KEPT
+        ),
         # Read last: it names its own file and place, and its defaults use the settings above.
         policy=_policy(env),
         host=get("HOST"),
@@ -308,7 +336,7 @@ def _user_ids(text: str, name: str) -> tuple[str, ...]:
 
 
 def _int(text: str, name: str, low: int, high: int) -> int:
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not is_digits(text) or not low <= int(text) <= high:
         raise SettingsError(f"{name}: {text!r} — expected a whole number from {low} to {high}")
     return int(text)
 

@@ -253,6 +253,10 @@ def test_parse_policy_names_the_source() -> None:
             'policy.toml: priorities.hot.claim_within: "0m" must be longer than zero',
         ),
         (
+            '[priorities.hot]\nclaim_within = "1h"\nfollow_up_within = "366d"\n',
+            'policy.toml: priorities.hot.follow_up_within: "366d" is too long — at most 365d',
+        ),
+        (
             "[priorities.hot]\nclaim_within = 15\n",
             "policy.toml: priorities.hot.claim_within: 15 is not a duration",
         ),
@@ -513,6 +517,9 @@ def test_follow_up_within_defaults_to_one_day(tmp_path: Path) -> None:
         ({"TIMEZONE": "Mars/Base"}, "TIMEZONE: 'Mars/Base' is not a time zone"),
         ({"REMINDER_AFTER": "soon"}, "REMINDER_AFTER: 'soon' is not a duration"),
         ({"ESCALATE_AFTER": "0"}, "ESCALATE_AFTER: '0' is not a number of reminders"),
+        ({"TIMEZONE": "America"}, "TIMEZONE: 'America' is not a time zone"),
+        ({"REMINDER_AFTER": "400d"}, "REMINDER_AFTER: '400d' is too long — at most 365d"),
+        ({"ESCALATE_AFTER": "²"}, "ESCALATE_AFTER: '²' is not a number of reminders"),
     ],
 )
 def test_bad_env_values_name_the_setting(

@@ -41,6 +41,20 @@ GOOD = {
         ("TIMEZONE", "Mars/Olympus", "TIMEZONE: 'Mars/Olympus' is not a time zone"),
         ("REMINDER_AFTER", "soon", "REMINDER_AFTER: 'soon' is not a duration"),
         ("REMINDER_AFTER", "0m", "REMINDER_AFTER: '0m' must be longer than zero"),
+        # Each of these once stopped start-up with a traceback (OverflowError, ValueError,
+        # IsADirectoryError), or passed and overflowed later, at the first /lead.
+        (
+            "REMINDER_AFTER",
+            "9999999999d",
+            "REMINDER_AFTER: '9999999999d' is too long — at most 365d",
+        ),
+        ("SLACK_TIMEOUT", "999999999d", "SLACK_TIMEOUT: '999999999d' is too long — at most 5m"),
+        ("RETAIN_FOR", "3651d", "RETAIN_FOR: '3651d' is too long — at most 3650d"),
+        ("DUPLICATE_WINDOW", "999999999d", "DUPLICATE_WINDOW: '999999999d' is too long"),
+        ("ESCALATE_AFTER", "²", "ESCALATE_AFTER: '²' is not a number of reminders"),
+        ("WEB_THREADS", "²", "WEB_THREADS: '²' — expected a whole number from 1 to 256"),
+        ("TIMEZONE", "America", "TIMEZONE: 'America' is not a time zone"),
+        ("TIMEZONE", "x" * 300, "TIMEZONE: 'xxx"),
         ("ESCALATE_AFTER", "two", "ESCALATE_AFTER: 'two'"),
         ("DIGEST_AT", "9am", "DIGEST_AT: '9am' is not a time"),
         ("LEADS_CHANNEL", "leads channel", "LEADS_CHANNEL: 'leads channel' is not a channel id"),
@@ -81,6 +95,7 @@ def test_defaults_and_parsing() -> None:
     assert s.sqlalchemy_url.drivername == "postgresql+psycopg"  # psycopg 3, as written
     assert s.digest_at.hour == 9 and s.timezone.key == "UTC"
     assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("365d") == timedelta(days=365)  # the longest an SLA may be
 
 
 def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
