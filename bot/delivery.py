@@ -26,9 +26,13 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from bot.ids import is_digits
 from bot.render import Message
 
 log = logging.getLogger(__name__)
+# Slack asks for seconds, a minute at most; a larger Retry-After is taken as an hour, so that
+# one bogus header cannot hold a channel's cards back for days (or overflow a datetime).
+MAX_RETRY_AFTER = 3600.0
 
 # What a person can do about each error Slack may answer.
 ADVICE = {
@@ -210,7 +214,8 @@ class Slack:
                     e.response.headers or {}
                 ).get("retry-after")
                 header = header[0] if isinstance(header, list) else header
-                retry_after = float(header) if str(header or "").strip().isdigit() else 1.0
+                header = str(header or "").strip()
+                retry_after = min(float(header), MAX_RETRY_AFTER) if is_digits(header) else 1.0
             raise DeliveryError(code, retry_after=retry_after) from None
         except (SlackClientError, OSError) as e:  # timeouts, refused connections, …
             raise DeliveryError(f"connection_error: {type(e).__name__}") from None

@@ -55,6 +55,7 @@ MESSAGE = "message"
 CARD_EVENT_TYPE = "leadbot_card"
 POSTS = (CARD, MESSAGE)  # the kinds that post to a channel, and so are paced
 MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far apart
+_BACKOFF_STEPS = 10  # 0.5 s * 2 ** 10 is past MAX_BACKOFF
 MIN_PASS_GAP = 0.02  # seconds: the delivery loop's passes come at most this often
 # With deliveries in flight, a pass waits until this many more may start: each pass reads the
 # due items afresh, and with a backlog (thousands due, Slack at 300 ms) a pass for every
@@ -896,7 +897,9 @@ class Outbox:
     def _failed(self, item: OutboxItem, error: DeliveryError, result: PassResult) -> None:
         now = self.wall()
         if error.transient:
-            backoff = min(MAX_BACKOFF, 0.5 * 2 ** max(0, item.attempts - 1))
+            # The exponent stops where the cap is reached: after ~1,000 attempts (days of an
+            # outage) 2 ** attempts no longer fits a float, and the item was retried unpaced.
+            backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(max(0, item.attempts - 1), _BACKOFF_STEPS))
             if error.retry_after is not None:
                 backoff = max(backoff, error.retry_after)
                 if item.channel:

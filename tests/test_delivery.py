@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 import trustme
 
-from bot.delivery import DeliveryError, KeepAliveWebClient, Slack, make_web_client
+from bot.delivery import (
+    MAX_RETRY_AFTER,
+    DeliveryError,
+    KeepAliveWebClient,
+    Slack,
+    make_web_client,
+)
 from bot.render import Message
 from bot.slack_emulator import SlackEmulator
 from tests.conftest import LEADS_CHANNEL, Bot
@@ -168,6 +174,15 @@ def test_error_answers_keep_their_meaning_and_the_connection(slack: SlackEmulato
     assert _posted(slack) == ["a card"]
     # Answers with an error status are whole answers: the connection stays usable.
     assert slack.connections_opened == 1
+
+
+def test_a_retry_after_of_days_is_taken_as_an_hour(slack: SlackEmulator) -> None:
+    to_slack = Slack(make_web_client("xoxb-test", slack.url, retries=False))
+    slack.fail("chat.postMessage", retry_after=10**30)  # once: OverflowError in the outbox
+    with pytest.raises(DeliveryError) as limited:
+        to_slack.post(LEADS_CHANNEL, CARD)
+    assert (limited.value.code, limited.value.retry_after) == ("ratelimited", MAX_RETRY_AFTER)
+    assert MAX_RETRY_AFTER == 3600.0
 
 
 def test_the_retry_handlers_still_retry_a_rate_limited_call(slack: SlackEmulator) -> None:

@@ -10,6 +10,7 @@ lease's end or a paced post may go move the outbox's time by hand (`FakeDelivery
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import signal
@@ -32,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from bot import outbox, render
 from bot.clock import FakeClock, FakeDeliveryTime
-from bot.delivery import Slack, make_web_client
+from bot.delivery import MAX_RETRY_AFTER, Slack, make_web_client
 from bot.manifest import manifest_yaml
 from bot.slack_emulator import Call, Message, SlackEmulator
 from bot.slack_sim import SlackSim
@@ -204,6 +205,44 @@ def test_rate_limited_post_waits_its_retry_after(timed: Bot) -> None:
     assert cards_per_lead(bot.slack) == {lead.id: 1}
     [card] = cards_of(bot.slack, lead.id)
     assert lead.card_ts == card.ts
+
+
+def test_an_outage_of_days_is_still_retried_five_minutes_apart(
+    timed: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The backoff is 0.5 s * 2 ** attempts, capped: after ~1,000 attempts (3.5 days of
+    Slack out of reach) that power no longer fit a float, each pass failed with OverflowError,
+    and the item was tried again on every pass."""
+    bot = timed
+    caplog.set_level(logging.WARNING)
+    bot.slack.fail("chat.postMessage", status=500, times=3)
+    submitted(bot, EXAMPLE)
+    with bot.services.sessions.begin() as s:  # as if Slack had failed it for days
+        s.execute(update(OutboxItem).values(attempts=1030))
+    advance(bot, 0.5)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [500, 500]
+    advance(bot, outbox.MAX_BACKOFF - 0.01)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [500, 500]
+    advance(bot, 0.01)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [500, 500, 500]
+    advance(bot, outbox.MAX_BACKOFF)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [500, 500, 500, 200]
+    assert [(i.status, i.attempts) for i in card_items(bot)] == [(SENT, 1033)]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_retry_after_of_years_holds_the_card_back_an_hour(
+    timed: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = timed
+    caplog.set_level(logging.WARNING)
+    bot.slack.fail("chat.postMessage", retry_after=10**12)  # once: OverflowError, retried at once
+    submitted(bot, EXAMPLE)
+    advance(bot, MAX_RETRY_AFTER - 1)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [429]
+    advance(bot, 1)
+    assert [c.status for c in posts_to_channel(bot.slack)] == [429, 200]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # --- 3. errors retrying cannot fix ---------------------------------------------------------------
