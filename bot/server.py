@@ -17,7 +17,7 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
-from bot.request_body import MALFORMED, bolt_request
+from bot.request_body import MALFORMED, NotText, bolt_request
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,10 @@ class _Handler(SlackRequestHandler):
             return self.app.dispatch(
                 bolt_request(request.get_body(), request.query_string, request.get_headers())
             )
-        except MALFORMED:
-            log.warning("refused a malformed request body")
-            return BoltResponse(status=400, body="malformed request: the payload is not valid")
+        except MALFORMED as e:
+            why = str(e) if isinstance(e, NotText) else "the payload is not valid"
+            log.warning("refused a malformed request body: %s", why)
+            return BoltResponse(status=400, body=f"malformed request: {why}")
 
 
 def wsgi_app(app: App) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:

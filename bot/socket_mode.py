@@ -22,7 +22,7 @@ from slack_bolt.adapter.socket_mode.internals import run_bolt_app, send_response
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-from bot.request_body import MALFORMED
+from bot.request_body import MALFORMED, check_text
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Handler(SocketModeHandler):
     def handle(self, client: Any, req: SocketModeRequest) -> None:  # type: ignore[override]
         start = time.time()
         try:
+            check_text(req.payload)  # parsed by slack_sdk, not by bot.request_body
             response = run_bolt_app(self.app, req)
         except MALFORMED:
             log.warning("refused a malformed %s envelope", req.type)

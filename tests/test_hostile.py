@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from slack_bolt.request.payload_utils import to_action
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from bot.access import GROUP_TTL
 from bot.app import NOT_FROM_A_USER, _raised_by_bolt
 from bot.ids import is_slack_id
 from bot.request_body import bolt_request
-from models import CLAIMED, NEW
+from models import CLAIMED, NEW, Lead, LeadEvent, OutboxItem, ProcessedEvent
 from tests.conftest import MANAGER, MARKETER, REP_A, REP_B, Bot, leads_locked, start_bot
 from tests.test_handoff import card_of, click, modal_state
 from tests.test_outcomes import (
@@ -57,6 +57,9 @@ def _click(bot: Bot, user: str, action: str, value: str, lead) -> int:
         b"{broken json",
         b"payload=%5B1%2C2%5D",
         b"",
+        # Nested deeper than the stack: RecursionError in the JSON decoder, once a 500.
+        b"payload=" + b"%5B" * 5000 + b"%5D" * 5000,
+        b'{"type": "event_callback", "event": ' + b"[" * 5000 + b"]" * 5000 + b"}",
     ],
 )
 def test_malformed_bodies_get_a_4xx_or_empty_ack_never_5xx(bot: Bot, body: bytes) -> None:
@@ -248,6 +251,50 @@ def test_a_payload_of_any_wrong_shape_gets_a_4xx_or_an_ack_never_a_5xx(
     errors = [f"{r.name}: {r.getMessage()}" for r in ours if r.levelno >= logging.ERROR]
     assert not errors, errors[:10]
     assert any("refused a malformed" in r.getMessage() for r in ours)  # Bolt's failures: told
+
+
+def _rows(bot: Bot) -> list[int]:
+    with bot.services.sessions() as s:
+        return [
+            s.scalar(select(func.count()).select_from(table)) or 0
+            for table in (Lead, LeadEvent, OutboxItem, ProcessedEvent)
+        ]
+
+
+def test_a_lone_surrogate_in_any_string_is_refused_and_changes_nothing(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON can escape half of a UTF-16 pair alone (`\\ud800`), which no text holds and no
+    database can store: in a new lead's field or a Disqualify note, it failed the INSERT with
+    UnicodeEncodeError, the modal closed and the lead was lost without a word. Slack never
+    sends one; each is now refused with a 400 that says why, before anything is read."""
+    caplog.set_level(logging.WARNING)
+    originals = [(k, p) for k, p in _real_requests(bot) if k != "form"]  # a form decodes it
+    bot.settle()
+    before = _rows(bot)
+    answers: Counter[tuple[int, str]] = Counter()
+    for kind, original in originals:
+        strings = [p for p in _paths(original) if isinstance(_at(original, p), str)]
+        for path in strings:
+            mangled = _with(original, path, _at(original, path) + "\ud800")
+            if kind == "json":
+                r = bot.sim.raw(json.dumps(mangled).encode(), "application/json")
+            else:
+                body = urllib.parse.urlencode([("payload", json.dumps(mangled))]).encode()
+                r = bot.sim.raw(body, "application/x-www-form-urlencoded")
+            answers[r.status, r.body] += 1
+    bot.settle()
+    refused = (400, "malformed request: a string in it is not Unicode text (a lone surrogate)")
+    assert list(answers) == [refused] and answers[refused] > 200, answers
+    assert _rows(bot) == before
+    ours = [r for r in caplog.records if r.name.partition(".")[0] in ("bot", "handlers")]
+    assert not [r.getMessage() for r in ours if r.levelno >= logging.ERROR]
+
+
+def _at(node: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        node = node[key]
+    return node
 
 
 def _modal_opened(bot: Bot, kind: str, n: int) -> dict[str, Any]:
