@@ -6,6 +6,7 @@ setting and what is expected; the CLI prints that line and exits, never a traceb
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -13,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -29,8 +32,8 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; str(error) is one line for a person."""
 
 
-_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
-_DURATION = re.compile(r"^\s*(?:\d+\s*[smhd]\s*)+$")
+_DURATION_PART = re.compile(r"([0-9]+)\s*([smhd])")
+_DURATION = re.compile(r"^\s*(?:[0-9]+\s*[smhd]\s*)+$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # A channel id, not a name: a name cannot be used to look a card up again after a crash.
 _CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
@@ -41,6 +44,10 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 LONGEST_SLA = timedelta(days=365)  # REMINDER_AFTER, a policy's claim_within, follow_up_within
 LONGEST_KEPT = timedelta(days=3650)  # RETAIN_FOR, DUPLICATE_WINDOW
 LONGEST_SLACK_CALL = timedelta(minutes=5)  # SLACK_TIMEOUT
+LONGEST_VALUE = 4096  # characters in any setting: a path's limit, far past any id, token or URL
+# What a token or secret can be: it goes into HTTP headers, where "xoxb-…" (the README's
+# placeholder, with its ellipsis) or a space once stopped start-up with a traceback.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 _CPUS = re.compile(r"^\d{1,4}(\s*,\s*\d{1,4})*$")
 # PIN_CPU's words (bot.affinity acts on them; it imports them from here).
 PIN_AUTO, PIN_OFF = "auto", "off"
@@ -131,7 +138,11 @@ def parse_duration(
         raise SettingsError(
             f"{name}: {text!r} is not a duration — use a number and a unit, like 45s, 30m, 2h or 1d"
         )
-    seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+    parts = _DURATION_PART.findall(text)
+    # More digits than any duration taken: int() refuses past 4,300 of them anyway.
+    if any(len(n) > 12 for n, _ in parts):
+        raise SettingsError(f"{name}: {text!r} is too long — at most {format_duration(longest)}")
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise SettingsError(f"{name}: {text!r} must be longer than zero")
     # Checked before timedelta(), which overflows past 999,999,999 days.
@@ -153,9 +164,9 @@ def parse_timezone(text: str) -> ZoneInfo:
 
 def parse_reminders(text: str) -> int:
     """ESCALATE_AFTER: a whole number of reminders, 1 or more."""
-    if not is_digits(text) or int(text) < 1:
+    if not is_digits(text) or len(text) > 9 or int(text) < 1:
         raise SettingsError(
-            f"ESCALATE_AFTER: {text!r} is not a number of reminders — expected 1 or more"
+            f"ESCALATE_AFTER: {text!r} is not a number of reminders — expected 1 to 999999999"
         )
     return int(text)
 
@@ -177,43 +188,106 @@ def database_url(text: str) -> URL:
     """Parse DATABASE_URL; `postgresql://` means psycopg 3, as the README promises."""
     try:
         url = make_url(text)
-    except ArgumentError:
+        url.port  # noqa: B018 — a port that is not a number fails here, not at connect time
+    except (ArgumentError, ValueError):
         raise SettingsError(
-            f"DATABASE_URL: {text!r} is not a database URL — "
+            f"DATABASE_URL: {_masked(text)!r} is not a database URL — "
             "expected sqlite:///leadbot.db or postgresql://user:pass@host/db"
         ) from None
     backend = url.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        if url.drivername in ("postgresql", "postgres"):
-            url = url.set(drivername="postgresql+psycopg")
-        return url
-    if backend == "sqlite":
+    if backend in ("postgresql", "postgres") and url.drivername in _POSTGRES_DRIVERS:
+        if not url.database:
+            # It would connect to the server's own `postgres` database and build tables there.
+            raise SettingsError(
+                f"DATABASE_URL: {url.render_as_string()!r} names no database — add one, like "
+                "postgresql://user:pass@host/leadbot"
+            )
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and url.drivername in ("sqlite", "sqlite+pysqlite"):
         name = url.database or ""
         if name in ("", ":memory:") or url.query.get("mode") == "memory" or ":memory:" in name:
             # Each of leadbot's threads would open its own, empty, and it is gone at exit.
+            hint = f", like sqlite:///{url.host}" if url.host else ", like sqlite:///leadbot.db"
             raise SettingsError(
-                f"DATABASE_URL: {text!r} is a SQLite database in memory, which leadbot cannot "
-                "keep — name a file, like sqlite:///leadbot.db"
+                f"DATABASE_URL: {_masked(text)!r} is a SQLite database in memory, which leadbot "
+                f"cannot keep — name a file after three slashes{hint}"
             )
         return url
+    if backend in ("postgresql", "postgres", "sqlite"):
+        plain = "sqlite:///…" if backend == "sqlite" else "postgresql://…"
+        raise SettingsError(
+            f"DATABASE_URL: the driver {url.drivername!r} is not supported — write {plain} "
+            "(leadbot uses psycopg 3 or Python's sqlite3)"
+        )
     raise SettingsError(
         f"DATABASE_URL: {url.drivername!r} is not supported — use sqlite:///… or postgresql://…"
     )
+
+
+_POSTGRES_DRIVERS = ("postgresql", "postgres", "postgresql+psycopg")
+
+
+def _masked(text: str) -> str:
+    """A URL as typed, its password (if any) hidden, for messages that echo it."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
+
+
+def _api_url(text: str) -> str:
+    """SLACK_API_URL, checked as far as a URL can be without a request; ends with a slash."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 — a port that is not a number or out of range fails here
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or not c.isprintable() for c in text)
+    ):
+        raise SettingsError(
+            f"SLACK_API_URL: {text!r} — expected an http(s) URL like https://slack.com/api/"
+        )
+    return text if text.endswith("/") else text + "/"
 
 
 def _env(environ: Mapping[str, str] | None, dotenv_path: str | Path | None) -> dict[str, str]:
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
         try:
-            values = dotenv_values(dotenv_path)
+            text = Path(dotenv_path).read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise SettingsError(f"{dotenv_path}: not UTF-8 text — save it as UTF-8") from None
         except OSError as e:
             raise SettingsError(f"{dotenv_path}: cannot be read ({e.strerror or e})") from None
+        # python-dotenv skips a line it cannot read with a warning that names no file: an
+        # unclosed quote then silently left, say, DATABASE_URL at its default.
+        for binding in parse_stream(io.StringIO(text)):
+            if binding.error:
+                raise SettingsError(
+                    f"{dotenv_path}: line {binding.original.line}: cannot be read — expected "
+                    "NAME=value (is a quote left open?)"
+                )
+        values = dotenv_values(stream=io.StringIO(text))
         merged.update({k: v for k, v in values.items() if v is not None})
-    # The real environment wins over .env, as with python-dotenv's load_dotenv(override=False).
-    merged.update(os.environ if environ is None else environ)
-    return {k: v.strip() for k, v in merged.items() if k in SETTINGS_HELP}
+    # The real environment wins over .env, as with python-dotenv's load_dotenv(override=False),
+    # except where it is empty: `DATABASE_URL=${DATABASE_URL}` in a compose file, with nothing
+    # to fill it in, left leadbot on ./leadbot.db while .env named the real database.
+    given = os.environ if environ is None else environ
+    merged.update({k: v for k, v in given.items() if v.strip()})
+    env = {k: v.strip() for k, v in merged.items() if k in SETTINGS_HELP}
+    for name, value in env.items():
+        _check_text(name, value)
+    return env
+
+
+def _check_text(name: str, value: str) -> None:
+    if len(value) > LONGEST_VALUE:
+        raise SettingsError(f"{name}: {len(value):,} characters; at most {LONGEST_VALUE:,}")
+    try:
+        value.encode("utf-8")  # bytes the environment could not decode arrive as surrogates
+    except UnicodeEncodeError:
+        raise SettingsError(f"{name}: not UTF-8 text") from None
 
 
 def load_settings(
@@ -238,6 +312,13 @@ def load_settings(
                 f"{name}: missing — set it in the environment or .env ({SETTINGS_HELP[name][1]})"
             )
 
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+        if get(name) and not _TOKEN.fullmatch(get(name)):
+            # Not echoed: it is a secret, even when mistyped.
+            raise SettingsError(
+                f"{name}: not a token — it holds a space or a character that is not ASCII; "
+                "paste it in full, as Slack shows it"
+            )
     leads_channel = get("LEADS_CHANNEL")
     if leads_channel and not _CHANNEL.match(leads_channel):
         raise SettingsError(
@@ -268,17 +349,16 @@ def load_settings(
     log_level = get("LOG_LEVEL").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"LOG_LEVEL: {log_level!r} — expected DEBUG, INFO, WARNING or ERROR")
-    api_url = get("SLACK_API_URL")
-    if not re.match(r"^https?://", api_url):
-        raise SettingsError(f"SLACK_API_URL: {api_url!r} — expected an http(s) URL")
+    api_url = _api_url(get("SLACK_API_URL"))
     pace = get("SLACK_POSTS_PER_SECOND")
     try:
         posts_per_second = float(pace)
     except ValueError:
         posts_per_second = 0.0
-    if not 0 < posts_per_second <= 1000:
+    # Below 0.01 (a post every 100 s) a burst of cards would wait for days.
+    if not 0.01 <= posts_per_second <= 1000:
         raise SettingsError(
-            f"SLACK_POSTS_PER_SECOND: {pace!r} — expected a number above 0, like 1 or 0.5"
+            f"SLACK_POSTS_PER_SECOND: {pace!r} — expected a number from 0.01 to 1000, like 1 or 0.5"
         )
     db = get("DATABASE_URL")
     database_url(db)  # validate now so start-up stops with one line, not a driver traceback
@@ -287,7 +367,7 @@ def load_settings(
         slack_bot_token=get("SLACK_BOT_TOKEN"),
         slack_signing_secret=get("SLACK_SIGNING_SECRET"),
         slack_app_token=get("SLACK_APP_TOKEN"),
-        slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
+        slack_api_url=api_url,
         database_url=db,
         leads_channel=leads_channel,
         manager_ids=managers,
@@ -336,7 +416,7 @@ def _user_ids(text: str, name: str) -> tuple[str, ...]:
 
 
 def _int(text: str, name: str, low: int, high: int) -> int:
-    if not is_digits(text) or not low <= int(text) <= high:
+    if not is_digits(text) or len(text) > 9 or not low <= int(text) <= high:
         raise SettingsError(f"{name}: {text!r} — expected a whole number from {low} to {high}")
     return int(text)
 

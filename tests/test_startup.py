@@ -56,6 +56,42 @@ GOOD = {
         ("TIMEZONE", "America", "TIMEZONE: 'America' is not a time zone"),
         ("TIMEZONE", "x" * 300, "TIMEZONE: 'xxx"),
         ("ESCALATE_AFTER", "two", "ESCALATE_AFTER: 'two'"),
+        # Each of these once stopped start-up with a traceback too (UnicodeEncodeError in an
+        # HTTP header, int() past 4,300 digits, ModuleNotFoundError, ValueError, InvalidURL),
+        # or passed: no database name built leadbot's tables in the server's `postgres`.
+        ("SLACK_BOT_TOKEN", "xoxb-…", "SLACK_BOT_TOKEN: not a token — it holds a space"),
+        ("SLACK_APP_TOKEN", "xapp-1 2", "SLACK_APP_TOKEN: not a token"),
+        ("REMINDER_AFTER", "9" * 5000 + "s", "REMINDER_AFTER: 5,001 characters; at most 4,096"),
+        ("REMINDER_AFTER", "9" * 13 + "s", "REMINDER_AFTER: '9999999999999s' is too long"),
+        ("REMINDER_AFTER", "٣٠m", "REMINDER_AFTER: '٣٠m' is not a duration"),
+        ("WEB_THREADS", "9" * 20, "WEB_THREADS: '99999999999999999999' — expected a whole"),
+        ("ESCALATE_AFTER", "9" * 20, "ESCALATE_AFTER: '99999999999999999999' is not a number"),
+        ("LOG_LEVEL", "x" * 5000, "LOG_LEVEL: 5,000 characters; at most 4,096"),
+        ("DATABASE_URL", "sqlite:////tmp/\udcff.db", "DATABASE_URL: not UTF-8 text"),
+        (
+            "DATABASE_URL",
+            "postgresql+asyncpg://u@h/db",
+            "DATABASE_URL: the driver 'postgresql+asyncpg'",
+        ),
+        ("DATABASE_URL", "sqlite+aiosqlite:///x.db", "DATABASE_URL: the driver 'sqlite+aiosqlite'"),
+        (
+            "DATABASE_URL",
+            "postgresql://u:pw@h:abc/db",
+            "DATABASE_URL: 'postgresql://u:***@h:abc/db'",
+        ),
+        (
+            "DATABASE_URL",
+            "postgresql://u@h/",
+            "DATABASE_URL: 'postgresql://u@h/' names no database",
+        ),
+        ("DATABASE_URL", "sqlite://x.db", "DATABASE_URL: 'sqlite://x.db' is a SQLite database in"),
+        ("SLACK_API_URL", "https://a b/", "SLACK_API_URL: 'https://a b/' — expected an http(s)"),
+        ("SLACK_API_URL", "http://[::1/api/", "SLACK_API_URL: 'http://[::1/api/' — expected"),
+        (
+            "SLACK_POSTS_PER_SECOND",
+            "1e-300",
+            "SLACK_POSTS_PER_SECOND: '1e-300' — expected a number",
+        ),
         ("DIGEST_AT", "9am", "DIGEST_AT: '9am' is not a time"),
         ("LEADS_CHANNEL", "leads channel", "LEADS_CHANNEL: 'leads channel' is not a channel id"),
         ("LEADS_CHANNEL", "#leads", "LEADS_CHANNEL: '#leads' is not a channel id"),
@@ -78,6 +114,34 @@ def test_bad_setting_names_itself(name: str, value: str, expected: str) -> None:
     message = str(error.value)
     assert message.startswith(expected)
     assert "\n" not in message
+
+
+def test_a_database_url_message_hides_its_password() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({**GOOD, "DATABASE_URL": "postgresql://u:s3cret@h:abc/db"}, dotenv_path=None)
+    assert "s3cret" not in str(error.value)
+
+
+def test_a_dotenv_line_that_cannot_be_read_stops_start_up_naming_it(tmp_path: Path) -> None:
+    """python-dotenv skips such a line with a warning that names no file: with an unclosed
+    quote, DATABASE_URL stayed at its default and `migrate` built ./leadbot.db instead."""
+    env_file = tmp_path / ".env"
+    env_file.write_text('SLACK_BOT_TOKEN=xoxb-1\nDATABASE_URL="postgresql://u@h/db\n')
+    with pytest.raises(SettingsError) as error:
+        load_settings({}, dotenv_path=env_file)
+    assert (
+        str(error.value)
+        == f"{env_file}: line 2: cannot be read — expected NAME=value (is a quote left open?)"
+    )
+
+
+def test_an_empty_environment_value_leaves_the_dotenv_one(tmp_path: Path) -> None:
+    """`DATABASE_URL=${DATABASE_URL}` in a compose file with nothing to fill it in gave an
+    empty variable, which overrode .env's and fell back to the default ./leadbot.db."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("DATABASE_URL=postgresql://u@h/leads\n")
+    s = load_settings({**GOOD, "DATABASE_URL": ""}, dotenv_path=env_file)
+    assert s.database_url == "postgresql://u@h/leads"
 
 
 def test_missing_required_setting_names_itself() -> None:
