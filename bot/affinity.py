@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from bot.settings import PIN_AUTO as AUTO
 from bot.settings import PIN_OFF as OFF
-from bot.settings import SettingsError
+from bot.settings import SettingsError, cpu_list
 
 CGROUPS = Path("/sys/fs/cgroup")
 # The CPUs this process holds (see claim): kept open for the process's life.
@@ -108,14 +108,14 @@ def choose(
 
     `auto` takes the highest-numbered CPU the process may use (the kernel tends to run its own
     housekeeping and interrupts on CPU 0) that `take` grants (see `claim`), so several processes
-    spread out; with every CPU taken, none. `off` pins nothing; `1` or `2,3` are those CPUs,
+    spread out; with every CPU taken, none. `off` pins nothing; `1`, `2,3` or `0-3` are those CPUs,
     claimed too, so that `auto` processes keep off them.
     """
     if setting == OFF or (setting == AUTO and len(allowed) <= 1):
         return None
     if setting == AUTO:
         return next(({cpu} for cpu in sorted(allowed, reverse=True) if take(cpu)), None)
-    wanted = {int(c) for c in setting.split(",")}
+    wanted = cpu_list(setting)
     missing = sorted(wanted - allowed)
     if missing:
         named = (

@@ -48,7 +48,8 @@ LONGEST_VALUE = 4096  # characters in any setting: a path's limit, far past any 
 # What a token or secret can be: it goes into HTTP headers, where "xoxb-…" (the README's
 # placeholder, with its ellipsis) or a space once stopped start-up with a traceback.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
-_CPUS = re.compile(r"^\d{1,4}(\s*,\s*\d{1,4})*$")
+# CPU numbers and ranges as Linux writes them (`1`, `2,3`, `0-3`), which the errors echo.
+_CPUS = re.compile(r"^[0-9]{1,4}(-[0-9]{1,4})?(\s*,\s*[0-9]{1,4}(-[0-9]{1,4})?)*$")
 # PIN_CPU's words (bot.affinity acts on them; it imports them from here).
 PIN_AUTO, PIN_OFF = "auto", "off"
 
@@ -149,6 +150,17 @@ def parse_duration(
     if seconds > longest.total_seconds():
         raise SettingsError(f"{name}: {text!r} is too long — at most {format_duration(longest)}")
     return timedelta(seconds=seconds)
+
+
+def cpu_list(text: str) -> set[int]:
+    """`1`, `2,3` or `0-3` (as matched by _CPUS) → the CPU numbers; empty for a range like 3-1."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        if high and int(high) < int(low):
+            return set()
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
 
 
 def parse_timezone(text: str) -> ZoneInfo:
@@ -342,9 +354,9 @@ def load_settings(
     port = _int(get("PORT"), "PORT", 1, 65535)
     threads = _int(get("WEB_THREADS"), "WEB_THREADS", 1, 256)
     pin_cpu = get("PIN_CPU").lower()
-    if pin_cpu not in (PIN_AUTO, PIN_OFF) and not _CPUS.match(pin_cpu):
+    if pin_cpu not in (PIN_AUTO, PIN_OFF) and (not _CPUS.match(pin_cpu) or not cpu_list(pin_cpu)):
         raise SettingsError(
-            f"PIN_CPU: {pin_cpu!r} — expected auto, off, or CPU numbers like 1 or 2,3"
+            f"PIN_CPU: {pin_cpu!r} — expected auto, off, or CPU numbers like 1, 2,3 or 0-3"
         )
     log_level = get("LOG_LEVEL").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

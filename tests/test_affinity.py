@@ -129,6 +129,8 @@ def test_off_leaves_placement_to_the_kernel_and_numbers_are_taken_as_given() -> 
     assert choose("off", {0, 1}) is None
     assert choose("0", {0, 1}) == {0}
     assert choose("2, 3", {0, 1, 2, 3}) == {2, 3}
+    # Ranges as Linux writes them, and as the error below names the CPUs a process may use.
+    assert choose("0-2,5", {0, 1, 2, 3, 5}) == {0, 1, 2, 5}
 
 
 def test_a_cpu_the_process_may_not_use_is_named_with_the_ones_it_may() -> None:

@@ -106,6 +106,11 @@ GOOD = {
         ("PIN_CPU", "first", "PIN_CPU: 'first' — expected auto, off, or CPU numbers"),
         ("PIN_CPU", "1,,2", "PIN_CPU: '1,,2' — expected auto, off, or CPU numbers"),
         ("PIN_CPU", "-1", "PIN_CPU: '-1' — expected auto, off, or CPU numbers"),
+        (
+            "PIN_CPU",
+            "3-1",
+            "PIN_CPU: '3-1' — expected auto, off, or CPU numbers like 1, 2,3 or 0-3",
+        ),
     ],
 )
 def test_bad_setting_names_itself(name: str, value: str, expected: str) -> None:
