@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,6 +49,10 @@ DEFAULT_MEANS: dict[str, str] = {
 DEFAULT_CLAIM_WITHIN = timedelta(minutes=30)  # REMINDER_AFTER's default
 DEFAULT_ESCALATE_AFTER = 2  # ESCALATE_AFTER's default
 DEFAULT_FOLLOW_UP_WITHIN = timedelta(days=1)
+# A policy is a few KB; the cap keeps a wrong POLICY_FILE from filling memory.
+MAX_FILE_BYTES = 1024 * 1024
+# An SLA that ends further ahead than this is a mistake (and past year 9999 a crash).
+HORIZON_YEARS = 10
 
 # Priority and persona keys are typed in `/lead` text, so they must survive its comma-separated,
 # read-by-shape grammar: a letter first, then letters, digits, - and _.
@@ -210,30 +216,56 @@ def load_policy(
 
     `path`, else `POLICY_FILE` from `env` (os.environ when None), must exist. Without either,
     `policy.toml` in `cwd` (the working directory when None) is used when present, otherwise
-    the built-in defaults.
+    the built-in defaults. The file must be a regular file of at most MAX_FILE_BYTES; a link
+    to a missing file is an error, not the defaults.
     """
     environ = _environ(env)
     fallback = _Fallback.from_env(environ)
-    base = Path.cwd() if cwd is None else cwd
     if path is not None and str(path).strip():
         name, explicit, hint = str(path), True, ""
     elif environ.get("POLICY_FILE"):
         name, explicit, hint = environ["POLICY_FILE"], True, " (POLICY_FILE)"
     else:
         name, explicit, hint = DEFAULT_FILE, False, ""
-    file = Path(name).expanduser()
-    if not file.is_absolute():
-        file = base / file
-    if not file.exists():
-        if explicit:
-            raise PolicyError(_one_line(f"{name}: file not found{hint}"))
-        return _built_in(fallback)
+    shown = _short_path(name)
+
+    def refuse(problem: str) -> PolicyError:
+        return PolicyError(_one_line(f"{shown}: {problem}{hint}"))
+
     try:
-        text = file.read_bytes().decode("utf-8")
+        file = Path(name).expanduser()
+    except RuntimeError:  # `~user` with no such user, or `~` with no home
+        raise refuse(f"no home directory for {_show(name.split('/')[0])}") from None
+    if not file.is_absolute():
+        file = (Path.cwd() if cwd is None else cwd) / file
+    try:
+        info = file.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        if file.is_symlink():
+            # Not silently the defaults: the link says a policy was meant to be there.
+            raise refuse(f"a link to a missing file ({_short_path(os.readlink(file))})") from None
+        if explicit:
+            raise refuse("file not found") from None
+        return _built_in(fallback)
+    except (OSError, ValueError) as e:  # a name too long, a link loop, no permission, a NUL
+        raise refuse(f"cannot be read ({_os_reason(e)})") from None
+    if not stat.S_ISREG(info.st_mode):
+        # A device or a pipe could be read for ever (/dev/zero) or block (a FIFO).
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a device or pipe"
+        raise refuse(f"cannot be read ({kind}, not a file)")
+    if info.st_size > MAX_FILE_BYTES:
+        raise refuse(f"too large ({info.st_size:,} bytes; at most {MAX_FILE_BYTES:,})")
+    try:
+        with file.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # a file still growing is cut off here
     except OSError as e:
-        raise PolicyError(_one_line(f"{name}: cannot be read ({e.strerror or e}){hint}")) from None
+        raise refuse(f"cannot be read ({_os_reason(e)})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise refuse(f"too large (more than {MAX_FILE_BYTES:,} bytes)")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise PolicyError(_one_line(f"{name}: not UTF-8 text{hint}")) from None
+        raise refuse("not UTF-8 text") from None
     return _parse(text, name, fallback)
 
 
@@ -313,6 +345,7 @@ def _always(tz: ZoneInfo) -> Hours:
 
 
 def _parse(text: str, name: str, fallback: _Fallback) -> Policy:
+    shown = _short_path(name)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -320,11 +353,20 @@ def _parse(text: str, name: str, fallback: _Fallback) -> Policy:
         at = _TOML_AT.search(message)
         where = f"line {at.group(1)}, column {at.group(2)}" if at and at.group(1) else "end of file"
         message = _TOML_AT.sub("", message)
-        raise PolicyError(_one_line(f"{name}: {where}: {message} (TOML syntax)")) from None
+        raise PolicyError(_one_line(f"{shown}: {where}: {message} (TOML syntax)")) from None
+    # What tomllib itself cannot handle escapes it as other errors, without a place.
+    except RecursionError:
+        raise PolicyError(_one_line(f"{shown}: not valid TOML (nested too deeply)")) from None
+    except ValueError as e:
+        if "integer string conversion" in str(e):
+            reason = f"a number longer than {sys.get_int_max_str_digits()} digits"
+        else:
+            reason = _cut(str(e))
+        raise PolicyError(_one_line(f"{shown}: not valid TOML ({reason})")) from None
     try:
         return _policy(data, fallback, name)
     except _Problem as e:
-        raise PolicyError(_one_line(f"{name}: {e}")) from None
+        raise PolicyError(_one_line(f"{shown}: {e}")) from None
 
 
 class _Problem(Exception):
@@ -337,11 +379,18 @@ class _Problem(Exception):
 def _policy(data: dict[str, object], fallback: _Fallback, source: str) -> Policy:
     _check_keys(data, "", _TOP_KEYS)
     hours = _hours(data["hours"], fallback) if "hours" in data else _always(fallback.timezone)
+    reach = _reach(hours)
     personas = _personas(data["personas"]) if "personas" in data else ()
     if "priorities" in data:
-        priorities = _priorities(data["priorities"], fallback)
+        priorities = _priorities(data["priorities"], fallback, reach)
     else:
         priorities = _built_in(fallback).priorities
+        for key, rule in priorities.items():
+            origin = "REMINDER_AFTER " if fallback.claim_within else "the default "
+            _within_reach(rule.claim_within, f"priorities.{key}.claim_within", origin, reach)
+            _within_reach(
+                rule.follow_up_within, f"priorities.{key}.follow_up_within", "the default ", reach
+            )
     default = "warm" if "warm" in priorities else next(iter(priorities))
     if "default_priority" in data:
         given = _string(data["default_priority"], "default_priority")
@@ -392,6 +441,8 @@ def _hours(value: object, fallback: _Fallback) -> Hours:
                 raise _Problem(
                     place, f"{_show(day)} is not a day — expected one of {_list(DAY_NAMES)}"
                 )
+            if number in picked:
+                raise _Problem(place, f"{_show(day)} is listed twice")
             picked.add(number)
         days = frozenset(picked)
     for key in ("start", "end"):
@@ -419,6 +470,38 @@ def _hours(value: object, fallback: _Fallback) -> Hours:
     )
 
 
+def _reach(hours: Hours) -> timedelta | None:
+    """The working time in the next HORIZON_YEARS years, about; None when the clock never stops.
+
+    Measured over one year from now, which takes a few milliseconds, and multiplied: the
+    schedule repeats every week, so years differ only by their holidays.
+    """
+    if hours.always:
+        return None
+    # Here, not at the top: the clock module builds on this one (Hours).
+    from bot.sla import working_time_between
+
+    now = datetime.now(UTC)
+    year = working_time_between(now, now + timedelta(days=366), hours)
+    if not year:
+        raise _Problem("hours", "no working time in the next 366 days — check days and holidays")
+    return year * HORIZON_YEARS
+
+
+def _within_reach(duration: timedelta, place: str, origin: str, reach: timedelta | None) -> None:
+    """Refuse an SLA whose deadline would lie years ahead: past year 9999 it cannot be computed.
+
+    `origin` says where a value the file does not hold came from, like "REMINDER_AFTER ".
+    """
+    if reach is not None and duration > reach:
+        raise _Problem(
+            place,
+            f'{origin}"{format_duration(duration)}" of working time would end more than '
+            f"{HORIZON_YEARS} years ahead — these [hours] hold {format_duration(reach)} of "
+            f"working time in {HORIZON_YEARS} years",
+        )
+
+
 def _personas(value: object) -> tuple[Persona, ...]:
     items = _tables(value, "personas")
     if len(items) > _MAX_OPTIONS:
@@ -442,7 +525,9 @@ def _personas(value: object) -> tuple[Persona, ...]:
     return tuple(personas)
 
 
-def _priorities(value: object, fallback: _Fallback) -> dict[str, PriorityRule]:
+def _priorities(
+    value: object, fallback: _Fallback, reach: timedelta | None
+) -> dict[str, PriorityRule]:
     if not isinstance(value, dict):
         raise _Problem("priorities", "expected a table of priorities, like [priorities.hot]")
     if not value:
@@ -460,10 +545,11 @@ def _priorities(value: object, fallback: _Fallback) -> dict[str, PriorityRule]:
         seen.add(_fold(key))
         table = _table(item, place, _PRIORITY_KEYS)
         means = _text(table.get("means", ""), f"{place}.means", empty=True)
+        origin = ""
         if "claim_within" in table:
             claim_within = _duration(table["claim_within"], f"{place}.claim_within")
         elif fallback.claim_within is not None:
-            claim_within = fallback.claim_within
+            claim_within, origin = fallback.claim_within, "REMINDER_AFTER "
         else:
             raise _Problem(
                 f"{place}.claim_within",
@@ -473,9 +559,12 @@ def _priorities(value: object, fallback: _Fallback) -> dict[str, PriorityRule]:
         escalate_after = fallback.escalate_after
         if "escalate_after" in table:
             escalate_after = _count(table["escalate_after"], f"{place}.escalate_after")
-        follow_up_within = DEFAULT_FOLLOW_UP_WITHIN
+        _within_reach(claim_within, f"{place}.claim_within", origin, reach)
+        follow_up_within, origin = DEFAULT_FOLLOW_UP_WITHIN, "the default "
         if "follow_up_within" in table:
             follow_up_within = _duration(table["follow_up_within"], f"{place}.follow_up_within")
+            origin = ""
+        _within_reach(follow_up_within, f"{place}.follow_up_within", origin, reach)
         rules[key] = PriorityRule(
             key=key,
             means=means,
@@ -673,10 +762,23 @@ def _show(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        if len(value) > _QUOTE_MAX:
-            value = value[: _QUOTE_MAX - 1] + "…"
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(_cut(value), ensure_ascii=False)
     return str(value)
+
+
+def _cut(text: str, limit: int = _QUOTE_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_path(name: str) -> str:
+    """A file name for messages: a very long one keeps its start and its end."""
+    if len(name) <= 2 * _QUOTE_MAX:
+        return name
+    return f"{name[:_QUOTE_MAX]}…{name[-_QUOTE_MAX + 1 :]}"
+
+
+def _os_reason(error: OSError | ValueError) -> str:
+    return (error.strerror if isinstance(error, OSError) else None) or str(error)
 
 
 def _hhmm(value: time) -> str:

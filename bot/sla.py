@@ -24,6 +24,8 @@ from bot.policy import Hours
 # A schedule without a working day for this long is broken (every day a holiday, no days at
 # all): give up with ValueError rather than search forever.
 MAX_SEARCH_DAYS = 3 * 366
+# Windows are placed in UTC from local days; past this day that can overflow datetime.
+_LAST_DAY = date.max - timedelta(days=2)
 _ZERO = timedelta(0)
 _TICK = timedelta(microseconds=1)
 
@@ -98,6 +100,9 @@ def _windows(
     idle = 0
     previous_close: datetime | None = None
     while True:
+        if day >= _LAST_DAY:
+            # A ValueError like the one below, not an OverflowError from deep in datetime.
+            raise ValueError("working time runs past the end of the calendar (year 9999)")
         if day.weekday() in hours.days and day not in hours.holidays:
             opens = datetime.combine(day, hours.start, tzinfo=tz).astimezone(UTC)
             closes = datetime.combine(day, hours.end, tzinfo=tz).astimezone(UTC)

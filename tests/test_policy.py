@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from bot.policy import (
     parse_policy,
 )
 from bot.settings import SettingsError
+from bot.sla import add_working_time
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "policy.example.toml"
@@ -141,6 +142,57 @@ def test_not_utf8(tmp_path: Path) -> None:
         load_policy(env={}, cwd=tmp_path)
 
 
+def one_line_error(env: dict[str, str], cwd: Path) -> str:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(env=env, cwd=cwd)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_policy_file_under_an_unknown_home(tmp_path: Path) -> None:
+    message = one_line_error(env={"POLICY_FILE": "~nosuchuser-leadbot/p.toml"}, cwd=tmp_path)
+    assert message == (
+        '~nosuchuser-leadbot/p.toml: no home directory for "~nosuchuser-leadbot" (POLICY_FILE)'
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["p" * 5000 + ".toml", "x" * 300 + "/p.toml", "conf/" + "y" * 300 + ".toml"]
+)
+def test_a_name_too_long_is_one_short_line(tmp_path: Path, name: str) -> None:
+    (tmp_path / "conf").mkdir()
+    message = one_line_error(env={"POLICY_FILE": name}, cwd=tmp_path)
+    assert message.endswith(": cannot be read (File name too long) (POLICY_FILE)")
+    assert len(message) < 200  # the name is cut in the middle
+    assert message.startswith(name[:20]) and "…" in message
+
+
+def test_a_device_is_not_read(tmp_path: Path) -> None:
+    # /dev/zero never ends: reading it would hang start-up and fill the memory.
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    message = one_line_error(env={"POLICY_FILE": "/dev/zero"}, cwd=tmp_path)
+    assert message == "/dev/zero: cannot be read (a device or pipe, not a file) (POLICY_FILE)"
+
+
+def test_a_huge_file_is_refused_with_its_size(tmp_path: Path) -> None:
+    # Valid TOML (one long comment), so only the size can stop it.
+    (tmp_path / "policy.toml").write_text("#" * (1024 * 1024) + "\n", encoding="utf-8")
+    assert one_line_error(env={}, cwd=tmp_path) == (
+        "policy.toml: too large (1,048,577 bytes; at most 1,048,576)"
+    )
+    (tmp_path / "policy.toml").write_text("#" * (1024 * 1024 - 1) + "\n", encoding="utf-8")
+    assert load_policy(env={}, cwd=tmp_path).source == "policy.toml"
+
+
+@pytest.mark.parametrize("env", [{}, {"POLICY_FILE": "policy.toml"}])
+def test_a_dangling_link_is_not_the_defaults(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "policy.toml").symlink_to(tmp_path / "gone.toml")
+    message = one_line_error(env=env, cwd=tmp_path)
+    assert message.startswith(f"policy.toml: a link to a missing file ({tmp_path}/gone.toml)")
+
+
 def test_policy_error_is_a_settings_error() -> None:
     # So start-up prints it as one line, like any other bad setting.
     assert issubclass(PolicyError, SettingsError)
@@ -154,6 +206,9 @@ def test_parse_policy_names_the_source() -> None:
 
 # --- every validation error, with its place ----------------------------------------------------
 
+# One minute a week: about 8h40m of working time in 10 years.
+TINY_HOURS = '[hours]\nstart = "09:00"\nend = "09:01"\ndays = ["sun"]\n'
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
@@ -161,6 +216,16 @@ def test_parse_policy_names_the_source() -> None:
         # TOML syntax, with tomllib's line and column first
         ("[hours\n", "policy.toml: line 1, column 7: "),
         ('a = 1\nb = "x\n', "policy.toml: line 2, column 7: "),
+        # what tomllib fails on without a TOMLDecodeError
+        (
+            "x = " + "[" * 1000 + "]" * 1000 + "\n",
+            "policy.toml: not valid TOML (nested too deeply)",
+        ),
+        ("x = " + "{a=" * 1000 + "1" + "}" * 1000 + "\n", "policy.toml: not valid TOML (nested"),
+        (
+            "escalate_after = " + "7" * 5000 + "\n",
+            "policy.toml: not valid TOML (a number longer than 4300 digits)",
+        ),
         # unknown keys anywhere
         ("colour = 1\n", "policy.toml: colour: unknown key — expected one of default_priority,"),
         (
@@ -211,6 +276,26 @@ def test_parse_policy_names_the_source() -> None:
             'policy.toml: hours.days[2]: "fry" is not a day — expected one of mon, tue,',
         ),
         ('[hours]\nstart = "09:00"\nend = "18:00"\ndays = []\n', "policy.toml: hours.days: empty"),
+        (
+            '[hours]\nstart = "09:00"\nend = "18:00"\ndays = ["mon", "tue", "Monday"]\n',
+            'policy.toml: hours.days[3]: "Monday" is listed twice',
+        ),
+        # an SLA these hours would take more than 10 years to reach (past year 9999 it crashed)
+        (
+            TINY_HOURS + '[priorities.hot]\nclaim_within = "365d"\n',
+            'policy.toml: priorities.hot.claim_within: "365d" of working time would end more '
+            "than 10 years ahead — these [hours] hold 8h",
+        ),
+        (
+            TINY_HOURS + '[priorities.hot]\nclaim_within = "5m"\nfollow_up_within = "1h"\n'
+            '[priorities.warm]\nclaim_within = "5m"\nfollow_up_within = "9h"\n',
+            'policy.toml: priorities.warm.follow_up_within: "9h" of working time would end',
+        ),
+        (
+            TINY_HOURS + '[priorities.hot]\nclaim_within = "5m"\n',
+            'policy.toml: priorities.hot.follow_up_within: the default "1d" of working time',
+        ),
+        (TINY_HOURS, 'policy.toml: priorities.hot.follow_up_within: the default "1d"'),
         (
             '[hours]\nstart = "09:00"\nend = "18:00"\ndays = "mon-fri"\n',
             "policy.toml: hours.days: expected a list",
@@ -509,6 +594,45 @@ def test_escalate_after_env_fills_and_file_wins(tmp_path: Path) -> None:
 
 def test_follow_up_within_defaults_to_one_day(tmp_path: Path) -> None:
     assert load(tmp_path, BASE).rule("hot").follow_up_within == timedelta(days=1)
+
+
+# --- SLAs the working hours can reach ----------------------------------------------------------
+
+
+def test_reminder_after_too_long_for_the_hours_names_itself(tmp_path: Path) -> None:
+    text = TINY_HOURS + '[priorities.hot]\nfollow_up_within = "5m"\n'
+    message = error(tmp_path, text, {"REMINDER_AFTER": "1d"})
+    assert message.startswith(
+        'policy.toml: priorities.hot.claim_within: REMINDER_AFTER "1d" of working time would end '
+        "more than 10 years ahead"
+    )
+
+
+def test_the_reach_check_refuses_only_what_the_hours_cannot_reach(tmp_path: Path) -> None:
+    # Tiny hours: 10 years hold about 8h40m of working time (52 or 53 Sundays a year).
+    sla = '[priorities.hot]\nclaim_within = "{}"\nfollow_up_within = "5m"\n'
+    assert error(tmp_path, TINY_HOURS + sla.format("9h")).startswith(
+        "policy.toml: priorities.hot.claim_within: "
+    )
+    policy = load(tmp_path, TINY_HOURS + sla.format("8h30m"))
+    now = datetime.now(UTC)
+    due = add_working_time(now, policy.rule("hot").claim_within, policy.hours)
+    assert due - now < timedelta(days=11 * 366)
+    # 365d of ordinary office hours is under 3 years of them: allowed, as are the defaults.
+    hours = '[hours]\nstart = "09:00"\nend = "18:00"\n'
+    text = hours + '[priorities.hot]\nclaim_within = "365d"\nfollow_up_within = "365d"\n'
+    assert load(tmp_path, text).rule("hot").claim_within == timedelta(days=365)
+    assert load(tmp_path, hours).priority_keys() == ("hot", "warm", "cold")
+
+
+def test_no_working_time_in_the_next_year(tmp_path: Path) -> None:
+    # Every day from yesterday on for 370 days a holiday; a lead would never be due.
+    today = datetime.now(UTC).date()
+    days = ", ".join(str(today + timedelta(days=n)) for n in range(-1, 370))
+    text = f'[hours]\nstart = "09:00"\nend = "18:00"\nholidays = [{days}]\n' + BASE
+    assert error(tmp_path, text).startswith(
+        "policy.toml: hours: no working time in the next 366 days"
+    )
 
 
 @pytest.mark.parametrize(

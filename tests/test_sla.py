@@ -389,3 +389,9 @@ def test_next_working_moment_is_working_time_and_nothing_is_skipped(
     assert is_working_time(opening, hours)
     assert working_time_between(start, opening, hours) == timedelta(0)
     assert (opening == start) == is_working_time(start, hours)
+
+
+def test_the_end_of_the_calendar_is_a_value_error() -> None:
+    # Not an OverflowError from deep inside datetime: callers handle ValueError.
+    with pytest.raises(ValueError, match="end of the calendar"):
+        add_working_time(datetime(9999, 12, 1, tzinfo=UTC), timedelta(days=365), NY)
