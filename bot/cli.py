@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bot import __version__
 from bot.affinity import pin_process
 from bot.settings import SERVE_REQUIRES, Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger("leadbot")
 
@@ -62,8 +67,11 @@ def _logging(settings: Settings) -> None:
     configure_logging(settings.log_level, sys.stderr)
 
 
-def open_database(settings: Settings, *, migrate_sqlite: bool = True):
-    """Connect, and make sure the schema is current (embedded SQLite migrates itself)."""
+def open_database(
+    settings: Settings, *, migrate_sqlite: bool = True, setting: str = "DATABASE_URL"
+) -> Engine:
+    """Connect, and make sure the schema is current (embedded SQLite migrates itself).
+    `setting` is what the errors name: the sandbox's database comes from --db."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from bot import db
@@ -77,22 +85,60 @@ def open_database(settings: Settings, *, migrate_sqlite: bool = True):
         elif engine.dialect.name == "sqlite" and migrate_sqlite:
             db.upgrade(engine)
         else:
+            db.check_known(current)  # "run leadbot migrate" cannot help with a newer schema
             raise StartupError(
-                f"DATABASE_URL: the schema is out of date (at {current or 'empty'}, needs "
+                f"{setting}: the schema is out of date (at {current or 'empty'}, needs "
                 f"{db.HEAD}) — run `leadbot migrate` first"
             )
     except SQLAlchemyError as e:
-        raise _unusable(e) from None
+        engine.dispose()
+        raise _unusable(e, setting) from None
+    except db.UnknownRevision as e:
+        engine.dispose()
+        raise StartupError(f"{setting}: {e}") from None
     return engine
 
 
-def _unusable(e: Exception) -> StartupError:
+def _unusable(e: Exception, setting: str = "DATABASE_URL") -> StartupError:
     """The database cannot be opened or does not answer: the driver's first line says why."""
     cause = getattr(e, "orig", None) or e
     return StartupError(
-        f"DATABASE_URL: cannot use the database ({type(e).__name__}: "
+        f"{setting}: cannot use the database ({type(e).__name__}: "
         f"{(str(cause).splitlines() or [''])[0][:160]})"
     )
+
+
+# PostgreSQL error classes (SQLSTATE's first two characters) whose messages name schema
+# objects, locks or resources, never a row's values: class 22 (data exceptions) quotes the
+# value it could not take, 23 (constraints) and P0 (raised by SQL code) may carry row data.
+_PG_PLAIN_CLASSES = frozenset({"08", "25", "40", "42", "53", "54", "55", "57", "58"})
+# Failures a re-run may get past: a lock, a timeout, a lost connection, a deadlock.
+_PG_TRANSIENT = ("08", "40", "55P03", "57")
+_SQLITE_TRANSIENT = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+
+
+def _migration_failure(e: Exception) -> tuple[str, bool]:
+    """What a failed migration says about itself, and whether running it again may succeed.
+    The driver's message only where it cannot carry lead data (the Privacy rule)."""
+    cause = getattr(e, "orig", None) or e
+    name = type(cause).__name__
+    if hasattr(cause, "sqlstate"):  # psycopg
+        sqlstate = cause.sqlstate
+        if not isinstance(sqlstate, str):  # no answer from the server: the connection failed
+            return name, True
+        transient = sqlstate.startswith(_PG_TRANSIENT)
+        diag = getattr(cause, "diag", None)
+        primary = getattr(diag, "message_primary", None)  # without DETAIL, which has rows
+        if sqlstate[:2] in _PG_PLAIN_CLASSES and primary:
+            return f"{name}: {primary.splitlines()[0][:160]}", transient
+        return name, transient
+    errorname = getattr(cause, "sqlite_errorname", None)
+    if isinstance(errorname, str):
+        # SQLite's own messages name tables, columns and constraints, not values.
+        first = (str(cause).splitlines() or [""])[0][:160]
+        return f"{name}: {first}", errorname in _SQLITE_TRANSIENT
+    # Python raised it (a migration's own code), whose message may hold anything.
+    return name, False
 
 
 BOT_TOKEN_FIX = "copy the Bot User OAuth Token (xoxb-…) from the app's page (README, step 2)"
@@ -274,25 +320,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     engine = make_engine(settings.sqlalchemy_url)
     try:
         # A database that cannot be opened (no such file or server, not a database) is named
-        # as such, not as a migration that failed half-way.
-        db.current_revision(engine)
+        # as such, not as a migration that failed half-way; nor is a newer leadbot's schema.
+        db.check_known(db.current_revision(engine))
     except SQLAlchemyError as e:
         engine.dispose()
         raise _unusable(e) from None
+    except db.UnknownRevision as e:
+        engine.dispose()
+        raise StartupError(f"DATABASE_URL: {e}") from None
     try:
         before, after = db.upgrade(engine)
     except Exception as e:
-        # Each migration commits on its own: say how far it got, and that a re-run goes on
-        # from there. The driver's error class names the cause (LockNotAvailable, …) without
-        # echoing SQL.
-        cause = type(getattr(e, "orig", None) or e).__name__
+        # Each migration commits on its own: say how far it got. A re-run goes on from there,
+        # but only gets past a lock or a lost connection, not a table in the way.
+        cause, transient = _migration_failure(e)
         try:
             reached = db.current_revision(engine) or "empty"
         except Exception:
             reached = "unknown"
+        then = (
+            "run `leadbot migrate` again"
+            if transient
+            else "a re-run fails the same way until that is fixed"
+        )
         raise StartupError(
             f"DATABASE_URL: migration failed ({cause}); the schema is at {reached}, "
-            "with every migration before the failed one kept: run `leadbot migrate` again"
+            f"with every migration before the failed one kept: {then}"
         ) from None
     finally:
         engine.dispose()
@@ -353,9 +406,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from bot.sandbox import run_sandbox
+    path = _sandbox_db(args.db)
+    try:
+        from bot.sandbox import run_sandbox
 
-    return run_sandbox(port=args.port, db=args.db, open_browser=not args.no_browser)
+        # Opened (and migrated) here, so a file that is no database, or a newer leadbot's, is
+        # one line naming --db rather than a traceback from inside the sandbox's start.
+        open_database(
+            Settings(database_url=f"sqlite:///{path.as_posix()}"), setting="--db"
+        ).dispose()
+        return run_sandbox(port=args.port, db=str(path), open_browser=not args.no_browser)
+    except KeyboardInterrupt:
+        # Ctrl-C before serving (serving handles its own): each migration either committed or
+        # rolled back, so the next start goes on from there.
+        print("\nleadbot: sandbox stopped before it started", file=sys.stderr)
+        return 130
+
+
+def _sandbox_db(text: str) -> Path:
+    """sandbox --db: a SQLite file's path, its folder made if need be."""
+    example = "like --db sandbox.db"
+    if not text.strip():
+        raise StartupError(f"--db: empty — name a SQLite file, {example}")
+    if "://" in text or text.startswith("sqlite:"):
+        raise StartupError(f"--db: {text!r} is a URL — --db takes a file's path, {example}")
+    if text == ":memory:":
+        raise StartupError(f"--db: ':memory:' would keep nothing — name a file, {example}")
+    if "?" in text or "%" in text:  # the sandbox's SQLite URL would read them as options
+        raise StartupError(f"--db: {text!r} — a file name with ? or % is not supported here")
+    path = Path(text).resolve()
+    if path.is_dir():
+        raise StartupError(
+            f"--db: {text!r} is a folder — name a file in it, like --db {Path(text) / 'sandbox.db'}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a file has that name" if isinstance(e, FileExistsError) else e.strerror
+        raise StartupError(f"--db: cannot make the folder {str(path.parent)!r} ({why})") from None
+    return path
 
 
 def _port(text: str) -> int:
@@ -369,14 +458,47 @@ def _port(text: str) -> int:
     return port
 
 
+# A host name's characters once IDNA-encoded (xn--…); underscores occur in real DNS names.
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+
+
 def _public_url(text: str) -> str:
-    """manifest --url: Slack sends its requests to https URLs only."""
-    parts = urlsplit(text)
-    if parts.scheme != "https" or not parts.hostname:
+    """manifest --url: Slack sends its requests to https URLs only. What is refused is refused
+    here, with the reason: anything accepted must also be a URL Slack can call, whole."""
+    example = "like https://leadbot.example.com"
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise argparse.ArgumentTypeError(f"{text!r} has a space or control character in it")
+    try:
+        parts = urlsplit(text)
+    except ValueError as e:  # "Invalid IPv6 URL", …
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({e}) — {example}") from None
+    try:
+        port = parts.port  # parsed only when asked for: out of range, or not a number
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} has a bad port: use 1 to 65535, or none")
+    if parts.scheme != "https":
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an https URL — Slack sends requests only to https, like "
-            "https://leadbot.example.com"
+            f"{text!r} is not an https URL — Slack sends requests only to https, {example}"
         )
+    # The endpoint is the URL plus /slack/events: after a query or a fragment, that would be
+    # part of them, not of the path.
+    if "?" in text or "#" in text:
+        which = "a query (?…)" if "?" in text.split("#")[0] else "a fragment (#…)"
+        raise argparse.ArgumentTypeError(f"{text!r} has {which}; give the base URL only, {example}")
+    if "@" in parts.netloc:  # Slack sends no credentials, and the manifest is shared
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has a user name or password in it; give the base URL only, {example}"
+        )
+    if "[" not in parts.netloc:  # urlsplit has checked a bracketed IPv6 address already
+        try:
+            host = (parts.hostname or "").encode("idna").decode("ascii")
+        except UnicodeError:
+            host = ""
+        if not _HOST_NAME.fullmatch(host):
+            named = f" ({parts.hostname!r})" if parts.hostname else ""
+            raise argparse.ArgumentTypeError(f"{text!r} has no valid host name{named} — {example}")
     return text
 
 
@@ -402,7 +524,8 @@ def parser() -> argparse.ArgumentParser:
     )
 
     jobs = sub.add_parser("jobs", help="list jobs or run one pass of a job now")
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    # metavar: with no subcommand, argparse names what it missed by it ("jobs_command" without)
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="{list,run}")
     jobs_sub.add_parser("list", help="list the jobs")
     run = jobs_sub.add_parser("run", help="run one pass of a job now")
     run.add_argument("name", help="job name (see `leadbot jobs list`)")

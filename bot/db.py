@@ -19,6 +19,28 @@ if TYPE_CHECKING:
 HEAD = "0007"
 
 
+class UnknownRevision(Exception):
+    """The database is stamped with a revision this leadbot has no migration for; str() is one
+    line for a person, without the setting's name (the caller knows which one it was)."""
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def check_known(revision: str | None) -> None:
+    """Raise UnknownRevision for a revision no migration here made: a newer leadbot's. Alembic
+    would fail on it with a traceback, and neither a re-run nor `leadbot migrate` can help."""
+    if revision is None or revision == HEAD or revision in known_revisions():
+        return
+    raise UnknownRevision(
+        f"the schema is at {revision}, which this leadbot does not know — it was migrated by a "
+        "newer leadbot; run that version (or restore a backup)"
+    )
+
+
 def alembic_config(engine: Engine | None = None) -> Config:
     from alembic.config import Config
 
@@ -54,10 +76,12 @@ def is_up_to_date(engine: Engine) -> bool:
 
 def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     """Migrate to `target`, head by default (idempotent); returns (revision before, revision
-    after). Tests name an older target to start from an old schema."""
+    after). Tests name an older target to start from an old schema. Raises UnknownRevision for
+    a database a newer leadbot migrated."""
     from alembic import command
 
     before = current_revision(engine)
+    check_known(before)
     config = alembic_config(engine)
     # A plain connection, not a transaction: Alembic commits each migration itself.
     with engine.connect() as conn:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 SCOPES = (
     "commands",
     "chat:write",
@@ -22,12 +24,15 @@ def manifest_yaml(url: str | None = None, *, name: str = "leadbot") -> str:
     if url:
         base = url.rstrip("/")
         endpoint = base if base.endswith("/slack/events") else f"{base}/slack/events"
-    command_url = f"\n      url: {endpoint}" if endpoint else ""
-    interactivity_url = f"\n    request_url: {endpoint}" if endpoint else ""
-    events_url = f"\n    request_url: {endpoint}" if endpoint else ""
+    # Double-quoted, JSON-escaped: a YAML string whatever the URL holds (`: `, ` #`, quotes),
+    # where a plain scalar would end at a comment or stop the manifest from parsing.
+    quoted = json.dumps(endpoint, ensure_ascii=False) if endpoint else ""
+    command_url = f"\n      url: {quoted}" if endpoint else ""
+    interactivity_url = f"\n    request_url: {quoted}" if endpoint else ""
+    events_url = f"\n    request_url: {quoted}" if endpoint else ""
     scopes = "".join(f"\n      - {s}" for s in SCOPES)
     return f"""\
-# Slack app manifest for leadbot ({"HTTP mode: " + endpoint if endpoint else "Socket Mode"}).
+# Slack app manifest for leadbot ({"HTTP mode: " + quoted if endpoint else "Socket Mode"}).
 # Create the app from it at https://api.slack.com/apps → Create New App → From a manifest.
 display_information:
   name: {name}

@@ -194,7 +194,11 @@ def test_a_failed_migrate_says_how_far_it_got_and_a_rerun_finishes(empty_engine:
     with leads_locked(engine):  # 0003 alters leads: it waits its 2 s for the lock, then fails
         failed = _leadbot("migrate", env=env, cwd=Path.cwd())
     assert failed.returncode == 2, failed.stderr
-    cause = "OperationalError" if engine.dialect.name == "sqlite" else "LockNotAvailable"
+    cause = (
+        "OperationalError: database is locked"
+        if engine.dialect.name == "sqlite"
+        else "LockNotAvailable: canceling statement due to lock timeout"
+    )
     assert failed.stderr.strip().splitlines() == [
         f"leadbot: DATABASE_URL: migration failed ({cause}); the schema is at 0002, "
         "with every migration before the failed one kept: run `leadbot migrate` again"
@@ -203,3 +207,80 @@ def test_a_failed_migrate_says_how_far_it_got_and_a_rerun_finishes(empty_engine:
     again = _leadbot("migrate", env=env, cwd=Path.cwd())
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == f"database schema migrated from 0002 to {db.HEAD}"
+
+
+def test_a_schema_from_a_newer_leadbot_is_named_everywhere_not_migrated(
+    empty_engine: Engine,
+) -> None:
+    """A database a newer leadbot migrated: `migrate` said "migration failed (CommandError) …
+    run it again", PostgreSQL starts said "out of date … run `leadbot migrate` first" (a loop),
+    SQLite starts ended in Alembic's traceback. Neither this migrate nor a re-run can help."""
+    engine = empty_engine
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    env = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_SIGNING_SECRET": "s",
+        "LEADS_CHANNEL": "C0LEADS",
+        "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: the database is first
+    }
+    for command in (["migrate"], ["jobs", "run", "purge"], ["forget", "a@b.example"], ["serve"]):
+        result = _leadbot(*command, env=env, cwd=Path.cwd())
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr == (
+            "leadbot: DATABASE_URL: the schema is at 0099, which this leadbot does not know — "
+            "it was migrated by a newer leadbot; run that version (or restore a backup)\n"
+        ), command
+    assert db.current_revision(engine) == "0099"  # left as it was
+
+
+def test_a_table_in_the_way_is_named_and_a_rerun_is_not_promised(empty_engine: Engine) -> None:
+    """A database that already has a `leads` table leadbot did not make: the message once hid
+    the cause behind "OperationalError" and said to run `leadbot migrate` again, which fails
+    the same way every time."""
+    engine = empty_engine
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE leads (x integer)"))
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    cause = (
+        "OperationalError: table leads already exists"
+        if engine.dialect.name == "sqlite"
+        else 'DuplicateTable: relation "leads" already exists'
+    )
+    for _ in range(2):
+        failed = _leadbot("migrate", env=env, cwd=Path.cwd())
+        assert failed.returncode == 2
+        assert failed.stderr == (
+            f"leadbot: DATABASE_URL: migration failed ({cause}); the schema is at empty, with "
+            "every migration before the failed one kept: a re-run fails the same way until "
+            "that is fixed\n"
+        )
+
+
+def test_a_failure_quoting_row_data_is_named_by_its_class_only(empty_engine: Engine) -> None:
+    """The Privacy rule: lead contact details never reach messages. The driver's message is
+    shown for schema trouble (above), not for errors that quote a value or a row."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.cli import _migration_failure
+
+    engine = empty_engine
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE people (email varchar(80) UNIQUE, n integer)"))
+        conn.execute(text("INSERT INTO people VALUES ('jane@acme.example', 1)"))
+    failures = []
+    for statement in (
+        "INSERT INTO people VALUES ('jane@acme.example', 2)",  # the key, in PostgreSQL's DETAIL
+        "UPDATE people SET n = CAST(email AS integer)",  # PostgreSQL quotes the value
+    ):
+        with engine.connect() as conn:
+            try:
+                conn.execute(text(statement))
+            except SQLAlchemyError as e:
+                failures.append(_migration_failure(e))
+    assert failures  # SQLite casts 'jane@…' to 0 without complaint; its UNIQUE failure remains
+    for said, transient in failures:
+        assert "jane" not in said and "acme" not in said, said
+        assert not transient

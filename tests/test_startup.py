@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import socket
 import subprocess
@@ -327,7 +328,7 @@ def test_manifest_declares_command_interactivity_and_scopes(tmp_path: Path) -> N
     assert result.returncode == 0
     out = result.stdout
     assert "command: /lead" in out
-    assert out.count("url: https://leads.example.com/slack/events") == 3
+    assert out.count('url: "https://leads.example.com/slack/events"') == 3
     assert "socket_mode_enabled: false" in out
     for scope in SCOPES:
         assert f"- {scope}" in out
@@ -463,3 +464,125 @@ def test_serving_keeps_start_up_objects_out_of_the_collectors_full_passes(bot: B
     assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000  # modules, app, caches
     assert seen["threshold"] == (cli.GC_YOUNG_THRESHOLD, before[1], before[2])
     assert before[0] < cli.GC_YOUNG_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        # Each printed a manifest with exit 0: YAML read " #x" as a comment, ": x" and the
+        # newline stopped it from parsing, and /slack/events landed in the query.
+        ("https://a.example/ #x", "has a space or control character in it"),
+        ("https://a.example/: x", "has a space or control character in it"),
+        ("https://a.example/\nfoo: 1", "has a space or control character in it"),
+        ("https://a b.example/", "has a space or control character in it"),
+        ("https://a.example/?q=1#f", "has a query (?…); give the base URL only"),
+        ("https://a.example/#f", "has a fragment (#…); give the base URL only"),
+        ("https://a.example:99999/", "has a bad port: use 1 to 65535, or none"),
+        ("https://a.example:abc/", "has a bad port: use 1 to 65535, or none"),
+        ("https://u:pw@a.example/", "has a user name or password in it"),
+        ("https://a..example/", "has no valid host name ('a..example')"),
+        # Once argparse's "invalid _public_url value", naming a Python function.
+        ("https://[::1", "is not a URL (Invalid IPv6 URL)"),
+    ],
+)
+def test_a_manifest_url_that_slack_could_not_call_is_refused_with_the_reason(
+    tmp_path: Path, url: str, why: str
+) -> None:
+    result = _leadbot("manifest", "--url", url, env={}, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1].startswith(
+        f"leadbot manifest: error: argument --url: {url!r} {why}"
+    ), result.stderr
+    assert "Traceback" not in result.stderr and "_public_url" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("https://leads.example.com", "https://leads.example.com/slack/events"),
+        ("https://leads.example.com/slack/events/", "https://leads.example.com/slack/events"),
+        ("https://[2001:db8::1]:8443/bot", "https://[2001:db8::1]:8443/bot/slack/events"),
+        # Characters YAML gives a meaning to, in a plain scalar or a quoted one.
+        (
+            "https://café.example/a\"b\\c'&*!,[x]{y}:",
+            "https://café.example/a\"b\\c'&*!,[x]{y}:/slack/events",
+        ),
+    ],
+)
+def test_the_manifest_carries_any_accepted_url_as_one_yaml_string(
+    tmp_path: Path, url: str, endpoint: str
+) -> None:
+    """The endpoint is a double-quoted YAML scalar, JSON-escaped (JSON strings are YAML ones):
+    no parser is among leadbot's dependencies, so the lines are read back with json."""
+    result = _leadbot("manifest", "--url", url, env={}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    values = [
+        json.loads(line.split(": ", 1)[1])
+        for line in lines
+        if line.strip().startswith(("url: ", "request_url: "))
+    ]
+    assert values == [endpoint] * 3
+    assert [line.strip() for line in lines if "url: " in line and not line.startswith("#")] == [
+        f"url: {json.dumps(endpoint, ensure_ascii=False)}",
+        f"request_url: {json.dumps(endpoint, ensure_ascii=False)}",
+        f"request_url: {json.dumps(endpoint, ensure_ascii=False)}",
+    ]
+
+
+def test_jobs_without_a_subcommand_names_the_choices(tmp_path: Path) -> None:
+    result = _leadbot("jobs", env={}, cwd=tmp_path)  # once: "required: jobs_command"
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "leadbot jobs: error: the following arguments are required: {list,run}"
+    )
+
+
+def _newer_leadbots(path: Path) -> None:
+    """A migrated SQLite file stamped as a newer leadbot would leave it."""
+    from sqlalchemy import text
+
+    from models import make_engine
+
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        db.upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("db_arg", "expected"),
+    [
+        # Each once ended in a SQLAlchemy traceback of 125 lines.
+        ("", "--db: empty — name a SQLite file, like --db sandbox.db"),
+        ("folder", "--db: 'folder' is a folder — name a file in it, like --db folder/sandbox.db"),
+        ("notes.db", "--db: cannot use the database (DatabaseError: file is not a database)"),
+        # Once a message about DATABASE_URL, which the user had not set.
+        (":memory:", "--db: ':memory:' would keep nothing — name a file, like --db sandbox.db"),
+        # Once a folder named "sqlite:" made in silence, and the sandbox served from it.
+        (
+            "sqlite:///x.db",
+            "--db: 'sqlite:///x.db' is a URL — --db takes a file's path, like --db sandbox.db",
+        ),
+        ("notes.db/x.db", "--db: cannot make the folder '{tmp}/notes.db' (a file has that name)"),
+        (
+            "newer.db",
+            "--db: the schema is at 0099, which this leadbot does not know — it was migrated by "
+            "a newer leadbot; run that version (or restore a backup)",
+        ),
+    ],
+)
+def test_a_sandbox_db_that_cannot_be_used_is_named_in_one_line(
+    tmp_path: Path, db_arg: str, expected: str
+) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.db").write_text("not a database")
+    _newer_leadbots(tmp_path / "newer.db")
+    before = sorted(tmp_path.iterdir())
+    result = _leadbot("sandbox", "--no-browser", "--db", db_arg, env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"leadbot: {expected.format(tmp=tmp_path)}\n"
+    assert sorted(tmp_path.iterdir()) == before  # nothing made: no "sqlite:" folder, no file
