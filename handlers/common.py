@@ -71,11 +71,10 @@ def gone(lead_id: int) -> str:
     return f"Lead #{lead_id} no longer exists; nothing changed."
 
 
-def write_failed(services: Services, lead_id: int, what: str, error: SQLAlchemyError) -> str:
-    """What to tell the person whose change to lead `lead_id` the database refused. If the lead
-    is gone, `forget` or the purge deleted it meanwhile, and that explains the failure (a row
-    for it broke its foreign key, or it could not be read back): say so. Otherwise the database
-    is in trouble, an error."""
+def erased_meanwhile(services: Services, lead_id: int, what: str, error: SQLAlchemyError) -> bool:
+    """Whether a change to lead `lead_id` that the database refused failed because `forget` or
+    the purge deleted the lead meanwhile (a row for it broke its foreign key, or it could not be
+    read back): an info line. Otherwise the database is in trouble: an error line."""
     try:
         with services.sessions() as s:
             erased = s.get(Lead, lead_id) is None
@@ -83,9 +82,14 @@ def write_failed(services: Services, lead_id: int, what: str, error: SQLAlchemyE
         erased = False
     if erased:
         log.info("%s of lead %s: the lead was erased meanwhile", what, lead_id)
-        return gone(lead_id)
-    log.error("%s of lead %s failed, database error: %s", what, lead_id, type(error).__name__)
-    return DB_BUSY
+    else:
+        log.error("%s of lead %s failed, database error: %s", what, lead_id, type(error).__name__)
+    return erased
+
+
+def write_failed(services: Services, lead_id: int, what: str, error: SQLAlchemyError) -> str:
+    """What to tell the person whose change the database refused (see erased_meanwhile)."""
+    return gone(lead_id) if erased_meanwhile(services, lead_id, what, error) else DB_BUSY
 
 
 def services_of(context: Any) -> Services:
@@ -137,6 +141,7 @@ __all__ = [
     "SQLAlchemyError",
     "acks_first",
     "clicked_in",
+    "erased_meanwhile",
     "later",
     "parse_value",
     "services_of",

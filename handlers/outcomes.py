@@ -21,9 +21,9 @@ from bot.delivery import DeliveryError
 from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View, is_slack_id
 from bot.services import Services
 from handlers.common import (
-    DB_BUSY,
     acks_first,
     clicked_in,
+    erased_meanwhile,
     gone,
     metadata_of,
     parse_value,
@@ -235,10 +235,9 @@ def disqualify_submitted(
                 after_outcome(s, result.lead, user, note=note)
             _refresh_if_behind(s, result)
     except SQLAlchemyError as e:
-        answer = write_failed(services, lead_id, "disqualify", e)
-        if answer != DB_BUSY:  # the lead is gone: nothing to fix in the form
+        if erased_meanwhile(services, lead_id, "disqualify", e):  # nothing to fix in the form
             ack()
-            flows.tell(services, channel, user, answer)
+            flows.tell(services, channel, user, gone(lead_id))
             return
         ack(
             response_action="errors",
@@ -342,10 +341,9 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
                 after_reassign(s, result.lead, user, result.previous_owner)
             _refresh_if_behind(s, result)
     except SQLAlchemyError as e:
-        answer = write_failed(services, lead_id, "reassign", e)
-        if answer != DB_BUSY:  # the lead is gone: nothing to fix in the form
+        if erased_meanwhile(services, lead_id, "reassign", e):  # nothing to fix in the form
             ack()
-            flows.tell(services, channel, user, answer)
+            flows.tell(services, channel, user, gone(lead_id))
             return
         ack(
             response_action="errors",

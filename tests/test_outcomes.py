@@ -357,16 +357,28 @@ def test_a_release_checked_before_the_lead_was_won_changes_nothing(
     assert "Won" in card_json(bot, lead) and bot.slack.message(LEADS_CHANNEL, message.ts)
 
 
-@pytest.mark.parametrize("click", ["lead_release", "won"])
+@pytest.mark.parametrize("click", ["lead_release", "won", "disqualify", "reassign"])
 def test_a_click_on_a_lead_erased_while_it_was_written_says_the_lead_is_gone(
     bot: Bot, database_url: str, click: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`forget` (or the purge) deleting the lead between a click's check and its write failed
     the write (nothing to read back, or a row for a lead no longer there), and the rep was told
     the database was not answering, with an error logged. Here the lead is erased at the
-    moment of the write."""
+    moment of the write. A modal's submission closes, rather than showing the database error
+    in the form."""
     caplog.set_level(logging.INFO)
     lead = new_lead(bot)
+    who, submitted = REP_A, None
+    if click == "disqualify":
+        view = open_disqualify(bot, lead, "trig-gone")
+        reason = {"outcome_reason": ("outcome_reason_input", "static_select", "No budget")}
+        submitted = lambda: bot.sim.view_submission(REP_A, view, reason)  # noqa: E731
+    elif click == "reassign":
+        who = MANAGER
+        click_card(bot, MANAGER, lead, "lead_reassign", trigger_id="trig-gone")
+        view = modal(bot, "trig-gone")
+        owner = {"new_owner": ("new_owner_input", "users_select", REP_B)}
+        submitted = lambda: bot.sim.view_submission(MANAGER, view, owner)  # noqa: E731
     erased: list[int] = []
     elsewhere = make_engine(database_url)  # `leadbot forget`, in a process of its own
 
@@ -377,7 +389,11 @@ def test_a_click_on_a_lead_erased_while_it_was_written_says_the_lead_is_gone(
 
     event.listen(bot.services.sessions, "do_orm_execute", erase_meanwhile)
     try:
-        if click == "won":
+        if submitted is not None:
+            answer = submitted()
+            assert (answer.status, answer.body) == (200, "")  # the modal closes
+            bot.settle()
+        elif click == "won":
             choose(bot, REP_A, lead, "won")
         else:
             click_card(bot, REP_A, lead, click)
@@ -386,8 +402,7 @@ def test_a_click_on_a_lead_erased_while_it_was_written_says_the_lead_is_gone(
         elsewhere.dispose()
     assert erased == [1] and bot.leads() == []
     assert (
-        bot.slack.ephemerals(REP_A)[-1].text
-        == f"Lead #{lead.id} no longer exists; nothing changed."
+        bot.slack.ephemerals(who)[-1].text == f"Lead #{lead.id} no longer exists; nothing changed."
     )
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "the lead was erased meanwhile" in caplog.text
