@@ -48,14 +48,25 @@ ADVICE = {
     "missing_scope": "the Slack app lacks a permission — reinstall it from `leadbot manifest`",
     "ratelimited": "Slack is rate-limiting the bot — it will retry",
     "message_not_found": "the card was deleted from the channel",
+    "ok_without_ts": "Slack took the card but did not say where it is — look for it in the channel",
 }
 
 
 # Errors that may go away by themselves: retry with backoff. Anything else Slack answers is a
-# configuration or content problem that retrying cannot fix.
+# configuration or content problem that retrying cannot fix. chat.postMessage documents its
+# rate limit as `rate_limited` (HTTP 200), the 429 answer as `ratelimited`: both pass.
 TRANSIENT = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+    {
+        "ratelimited",
+        "rate_limited",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+    }
 )
+# An `ok` post whose answer names no ts: the message went out, but nothing says which it is.
+NO_TS = "ok_without_ts"
 
 
 class DeliveryError(Exception):
@@ -238,7 +249,10 @@ class Slack:
         if metadata:
             args["metadata"] = metadata
         data = self._call("chat.postMessage", **args)
-        return str(data.get("channel", channel)), str(data.get("ts", ""))
+        # The posted message carries its ts too, should the top-level field be missing.
+        message = data.get("message")
+        ts = data.get("ts") or (message.get("ts") if isinstance(message, dict) else None)
+        return str(data.get("channel") or channel), str(ts or "")
 
     def update(self, channel: str, ts: str, message: Message) -> None:
         self._call("chat.update", channel=channel, ts=ts, text=message.text, blocks=message.blocks)

@@ -236,16 +236,31 @@ def after_release(session: Session, lead: Lead, by: str) -> None:
 
 def tell_submitter_card_failed(session: Session, lead: Lead, error: DeliveryError) -> None:
     """A card that cannot be posted: the submitter hears why, in words they can act on."""
+    # The advice speaks of "the leads channel"; a policy route may have sent the card to
+    # another one, and the admin must fix (or /invite the bot to) that one.
+    channel = session.scalar(
+        select(OutboxItem.channel).where(
+            OutboxItem.lead_id == lead.id, OutboxItem.kind == outbox.CARD
+        )
+    )
+    where = f" to {_channel_mention(channel)}" if channel else ""
     outbox.enqueue_message(
         session,
         lead.submitted_by,
         render.Message(
             text=f"⚠️ Lead #{lead.id} {render.lead_label(lead)} is saved, but its card could "
-            f"not be posted: {error.advice}. Ask your leadbot admin; the managers' digest "
-            "lists it too."
+            f"not be posted{where}: {error.advice}. Ask your leadbot admin; the managers' "
+            "digest lists it too."
         ),
         lead_id=lead.id,
     )
+
+
+def _channel_mention(channel: str) -> str:
+    """`<#C…>` for a channel id (Slack shows its name), a policy's `#name` as written."""
+    if channel[:1] in ("C", "G") and channel.isalnum():
+        return f"<#{channel}>"
+    return render.esc(channel)
 
 
 def tell(services: Services, channel: str | None, user: str, text: str) -> None:
@@ -256,9 +271,16 @@ def tell(services: Services, channel: str | None, user: str, text: str) -> None:
     def send() -> None:
         try:
             if channel:
-                services.slack.ephemeral(channel, user, text)
-            else:
-                services.slack.dm(user, render.Message(text=text))
+                try:
+                    services.slack.ephemeral(channel, user, text)
+                    return
+                except DeliveryError as e:
+                    if e.transient:
+                        raise
+                    # Where they clicked is not a place the bot can answer (a channel it is
+                    # not in, archived, a conversation it cannot see): say it in a DM.
+                    log.info("private note not shown where clicked (%s); sent as a DM", e.code)
+            services.slack.dm(user, render.Message(text=text))
         except DeliveryError as e:
             log.warning("private note to a user not sent: %s", e.code)
 

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot import duplicates, leads, render
 from bot.clock import DeliveryTime, SystemDeliveryTime
-from bot.delivery import DeliveryError, Slack
+from bot.delivery import NO_TS, DeliveryError, Slack
 from models import (
     FAILED,
     PENDING,
@@ -750,6 +750,13 @@ class Outbox:
                 render.lead_card(lead, self.clock(), note=note),
                 metadata={"event_type": CARD_EVENT_TYPE, "event_payload": {"lead_id": lead.id}},
             )
+            if not ts:
+                # Posted, but Slack named no ts: without one the card cannot be refreshed nor
+                # reminded in, and posting again would show the lead twice. Find it instead.
+                found = self._find_posted_card(item, lead, channel)
+                if not found:
+                    raise DeliveryError(NO_TS)
+                return *found, lead
             return ts, channel, lead
         if item.kind == CARD_CHECK:
             if lead.card_channel and lead.card_ts:
@@ -768,9 +775,13 @@ class Outbox:
             self.slack.update(lead.card_channel, lead.card_ts, card)
         return None, None, lead
 
-    def _find_posted_card(self, item: OutboxItem, lead: Lead) -> tuple[str, str] | None:
-        """After an attempt that ended without an answer, look for the card before reposting."""
-        channel = self._channel_id(str(item.channel))
+    def _find_posted_card(
+        self, item: OutboxItem, lead: Lead, channel: str | None = None
+    ) -> tuple[str, str] | None:
+        """After an attempt that ended without an answer, look for the card before reposting
+        (in `channel`, an id Slack answered with, if known)."""
+        if not channel or channel[:1] not in ("C", "G"):
+            channel = self._channel_id(str(item.channel))
         if channel is None:
             return None
         found = self._cards_in_history(channel, lead.id, item.created_at)

@@ -52,7 +52,8 @@ class Call:
     at: float
     status: int = 200
     error: str | None = None
-    # Which injected behaviour shaped the answer: "status", "error", "hang", "ratelimit" or None.
+    # Which injected behaviour shaped the answer: "status", "error", "hang", "ratelimit",
+    # "answer" or None.
     fault: str | None = None
     token: str | None = None
 
@@ -113,6 +114,19 @@ class _Fault:
     error: str | None
     retry_after: int | None
     hang: float | None
+    remaining: int
+    # Only calls whose args this accepts take the fault (None: every call).
+    when: Callable[[JsonDict], bool] | None = None
+    # answer(): the JSON answered instead (or, with `applied`, laid over the real answer).
+    body: JsonDict | None = None
+    applied: bool = False
+
+
+@dataclass
+class _ResponseFault:
+    name: str | None
+    status: int
+    text: str
     remaining: int
 
 
@@ -445,6 +459,7 @@ class SlackEmulator:
         self._usergroups: dict[str, list[str]] = {}
         self._users: dict[str, JsonDict] = {}
         self._faults: dict[str, list[_Fault]] = {}
+        self._response_faults: list[_ResponseFault] = []
         self._gates: list[Gate] = []
         self._latency = 0.0
         self._rate: tuple[float, int] | None = None
@@ -597,8 +612,9 @@ class SlackEmulator:
         error: str | None = None,
         retry_after: int | None = None,
         hang: float | None = None,
+        when: Callable[[JsonDict], bool] | None = None,
     ) -> None:
-        """Make the next `times` calls to `method` misbehave.
+        """Make the next `times` calls to `method` (those whose args `when` accepts) misbehave.
 
         - default (nothing else given) or `status=5xx`: that HTTP status, small JSON body;
         - `status=429` or `retry_after=N`: HTTP 429, `Retry-After: N` (default 1), `ratelimited`;
@@ -612,9 +628,46 @@ class SlackEmulator:
             status = 429 if retry_after is not None else 500
         if status == 429 and retry_after is None:
             retry_after = 1
-        fault = _Fault(status, error, retry_after, hang, times)
+        fault = _Fault(status, error, retry_after, hang, times, when)
         with self._cond:
             self._faults.setdefault(method, []).append(fault)
+
+    def answer(
+        self,
+        method: str,
+        body: Mapping[str, Any],
+        *,
+        times: int = 1,
+        applied: bool = False,
+        when: Callable[[JsonDict], bool] | None = None,
+    ) -> None:
+        """Answer the next `times` calls to `method` (those `when` accepts) with `body`, HTTP
+        200: Slack's rarer answers, such as `{"ok": false, "error": "expired_trigger_id"}`.
+
+        With `applied`, the call takes effect as usual and `body` is laid over the usual
+        answer, a key set to None removing it: `{"ts": None}` is a post that went out but
+        was answered without its ts, `{"warning": "..."}` an `ok` with a warning.
+        """
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        fault = _Fault(None, None, None, None, times, when, dict(body), applied)
+        with self._cond:
+            self._faults.setdefault(method, []).append(fault)
+
+    def fail_responses(
+        self,
+        status: int = 404,
+        text: str = "expired_url",
+        *,
+        times: int = 1,
+        name: str | None = None,
+    ) -> None:
+        """Refuse the next `times` response_url posts (to `name`, or any) with `status` and a
+        bare `text` body, as Slack does with a response_url used too late or too often."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._cond:
+            self._response_faults.append(_ResponseFault(name, status, text, times))
 
     def latency(self, seconds: float) -> None:
         """Delay every answer by `seconds` (e.g. 0.3 to emulate Slack's round trip)."""
@@ -837,15 +890,15 @@ class SlackEmulator:
             return not self._stopping.is_set()
         return not self._stopping.wait(seconds)
 
-    def _take_fault(self, method: str) -> _Fault | None:
+    def _take_fault(self, method: str, args: JsonDict) -> _Fault | None:
         with self._cond:
-            queue = self._faults.get(method)
-            if not queue:
+            queue = self._faults.get(method) or []
+            fault = next((f for f in queue if _matches(f.when, args)), None)
+            if fault is None:
                 return None
-            fault = queue[0]
             fault.remaining -= 1
             if fault.remaining <= 0:
-                queue.pop(0)
+                queue.remove(fault)
             return fault
 
     def _handle_api(
@@ -865,7 +918,7 @@ class SlackEmulator:
                 while not gate.released.wait(0.05):
                     if self._stopping.is_set():
                         return None
-        fault = self._take_fault(method)
+        fault = self._take_fault(method, args)
         if fault is not None and fault.hang and not self._pause(fault.hang):
             return None
         call = Call(method=method, args=args, at=arrived, token=token)
@@ -881,6 +934,11 @@ class SlackEmulator:
         return reply
 
     def _answer(self, call: Call, fault: _Fault | None, parse_error: str | None) -> _Reply:
+        if fault is not None and fault.body is not None and not fault.applied:
+            call.fault = "answer"
+            if fault.body.get("ok") is False:
+                call.error = str(fault.body.get("error") or "error")
+            return _json_reply(fault.body)
         if fault is not None and (fault.status is not None or fault.error is not None):
             call.fault = "status" if fault.error is None else "error"
             if fault.error is not None:
@@ -899,7 +957,7 @@ class SlackEmulator:
                 status, f"http_{status}"
             )
             return _json_reply({"ok": False, "error": call.error}, status=status)
-        if fault is not None:
+        if fault is not None and fault.hang:
             call.fault = "hang"
         if parse_error is not None:
             call.error = parse_error
@@ -933,6 +991,10 @@ class SlackEmulator:
             self._internal_errors.append(traceback.format_exc())
             return _json_reply({"ok": False, "error": "internal_error"}, status=500)
         out = {"ok": True, **result}
+        if fault is not None and fault.body is not None:
+            call.fault = "answer"
+            out.update(fault.body)
+            out = {k: v for k, v in out.items() if v is not None}
         if out.get("ok") is False:
             call.error = str(out.get("error") or "error")
         return _json_reply(out)
@@ -952,14 +1014,25 @@ class SlackEmulator:
         except ValueError:
             parsed = None
         status = 200 if isinstance(parsed, dict) else 400
-        post = ResponsePost(name, self.response_url(name), parsed, raw, time.time(), status)
+        # slack.com answers response_url posts with a bare "ok" (or an error word).
+        text_body = b"ok" if status == 200 else b"invalid_payload"
         with self._cond:
+            refusal = self._take_response_fault(name)
+            if refusal is not None:
+                status, text_body = refusal.status, refusal.text.encode("utf-8")
+            post = ResponsePost(name, self.response_url(name), parsed, raw, time.time(), status)
             self._responses.append(post)
             self._stats["responses"] += 1
             self._cond.notify_all()
-        # slack.com answers response_url posts with a bare "ok" (or an error word).
-        text_body = b"ok" if status == 200 else b"invalid_payload"
         return _Reply(status, text_body, "text/html; charset=utf-8")
+
+    def _take_response_fault(self, name: str) -> _ResponseFault | None:
+        fault = next((f for f in self._response_faults if f.name is None or f.name == name), None)
+        if fault is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._response_faults.remove(fault)
+        return fault
 
     # ----------------------------------------------------------------- store helpers (locked)
 

@@ -624,3 +624,50 @@ def test_hold_keeps_matching_calls_in_flight_until_released(
     poster.join(5)
     assert len(answers) == 1
     assert sorted(m.text for m in emu.messages()) == ["free", "held"]
+
+
+def test_answer_gives_slacks_rarer_answers_as_asked(client: WebClient, emu: SlackEmulator) -> None:
+    emu.answer("views.open", {"ok": False, "error": "expired_trigger_id"})
+    with pytest.raises(SlackApiError) as expired:
+        client.views_open(trigger_id="t-1", view={"type": "modal", "title": "x", "blocks": []})
+    assert expired.value.response["error"] == "expired_trigger_id"
+    assert emu.modals == {}  # not applied
+
+    # Applied: the post lands; the answer loses its ts and gains a warning.
+    emu.answer("chat.postMessage", {"ts": None, "warning": "missing_charset"}, applied=True)
+    posted = client.chat_postMessage(channel="C0LEADS01", text="no ts").data
+    assert isinstance(posted, dict)
+    assert "ts" not in posted and posted["ok"] and posted["warning"] == "missing_charset"
+    assert [m.text for m in emu.messages("C0LEADS01")] == ["no ts"]
+    assert client.chat_postMessage(channel="C0LEADS01", text="as usual")["ts"]
+    assert [c.fault for c in emu.calls_to("chat.postMessage")] == ["answer", None]
+    assert [c.error for c in emu.calls_to("views.open")] == ["expired_trigger_id"]
+
+
+def test_faults_and_answers_can_pick_their_calls(client: WebClient, emu: SlackEmulator) -> None:
+    emu.fail(
+        "chat.postMessage", error="user_not_found", times=2, when=lambda a: a["channel"] == "U0GONE"
+    )
+    emu.answer("chat.postMessage", {"ts": None}, applied=True, when=lambda a: a["text"] == "odd")
+    for _ in range(2):
+        with pytest.raises(SlackApiError):
+            client.chat_postMessage(channel="U0GONE", text="hello")
+        assert client.chat_postMessage(channel="U0HERE", text="hello")["ts"]
+    assert "ts" not in client.chat_postMessage(channel="U0HERE", text="odd").data
+    assert client.chat_postMessage(channel="U0GONE", text="hello")["ok"]  # used up
+    errors = [(c.args["channel"], c.error) for c in emu.calls_to("chat.postMessage")]
+    assert errors[:4] == [("U0GONE", "user_not_found"), ("U0HERE", None)] * 2
+
+
+def test_response_urls_can_be_refused_like_expired_ones(emu: SlackEmulator) -> None:
+    emu.fail_responses(404, "expired_url", name="cmd-1")
+    late = WebhookClient(emu.response_url("cmd-1")).send(text="too late")
+    other = WebhookClient(emu.response_url("cmd-2")).send(text="in time")
+    again = WebhookClient(emu.response_url("cmd-1")).send(text="in time")
+    assert (late.status_code, late.body) == (404, "expired_url")
+    assert (other.status_code, again.status_code) == (200, 200)
+    assert [(r.name, r.status) for r in emu.responses] == [
+        ("cmd-1", 404),
+        ("cmd-2", 200),
+        ("cmd-1", 200),
+    ]
