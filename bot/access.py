@@ -30,6 +30,8 @@ class ClaimAccess:
         self._fetched = clock.now()
         self._refreshing = False
         self._lock = threading.Lock()
+        # Slack's answer while the group cannot be read (no_such_subteam, missing_scope, …).
+        self._error: str | None = None
 
     @property
     def restricted(self) -> bool:
@@ -72,12 +74,24 @@ class ClaimAccess:
 
     def _read(self) -> frozenset[str] | None:
         try:
-            return frozenset(self.slack.usergroup_members(self.settings.sales_usergroup))
+            members = frozenset(self.slack.usergroup_members(self.settings.sales_usergroup))
         except DeliveryError as e:
             # The last known list stays rather than locking everyone out during a blip; the
-            # next claim asks again.
-            log.warning("could not read SALES_USERGROUP members: %s", e.code)
+            # next claim asks again. An answer no retry fixes is the admin's to act on: an
+            # error, once per answer rather than once per refused claim.
+            if e.transient:
+                log.warning("could not read SALES_USERGROUP members: %s", e.code)
+            elif e.code != self._error:
+                log.error(
+                    "SALES_USERGROUP %s cannot be read: Slack answered %s — check the group id "
+                    "and that the app has the usergroups:read scope",
+                    self.settings.sales_usergroup,
+                    e.code,
+                )
+            self._error = e.code
             return None
+        self._error = None
+        return members
 
     def _store(self, members: frozenset[str] | None) -> None:
         if members is not None:
@@ -86,6 +100,13 @@ class ClaimAccess:
 
     def refusal(self) -> str:
         who = "the sales team"
-        if self.settings.sales_usergroup:
-            who = f"members of <!subteam^{self.settings.sales_usergroup}>"
+        group = self.settings.sales_usergroup
+        if group and self._members is None and self._error:
+            # Not "only members can claim": nobody's membership could be read at all.
+            return (
+                f"leadbot cannot read <!subteam^{group}> from Slack ({self._error}), so only "
+                "managers can claim for now; nothing changed. Tell your leadbot admin."
+            )
+        if group:
+            who = f"members of <!subteam^{group}>"
         return f"Only {who} can claim leads; nothing changed. Ask a manager if that's wrong."

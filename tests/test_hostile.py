@@ -544,6 +544,36 @@ def test_only_sales_may_claim_when_restricted(database_url: str, slack, clock) -
         bot.stop()
 
 
+def test_a_sales_group_slack_will_not_read_is_told_as_such(
+    database_url: str, slack, clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group id that is wrong, or an app without usergroups:read: every rep's claim was
+    refused with "Only members of the group can claim", and nothing told the admin."""
+    caplog.set_level(logging.WARNING)
+    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    try:
+        slack.fail("usergroups.users.list", error="no_such_subteam", times=2)
+        lead = _lead(bot)
+        _click(bot, REP_A, "lead_claim", f"{lead.id}:1", lead)
+        _click(bot, REP_B, "lead_claim", f"{lead.id}:1", lead)
+        assert bot.lead(lead.id).status == NEW
+        for rep in (REP_A, REP_B):
+            [refusal] = bot.slack.ephemerals(rep)
+            assert refusal.text == (
+                "leadbot cannot read <!subteam^S0SALES001> from Slack (no_such_subteam), so "
+                "only managers can claim for now; nothing changed. Tell your leadbot admin."
+            )
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [
+            "SALES_USERGROUP S0SALES001 cannot be read: Slack answered no_such_subteam — "
+            "check the group id and that the app has the usergroups:read scope"
+        ]
+        _click(bot, MANAGER, "lead_claim", f"{lead.id}:1", lead)
+        assert bot.lead(lead.id).owner_id == MANAGER
+    finally:
+        bot.stop()
+
+
 def test_database_busy_echoes_the_text_and_recovers(bot: Bot) -> None:
     """A lock held elsewhere: the marketer is told, gets their text back, nothing half-written;
     once the lock goes, the next /lead works."""
