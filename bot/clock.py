@@ -28,9 +28,7 @@ class FakeClock:
     """A clock that only moves when told to; shared safely between threads."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
-        if self._now.tzinfo is None:
-            raise ValueError("FakeClock needs a timezone-aware start time")
+        self._now = _aware_utc(start or datetime(2026, 11, 26, 9, 0, tzinfo=UTC))
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
@@ -43,8 +41,17 @@ class FakeClock:
             return self._now
 
     def set(self, when: datetime) -> None:
+        when = _aware_utc(when)
         with self._lock:
             self._now = when
+
+
+def _aware_utc(when: datetime) -> datetime:
+    # now() promises UTC: a time set in another zone would reach renderers that label it UTC,
+    # and a naive one would fail only later, comparing with the database's aware times.
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("FakeClock needs a timezone-aware time")
+    return when.astimezone(UTC)
 
 
 class DeliveryTime(Protocol):

@@ -1,11 +1,26 @@
-"""The managers' daily digest, once a day at DIGEST_AT in TIMEZONE."""
+"""The managers' daily digest, once a day at DIGEST_AT in TIMEZONE.
+
+Its figures cover the time since the previous day's digest, not a fixed 24 hours: on the days
+clocks change two digests are 23 or 25 hours apart, and one sent late (the process was down)
+would otherwise count again what the one before it counted. So each lead is in one digest.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bot import leads, outbox, render, report
 from bot.services import Services
+from models import JobRun
+
+JOB = "digest"
+DAY = timedelta(hours=24)
+# After a long gap (managers added after months, a bot switched off for weeks) the digest
+# covers at most this much, as "the last few days" stays readable on a phone.
+LONGEST_WINDOW = timedelta(days=7)
 
 
 def due_date(services: Services) -> datetime | None:
@@ -13,6 +28,9 @@ def due_date(services: Services) -> datetime | None:
     settings = services.settings
     local = services.clock.now().astimezone(settings.timezone)
     due = datetime.combine(local.date(), settings.digest_at, tzinfo=settings.timezone)
+    # Both sides carry the same zone, so this compares wall-clock times: a DIGEST_AT the clocks
+    # skip (02:30 on a spring-forward day) falls due when they jump past it, and one they repeat
+    # at its first occurrence (the day's row keeps the second from sending again).
     return due if local >= due else None
 
 
@@ -25,17 +43,43 @@ def run(services: Services, *, force: bool = False) -> str:
     if not force:
         if due is None:
             return f"not due yet (at {settings.digest_at:%H:%M} {settings.timezone.key})"
-        with services.sessions.begin() as s:
-            if not leads.claim_job_run(s, "digest", due.date(), now):
+        with services.sessions() as s:
+            # A cheap look first: passes after today's digest must not compute figures.
+            if _sent_on(s, due.date()):
                 return f"already sent for {due.date()}"
+    day = None if force or due is None else due.date()
     with services.sessions() as s:
-        figures = leads.digest_for(s, now)
+        since = now - DAY if day is None else _window_start(s, day, now)
+        figures = leads.digest_for(s, now, window=now - since)
         # SLA breaches, cards not posted, the per-event funnel (bot/report.py).
-        extras = report.digest_extras(s, now)
+        extras = report.digest_extras(s, now, window=now - since)
     message = render.digest_message(figures, now)
     message = report.with_digest_extras(message, extras, now)
+    # Claiming the day and queueing the DMs commit together: a failure in between (the
+    # database gone, a crash) must leave the day unclaimed so the next pass sends it.
     with services.sessions.begin() as s:
+        if day is not None and not leads.claim_job_run(s, JOB, day, now):
+            return f"already sent for {day}"
         for manager in settings.manager_ids:
             outbox.enqueue_message(s, manager, message)
     services.outbox.kick()
     return f"sent to {len(settings.manager_ids)} managers"
+
+
+def _sent_on(session: Session, day: date) -> bool:
+    found = session.scalar(select(JobRun.id).where(JobRun.job == JOB, JobRun.due_on == day))
+    return found is not None
+
+
+def _window_start(session: Session, day: date, now: datetime) -> datetime:
+    """Where the previous digest's figures ended (its `at`), within LONGEST_WINDOW; 24 hours
+    back for the first digest, or when the clock has been set back behind the previous one."""
+    previous = session.scalar(
+        select(JobRun.at)
+        .where(JobRun.job == JOB, JobRun.due_on < day)
+        .order_by(JobRun.due_on.desc())
+        .limit(1)
+    )
+    if previous is None or previous >= now:
+        return now - DAY
+    return max(previous, now - LONGEST_WINDOW)
