@@ -466,6 +466,7 @@ class DigestFigures:
     leads_per_event: list[tuple[str | None, int]]
     backlog_total: int
     backlog: list[Lead]
+    window: timedelta = timedelta(hours=24)  # what submitted, claimed and the rest cover
 
 
 def digest_for(
@@ -531,6 +532,7 @@ def digest_for(
         leads_per_event=[(e, int(n)) for e, n in per_event],
         backlog_total=backlog_total,
         backlog=backlog,
+        window=window,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.models.blocks import (
@@ -86,7 +86,8 @@ def _outside_entity(escaped: str, cut: int) -> int:
 
 def slack_date(when: datetime, fmt: str = "{date_short_pretty} at {time}") -> str:
     """Slack shows each reader the time in their own zone; the fallback is UTC."""
-    fallback = when.strftime("%Y-%m-%d %H:%M UTC")
+    # Labelled UTC, so written in UTC whatever zone the instant was given in.
+    fallback = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"<!date^{int(when.timestamp())}^{fmt}|{fallback}>"
 
 
@@ -525,6 +526,17 @@ def _lines_within(lines: list[str], limit: int) -> str:
     return "\n".join(kept) or "none"
 
 
+DAY = timedelta(hours=24)
+
+
+def digest_period(window: timedelta) -> str:
+    """What a digest's figures cover: the last 24 hours, or, on the days clocks change or after
+    a day without a digest, the time since the previous one (jobs/digest.py)."""
+    if window == DAY:
+        return "the last 24 hours"
+    return f"the {human_duration(window)} since the last digest"
+
+
 def digest_message(d: DigestFigures, now: datetime) -> Message:
     speed = "no claims"
     if d.median_to_claim is not None and d.slowest_to_claim is not None:
@@ -532,9 +544,12 @@ def digest_message(d: DigestFigures, now: datetime) -> Message:
             f"median *{human_duration(d.median_to_claim)}*, "
             f"slowest *{human_duration(d.slowest_to_claim)}*"
         )
-    summary = (
-        f"*Last 24 hours:* {d.submitted} submitted · {d.claimed} claimed\n*Time to claim:* {speed}"
+    period = (
+        "Last 24 hours"
+        if d.window == DAY
+        else f"Since the last digest ({human_duration(d.window)})"
     )
+    summary = f"*{period}:* {d.submitted} submitted · {d.claimed} claimed\n*Time to claim:* {speed}"
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text="☀️ Lead digest")),
         SectionBlock(text=MarkdownTextObject(text=summary)),
@@ -572,9 +587,10 @@ def digest_message(d: DigestFigures, now: datetime) -> Message:
     else:
         backlog = "*Unclaimed backlog:* none 🎉"
     blocks.append(SectionBlock(text=MarkdownTextObject(text=backlog)))
+    # The backlog is every unclaimed lead, not only those of the period.
     text = (
-        f"Lead digest: {d.submitted} submitted, {d.claimed} claimed, "
-        f"{d.backlog_total} unclaimed in the last 24 hours"
+        f"Lead digest: {d.submitted} submitted, {d.claimed} claimed in {digest_period(d.window)}; "
+        f"{d.backlog_total} unclaimed"
     )
     return Message(text=text, blocks=_blocks(blocks))
 

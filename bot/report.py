@@ -58,6 +58,7 @@ from bot.render import (
     Message,
     _blocks,
     _split,
+    digest_period,
     esc,
     human_duration,
     lead_label,
@@ -327,6 +328,7 @@ class DigestExtras:
     funnel_total: Funnel
     funnel: Breakdown  # per event, over `funnel_days`
     funnel_days: int = DIGEST_FUNNEL_DAYS
+    window: timedelta = timedelta(hours=24)  # what claimed_late covers
 
 
 def digest_extras(
@@ -402,6 +404,7 @@ def digest_extras(
         funnel_total=events.total,
         funnel=_with_medians(events, "event", medians),
         funnel_days=funnel_days,
+        window=window,
     )
 
 
@@ -588,7 +591,10 @@ def digest_blocks(x: DigestExtras, now: datetime) -> list[Block]:
     if not x.claimed_late and not x.overdue:
         sla = "*SLA breaches:* none ✅"
     else:
-        lines = ["*SLA breaches*", f"• Claimed late in the last 24 hours: *{x.claimed_late}*"]
+        lines = [
+            "*SLA breaches*",
+            f"• Claimed late in {digest_period(x.window)}: *{x.claimed_late}*",
+        ]
         for lead in x.claimed_late_leads:
             assert lead.claimed_at is not None and lead.claim_due_at is not None
             late = human_duration(lead.claimed_at - lead.claim_due_at)
