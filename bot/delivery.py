@@ -65,6 +65,21 @@ TRANSIENT = frozenset(
         "request_timeout",
     }
 )
+# Errors someone fixes outside leadbot: /invite the bot, unarchive the channel, reinstall the
+# app. A card that hits one is tried again, ever more slowly (bot.outbox), so that it goes out
+# once that is done rather than never.
+FIXABLE = frozenset(
+    {
+        "not_in_channel",
+        "channel_not_found",
+        "is_archived",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "missing_scope",
+    }
+)
 # An `ok` post whose answer names no ts: the message went out, but nothing says which it is.
 NO_TS = "ok_without_ts"
 
@@ -82,6 +97,10 @@ class DeliveryError(Exception):
             or self.code.startswith("http_5")
             or self.code.startswith("connection_error")
         )
+
+    @property
+    def fixable(self) -> bool:
+        return self.code in FIXABLE
 
     @property
     def advice(self) -> str:

@@ -251,6 +251,7 @@ def tell_submitter_card_failed(session: Session, lead: Lead, error: DeliveryErro
             text=f"⚠️ Lead #{lead.id} {render.lead_label(lead)} is saved, but its card could "
             f"not be posted{where}: {error.advice}. Ask your leadbot admin; the managers' "
             "digest lists it too."
+            + (" The card goes out by itself once that is fixed." if error.fixable else "")
         ),
         lead_id=lead.id,
     )

@@ -56,6 +56,10 @@ CARD_EVENT_TYPE = "leadbot_card"
 POSTS = (CARD, MESSAGE)  # the kinds that post to a channel, and so are paced
 MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far apart
 _BACKOFF_STEPS = 10  # 0.5 s * 2 ** 10 is past MAX_BACKOFF
+# A card refused for a reason someone fixes in Slack (not_in_channel, …) is tried again after a
+# minute, then ever more slowly, at most this far apart: it goes out soon after the fix.
+MAX_FIXABLE_BACKOFF = 3600.0
+_FIXABLE_STEPS = 6  # 60 s * 2 ** 6 is past MAX_FIXABLE_BACKOFF
 MIN_PASS_GAP = 0.02  # seconds: the delivery loop's passes come at most this often
 # With deliveries in flight, a pass waits until this many more may start: each pass reads the
 # due items afresh, and with a backlog (thousands due, Slack at 300 ms) a pass for every
@@ -102,6 +106,13 @@ def _row(
 
 # Core, not ORM unit-of-work: a request's items are one executemany, with no flush bookkeeping.
 _INSERT = OutboxItem.__table__.insert()
+
+
+def _card_now_posted(lead: Lead, channel: str) -> render.Message:
+    return render.Message(
+        text=f"✅ Lead #{lead.id} {render.lead_label(lead)}: its card is posted now, in "
+        f"<#{channel}>, after all."
+    )
 
 
 def enqueue(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
@@ -868,7 +879,7 @@ class Outbox:
                 enqueue(conn, [check])
             if ts and channel and lead is not None:
                 # Nothing is written if the lead is gone since, or has its card already.
-                leads.card_posted(
+                posted = leads.card_posted(
                     conn,
                     lead.id,
                     channel=channel,
@@ -877,6 +888,12 @@ class Outbox:
                     now=posted_at,
                     next_reminder_at=self.first_reminder(lead, posted_at),
                 )
+                if posted and lead.card_error:
+                    # The submitter was told it could not be posted: close that loop.
+                    told = message_row(
+                        lead.submitted_by, _card_now_posted(lead, channel), lead_id=lead.id
+                    )
+                    enqueue(conn, [told])
         if marked or not self._erased_meanwhile(item, ts, channel, lead):
             log.info("card posted for lead %s", item.lead_id)
 
@@ -928,6 +945,17 @@ class Outbox:
                 backoff,
                 error.code,
             )
+        elif item.kind == CARD and error.fixable:
+            steps = min(max(0, item.attempts - 1), _FIXABLE_STEPS)
+            backoff = min(MAX_FIXABLE_BACKOFF, 60.0 * 2**steps)
+            values = {"next_attempt_at": now + timedelta(seconds=backoff)}
+            result.failed += 1
+            log.warning(
+                "card of lead %s not posted (%s): tried again in %.0fs, until someone fixes it",
+                item.lead_id,
+                error.code,
+                backoff,
+            )
         else:
             values = {"status": FAILED}
             result.failed += 1
@@ -947,8 +975,12 @@ class Outbox:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+            lead = None
             if not error.transient and item.kind == CARD and item.lead_id:
-                leads.card_failed(s, item.lead_id, error=error.code, now=now)
                 lead = leads.get_lead(s, item.lead_id)
-                if lead is not None and self.on_card_failed is not None:
+            # Recorded and told once per problem, not at every try of a card that waits for
+            # a fix.
+            if lead is not None and lead.card_error != error.code[:200]:
+                leads.card_failed(s, lead.id, error=error.code, now=now)
+                if self.on_card_failed is not None:
                     self.on_card_failed(s, lead, error)

@@ -248,17 +248,8 @@ def test_a_retry_after_of_years_holds_the_card_back_an_hour(
 # --- 3. errors retrying cannot fix ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("error", "advice"),
-    [
-        ("channel_not_found", "LEADS_CHANNEL"),
-        ("not_in_channel", "/invite"),
-        ("invalid_auth", "SLACK_BOT_TOKEN"),
-    ],
-)
-def test_permanent_error_is_recorded_once_and_told_to_the_submitter(
-    bot: Bot, error: str, advice: str
-) -> None:
+def test_permanent_error_is_recorded_once_and_told_to_the_submitter(bot: Bot) -> None:
+    error, advice = "invalid_blocks", "Slack answered 'invalid_blocks'"
     bot.slack.fail("chat.postMessage", error=error)
     assert bot.submit(EXAMPLE).status == 200
 
@@ -273,6 +264,45 @@ def test_permanent_error_is_recorded_once_and_told_to_the_submitter(
     assert advice in note.text
     assert top_level(bot.slack) == []
     assert event_count(bot, lead.id, "card_failed") == 1
+    assert "by itself" not in note.text
+
+
+@pytest.mark.parametrize(
+    ("error", "advice"),
+    [
+        ("channel_not_found", "LEADS_CHANNEL"),
+        ("not_in_channel", "/invite"),
+        ("is_archived", "unarchive"),
+        ("invalid_auth", "SLACK_BOT_TOKEN"),
+    ],
+)
+def test_a_card_refused_until_someone_fixes_slack_goes_out_once_they_do(
+    timed: Bot, error: str, advice: str
+) -> None:
+    """The bot not invited to the channel is the commonest first-day mistake: the card failed
+    for good, and after the /invite the lead still had no card, so nobody could claim it."""
+    bot = timed
+    bot.slack.fail("chat.postMessage", error=error, times=3, when=lambda a: "metadata" in a)
+    submitted(bot, EXAMPLE)
+    [lead] = bot.leads()
+    assert lead.card_ts is None and lead.card_error == error
+    [item] = card_items(bot)
+    assert (item.status, item.attempts, item.last_error) == (PENDING, 1, error)
+    # Tried again after a minute, then two: still refused, and told once, not at every try.
+    for seconds, attempts in ((59.99, 1), (0.01, 2), (120, 3)):
+        advance(bot, seconds)
+        assert len(posts_to_channel(bot.slack)) == attempts
+    [note] = bot.slack.dms(MARKETER)
+    assert advice in note.text and "goes out by itself once that is fixed" in note.text
+    assert event_count(bot, lead.id, "card_failed") == 1
+    # Fixed (the faults are used up): the next try, four minutes on, posts the card.
+    advance(bot, 240)
+    [lead] = bot.leads()
+    assert lead.card_ts and lead.card_error is None
+    assert [m.ts for m in top_level(bot.slack)] == [lead.card_ts]
+    assert [(i.status, i.attempts) for i in card_items(bot)] == [(SENT, 4)]
+    told = bot.slack.dms(MARKETER)[-1].text
+    assert told.startswith(f"✅ Lead #{lead.id} ") and "its card is posted now" in told
 
 
 # --- 4. a timeout whose post Slack applied anyway ------------------------------------------------
