@@ -18,8 +18,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.leads import SYSTEM, get_lead, record
-from bot.policy import Policy
-from bot.sla import add_working_time
+from bot.policy import Hours, Policy
+from bot.sla import add_working_time, next_working_day
 from models import CLAIMED, Lead
 
 # Stage values, in the order a deal usually goes, with what people read.
@@ -35,7 +35,15 @@ DISQUALIFIED = "disqualified"
 # These end the lead's follow-ups: there is nothing left for sales to report.
 CLOSING: frozenset[str] = frozenset({DISQUALIFIED, "won", "lost"})
 NOTE_MAX = 500  # a disqualify note, kept in the event log and told to the submitter
-SNOOZES: dict[str, timedelta] = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
+SNOOZES = ("1h", "1d")  # the Snooze buttons of a follow-up nudge
+
+
+def snooze_until(length: str, now: datetime, hours: Hours) -> datetime:
+    """ "1h": an hour of working time. "1d": the same time on the next working day, as people
+    mean a day; 24 hours of working time would be three working days of 8."""
+    if length == "1h":
+        return add_working_time(now, timedelta(hours=1), hours)
+    return next_working_day(now, hours)
 
 
 def stage_label(stage: str | None) -> str:
@@ -295,10 +303,10 @@ def snooze(
     managers: Collection[str],
     policy: Policy,
     now: datetime,
-    delta: timedelta,
+    length: str,
 ) -> SnoozeResult:
-    """Ask again `delta` of working time from now. Misses are not forgiven: if the lead is still
-    without an outcome then, it counts as the next miss (the managers hear)."""
+    """Ask again after `length` (one of SNOOZES, see snooze_until). Misses are not forgiven: if
+    the lead is still without an outcome then, it counts as the next miss (the managers hear)."""
     lead = get_lead(session, lead_id, team_id)
     if lead is None:
         return SnoozeResult(False, "not_found", None)
@@ -308,7 +316,7 @@ def snooze(
         return SnoozeResult(False, "forbidden", lead)
     if is_closed(lead) or lead.follow_up_at is None:
         return SnoozeResult(False, "closed", lead)
-    until = add_working_time(now, delta, policy.hours)
+    until = snooze_until(length, now, policy.hours)
     result = session.execute(
         update(Lead)
         .where(

@@ -52,6 +52,26 @@ def add_working_time(start: datetime, delta: timedelta, hours: Hours) -> datetim
     raise AssertionError("unreachable: _windows never ends")  # pragma: no cover
 
 
+def next_working_day(when: datetime, hours: Hours) -> datetime:
+    """The same local time on the next working day, kept inside that day's working hours: what
+    "in a day" means to people. (A day of working time, add_working_time's 24 hours, is three
+    days of 8.) With no working hours, simply 24 hours later."""
+    at = _utc(when, "when")
+    if hours.always:
+        return at + timedelta(days=1)
+    local = at.astimezone(hours.timezone)
+    after = local.date()
+    for opens, closes in _windows(hours, after + timedelta(days=1)):
+        if opens.astimezone(hours.timezone).date() <= after:
+            continue  # a window of the same local day (the search starts a day early at most)
+        wanted = datetime.combine(
+            opens.astimezone(hours.timezone).date(), local.time(), tzinfo=hours.timezone
+        ).astimezone(UTC)
+        # Before opening: at opening. After closing: a minute before it, so still that day.
+        return min(max(wanted, opens), closes - min(timedelta(minutes=1), closes - opens))
+    raise AssertionError("unreachable: _windows never ends")  # pragma: no cover
+
+
 def is_working_time(when: datetime, hours: Hours) -> bool:
     """Whether the SLA clock runs at `when`; a window includes its start, not its end."""
     at = _utc(when, "when")

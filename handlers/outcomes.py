@@ -369,7 +369,7 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
 
 
 def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
-    """Snooze 1 hour / 1 day on a follow-up nudge: ask again that much working time from now."""
+    """Snooze 1 hour / 1 day on a follow-up nudge (see outcomes.snooze_until)."""
     services = services_of(context)
     settings = services.settings
     user, channel = user_of(body), clicked_in(body)
@@ -389,7 +389,7 @@ def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -
                 managers=settings.manager_ids,
                 policy=settings.policy,
                 now=services.clock.now(),
-                delta=outcomes.SNOOZES[key],
+                length=key,
             )
     except SQLAlchemyError as e:
         flows.tell(services, channel, user, write_failed(services, lead_id, "snooze", e))

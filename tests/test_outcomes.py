@@ -756,11 +756,12 @@ def test_follow_ups_run_on_working_time_and_never_outside_it(
         assert nudges(bot, REP_A) == []
         bot.clock.set(datetime(2026, 11, 30, 9, 0, tzinfo=UTC))  # Monday opening
         assert bot.run_job("followups") == "1 nudged, 0 escalated"
-        # The next one: 2 working hours later; a 1-day snooze is 24 working hours (3 x 8h).
+        # The next one: 2 working hours later. A 1-day snooze asks again at this time on the
+        # next working day; it was 24 working hours, Wednesday at closing (3 x 8h).
         assert bot.lead(lead.id).follow_up_at == datetime(2026, 11, 30, 11, 0, tzinfo=UTC)
         [nudge] = nudges(bot, REP_A)
         click_dm(bot, REP_A, nudge, "lead_snooze_1d")
-        assert bot.lead(lead.id).follow_up_at == datetime(2026, 12, 2, 17, 0, tzinfo=UTC)
+        assert bot.lead(lead.id).follow_up_at == datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     finally:
         bot.stop()
 

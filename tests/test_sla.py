@@ -13,6 +13,7 @@ from bot.policy import Hours
 from bot.sla import (
     add_working_time,
     is_working_time,
+    next_working_day,
     next_working_moment,
     working_time_between,
 )
@@ -395,3 +396,37 @@ def test_the_end_of_the_calendar_is_a_value_error() -> None:
     # Not an OverflowError from deep inside datetime: callers handle ValueError.
     with pytest.raises(ValueError, match="end of the calendar"):
         add_working_time(datetime(9999, 12, 1, tzinfo=UTC), timedelta(days=365), NY)
+
+
+# --- "in a day": the same time on the next working day ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("clicked", "asked_again"),
+    [
+        # Monday 10:00 → Tuesday 10:00 (24 working hours would be Wednesday at 16:00).
+        ((2026, 11, 30, 10, 0), (2026, 12, 1, 10, 0)),
+        # Friday → Monday; Thursday 24 Dec → Monday 28 Dec, past the Christmas holiday.
+        ((2026, 11, 27, 15, 30), (2026, 11, 30, 15, 30)),
+        ((2026, 12, 24, 11, 0), (2026, 12, 28, 11, 0)),
+        # Before opening → the next day's opening; after closing → a minute before it closes.
+        ((2026, 11, 30, 7, 0), (2026, 12, 1, 9, 0)),
+        ((2026, 11, 30, 20, 0), (2026, 12, 1, 17, 59)),
+        # Saturday → Monday, at the same time.
+        ((2026, 11, 28, 12, 0), (2026, 11, 30, 12, 0)),
+        # Over the clocks going forward (8 March 2026 in New York): the same wall-clock time.
+        ((2026, 3, 6, 10, 0), (2026, 3, 9, 10, 0)),
+    ],
+)
+def test_a_day_is_the_same_time_on_the_next_working_day(
+    clicked: tuple[int, ...], asked_again: tuple[int, ...]
+) -> None:
+    assert next_working_day(at("America/New_York", *clicked), NY) == at(
+        "America/New_York", *asked_again
+    )
+
+
+def test_a_day_without_working_hours_is_24_hours() -> None:
+    always = Hours(ZoneInfo("UTC"), EVERY_DAY, time(0), time(0), always=True)
+    when = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    assert next_working_day(when, always) == when + timedelta(days=1)
