@@ -9,6 +9,8 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot import duplicates, flows, render
+from bot.delivery import DeliveryError
+from bot.ids import is_slack_id
 from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
 from bot.services import Services
 from handlers.common import DB_DOWN, SQLAlchemyError, later, services_of
@@ -79,8 +81,19 @@ def _open_form(services: Services, command: dict[str, Any], respond: Respond) ->
             render.lead_modal(metadata, services.settings.policy),
         )
     except Exception as e:
-        log.warning("could not open the /lead modal: %s", type(e).__name__)
+        code = e.code if isinstance(e, DeliveryError) else type(e).__name__
+        log.warning("could not open the /lead modal: %s", code)
+        if code == "expired_trigger_id":  # Slack passed the command on too late to open it
+            text = "I couldn't open the form in time; type `/lead` again."
+        else:
+            text = "I couldn't open the form; try `/lead help`."
         try:
-            respond(response_type="ephemeral", text="I couldn't open the form; try `/lead help`.")
+            # Bolt's respond() answers a refused response_url (expired, used up) with its
+            # status rather than raising.
+            told = respond(response_type="ephemeral", text=text).status_code == 200
         except Exception as again:  # a response_url Slack would not send, or Slack unreachable
             log.warning("could not say so on the response_url either: %s", type(again).__name__)
+            told = False
+        user = command.get("user_id")
+        if not told and is_slack_id(user):
+            flows.tell(services, None, user, text)  # a DM, rather than nothing at all

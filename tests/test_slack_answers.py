@@ -169,3 +169,24 @@ def test_a_receipt_whose_response_url_expired_comes_as_a_dm(bot: Bot) -> None:
     assert "Jane Doe" in receipt.text
     [lead] = bot.leads()
     assert lead.card_ts
+
+
+def test_a_form_slack_opened_too_late_is_said_even_when_the_response_url_is_gone(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """views.open answering expired_trigger_id (Slack passed the /lead on after its 3 s) and
+    then the response_url refused too: the marketer heard nothing, and the log said only
+    DeliveryError."""
+    caplog.set_level(logging.WARNING)
+    bot.slack.answer("views.open", {"ok": False, "error": "expired_trigger_id"})
+    bot.slack.fail_responses(404, "expired_url", name="form")
+    bot.sim.slash_command(
+        "", user_id=MARKETER, trigger_id="trig-late", response_url=bot.slack.response_url("form")
+    )
+    bot.settle()
+    [refused] = bot.slack.responses
+    assert refused.status == 404
+    [told] = bot.slack.dms(MARKETER)
+    assert told.text == "I couldn't open the form in time; type `/lead` again."
+    assert "could not open the /lead modal: expired_trigger_id" in caplog.text
+    assert bot.leads() == []
