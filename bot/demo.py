@@ -72,6 +72,10 @@ class DemoError(RuntimeError):
     """The story did not happen as told: the bot did not do what a step expects."""
 
 
+class _OutputError(Exception):
+    """The story cannot be written (stdout closed, disk full...); str() says why."""
+
+
 @dataclass
 class _Changes:
     messages: list[tuple[str, Message]]
@@ -104,11 +108,16 @@ class _Workspace:
 
     def write(self, text: str = "") -> None:
         try:
-            self.out.write(text + "\n")
-        except UnicodeEncodeError:
-            # A legacy console code page cannot show emoji; show "?" rather than crash.
-            encoding = getattr(self.out, "encoding", None) or "ascii"
-            self.out.write(text.encode(encoding, "replace").decode(encoding) + "\n")
+            try:
+                self.out.write(text + "\n")
+            except UnicodeEncodeError:
+                # A legacy console code page cannot show emoji; show "?" rather than crash.
+                encoding = getattr(self.out, "encoding", None) or "ascii"
+                self.out.write(text.encode(encoding, "replace").decode(encoding) + "\n")
+        except BrokenPipeError:
+            raise  # the reader left (`| head`): run_demo stops quietly
+        except (OSError, ValueError) as e:  # ValueError: a closed file object
+            raise _OutputError(getattr(e, "strerror", None) or str(e)) from e
 
     def para(self, text: str, indent: str = "") -> None:
         for line in textwrap.wrap(
@@ -361,12 +370,17 @@ def _stop(bot: LocalBot) -> None:
         bot.stop()
 
 
-def run_demo(out: TextIO = sys.stdout, *, width: int = 78) -> int:
-    """Run the demo story, printing to `out` lines of at most `width` characters; returns 0.
+def run_demo(out: TextIO | None = None, *, width: int = 78) -> int:
+    """Run the demo story, printing to `out` (default: sys.stdout at call time) lines of at most
+    `width` characters; returns 0, or 1 with one line on stderr when the story cannot be written.
 
     Everything it starts (loopback Slack, the bot's server and threads, a temp directory with
     the database) is stopped and removed before it returns, also when it fails.
     """
+    if out is None:
+        out = sys.stdout
+    if out is None:  # `leadbot demo >&-`: Python starts without a sys.stdout at all
+        return _cannot_write("stdout is closed")
     width = max(width, 40)
     try:
         with contextlib.ExitStack() as stack:
@@ -383,11 +397,26 @@ def run_demo(out: TextIO = sys.stdout, *, width: int = 78) -> int:
             _story(bot, _Workspace(slack, clock, out, width))
             if slack.internal_errors:
                 raise DemoError("the loopback Slack failed: " + slack.internal_errors[-1])
-        out.flush()
+        try:
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as e:  # buffered output often fails only here (ENOSPC)
+            raise _OutputError(getattr(e, "strerror", None) or str(e)) from e
     except BrokenPipeError:
         # `leadbot demo | head`: the reader has gone, so stop quietly like other CLI tools.
         _detach_stdout(out)
+    except _OutputError as e:
+        # What is still buffered would fail again, with a traceback, at interpreter exit.
+        _detach_stdout(out)
+        return _cannot_write(str(e))
     return 0
+
+
+def _cannot_write(reason: str) -> int:
+    if sys.stderr is not None:
+        print(f"leadbot demo: cannot write the story to stdout: {reason}", file=sys.stderr)
+    return 1
 
 
 def _detach_stdout(out: TextIO) -> None:

@@ -153,3 +153,43 @@ def test_leadbot_demo_command_runs_as_a_subprocess() -> None:
     assert "── 8. " in result.stdout and "Lead digest" in result.stdout
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == ""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_leadbot_demo_on_a_full_disk_says_so_in_one_line() -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "demo"],
+            cwd=REPO,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "leadbot demo: cannot write the story to stdout: No space left on device"
+    ]
+
+
+def test_leadbot_demo_with_stdout_closed_says_so_in_one_line() -> None:
+    # `>&-` closes fd 1 before Python starts, so sys.stdout is None.
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m bot.cli demo >&-', sys.executable],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "leadbot demo: cannot write the story to stdout: stdout is closed"
+    ]
+
+
+def test_demo_writes_to_stdout_as_it_is_when_called(capsys: pytest.CaptureFixture[str]) -> None:
+    # Not the sys.stdout of import time: a caller that redirects stdout gets the story.
+    assert run_demo() == 0
+    assert "── 8. " in capsys.readouterr().out

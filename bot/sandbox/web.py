@@ -13,11 +13,14 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bot.ids import is_digits
+from bot.request_body import NotText, check_text
 from bot.sandbox import page
 from bot.sandbox.workspace import PEOPLE, Sandbox, SandboxError
 
@@ -26,6 +29,14 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 ALLOWED_HOSTNAMES = frozenset({"127.0.0.1", "localhost"})
 MAX_BODY = 64 * 1024
+# A client that announces more body than it sends must not hold a server thread forever.
+READ_TIMEOUT = 10.0
+GET_PATHS = frozenset({"/", "/index.html", "/api/state"})
+# Known before the body is read, so a wrong method or path is told without reading it;
+# the same paths as _Handler._routes().
+POST_PATHS = frozenset(
+    {"/api/send", "/api/action", "/api/view/submit", "/api/view/close", "/api/open", "/api/clock"}
+)
 STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -57,7 +68,7 @@ def host_allowed(host_header: str | None) -> bool:
     name = host_header.strip().lower()
     if name.count(":") == 1:
         name, _, port = name.partition(":")
-        if not port.isdigit():
+        if not is_digits(port):
             return False
     return name in ALLOWED_HOSTNAMES
 
@@ -82,14 +93,24 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "leadbot-sandbox"
     sys_version = ""
     server: _Server
+    timeout = READ_TIMEOUT  # applied to the socket by StreamRequestHandler.setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
     # ----------------------------------------------------------------- plumbing
 
-    def _send(self, status: int, body: bytes, content_type: str, cache: str = "no-store") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        cache: str = "no-store",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
@@ -99,12 +120,31 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, payload: JsonDict) -> None:
-        self._send(status, json.dumps(payload).encode("utf-8"), "application/json; charset=utf-8")
+    def _json(self, status: int, payload: JsonDict, extra: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload).encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8", extra=extra)
 
-    def _refuse(self, status: int, reason: str) -> None:
+    def _refuse(self, status: int, reason: str, extra: dict[str, str] | None = None) -> None:
         self.close_connection = True
-        self._json(status, {"ok": False, "error": reason})
+        self._json(status, {"ok": False, "error": reason}, extra)
+
+    def _wrong_method(self, allowed: str) -> None:
+        self._refuse(
+            405, f"{self.command} is not accepted here; use {allowed}.", {"Allow": allowed}
+        )
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (unknown method, malformed request line, huge headers) in
+        the same JSON shape and with the same security headers as ours, not its HTML page."""
+        self.log_error("code %d, message %s", code, message)
+        if code == HTTPStatus.NOT_IMPLEMENTED and self.command:
+            self._wrong_method("GET, HEAD, POST")
+            return
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._refuse(code, message or phrase)
 
     def _guard(self) -> bool:
         if not host_allowed(self.headers.get("Host")):
@@ -118,7 +158,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self.headers.get("Sec-Fetch-Site") in (None, "same-origin", "none")
         parts = urlsplit(origin)
         port = self.server.server_address[1]
-        return parts.scheme == "http" and host_allowed(parts.netloc) and parts.port == port
+        try:
+            return parts.scheme == "http" and host_allowed(parts.netloc) and parts.port == port
+        except ValueError:  # a port out of range, e.g. http://127.0.0.1:99999
+            return False
 
     # ----------------------------------------------------------------- GET
 
@@ -132,6 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path in ("/", "/index.html"):
             body = page.index_html(PEOPLE).encode("utf-8")
             self._send(200, body, "text/html; charset=utf-8")
+        elif url.path in POST_PATHS:
+            self._wrong_method("POST")
         elif url.path.startswith("/static/"):
             self._static(url.path[len("/static/") :])
         elif url.path == "/api/state":
@@ -167,27 +212,53 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._same_origin():
             self._refuse(403, "Cross-site requests are not accepted.")
             return
+        path = urlsplit(self.path).path
+        if path not in POST_PATHS:
+            if path in GET_PATHS or path.startswith("/static/"):
+                self._wrong_method("GET, HEAD")
+            else:
+                self._refuse(404, "not found")
+            return
         media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if media != "application/json":
             self._refuse(415, "Send JSON (Content-Type: application/json).")
             return
-        try:
-            length = int(self.headers.get("Content-Length") or "")
-        except ValueError:
+        declared = (self.headers.get("Content-Length") or "").strip()
+        if not declared:
             self._refuse(411, "Content-Length required.")
             return
-        if not 0 < length <= MAX_BODY:
-            self._refuse(413, "Request body too large.")
+        if not is_digits(declared):  # int() would also take "-5", "+5", "1_0" and "٣"
+            self._refuse(400, f"Content-Length must be a number of bytes, not {declared[:20]!r}.")
+            return
+        length = int(declared)
+        if length == 0:
+            self._refuse(400, "Send a JSON object as the request body.")
+            return
+        if length > MAX_BODY:
+            self._refuse(413, f"Request body too large (at most {MAX_BODY} bytes).")
             return
         try:
-            body = json.loads(self.rfile.read(length).decode("utf-8"))
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            self._refuse(408, "The request body did not arrive in time.")
+            return
+        try:
+            body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             self._refuse(400, "Malformed JSON.")
+            return
+        except RecursionError:
+            self._refuse(400, "Malformed JSON: nested too deeply.")
             return
         if not isinstance(body, dict):
             self._refuse(400, "Expected a JSON object.")
             return
-        route = self._routes().get(urlsplit(self.path).path)
+        try:
+            check_text(body)  # such text could never reach the bot the way Slack sends it
+        except NotText:
+            self._refuse(400, "The text is not valid Unicode (it holds a lone surrogate).")
+            return
+        route = self._routes().get(path)
         if route is None:
             self._refuse(404, "not found")
             return
@@ -214,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             result = fn()
         except SandboxError as e:
-            self._json(400, {"ok": False, "error": str(e)})
+            self._json(e.status, {"ok": False, "error": str(e)})
             return
         except Exception as e:
             log.exception("sandbox request failed")

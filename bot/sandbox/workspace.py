@@ -80,7 +80,12 @@ CLOCK_STEPS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1)}
 
 
 class SandboxError(Exception):
-    """A request the page made cannot be done; str() is a sentence for the person."""
+    """A request the page made cannot be done; str() is a sentence for the person and `status`
+    the HTTP status the page gets (409 when it conflicts with something still going on)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -240,6 +245,7 @@ class Sandbox:
         self._calls_seen = 0
         self._responses_seen = 0
         self._stacks: dict[str, list[str]] = {}
+        self._submitting: set[str] = set()  # views whose view_submission is in flight
         self._triggers: dict[str, str] = {}
         self._response_ctx: dict[str, JsonDict] = {}
         self._errors: dict[str, tuple[str, dict[str, str]]] = {}
@@ -438,6 +444,13 @@ class Sandbox:
         self._sync()
         if text.startswith("/"):
             return self._slash(person, channel, text)
+        if thread_ts:
+            # A reply to a message that is not there would show up as a stray top-level one.
+            try:
+                parent = self._item_for(person.id, channel, thread_ts)
+            except SandboxError:
+                raise SandboxError("That thread is not in this conversation.") from None
+            thread_ts = parent.thread_ts or parent.ts
         item = self._add_local(
             channel,
             user=person.id,
@@ -466,7 +479,8 @@ class Sandbox:
         self._settle()
 
     def _slash(self, person: Person, channel: str, text: str) -> JsonDict:
-        match = re.match(r"(/\S+)\s*(.*)", text, re.S)
+        # `/\S*`: a lone "/" is an unknown command, as in Slack, not a crash.
+        match = re.match(r"(/\S*)\s*(.*)", text, re.S)
         assert match is not None
         command, rest = match[1].lower(), match[2]
         if command not in {c["command"] for c in self.commands}:
@@ -596,7 +610,21 @@ class Sandbox:
         """The modal's Submit button → view_submission; its response_action is applied."""
         person = self.person(user_id)
         self._sync()
-        view = self._view_of(person.id, view_id, top=True)
+        # Slack's client sends one view_submission per view at a time; a double click (or two
+        # tabs) must not create the lead twice. Checked and claimed under one lock, so a second
+        # submit either sees this one in flight or finds the form already closed.
+        with self._lock:
+            view = self._view_of(person.id, view_id, top=True)
+            if view_id in self._submitting:
+                raise SandboxError("That form is already being submitted.", status=409)
+            self._submitting.add(view_id)
+        try:
+            return self._submit(person, view_id, view, raw_values)
+        finally:
+            with self._lock:
+                self._submitting.discard(view_id)
+
+    def _submit(self, person: Person, view_id: str, view: JsonDict, raw_values: Any) -> JsonDict:
         try:
             state = self._state(view, raw_values)
         except BlockKitError as e:
