@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import shlex
 import threading
 from collections.abc import Mapping, Sequence
@@ -425,6 +426,10 @@ class ReportArgs:
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
 
+# A number of days, as `30` or as the settings write durations, `30d`.
+_DAYS = re.compile(r"([0-9]+)d?", re.IGNORECASE)
+
+
 def parse_report_args(text: str) -> ReportArgs:
     """`report [#event] [days]` (either order) → ReportArgs, or UsageError naming the bad word."""
     words = text.strip().split(maxsplit=1)
@@ -448,13 +453,15 @@ def parse_report_args(text: str) -> ReportArgs:
                     f"(already `#{_show(event)}`).\n{USAGE}"
                 )
             event = name
-        elif token.isdecimal() and token.isascii():
+        elif (number := _DAYS.fullmatch(token)) is not None:
             if days is not None:
                 raise UsageError(
                     f"❌ `{_show(token)}`: the number of days is given twice "
                     f"(already {days}).\n{USAGE}"
                 )
-            value = int(token)
+            digits = number.group(1)
+            # int() of thousands of digits raises; far fewer are already out of range.
+            value = int(digits) if len(digits) <= 6 else MAX_DAYS + 1
             if not 1 <= value <= MAX_DAYS:
                 raise UsageError(
                     f"❌ `{_show(token)}` is not a number of days from 1 to {MAX_DAYS}.\n{USAGE}"

@@ -297,6 +297,9 @@ def test_report_message_escapes_and_empty(sessions: sessionmaker) -> None:
         ('report #"Web Summit" 14', ReportArgs("Web Summit", 14)),
         ("report “#Web  Summit” 14", ReportArgs("Web Summit", 14)),
         ("report ##Expo", ReportArgs("Expo", 30)),
+        # Days as the settings write durations too.
+        ("report 7d", ReportArgs(None, 7)),
+        ("report #Expo 90D", ReportArgs("Expo", 90)),
     ],
 )
 def test_report_arguments(text: str, expected: ReportArgs) -> None:
@@ -309,7 +312,10 @@ def test_report_arguments(text: str, expected: ReportArgs) -> None:
         ("report 0", "`0` is not a number of days from 1 to 3650"),
         ("report 3651", "`3651` is not a number of days from 1 to 3650"),
         ("report -5", "`-5` is neither an `#event` nor a number of days"),
-        ("report 7d", "`7d` is neither an `#event` nor a number of days"),
+        ("report 7w", "`7w` is neither an `#event` nor a number of days"),
+        ("report 0d", "`0d` is not a number of days from 1 to 3650"),
+        # int() refuses more than 4,300 digits: once a traceback.
+        ("report " + "9" * 5000, "is not a number of days from 1 to 3650"),
         ("report last week", "`last` is neither an `#event` nor a number of days"),
         ("report Expo", "`Expo` is neither an `#event` nor a number of days"),
         ("report 7 30", "`30`: the number of days is given twice (already 7)"),
