@@ -51,9 +51,18 @@ def metadata_of(view: Any) -> dict[str, Any]:
     raw = view.get("private_metadata") if isinstance(view, dict) else None
     try:
         data = json.loads(raw) if isinstance(raw, str) and raw else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # a forged one: not JSON, or nested past the stack
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def small_int(value: Any) -> int | None:
+    """A lead id or version read from JSON: a whole number as leadbot writes them, else None.
+    Past 2**63 SQLite cannot even bind it (OverflowError), so it stops at 12 digits, as a
+    button's value does (parse_value)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+        return value
+    return None
 
 
 def state_values_of(view: Any) -> dict[str, Any]:
@@ -145,6 +154,7 @@ __all__ = [
     "later",
     "parse_value",
     "services_of",
+    "small_int",
     "team_of",
     "text_in",
     "user_of",

@@ -28,6 +28,7 @@ from handlers.common import (
     metadata_of,
     parse_value,
     services_of,
+    small_int,
     state_values_of,
     team_of,
     text_in,
@@ -57,11 +58,7 @@ def _metadata(view: dict[str, Any]) -> tuple[int | None, int | None, str | None]
     """(lead id, card version or None, channel) from a modal's private_metadata."""
     data = metadata_of(view)
     lead_id, version, channel = data.get("lead_id"), data.get("version"), data.get("channel")
-    return (
-        lead_id if isinstance(lead_id, int) and not isinstance(lead_id, bool) else None,
-        version if isinstance(version, int) and not isinstance(version, bool) else None,
-        channel if is_slack_id(channel) else None,
-    )
+    return small_int(lead_id), small_int(version), channel if is_slack_id(channel) else None
 
 
 def _open(services: Services, body: dict[str, Any], modal: dict[str, Any]) -> bool:

@@ -348,6 +348,39 @@ def test_each_field_of_a_modal_mangled_in_its_first_submission_changes_nothing_o
     assert not [r.getMessage() for r in ours if r.levelno >= logging.ERROR]
 
 
+# What a forged private_metadata may hold: numbers SQLite cannot bind, wrong kinds, nesting.
+_METADATA_ODD: list[Any] = [10**20, -1, 2**63, 1.5, True, None, "1", [], {}]
+
+
+@pytest.mark.parametrize("kind", ["disqualify", "reassign"])
+def test_a_modal_whose_private_metadata_was_forged_fails_nothing(
+    bot: Bot, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack returns a modal's private_metadata as leadbot wrote it; a forged one with a lead id
+    past 2**63 failed the submission with OverflowError on SQLite, and one nested past the
+    stack with RecursionError, each logged as an error with the modal closed and nothing said.
+    A forgery that leaves the lead id whole may go through, as the real submission would."""
+    caplog.set_level(logging.WARNING)
+    submitter = MANAGER if kind == "reassign" else REP_A
+    forged: list[str] = ["[" * 2000 + "]" * 2000]
+    view = _modal_opened(bot, kind, 0)
+    real = json.loads(view["private_metadata"])
+    forged += [json.dumps({**real, key: odd}) for key in real for odd in _METADATA_ODD]
+    for metadata in forged:
+        r = bot.sim.view_submission(
+            submitter, {**view, "private_metadata": metadata}, _FILLED[kind]
+        )
+        assert r.status == 200, (metadata[:60], r.body[:200])
+    bot.settle()
+    [lead] = bot.leads()
+    if kind == "reassign":
+        assert (lead.owner_id, lead.stage) in ((REP_A, None), (REP_B, None))
+    else:
+        assert (lead.owner_id, lead.stage) in ((REP_A, None), (REP_A, "disqualified"))
+    ours = [r for r in caplog.records if r.name.partition(".")[0] in ("bot", "handlers")]
+    assert not [r.getMessage() for r in ours if r.levelno >= logging.ERROR]
+
+
 @pytest.mark.parametrize("forged", ["x" * 40, "U0 REP", "<!channel>"])
 def test_a_reassign_to_someone_not_a_slack_user_is_refused(bot: Bot, forged: str) -> None:
     """Slack's user select sends a user id; a forged one was written as the owner (on
