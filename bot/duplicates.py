@@ -186,7 +186,7 @@ def owner_dm(lead: Lead, earlier: Lead, card_channel: str) -> tuple[str, render.
     where = (
         f"<#{card_channel}>" if card_channel.startswith(("C", "G")) else render.esc(card_channel)
     )
-    event = f" from {render.esc(render.shorten(lead.event, 100))}" if lead.event else ""
+    event = f" from {render.inline(lead.event, 100)}" if lead.event else ""
     text = (
         f"👀 {render.mention(lead.submitted_by)} just submitted lead #{lead.id} "
         f"{render.lead_label(lead)}{event} with the same {matched_on(lead, earlier)} as your "

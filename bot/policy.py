@@ -798,6 +798,11 @@ def _one_line(message: str) -> str:
 
 def describe_policy(policy: Policy, *, default_channel: str | None = None) -> str:
     """The policy as Slack mrkdwn, for `/lead policy` and the App Home."""
+    # Names, descriptions and reasons sit inside the page's own *bold* and lines: shown inert
+    # (bot.render.inline) so that none can end or start formatting. Imported here: bot.render
+    # imports bot.outcomes, which imports this module.
+    from bot.render import inline
+
     lines = [f"*Handoff policy* — from {_source(policy.source)}", ""]
 
     lines.append("*Priorities*")
@@ -806,7 +811,7 @@ def describe_policy(policy: Policy, *, default_channel: str | None = None) -> st
         lines.append("_Times count working hours only: 1d is 24 working hours, not one workday._")
     for rule in policy.priorities.values():
         default = " _(default)_" if rule.key == policy.default_priority else ""
-        means = f" — {escape(rule.means)}" if rule.means else ""
+        means = f" — {inline(rule.means, 500)}" if rule.means else ""
         lines.append(f"• *{escape(rule.key)}*{default}{means}")
         claim = format_duration(rule.claim_within)
         reminders = "reminder" if rule.escalate_after == 1 else "reminders"
@@ -820,8 +825,8 @@ def describe_policy(policy: Policy, *, default_channel: str | None = None) -> st
     if not policy.personas:
         lines.append("Any persona may be typed; none are defined.")
     for persona in policy.personas:
-        about = f" — {escape(persona.description)}" if persona.description else ""
-        lines.append(f"• *{escape(persona.name)}* (`{escape(persona.key)}`){about}")
+        about = f" — {inline(persona.description, 500)}" if persona.description else ""
+        lines.append(f"• *{inline(persona.name, 500)}* (`{escape(persona.key)}`){about}")
 
     lines += ["", "*Working hours*", _describe_hours(policy.hours)]
 
@@ -833,7 +838,7 @@ def describe_policy(policy: Policy, *, default_channel: str | None = None) -> st
     lines.append(f"• {everything} → {leads}")
 
     lines += ["", "*Disqualify reasons*"]
-    lines.append(" · ".join(escape(r) for r in policy.disqualify_reasons))
+    lines.append(" · ".join(inline(r, 500) for r in policy.disqualify_reasons))
     return "\n".join(lines)
 
 

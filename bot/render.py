@@ -5,12 +5,15 @@ DMs) are built as plain dicts instead, for speed; tests/test_render.py checks th
 models.
 
 Every piece of user text goes through `esc` (Slack's mrkdwn escaping of &, <, >), so a lead can
-never ping @channel, a user group or a person, nor smuggle in a link. Contact details (email,
-phone) appear only in `claimer_dm`, which goes to the rep who owns the lead.
+never ping @channel, a user group or a person, nor smuggle in a link; short values set inside
+leadbot's own sentences and formatting go through `inline` too (one line, no *, _, ~ or ` that
+Slack would read as formatting). Contact details (email, phone) appear only in `claimer_dm`,
+which goes to the rep who owns the lead.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,6 +63,47 @@ def esc(text: str | None) -> str:
     if not text:
         return ""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Slack has no escape for its formatting characters: in text set inside leadbot's own *bold*,
+# _italics_ or `code` (or next to them on one line) they could end leadbot's formatting early or
+# start some of their own, so they are shown as lookalikes Slack does not parse. An underscore
+# inside a word (Acme_Corp, snake_case) is left alone: Slack never reads that one as italics.
+_INERT = str.maketrans({"*": "\u2217", "~": "\u223c", "`": "\u02cb"})
+_LOOSE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+CARD_NOTES_LINES = 8  # the card's teaser of the notes: a few lines, not a tower of them
+
+
+# What inert() would change: a formatting character, or whitespace other than single spaces.
+# Most values have none, and one search is cheaper than the rewrite (cards render per claim).
+_NOT_INERT = re.compile(r"[*~`_]|[^\S ]| {2}")
+
+
+def inert(text: str | None) -> str:
+    """User text for inside one of leadbot's lines, before escaping: one line (runs of
+    whitespace, newlines included, become one space) and no formatting characters."""
+    if not text:
+        return ""
+    if not _NOT_INERT.search(text) and text[0] != " " and text[-1] != " ":
+        return text
+    one_line = " ".join(text.split()).translate(_INERT)
+    return _LOOSE_UNDERSCORE.sub("\u02cd", one_line)
+
+
+def inline(text: str | None, limit: int = 200) -> str:
+    """`inert`, cut to `limit` characters, escaped: a short value (a name, an event, a reason)
+    as it is shown in mrkdwn."""
+    return esc(shorten(inert(text), limit))
+
+
+def paragraphs(text: str) -> str:
+    """Free text (notes) shown as written, but without runs of blank lines: at most one blank
+    line in a row, and none at either end."""
+    if "\n" not in text and "\r" not in text:
+        return text.strip()
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    kept = [line for i, line in enumerate(lines) if line or (i and lines[i - 1])]
+    return "\n".join(kept)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -179,9 +223,9 @@ def confirm_dialog(title: str, text: str, yes: str, no: str) -> dict[str, Any]:
 
 def lead_label(lead: Lead, limit: int = 200) -> str:
     """`Jane Doe (Acme Corp)` escaped, for sentences."""
-    label = f"*{esc(shorten(lead.name, limit))}*"
+    label = f"*{inline(lead.name, limit)}*"
     if lead.company:
-        label += f" ({esc(shorten(lead.company, limit))})"
+        label += f" ({inline(lead.company, limit)})"
     return label
 
 
@@ -207,7 +251,7 @@ def _fields(lead: Lead) -> list[dict[str, Any]]:
     out = []
     for label, value in pairs:
         if value:
-            out.append(mrkdwn(f"*{label}*\n{esc(shorten(value, FIELD_TEXT_MAX - 200))}"))
+            out.append(mrkdwn(f"*{label}*\n{inline(value, FIELD_TEXT_MAX - 200)}"))
     return out
 
 
@@ -222,7 +266,7 @@ def lead_card(lead: Lead, now: datetime, *, note: str | None = None) -> Message:
     if fields:
         blocks.append({"type": "section", "fields": fields})
     if lead.notes:
-        notes = esc(shorten(lead.notes, CARD_NOTES_MAX))
+        notes = esc(card_notes(lead.notes))
         blocks.append(section(f"*Notes*\n{notes}"))
     blocks.append(
         context(
@@ -265,9 +309,19 @@ def lead_card(lead: Lead, now: datetime, *, note: str | None = None) -> Message:
     else:
         claim = button("Claim", Action.CLAIM, card_value(lead), style="primary")
         blocks.append({"type": "actions", "block_id": "lead_claim_actions", "elements": [claim]})
-        event = f" from {esc(shorten(lead.event, 100))}" if lead.event else ""
+        event = f" from {inline(lead.event, 100)}" if lead.event else ""
         text = f"New {lead.priority} lead #{lead.id}: {lead_label(lead)}{event} — who takes it?"
     return Message(text=text, blocks=blocks)
+
+
+def card_notes(notes: str) -> str:
+    """The start of the notes, for the public card (not escaped yet): the first
+    CARD_NOTES_LINES lines and CARD_NOTES_MAX characters, blank-line runs folded."""
+    lines = paragraphs(notes).split("\n")
+    text = "\n".join(lines[:CARD_NOTES_LINES])
+    if len(lines) > CARD_NOTES_LINES:
+        text = text.rstrip() + "\n…"
+    return shorten(text, CARD_NOTES_MAX)
 
 
 def receipt(lead: Lead, channel: str, *, note: str | None = None) -> Message:
@@ -301,11 +355,16 @@ def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
     ]
     # Nine lines of at most 300 characters as sent: within a section's 3,000 however much of
     # the text needs escaping.
-    detail_text = "\n".join(f"*{k}:* {esc_short(v, 300)}" for k, v in details if v)
+    # Email and phone as typed (the rep copies them); the rest as one inert line each.
+    detail_text = "\n".join(
+        f"*{k}:* {esc_short(v if k in ('Email', 'Phone') else inert(v), 300)}"
+        for k, v in details
+        if v
+    )
     blocks = [section(lines[0]), section(detail_text)]
     if lead.notes:
         # Full notes (up to 10,000 characters) split over sections of Slack's 3,000 limit.
-        escaped = esc(lead.notes)
+        escaped = esc(paragraphs(lead.notes))
         chunk = SECTION_TEXT_MAX - 100
         parts = _split(escaped, chunk)
         for i, part in enumerate(parts):
@@ -369,7 +428,7 @@ def escalation_dm(lead: Lead, waited: timedelta, reminders: int, permalink: str 
     link = f"<{permalink}|Open the card>" if permalink else "See the leads channel"
     text = (
         f"📣 Lead #{lead.id} {lead_label(lead)} ({esc(lead.priority)}"
-        f"{', ' + esc(shorten(lead.event, 100)) if lead.event else ''}) is still unclaimed "
+        f"{', ' + inline(lead.event, 100) if lead.event else ''}) is still unclaimed "
         f"after {human_duration(waited)} and {reminders} reminders. {link} and assign someone."
     )
     return Message(text=text, blocks=_blocks([SectionBlock(text=MarkdownTextObject(text=text))]))
@@ -556,7 +615,7 @@ def digest_message(d: DigestFigures, now: datetime) -> Message:
     ]
     reps = _lines_within([f"{mention(u)}: {n}" for u, n in d.claims_per_rep], FIELD_TEXT_MAX - 50)
     events = _lines_within(
-        [f"{esc(shorten(e, 60)) if e else '(no event)'}: {n}" for e, n in d.leads_per_event],
+        [f"{inline(e, 60) if e else '(no event)'}: {n}" for e, n in d.leads_per_event],
         FIELD_TEXT_MAX - 50,
     )
     blocks.append(

@@ -39,8 +39,10 @@ from bot.render import (
     card_value,
     esc,
     human_duration,
+    inline,
     lead_label,
     mention,
+    paragraphs,
     plain_text,
     section,
     shorten,
@@ -118,7 +120,7 @@ def stage_text(lead: Lead) -> str:
         return ""
     text = f"{STAGE_EMOJI.get(lead.stage, '')} {esc(stage_label(lead.stage))}".strip()
     if lead.stage == DISQUALIFIED and lead.outcome_reason:
-        text += f" — {esc(shorten(lead.outcome_reason, 200))}"
+        text += f" — {inline(lead.outcome_reason, 200)}"
     return text
 
 
@@ -245,7 +247,7 @@ def view_input(values: dict[str, Any], block_id: str) -> str | None:
 def _where(lead: Lead) -> str:
     """`*Jane Doe* (SaaStr2026)`: marketing knows its leads by event; the company otherwise."""
     if lead.event:
-        return f"*{esc(shorten(lead.name, 200))}* ({esc(shorten(lead.event, 100))})"
+        return f"*{inline(lead.name, 200)}* ({inline(lead.event, 100)})"
     return lead_label(lead)
 
 
@@ -258,13 +260,15 @@ def stage_dm(lead: Lead, actor: str, note: str | None = None) -> Message:
     stage = stage_label(lead.stage)
     reason = ""
     if lead.stage == DISQUALIFIED and lead.outcome_reason:
-        reason = f" ({esc(shorten(lead.outcome_reason, 200))})"
+        reason = f" ({inline(lead.outcome_reason, 200)})"
     emoji = STAGE_EMOJI.get(lead.stage or "", "")
     text = f"{emoji} {_where(lead)} is now *{esc(stage)}*{reason} — {mention(actor)}".strip()
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=text))]
     if note:
         blocks.append(
-            SectionBlock(text=MarkdownTextObject(text="> " + esc(note).replace("\n", "\n> ")))
+            SectionBlock(
+                text=MarkdownTextObject(text="> " + esc(paragraphs(note)).replace("\n", "\n> "))
+            )
         )
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Lead #{lead.id}")]))
     return Message(text=text, blocks=_blocks(blocks))

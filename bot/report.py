@@ -6,7 +6,8 @@ to be counted. Medians use window functions (`row_number`/`count` over a partiti
 SQLite and PostgreSQL both have, and only for the groups shown.
 
 Rendering is pure, as in `bot.render`: figures in, Block Kit (validated by slack_sdk) and text out;
-every event, persona and reason goes through `render.esc`.
+every event, persona and reason goes through `render.inline` (escaped, and unable to end or start
+bold or italics: they are shown inside leadbot's own).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from bot.render import (
     digest_period,
     esc,
     human_duration,
+    inline,
     lead_label,
     mention,
     shorten,
@@ -489,7 +491,7 @@ def _days(days: int) -> str:
 def _label(key: str | None, none: str, names: Mapping[str, str] | None = None) -> str:
     if key is None:
         return f"_{none}_"
-    return f"*{esc(shorten((names or {}).get(key, key), LABEL_MAX))}*"
+    return f"*{inline((names or {}).get(key, key), LABEL_MAX)}*"
 
 
 def _steps(f: Funnel) -> str:
@@ -551,7 +553,7 @@ def report_message(report: Report, persona_names: Mapping[str, str] | None = Non
     header = shorten(f"📊 Lead report — {scope}{_days(report.days)}", HEADER_MAX)
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=header))]
     t = report.total
-    where = f" for *#{esc(shorten(report.event, LABEL_MAX))}*" if report.event else ""
+    where = f" for *#{inline(report.event, LABEL_MAX)}*" if report.event else ""
     if not t.submitted:
         text = f"No leads were submitted{where} in {_days(report.days)}."
         blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))

@@ -95,3 +95,20 @@ def test_esc_short_bounds_the_escaped_text_and_never_cuts_an_entity() -> None:
         cut = render.esc_short("<&>" * 20, n)
         assert len(cut) <= n and cut.endswith("…")
         assert "&" not in cut.rsplit(";", 1)[-1]  # no half entity before the ellipsis
+
+
+def test_typed_text_inside_leadbots_formatting_is_inert_and_escaped_once() -> None:
+    lead = make_lead(name="Bob* _x_ `y` ~z~ <!here> & Co", company="Acme_Corp *Ltd*")
+    label = render.lead_label(lead)
+    # Only leadbot's own two asterisks, around the name; typed ones are lookalikes.
+    assert label.count("*") == 2 and label.startswith("*") and label.index("*", 1) > 30
+    assert not any(c in label for c in "`~") and "_x_" not in label
+    assert "&lt;!here&gt; &amp; Co" in label and "&amp;amp;" not in label
+    assert "(Acme_Corp ∗Ltd∗)" in label  # an underscore inside a word is never italics
+
+
+def test_the_card_shows_a_few_lines_of_the_notes_however_many_were_typed() -> None:
+    notes = "start\n\n\n\n\n" + "line\n" * 300
+    card = render.lead_card(make_lead(notes=notes), NOW)
+    [shown] = [b["text"]["text"] for b in card.blocks if "*Notes*" in str(b)]
+    assert shown == "*Notes*\nstart\n\n" + "line\n" * (render.CARD_NOTES_LINES - 2) + "…"
