@@ -215,15 +215,16 @@ def load_policy(
     """Read and check the policy; raise PolicyError with one line naming the first mistake.
 
     `path`, else `POLICY_FILE` from `env` (os.environ when None), must exist. Without either,
-    `policy.toml` in `cwd` (the working directory when None) is used when present, otherwise
-    the built-in defaults. The file must be a regular file of at most MAX_FILE_BYTES; a link
+    or with POLICY_FILE naming the default itself (as `.env.example` does), `policy.toml` in
+    `cwd` (the working directory when None) is used when present, otherwise the built-in
+    defaults. The file must be a regular file of at most MAX_FILE_BYTES; a link
     to a missing file is an error, not the defaults.
     """
     environ = _environ(env)
     fallback = _Fallback.from_env(environ)
     if path is not None and str(path).strip():
         name, explicit, hint = str(path), True, ""
-    elif environ.get("POLICY_FILE"):
+    elif environ.get("POLICY_FILE") and environ["POLICY_FILE"] != DEFAULT_FILE:
         name, explicit, hint = environ["POLICY_FILE"], True, " (POLICY_FILE)"
     else:
         name, explicit, hint = DEFAULT_FILE, False, ""

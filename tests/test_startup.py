@@ -17,7 +17,9 @@ from alembic.runtime.migration import MigrationContext
 
 from bot import cli, db
 from bot.manifest import SCOPES, manifest_yaml
+from bot.policy import BUILT_IN
 from bot.settings import (
+    SERVE_REQUIRES,
     SETTINGS_HELP,
     SettingsError,
     env_example,
@@ -183,6 +185,20 @@ def test_a_dotenv_file_that_is_not_utf8_stops_start_up_with_one_line(tmp_path: P
     assert result.stderr.strip() == "leadbot: .env: not UTF-8 text — save it as UTF-8"
 
 
+def test_the_env_example_copied_as_it_is_starts_without_a_policy_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README step 5 copies .env.example, which names POLICY_FILE=policy.toml: that was then
+    required to exist, and start-up stopped with "policy.toml: file not found (POLICY_FILE)",
+    though the README promises the built-in defaults without a file."""
+    monkeypatch.chdir(tmp_path)
+    filled = "\nSLACK_BOT_TOKEN=xoxb-1\nSLACK_SIGNING_SECRET=s\nLEADS_CHANNEL=C0LEADS001\n"
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text() + filled)
+    assert "\nPOLICY_FILE=policy.toml" in (tmp_path / ".env").read_text()
+    settings = load_settings({}, require=SERVE_REQUIRES, dotenv_path=tmp_path / ".env")
+    assert settings.policy.source == BUILT_IN
+
+
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in SETTINGS_HELP:
@@ -332,7 +348,7 @@ def test_manifest_declares_command_interactivity_and_scopes(tmp_path: Path) -> N
     assert "socket_mode_enabled: false" in out
     for scope in SCOPES:
         assert f"- {scope}" in out
-    for scope in ("commands", "chat:write", "chat:write.public", "im:write", "users:read"):
+    for scope in ("commands", "chat:write", "chat:write.public", "im:write"):
         assert scope in SCOPES
     # The committed manifest.yml is the Socket Mode one `leadbot manifest` prints.
     assert (ROOT / "manifest.yml").read_text() == manifest_yaml()
