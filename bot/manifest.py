@@ -9,7 +9,6 @@ SCOPES = (
     "chat:write",
     "chat:write.public",
     "im:write",
-    "users:read",
     # Card recovery after a crash mid-post reads the leads channel's recent history.
     "channels:history",
     "groups:history",

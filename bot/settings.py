@@ -335,7 +335,7 @@ def load_settings(
     if leads_channel and not _CHANNEL.match(leads_channel):
         raise SettingsError(
             f"LEADS_CHANNEL: {leads_channel!r} is not a channel id — expected an id like "
-            "C0123ABCD (in Slack: the channel's name → Copy link, the last part)"
+            "C0123ABCD (in Slack: the channel's name → ⋯ → Copy link, the last part)"
         )
     managers = _user_ids(get("MANAGER_IDS"), "MANAGER_IDS")
     sales = _user_ids(get("SALES_IDS"), "SALES_IDS")

@@ -350,6 +350,8 @@ def test_manifest_declares_command_interactivity_and_scopes(tmp_path: Path) -> N
         assert f"- {scope}" in out
     for scope in ("commands", "chat:write", "chat:write.public", "im:write"):
         assert scope in SCOPES
+    # Least privilege: nothing calls users.* (it was asked for, unused).
+    assert "users:read" not in SCOPES
     # The committed manifest.yml is the Socket Mode one `leadbot manifest` prints.
     assert (ROOT / "manifest.yml").read_text() == manifest_yaml()
     assert "socket_mode_enabled: true" in manifest_yaml()
