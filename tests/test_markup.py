@@ -20,7 +20,7 @@ from typing import Any
 from bot import render
 from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot, start_bot
 from tests.test_handoff import modal_state
-from tests.test_outcomes import click_card, elements, option_for
+from tests.test_outcomes import claim, click_card, elements, option_for
 
 # Each field its own word, so a finding names the field. Every value carries a ping, a link
 # or a mention, the three mrkdwn escapes, and each formatting character around its word.
@@ -184,19 +184,6 @@ def _slash(bot: Bot, acks: list, text: str, user: str = MARKETER, **kw: Any) -> 
     return body
 
 
-def _claim(bot: Bot, lead_id: int, rep: str) -> None:
-    lead = bot.lead(lead_id)
-    r = bot.sim.block_action(
-        rep,
-        "lead_claim",
-        f"{lead.id}:{lead.version}",
-        channel_id=lead.card_channel,
-        message_ts=lead.card_ts,
-    )
-    assert r.status == 200
-    bot.settle()
-
-
 def _choose(bot: Bot, user: str, lead_id: int, stage: str, trigger_id: str | None = None) -> None:
     lead = bot.lead(lead_id)
     message = bot.slack.message(LEADS_CHANNEL, lead.card_ts or "")
@@ -258,11 +245,11 @@ def hostile_day(bot: Bot) -> list[tuple[str, dict[str, Any]]]:
         bot.clock.advance(timedelta(minutes=31))
         bot.run_job("reminders")
     # 1 claimed late, then outcomes; 2 stays unclaimed.
-    _claim(bot, 1, REP_A)
+    claim(bot, 1, REP_A)
     _choose(bot, REP_A, 1, "contacted")
     # 4: the same person as 1: a duplicate note on its card and receipt, a DM to 1's owner.
     _slash(bot, acks, f"name: {NAME}, email: one@acme.example, company: {COMPANY}, event: {EVENT}")
-    _claim(bot, 4, REP_B)
+    claim(bot, 4, REP_B)
     _choose(bot, REP_B, 4, "disqualified", trigger_id="trig-dq")
     dq = _view(bot, "trig-dq")
     r = bot.sim.view_submission(

@@ -72,16 +72,22 @@ def new_lead(bot: Bot, text: str = EXAMPLE, owner: str | None = REP_A) -> Lead:
     bot.submit(text)
     [lead] = [lead for lead in bot.leads() if lead.id not in before]
     if owner is not None:
-        r = bot.sim.block_action(
-            owner,
-            "lead_claim",
-            f"{lead.id}:{lead.version}",
-            channel_id=lead.card_channel,
-            message_ts=lead.card_ts,
-        )
-        assert r.status == 200
-        bot.settle()
+        claim(bot, lead.id, owner)
     return bot.lead(lead.id)
+
+
+def claim(bot: Bot, lead_id: int, rep: str) -> None:
+    """`rep` clicks Claim on the lead's card as it is now."""
+    lead = bot.lead(lead_id)
+    r = bot.sim.block_action(
+        rep,
+        "lead_claim",
+        f"{lead.id}:{lead.version}",
+        channel_id=lead.card_channel,
+        message_ts=lead.card_ts,
+    )
+    assert r.status == 200
+    bot.settle()
 
 
 def choose(bot: Bot, user: str, lead: Lead, stage: str, option: dict | None = None) -> Any:
