@@ -183,9 +183,7 @@ def owner_dm(lead: Lead, earlier: Lead, card_channel: str) -> tuple[str, render.
         return None
     if earlier.owner_id == lead.submitted_by:
         return None  # they submitted it themselves, and their receipt says so
-    where = (
-        f"<#{card_channel}>" if card_channel.startswith(("C", "G")) else render.esc(card_channel)
-    )
+    where = render.channel_mention(card_channel)
     event = f" from {render.inline(lead.event, 100)}" if lead.event else ""
     text = (
         f"👀 {render.mention(lead.submitted_by)} just submitted lead #{lead.id} "

@@ -243,7 +243,7 @@ def tell_submitter_card_failed(session: Session, lead: Lead, error: DeliveryErro
             OutboxItem.lead_id == lead.id, OutboxItem.kind == outbox.CARD
         )
     )
-    where = f" to {_channel_mention(channel)}" if channel else ""
+    where = f" to {render.channel_mention(channel)}" if channel else ""
     outbox.enqueue_message(
         session,
         lead.submitted_by,
@@ -255,13 +255,6 @@ def tell_submitter_card_failed(session: Session, lead: Lead, error: DeliveryErro
         ),
         lead_id=lead.id,
     )
-
-
-def _channel_mention(channel: str) -> str:
-    """`<#C…>` for a channel id (Slack shows its name), a policy's `#name` as written."""
-    if channel[:1] in ("C", "G") and channel.isalnum():
-        return f"<#{channel}>"
-    return render.esc(channel)
 
 
 def tell(services: Services, channel: str | None, user: str, text: str) -> None:

@@ -802,7 +802,7 @@ def describe_policy(policy: Policy, *, default_channel: str | None = None) -> st
     # Names, descriptions and reasons sit inside the page's own *bold* and lines: shown inert
     # (bot.render.inline) so that none can end or start formatting. Imported here: bot.render
     # imports bot.outcomes, which imports this module.
-    from bot.render import inline
+    from bot.render import channel_mention, inline
 
     lines = [f"*Handoff policy* — from {_source(policy.source)}", ""]
 
@@ -833,8 +833,8 @@ def describe_policy(policy: Policy, *, default_channel: str | None = None) -> st
 
     lines += ["", "*Routes* (first match wins)"]
     for route in policy.routes:
-        lines.append(f"• {_describe_conditions(route)} → {_channel(route.channel)}")
-    leads = _channel(default_channel) if default_channel else "the leads channel"
+        lines.append(f"• {_describe_conditions(route)} → {channel_mention(route.channel)}")
+    leads = channel_mention(default_channel) if default_channel else "the leads channel"
     everything = "every other lead" if policy.routes else "every lead"
     lines.append(f"• {everything} → {leads}")
 
@@ -894,8 +894,3 @@ def _describe_conditions(route: Route) -> str:
         f"{name} {escape('#' + (_event(value) or '') if name == 'event' else value)}"
         for name, value in conditions
     )
-
-
-def _channel(channel: str) -> str:
-    # An id becomes a channel link; a #name is shown as written.
-    return f"<#{channel}>" if channel[:1] in ("C", "G") else escape(channel)

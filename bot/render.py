@@ -324,9 +324,16 @@ def card_notes(notes: str) -> str:
     return shorten(text, CARD_NOTES_MAX)
 
 
+def channel_mention(channel: str) -> str:
+    """`<#C…>` for a channel id (Slack shows its name), a policy's `#name` as written."""
+    if channel[:1] in ("C", "G") and channel.isalnum():
+        return f"<#{channel}>"
+    return esc(channel)
+
+
 def receipt(lead: Lead, channel: str, *, note: str | None = None) -> Message:
     """`note`: ready (escaped) mrkdwn added as its own paragraph, e.g. a duplicate warning."""
-    where = f"<#{channel}>" if channel.startswith(("C", "G")) else esc(channel)
+    where = channel_mention(channel)
     text = (
         f"✅ Lead #{lead.id} {lead_label(lead)} is in. Its card goes to {where}; "
         "you'll get a DM when a rep claims it."
