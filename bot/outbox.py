@@ -55,11 +55,9 @@ MESSAGE = "message"
 CARD_EVENT_TYPE = "leadbot_card"
 POSTS = (CARD, MESSAGE)  # the kinds that post to a channel, and so are paced
 MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far apart
-_BACKOFF_STEPS = 10  # 0.5 s * 2 ** 10 is past MAX_BACKOFF
 # A card refused for a reason someone fixes in Slack (not_in_channel, …) is tried again after a
 # minute, then ever more slowly, at most this far apart: it goes out soon after the fix.
 MAX_FIXABLE_BACKOFF = 3600.0
-_FIXABLE_STEPS = 6  # 60 s * 2 ** 6 is past MAX_FIXABLE_BACKOFF
 MIN_PASS_GAP = 0.02  # seconds: the delivery loop's passes come at most this often
 # With deliveries in flight, a pass waits until this many more may start: each pass reads the
 # due items afresh, and with a backlog (thousands due, Slack at 300 ms) a pass for every
@@ -108,10 +106,17 @@ def _row(
 _INSERT = OutboxItem.__table__.insert()
 
 
+def _doubling(attempts: int, first: float, most: float) -> float:
+    """`first` after the first attempt, doubling with each one after, never more than `most`.
+    The exponent stops at 32 (past any cap here): after ~1,000 attempts (days of an outage)
+    2 ** attempts no longer fit a float, and the item was retried unpaced."""
+    return min(most, first * 2.0 ** min(max(0, attempts - 1), 32))
+
+
 def _card_now_posted(lead: Lead, channel: str) -> render.Message:
     return render.Message(
         text=f"✅ Lead #{lead.id} {render.lead_label(lead)}: its card is posted now, in "
-        f"<#{channel}>, after all."
+        f"{render.channel_mention(channel)}, after all."
     )
 
 
@@ -925,9 +930,7 @@ class Outbox:
     def _failed(self, item: OutboxItem, error: DeliveryError, result: PassResult) -> None:
         now = self.wall()
         if error.transient:
-            # The exponent stops where the cap is reached: after ~1,000 attempts (days of an
-            # outage) 2 ** attempts no longer fits a float, and the item was retried unpaced.
-            backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(max(0, item.attempts - 1), _BACKOFF_STEPS))
+            backoff = _doubling(item.attempts, 0.5, MAX_BACKOFF)
             if error.retry_after is not None:
                 backoff = max(backoff, error.retry_after)
                 if item.channel:
@@ -946,8 +949,7 @@ class Outbox:
                 error.code,
             )
         elif item.kind == CARD and error.fixable:
-            steps = min(max(0, item.attempts - 1), _FIXABLE_STEPS)
-            backoff = min(MAX_FIXABLE_BACKOFF, 60.0 * 2**steps)
+            backoff = _doubling(item.attempts, 60.0, MAX_FIXABLE_BACKOFF)
             values = {"next_attempt_at": now + timedelta(seconds=backoff)}
             result.failed += 1
             log.warning(
