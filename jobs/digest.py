@@ -17,7 +17,7 @@ from bot.services import Services
 from models import JobRun
 
 JOB = "digest"
-DAY = timedelta(hours=24)
+DAY = render.DAY  # the usual window, which the digest labels "Last 24 hours"
 # After a long gap (managers added after months, a bot switched off for weeks) the digest
 # covers at most this much, as "the last few days" stays readable on a phone.
 LONGEST_WINDOW = timedelta(days=7)
