@@ -222,6 +222,51 @@ def card_posted(
     return bool(updated)
 
 
+_CARD_REPOSTED = (
+    update(_LEADS)
+    .where(_LEADS.c.id == bindparam("b_id"), _LEADS.c.card_ts.is_(None))
+    # Where the card is now, and nothing else: its clocks (the SLA, reminders) run on from the
+    # first post.
+    .values(
+        card_channel=bindparam("b_channel", type_=_LEADS.c.card_channel.type),
+        card_ts=bindparam("b_ts", type_=_LEADS.c.card_ts.type),
+        card_permalink=bindparam("b_permalink", type_=_LEADS.c.card_permalink.type),
+    )
+)
+
+
+def card_deleted(session: Session | Connection, lead_id: int, *, ts: str, now: datetime) -> bool:
+    """Someone deleted the card `ts` of an unclaimed lead: forget it, so that a new one can be
+    posted. False (nothing written) if the lead is claimed, gone, or its card is another one."""
+    updated = session.execute(
+        update(_LEADS)
+        .where(_LEADS.c.id == lead_id, _LEADS.c.card_ts == ts, _LEADS.c.status == NEW)
+        .values(card_ts=None, card_permalink=None)
+    ).rowcount
+    if updated:
+        record(session, lead_id, "card_deleted", SYSTEM, now, ts=ts)
+    return bool(updated)
+
+
+def card_reposted(
+    conn: Session | Connection,
+    lead_id: int,
+    *,
+    channel: str,
+    ts: str,
+    now: datetime,
+    permalink: str | None = None,
+) -> bool:
+    """The card is posted again after a delete. False when the lead is gone or has a card."""
+    updated = conn.execute(
+        _CARD_REPOSTED,
+        {"b_id": lead_id, "b_channel": channel, "b_ts": ts, "b_permalink": permalink},
+    ).rowcount
+    if updated:
+        record(conn, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts, again=True)
+    return bool(updated)
+
+
 def card_failed(session: Session, lead_id: int, *, error: str, now: datetime) -> None:
     session.execute(update(Lead).where(Lead.id == lead_id).values(card_error=error[:200]))
     record(session, lead_id, "card_failed", SYSTEM, now, error=error[:200])
@@ -402,7 +447,8 @@ def take_reminder(
     lead = get_lead(session, lead_id)
     if lead is None or lead.status != NEW or lead.next_reminder_at is None:
         return None
-    if lead.next_reminder_at > now:
+    # No card while one is posted again after a delete: its thread is not there yet.
+    if lead.next_reminder_at > now or lead.card_ts is None:
         return None
     seen = lead.reminders_sent
     # The lead's policy: when the next reminder is due, and after how many the managers hear.

@@ -58,6 +58,15 @@ MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far
 # A card refused for a reason someone fixes in Slack (not_in_channel, …) is tried again after a
 # minute, then ever more slowly, at most this far apart: it goes out soon after the fix.
 MAX_FIXABLE_BACKOFF = 3600.0
+# What Slack answers about a card someone deleted: updating it, or replying in its thread.
+GONE = frozenset({"message_not_found", "thread_not_found"})
+# A reply for a deleted card's thread waits for the card posted in its place, which moves it
+# up when it is there; this long if that never happens (the new card cannot be posted).
+HOLD_FOR_NEW_CARD = timedelta(hours=1)
+REPOSTED_NOTE = (
+    "🔁 _Posted again: the first card for this lead was deleted. To drop a lead, claim it and "
+    "record it as disqualified._"
+)
 MIN_PASS_GAP = 0.02  # seconds: the delivery loop's passes come at most this often
 # With deliveries in flight, a pass waits until this many more may start: each pass reads the
 # due items afresh, and with a backlog (thousands due, Slack at 300 ms) a pass for every
@@ -67,6 +76,14 @@ MIN_ROOM = 4
 # item: its next pass finds whatever fell due meanwhile (a retry then waits at most this long).
 # That look reads past every post waiting in the channel, as often as the channel gets a token.
 PACED_WAKE = 1.0
+
+
+class CardGone(DeliveryError):
+    """Slack says the card a refresh tried to update (`ts`) is not there."""
+
+    def __init__(self, code: str, ts: str) -> None:
+        super().__init__(code)
+        self.ts = ts
 
 
 def _now() -> datetime:
@@ -131,12 +148,35 @@ def card_row(lead: Lead, channel: str, now: datetime | None = None) -> dict[str,
     return _row(kind=CARD, lead_id=lead.id, channel=channel, dedupe_key=f"card:{lead.id}", now=now)
 
 
-def refresh_row(lead: Lead, now: datetime | None = None) -> dict[str, Any]:
-    """A re-render of the card from the lead's state at delivery time, marked with the version
-    it was queued for."""
+def repost_row(lead_id: int, channel: str, deleted_ts: str, now: datetime) -> dict[str, Any]:
+    """A new card for a lead whose card was deleted (one per deleted card)."""
     return _row(
-        kind=CARD_REFRESH, lead_id=lead.id, payload=json.dumps({"version": lead.version}), now=now
+        kind=CARD,
+        lead_id=lead_id,
+        channel=channel,
+        payload=json.dumps({"replaces": deleted_ts}),
+        dedupe_key=f"card:{lead_id}:{deleted_ts}",
+        now=now,
     )
+
+
+def _replaces(item: OutboxItem) -> str | None:
+    """The deleted card a CARD item stands in for; None for a lead's first card."""
+    if item.kind != CARD or not item.payload:
+        return None
+    ts = json.loads(item.payload).get("replaces")
+    return ts if isinstance(ts, str) else None
+
+
+def refresh_row(
+    lead: Lead, now: datetime | None = None, *, reminder: int | None = None
+) -> dict[str, Any]:
+    """A re-render of the card from the lead's state at delivery time, marked with the version
+    it was queued for (and the reminder turn, for the one that checks the card is there)."""
+    marks: dict[str, int] = {"version": lead.version}
+    if reminder is not None:
+        marks["reminder"] = reminder
+    return _row(kind=CARD_REFRESH, lead_id=lead.id, payload=json.dumps(marks), now=now)
 
 
 def enqueue_refresh(session: Session | Connection, lead: Lead, now: datetime | None = None) -> None:
@@ -222,6 +262,19 @@ _RELEASE = (
     .values(lease_owner=None, lease_until=None, attempts=_OUTBOX.c.attempts - 1)
 )
 _EXISTS = select(_OUTBOX.c.id).where(_OUTBOX.c.id == bindparam("b_id"))
+# Replies queued for a deleted card's thread: held until its new card is posted, then moved.
+_FOR_THREAD = (
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.lead_id == bindparam("b_lead"),
+        _OUTBOX.c.status == PENDING,
+        _OUTBOX.c.thread_ts == bindparam("b_old"),
+    )
+    .values(
+        thread_ts=bindparam("b_new", type_=_OUTBOX.c.thread_ts.type),
+        next_attempt_at=bindparam("b_at", type_=_OUTBOX.c.next_attempt_at.type),
+    )
+)
 _MARK_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("b_id"), _OUTBOX.c.lease_owner == bindparam("b_owner"))
@@ -361,6 +414,9 @@ class PassResult:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    # A lead's card turned out deleted: its other items wait (those for the old card's thread
+    # are held for the new one), not sent from what was leased before.
+    card_gone: bool = False
     paced: float | None = None  # seconds until a paced item may go, if any waits
 
     def __str__(self) -> str:
@@ -660,6 +716,8 @@ class Outbox:
             if result.paced is not None and result.paced != before:
                 break  # this lead's next item must not overtake the paced one
             leased.pop(due.id, None)
+            if result.card_gone:
+                break
         if leased:
             with self.single_engine.begin() as conn:
                 conn.execute(_RELEASE, {"b_ids": list(leased), "b_owner": self.owner})
@@ -761,6 +819,8 @@ class Outbox:
                 found = self._find_posted_card(item, lead)
                 if found:
                     return *found, lead
+            if _replaces(item):
+                note = f"{REPOSTED_NOTE}\n{note}" if note else REPOSTED_NOTE
             channel, ts = self.slack.post(
                 str(item.channel),
                 render.lead_card(lead, self.clock(), note=note),
@@ -788,7 +848,12 @@ class Outbox:
         # refresh (the card itself will be rendered from the current state).
         if lead.card_channel and lead.card_ts:
             card = render.lead_card(lead, self.clock(), note=note)
-            self.slack.update(lead.card_channel, lead.card_ts, card)
+            try:
+                self.slack.update(lead.card_channel, lead.card_ts, card)
+            except DeliveryError as e:
+                if e.code in GONE:
+                    raise CardGone(e.code, lead.card_ts) from e
+                raise
         return None, None, lead
 
     def _find_posted_card(
@@ -882,7 +947,16 @@ class Outbox:
                 check = _row(kind=CARD_CHECK, lead_id=lead.id, now=now + CARD_CHECK_DELAY)
                 check["created_at"] = item.created_at
                 enqueue(conn, [check])
-            if ts and channel and lead is not None:
+            replaces = _replaces(item)
+            if ts and channel and lead is not None and replaces:
+                if leads.card_reposted(
+                    conn, lead.id, channel=channel, ts=ts, permalink=permalink, now=posted_at
+                ):
+                    conn.execute(
+                        _FOR_THREAD,
+                        {"b_lead": lead.id, "b_old": replaces, "b_new": ts, "b_at": now},
+                    )
+            elif ts and channel and lead is not None:
                 # Nothing is written if the lead is gone since, or has its card already.
                 posted = leads.card_posted(
                     conn,
@@ -901,6 +975,46 @@ class Outbox:
                     enqueue(conn, [told])
         if marked or not self._erased_meanwhile(item, ts, channel, lead):
             log.info("card posted for lead %s", item.lead_id)
+
+    def _card_gone(self, item: OutboxItem, error: DeliveryError, now: datetime) -> bool:
+        """Whether `error` says someone deleted the lead's card, and is dealt with: an unclaimed
+        lead gets a new card (it could not be claimed without one), and replies meant for the
+        old card's thread wait for the new one. A claimed lead is its owner's: nothing to do."""
+        if isinstance(error, CardGone):
+            gone = error.ts
+        elif item.kind == MESSAGE and item.thread_ts and item.lead_id and error.code in GONE:
+            gone = item.thread_ts
+        else:
+            return False
+        values: dict[str, Any] = {"status": FAILED}  # a refresh: a new card shows the lead anew
+        with self.sessions.begin() as s:
+            lead = leads.get_lead(s, item.lead_id) if item.lead_id else None
+            if lead is None:
+                return False
+            current, channel = lead.card_ts, lead.card_channel
+            deleted = current == gone
+            if deleted:
+                if not channel or not leads.card_deleted(s, lead.id, ts=gone, now=now):
+                    return False
+                enqueue(s, [repost_row(lead.id, channel, gone, now)])
+                held = {"b_lead": lead.id, "b_old": gone, "b_new": gone}
+                s.execute(_FOR_THREAD, {**held, "b_at": now + HOLD_FOR_NEW_CARD})
+                log.warning("the card of lead %s was deleted in Slack: posting it again", lead.id)
+            if item.kind == MESSAGE:
+                # To the new card's thread: now if it is there, else when it is.
+                new = None if deleted else current
+                at = now if new else now + HOLD_FOR_NEW_CARD
+                values = {"thread_ts": new or gone, "next_attempt_at": at}
+            values.update(lease_owner=None, lease_until=None, last_error=error.code[:200])
+            s.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == item.id, OutboxItem.lease_owner == self.owner)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        if deleted:
+            self.kick()
+        return True
 
     def _erased_meanwhile(
         self, item: OutboxItem, ts: str | None, channel: str | None, lead: Lead | None
@@ -929,6 +1043,10 @@ class Outbox:
 
     def _failed(self, item: OutboxItem, error: DeliveryError, result: PassResult) -> None:
         now = self.wall()
+        if self._card_gone(item, error, now):
+            result.failed += 1
+            result.card_gone = True
+            return
         if error.transient:
             backoff = _doubling(item.attempts, 0.5, MAX_BACKOFF)
             if error.retry_after is not None:

@@ -42,6 +42,9 @@ def run(services: Services) -> str:
                     lead, turn.number - 1, told_managers=bool(settings.manager_ids)
                 )
                 escalated += 1
+            # The card re-rendered first: if someone deleted it, Slack says so, and the lead
+            # gets a new one (bot.outbox) rather than reminders in a thread nobody sees.
+            outbox.enqueue(s, [outbox.refresh_row(lead, reminder=turn.number)])
             outbox.enqueue_message(
                 s, lead.card_channel, message, lead_id=lead.id, thread_ts=lead.card_ts
             )
