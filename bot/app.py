@@ -232,6 +232,7 @@ def create_app(
     )
     auth = services.slack.client.auth_test()
     services.team_id = str(auth.get("team_id") or "")
+    services.bot_user_id = str(auth.get("user_id") or "")
     services.outbox.workspace_url = str(auth.get("url") or "") or None
 
     app.use(_Gate(services))

@@ -160,6 +160,17 @@ def repost_row(lead_id: int, channel: str, deleted_ts: str, now: datetime) -> di
     )
 
 
+def _if_undelivered(item: OutboxItem, error: DeliveryError) -> dict[str, Any] | None:
+    """The row of the message to send instead of `item`, which Slack refused for good."""
+    if item.kind != MESSAGE or not item.payload:
+        return None
+    instead = json.loads(item.payload).get("if_undelivered")
+    if not isinstance(instead, dict):
+        return None
+    text = f"{instead.get('text', '')} (Slack: `{render.esc(error.code[:100])}`)"
+    return message_row(str(instead.get("to")), render.Message(text=text), lead_id=item.lead_id)
+
+
 def _replaces(item: OutboxItem) -> str | None:
     """The deleted card a CARD item stands in for; None for a lead's first card."""
     if item.kind != CARD or not item.payload:
@@ -201,14 +212,21 @@ def message_row(
     lead_id: int | None = None,
     thread_ts: str | None = None,
     now: datetime | None = None,
+    if_undelivered: tuple[str, render.Message] | None = None,
 ) -> dict[str, Any]:
-    """A post: a DM when `channel` is a user id, a thread reply with `thread_ts`."""
+    """A post: a DM when `channel` is a user id, a thread reply with `thread_ts`.
+    `if_undelivered`: a message (its text) and to whom, sent instead if Slack refuses this one
+    for good, followed by Slack's error code."""
+    payload: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
+    if if_undelivered is not None:
+        to, instead = if_undelivered
+        payload["if_undelivered"] = {"to": to, "text": instead.text}
     return _row(
         kind=MESSAGE,
         lead_id=lead_id,
         channel=channel,
         thread_ts=thread_ts,
-        payload=json.dumps({"text": message.text, "blocks": message.blocks}),
+        payload=json.dumps(payload),
         now=now,
     )
 
@@ -221,9 +239,18 @@ def enqueue_message(
     lead_id: int | None = None,
     thread_ts: str | None = None,
     now: datetime | None = None,
+    if_undelivered: tuple[str, render.Message] | None = None,
 ) -> None:
     """Queue a post: a DM when `channel` is a user id, a thread reply with `thread_ts`."""
-    enqueue(session, [message_row(channel, message, lead_id=lead_id, thread_ts=thread_ts, now=now)])
+    row = message_row(
+        channel,
+        message,
+        lead_id=lead_id,
+        thread_ts=thread_ts,
+        now=now,
+        if_undelivered=if_undelivered,
+    )
+    enqueue(session, [row])
 
 
 # --- delivery statements, built once (see bot.leads) ----------------------------------------------
@@ -1047,6 +1074,7 @@ class Outbox:
             result.failed += 1
             result.card_gone = True
             return
+        instead: dict[str, Any] | None = None  # what to send in place of a refused message
         if error.transient:
             backoff = _doubling(item.attempts, 0.5, MAX_BACKOFF)
             if error.retry_after is not None:
@@ -1086,6 +1114,7 @@ class Outbox:
                 item.lead_id,
                 error.code,
             )
+            instead = _if_undelivered(item, error)
         # Either way the lease is given up and the error kept for the digest and operators.
         values.update(lease_owner=None, lease_until=None, last_error=error.code[:200])
         with self.sessions.begin() as s:
@@ -1100,6 +1129,8 @@ class Outbox:
                 lead = leads.get_lead(s, item.lead_id)
             # Recorded and told once per problem, not at every try of a card that waits for
             # a fix.
+            if instead is not None:
+                enqueue(s, [instead])
             if lead is not None and lead.card_error != error.code[:200]:
                 leads.card_failed(s, lead.id, error=error.code, now=now)
                 if self.on_card_failed is not None:

@@ -294,6 +294,16 @@ def reassigned_thread_note(lead: Lead, by: str, previous: str | None) -> Message
     return Message(text=f"🔀 {mention(by)} reassigned lead #{lead.id}{was} to {new}.")
 
 
+def new_owner_not_told(lead: Lead) -> Message:
+    """To the manager who reassigned, if Slack will not deliver the new owner's DM (an app's
+    user, someone deactivated): the lead would otherwise sit with someone who never hears."""
+    new = mention(lead.owner_id) if lead.owner_id else "The new owner"
+    return Message(
+        text=f"⚠️ {new} could not be told about lead #{lead.id} {lead_label(lead)}: Slack would "
+        "not deliver the message. If they are an app or have left, reassign the lead to a person."
+    )
+
+
 def follow_up_nudge(lead: Lead, now: datetime, *, managers_told: bool = False) -> Message:
     """To the owner: no outcome yet. Record one right here, or snooze."""
     since = lead.stage_at if lead.stage and lead.stage_at else lead.claimed_at or now

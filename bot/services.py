@@ -28,6 +28,7 @@ class Services:
     notes: TrackingExecutor  # fire-and-forget private notes (ephemerals) to people
     work: TrackingExecutor  # what a listener does after its ack (handlers.common.later)
     team_id: str = ""  # this workspace, from auth.test at start-up
+    bot_user_id: str = ""  # leadbot's own user, from the same call
     # For work that is one statement: no BEGIN/COMMIT round trips on PostgreSQL.
     single_engine: Engine = field(init=False)
 

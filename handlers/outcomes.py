@@ -40,6 +40,8 @@ from models import Lead
 log = logging.getLogger(__name__)
 
 BROKEN = "That control is broken (no lead in it); nothing changed."
+SLACKBOT = "USLACKBOT"  # Slack's own bot: in every user select, and never reads a DM
+NOT_A_PERSON = "leadbot and Slackbot cannot own a lead; choose a person."
 
 
 def register(app: App) -> None:
@@ -86,7 +88,10 @@ def after_reassign(session: Session, lead: Lead, by: str, previous: str | None) 
     outbox.enqueue_refresh(session, lead)
     if lead.owner_id:
         dm = render.claimer_dm(lead, intro=views.new_owner_intro(lead, by))
-        outbox.enqueue_message(session, lead.owner_id, dm, lead_id=lead.id)
+        undelivered = (by, views.new_owner_not_told(lead))
+        outbox.enqueue_message(
+            session, lead.owner_id, dm, lead_id=lead.id, if_undelivered=undelivered
+        )
     if previous and previous != by:
         outbox.enqueue_message(session, previous, views.old_owner_note(lead, by), lead_id=lead.id)
     if lead.card_channel and lead.card_ts:
@@ -316,6 +321,9 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
     # Slack's user select sends a user id; anything else is a forged or broken submission.
     if not is_slack_id(new_owner):
         ack(response_action="errors", errors={REASSIGN_OWNER: "Choose the new owner."})
+        return
+    if new_owner in (services.bot_user_id, SLACKBOT):
+        ack(response_action="errors", errors={REASSIGN_OWNER: NOT_A_PERSON})
         return
     if lead_id is None:
         ack()

@@ -585,6 +585,59 @@ def test_manager_reassigns_new_owner_gets_details_old_owner_a_note(bot: Bot) -> 
     assert bot.lead(lead.id).stage == "contacted"
 
 
+@pytest.mark.parametrize("owner", ["U0LEADBOT", "USLACKBOT"])
+def test_a_reassign_to_leadbot_or_slackbot_is_refused_in_the_form(bot: Bot, owner: str) -> None:
+    """Both are in Slack's user select, and neither reads a DM: the lead would sit with nobody."""
+    assert bot.services.bot_user_id == "U0LEADBOT"  # from auth.test, as the emulator answers it
+    lead = new_lead(bot)
+    click_card(bot, MANAGER, lead, "lead_reassign", trigger_id="trig-bot")
+    view = modal(bot, "trig-bot")
+    r = bot.sim.view_submission(
+        MANAGER, view, {"new_owner": ("new_owner_input", "users_select", owner)}
+    )
+    assert r.json() == {
+        "response_action": "errors",
+        "errors": {"new_owner": "leadbot and Slackbot cannot own a lead; choose a person."},
+    }
+    bot.settle()
+    assert bot.lead(lead.id).owner_id == REP_A
+    assert events(bot, lead.id, "reassigned") == []
+
+
+@pytest.mark.parametrize("error", ["cannot_dm_bot", "user_not_found"])
+def test_the_manager_hears_when_the_new_owner_cannot_be_told(bot: Bot, error: str) -> None:
+    """Another app's user, or someone deactivated meanwhile: Slack refuses their DM, and the
+    manager who reassigned is told, so the lead does not sit with someone who never hears."""
+    lead = new_lead(bot)
+    click_card(bot, MANAGER, lead, "lead_reassign", trigger_id="trig-app")
+    view = modal(bot, "trig-app")
+    app_user = "U0OTHERAPP"
+    bot.slack.fail("chat.postMessage", error=error, when=lambda a: a.get("channel") == app_user)
+    r = bot.sim.view_submission(
+        MANAGER, view, {"new_owner": ("new_owner_input", "users_select", app_user)}
+    )
+    assert r.status == 200 and "errors" not in r.body
+    bot.settle()
+    assert bot.lead(lead.id).owner_id == app_user
+    assert bot.slack.dms(app_user) == []
+    [told] = [m for m in bot.slack.dms(MANAGER) if m.text.startswith("⚠️")]
+    assert told.text.startswith(f"⚠️ <@{app_user}> could not be told about lead #{lead.id} ")
+    assert "reassign the lead to a person" in told.text and f"(Slack: `{error}`)" in told.text
+    assert "jane@acme.example" not in told.text  # the refused DM's details stay out
+
+
+def test_a_new_owner_who_gets_the_dm_costs_the_manager_nothing(bot: Bot) -> None:
+    lead = new_lead(bot)
+    click_card(bot, MANAGER, lead, "lead_reassign", trigger_id="trig-ok")
+    view = modal(bot, "trig-ok")
+    bot.sim.view_submission(
+        MANAGER, view, {"new_owner": ("new_owner_input", "users_select", REP_B)}
+    )
+    bot.settle()
+    assert len(bot.slack.dms(REP_B)) == 1
+    assert [m.text for m in bot.slack.dms(MANAGER) if m.text.startswith("⚠️")] == []
+
+
 # --- follow-ups ---------------------------------------------------------------------------------
 
 
