@@ -546,17 +546,35 @@ def digest_for(
         median = timedelta(seconds=round(sum(middle) / len(middle)))
         slowest = timedelta(seconds=round(slowest_s or 0))
 
-    per_rep = session.execute(
-        select(Lead.owner_id, func.count())
+    # Claims per rep: whoever clicked Claim (its event's actor), not who holds the lead now: a
+    # manager's reassign is not a claim by the new owner, nor a claim the first owner lost.
+    claimer = (
+        select(LeadEvent.actor)
+        .where(LeadEvent.lead_id == Lead.id, LeadEvent.kind == "claimed")
+        .order_by(LeadEvent.id.desc())
+        .limit(1)
+        .correlate(Lead)
+        .scalar_subquery()
+    )
+    claims = (
+        select(func.coalesce(claimer, Lead.owner_id).label("rep"))
         .where(claimed_in_window)
-        .group_by(Lead.owner_id)
-        .order_by(func.count().desc(), Lead.owner_id)
+        .subquery()
+    )
+    per_rep = session.execute(
+        select(claims.c.rep, func.count())
+        .group_by(claims.c.rep)
+        .order_by(func.count().desc(), claims.c.rep)
     ).all()
+    # Events whatever their capitals (`#saastr2026` is the `SaaStr2026` on the cards), shown
+    # with one spelling, the same on every backend; as bot.report groups them.
+    binary = "BINARY" if session.get_bind().dialect.name == "sqlite" else "C"
+    event_key = func.lower(Lead.event)
     per_event = session.execute(
-        select(Lead.event, func.count())
+        select(func.min(Lead.event.collate(binary)), func.count())
         .where(in_window)
-        .group_by(Lead.event)
-        .order_by(func.count().desc(), Lead.event)
+        .group_by(event_key)
+        .order_by(func.count().desc(), event_key)
     ).all()
     backlog_total = (
         session.scalar(select(func.count()).select_from(Lead).where(Lead.status == NEW)) or 0

@@ -19,7 +19,7 @@ import shlex
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.http_retry.builtin_handlers import (
@@ -69,6 +69,7 @@ from bot.render import (
     shorten,
     slack_date,
 )
+from bot.settings import format_duration
 from models import NEW, Lead
 
 if TYPE_CHECKING:
@@ -94,8 +95,9 @@ CONTACTED_STAGES: tuple[str, ...] = ("contacted", "meeting", "qualified", WON, D
 QUALIFIED_STAGES: tuple[str, ...] = ("qualified", WON)
 
 USAGE = (
-    "Usage: `/lead report [#event] [days]` — the funnel of leads submitted in the last `days` "
-    f"(1–{MAX_DAYS}, default {DEFAULT_DAYS}), for one `#event` or all of them. "
+    "Usage: `/lead report [#event] [days]` — the funnel of leads submitted today and the "
+    f"`days` − 1 days before (1–{MAX_DAYS}, default {DEFAULT_DAYS}; `1` is today), for one "
+    "`#event` or all of them. "
     'Example: `/lead report #SaaStr2026 90`. Quote an event with spaces: `#"Web Summit"`.'
 )
 
@@ -141,6 +143,16 @@ class Report:
     by_persona: Breakdown
     reasons: list[tuple[str | None, int]]  # disqualify reasons, most frequent first
     total_reasons: int
+    timezone: tzinfo = UTC  # the zone whose calendar days `days` counts
+
+
+def report_window(now: datetime, days: int, tz: tzinfo = UTC) -> tuple[datetime, datetime]:
+    """`days` calendar days in the team's zone: today so far and the `days - 1` days before it,
+    from local midnight (as people read "the last 7 days", and as events run, by the day), not
+    `days` × 24 hours back from this minute, which split a day's event by the hour of asking.
+    A midnight the clocks skip starts the day at the jump; one they repeat, at its first."""
+    first = now.astimezone(tz).date() - timedelta(days=days - 1)
+    return datetime.combine(first, time(0), tzinfo=tz).astimezone(UTC), now
 
 
 def _window(since: datetime, until: datetime) -> ColumnElement[bool]:
@@ -153,7 +165,12 @@ def _counts() -> list[tuple[str, Any]]:
     # count(expr) skips NULLs: a CASE without ELSE counts only the rows that match.
     return [
         ("submitted", func.count()),
-        ("claimed", func.count(Lead.claimed_at)),
+        # Claimed now, or worked on and since put back in the queue (a release keeps the stage):
+        # that lead was contacted, so it was claimed; the funnel never narrows then widens.
+        (
+            "claimed",
+            func.count(case((or_(Lead.claimed_at.is_not(None), Lead.stage.is_not(None)), 1))),
+        ),
         ("contacted", func.count(case((Lead.stage.in_(CONTACTED_STAGES), 1)))),
         ("qualified", func.count(case((Lead.stage.in_(QUALIFIED_STAGES), 1)))),
         ("won", func.count(case((Lead.stage == WON, 1)))),
@@ -167,9 +184,23 @@ _EMPTY = Funnel(None, 0, 0, 0, 0, 0, 0, 0)
 
 @dataclass(frozen=True)
 class _Groups:
-    rows: list[Funnel]  # the top groups, medians not filled in yet
+    rows: list[Funnel]  # the top groups, medians not filled in yet; key: the name shown
+    keys: list[str | None]  # each row's group as the database folds it (lower-case)
     total: Funnel  # over every group, not only the top ones
     count: int  # how many groups there are
+
+
+def _folded(column: Any) -> Any:
+    """The group of an event or persona: case ignored, as `/lead report #event` compares them.
+    People type `#saastr2026` on a phone for the `SaaStr2026` a colleague typed: one event."""
+    return func.lower(column)
+
+
+def _shown(session: Session, column: Any) -> Any:
+    """The spelling a case-folded group is shown with: the same on every backend (a byte-wise
+    minimum, capitals first), not left to the database's collation."""
+    binary = "BINARY" if session.get_bind().dialect.name == "sqlite" else "C"
+    return func.min(column.collate(binary))
 
 
 def _groups(session: Session, where: ColumnElement[bool], column: Any, top: int) -> _Groups:
@@ -179,26 +210,28 @@ def _groups(session: Session, where: ColumnElement[bool], column: Any, top: int)
     query also gives the number of groups and the totals over all of them.
     """
     counts = _counts()
+    key = _folded(column)
     rows = session.execute(
         select(
-            column.label("key"),
+            key.label("key"),
+            _shown(session, column).label("shown"),
             *(expr.label(name) for name, expr in counts),
             *(func.sum(expr).over().label(f"all_{name}") for name, expr in counts),
             func.count().over().label("groups"),
         )
         .where(where)
-        .group_by(column)
+        .group_by(key)
         # Named groups before "(none)" at equal counts; NULL sorts differently per backend.
-        .order_by(func.count().desc(), column.is_(None), column)
+        .order_by(func.count().desc(), key.is_(None), key)
         .limit(top)
     ).all()
     if not rows:
-        return _Groups([], _EMPTY, 0)
+        return _Groups([], [], _EMPTY, 0)
     names = [name for name, _ in counts]
     first = rows[0]._mapping
     total = Funnel(None, *(int(first[f"all_{n}"]) for n in names))
-    groups = [Funnel(r.key, *(int(r._mapping[n]) for n in names)) for r in rows]
-    return _Groups(groups, total, int(first["groups"]))
+    groups = [Funnel(r.shown, *(int(r._mapping[n]) for n in names)) for r in rows]
+    return _Groups(groups, [r.key for r in rows], total, int(first["groups"]))
 
 
 def _medians(
@@ -209,7 +242,8 @@ def _medians(
     overall: bool = False,
 ) -> dict[tuple[str, str | None], timedelta]:
     """Median time to claim per group, for the groups named in `dimensions` ({name: (column,
-    keys)}), and over all leads (key ("", None)) when `overall`: one pass over the window.
+    keys)}: a column as `_folded` groups it, and keys as that gives them), and over all leads
+    (key ("", None)) when `overall`: one pass over the window.
 
     Each row is ranked within its group by its wait. The middle one or two rows of a group of
     n are those with 2·rank in [n, n+2] (row (n+1)/2 when n is odd, n/2 and n/2+1 when even):
@@ -255,10 +289,18 @@ def _medians(
     return {k: timedelta(seconds=round(sum(ws) / len(ws))) for k, ws in waits.items()}
 
 
+def _claimed_keys(groups: _Groups) -> list[str | None]:
+    """The folded keys of the groups with a claim: those whose median is worth a look."""
+    return [k for g, k in zip(groups.rows, groups.keys, strict=True) if g.claimed]
+
+
 def _with_medians(
     groups: _Groups, name: str, medians: Mapping[tuple[str, str | None], timedelta]
 ) -> Breakdown:
-    rows = [replace(g, median_to_claim=medians.get((name, g.key))) for g in groups.rows]
+    rows = [
+        replace(g, median_to_claim=medians.get((name, k)))
+        for g, k in zip(groups.rows, groups.keys, strict=True)
+    ]
     return Breakdown(rows, groups.count)
 
 
@@ -282,25 +324,30 @@ def report_for(
     days: int = DEFAULT_DAYS,
     event: str | None = None,
     top: int = TOP_GROUPS,
+    tz: tzinfo = UTC,
 ) -> Report:
-    """The funnel of leads submitted in the `days` before `now`, overall, per event, per persona.
+    """The funnel of leads submitted in the last `days` calendar days in `tz` (today included,
+    see report_window), overall, per event, per persona.
 
     `event` narrows to one event, compared case-insensitively (people type `#saastr2026` for
-    the `SaaStr2026` on the cards). Four queries at most, each one pass over the window.
+    the `SaaStr2026` on the cards), as events and personas are grouped. Four queries at most,
+    each one pass over the window.
     """
-    since = now - timedelta(days=days)
-    where = _window(since, now)
+    since, until = report_window(now, days, tz)
+    where = _window(since, until)
     if event is not None:
-        where = and_(where, func.lower(Lead.event) == event.lower())
+        # Both sides folded by the database, so they fold alike (SQLite's lower() is ASCII's).
+        where = and_(where, _folded(Lead.event) == _folded(literal(event, String)))
     # With one event asked for, a per-event breakdown would only repeat the total.
     by_event = _groups(session, where, Lead.event, top) if event is None else None
     if by_event is not None and not by_event.count:
-        return Report(since, now, days, event, _EMPTY, Breakdown([], 0), Breakdown([], 0), [], 0)
+        empty = Breakdown([], 0)
+        return Report(since, now, days, event, _EMPTY, empty, empty, [], 0, tz)
     by_persona = _groups(session, where, Lead.persona, top)
     total = by_persona.total
-    dimensions = {"persona": (Lead.persona, [g.key for g in by_persona.rows if g.claimed])}
+    dimensions = {"persona": (_folded(Lead.persona), _claimed_keys(by_persona))}
     if by_event is not None:
-        dimensions["event"] = (Lead.event, [g.key for g in by_event.rows if g.claimed])
+        dimensions["event"] = (_folded(Lead.event), _claimed_keys(by_event))
     medians = _medians(session, where, dimensions, overall=True) if total.claimed else {}
     total = replace(total, median_to_claim=medians.get(("", None)))
     reasons, total_reasons = _reasons(session, where, top) if total.disqualified else ([], 0)
@@ -314,6 +361,7 @@ def report_for(
         _with_medians(by_persona, "persona", medians),
         reasons,
         total_reasons,
+        tz,
     )
 
 
@@ -342,9 +390,11 @@ def digest_extras(
     funnel_days: int = DIGEST_FUNNEL_DAYS,
     top_events: int = DIGEST_TOP_EVENTS,
     limit: int = DIGEST_LIST,
+    tz: tzinfo = UTC,
 ) -> DigestExtras:
     """The digest's extra figures: each query is bounded by an index (claimed_at, status,
-    submitted_at), never by the size of the history."""
+    submitted_at), never by the size of the history. The funnel covers the same calendar days
+    (in `tz`) as `/lead report` asked at the same moment, so the two agree."""
     since = now - window
     late = and_(
         Lead.claimed_at >= since,
@@ -392,10 +442,11 @@ def digest_extras(
         else []
     )
 
-    where = _window(now - timedelta(days=funnel_days), now)
+    where = _window(*report_window(now, funnel_days, tz))
     events = _groups(session, where, Lead.event, top_events)
-    claimed = [g.key for g in events.rows if g.claimed]
-    medians = _medians(session, where, {"event": (Lead.event, claimed)}) if claimed else {}
+    claimed = _claimed_keys(events)
+    dimensions = {"event": (_folded(Lead.event), claimed)}
+    medians = _medians(session, where, dimensions) if claimed else {}
     return DigestExtras(
         claimed_late=claimed_late,
         claimed_late_leads=claimed_late_leads,
@@ -485,7 +536,30 @@ def _show(word: str) -> str:
 
 
 def _days(days: int) -> str:
-    return "the last day" if days == 1 else f"the last {days} days"
+    """The calendar days a window covers (report_window), as a heading says it."""
+    return "today" if days == 1 else f"the last {days} days"
+
+
+def _in_days(days: int) -> str:
+    return "today" if days == 1 else f"in the last {days} days"
+
+
+def _window_note(report: Report, retain_for: timedelta | None) -> str:
+    """Where the window starts, in the team's zone (the days are its days), and, when leads
+    older than RETAIN_FOR are deleted, that the window reaches back further than what is left."""
+    tz = report.timezone
+    start = report.since.astimezone(tz)
+    zone = getattr(tz, "key", None) or str(tz)
+    note = (
+        f"Leads submitted from {start:%a %d %b %Y}, 00:00 ({esc(zone)}), "
+        f"to {slack_date(report.until)}."
+    )
+    if retain_for is not None and report.since < report.until - retain_for:
+        note += (
+            f" Leads are deleted {format_duration(retain_for)} after they were submitted "
+            f"(RETAIN_FOR): none before {slack_date(report.until - retain_for)} are left to count."
+        )
+    return note
 
 
 def _label(key: str | None, none: str, names: Mapping[str, str] | None = None) -> str:
@@ -547,7 +621,12 @@ def _reason_lines(reasons: list[tuple[str | None, int]], total_reasons: int, tot
     return "\n".join(lines)
 
 
-def report_message(report: Report, persona_names: Mapping[str, str] | None = None) -> Message:
+def report_message(
+    report: Report,
+    persona_names: Mapping[str, str] | None = None,
+    *,
+    retain_for: timedelta | None = None,
+) -> Message:
     """`/lead report` as a message: totals, per event, per persona, disqualify reasons."""
     scope = f"#{report.event}, " if report.event else ""
     header = shorten(f"📊 Lead report — {scope}{_days(report.days)}", HEADER_MAX)
@@ -555,7 +634,7 @@ def report_message(report: Report, persona_names: Mapping[str, str] | None = Non
     t = report.total
     where = f" for *#{inline(report.event, LABEL_MAX)}*" if report.event else ""
     if not t.submitted:
-        text = f"No leads were submitted{where} in {_days(report.days)}."
+        text = f"No leads were submitted{where} {_in_days(report.days)}."
         blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
     else:
         summary = f"*All leads{where}*\n{_steps(t)}"
@@ -577,9 +656,10 @@ def report_message(report: Report, persona_names: Mapping[str, str] | None = Non
         ContextBlock(
             elements=[
                 MarkdownTextObject(
-                    text=f"Leads submitted from {slack_date(report.since)} to "
-                    f"{slack_date(report.until)}. _Contacted_ counts every lead with an outcome; "
-                    "_qualified_ counts qualified and won."
+                    text=f"{_window_note(report, retain_for)} _Claimed_ counts leads a rep "
+                    "holds or has recorded an outcome on; _contacted_ every lead with an "
+                    "outcome; _qualified_ qualified and won. Events and personas are grouped "
+                    "whatever their capitals."
                 )
             ]
         )
@@ -700,8 +780,8 @@ def answer(
     def work() -> None:
         try:
             with services.sessions() as s:
-                figures = report_for(s, now, days=args.days, event=args.event)
-            message = report_message(figures, persona_names=names)
+                figures = report_for(s, now, days=args.days, event=args.event, tz=settings.timezone)
+            message = report_message(figures, persona_names=names, retain_for=settings.retain_for)
             result: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
         except SQLAlchemyError as e:
             log.error("report failed, database error: %s", type(e).__name__)

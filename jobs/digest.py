@@ -52,7 +52,8 @@ def run(services: Services, *, force: bool = False) -> str:
         since = now - DAY if day is None else _window_start(s, day, now)
         figures = leads.digest_for(s, now, window=now - since)
         # SLA breaches, cards not posted, the per-event funnel (bot/report.py).
-        extras = report.digest_extras(s, now, window=now - since)
+        # Its 30-day funnel counts calendar days in TIMEZONE, as `/lead report` does.
+        extras = report.digest_extras(s, now, window=now - since, tz=settings.timezone)
     message = render.digest_message(figures, now)
     message = report.with_digest_extras(message, extras, now)
     # Claiming the day and queueing the DMs commit together: a failure in between (the

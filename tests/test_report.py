@@ -86,8 +86,13 @@ def d(days: float) -> timedelta:
     return timedelta(days=days)
 
 
+def h(hours: float) -> timedelta:
+    return timedelta(hours=hours)
+
+
 def seed_funnel(s: Session, now: datetime = NOW) -> None:
-    """Eleven leads in the last 30 days, two just outside it.
+    """Eleven leads in the last 30 days (calendar days in UTC, today included), two just
+    outside them.
 
     event       persona  claimed after  stage         reason
     SaaStr2026  it       5m             won
@@ -100,7 +105,7 @@ def seed_funnel(s: Session, now: datetime = NOW) -> None:
     Expo        -        90m            lost          Went with a competitor
     Expo        finance  2m             (no outcome yet)
     -           it       15m            contacted
-    -           -        3m             disqualified  (no reason), submitted exactly 30 days ago
+    -           -        3m             disqualified  (no reason), at the 30 days' first instant
     """
     rows = [
         ("s1", d(1), "SaaStr2026", "it", m(5), "won", None),
@@ -113,9 +118,10 @@ def seed_funnel(s: Session, now: datetime = NOW) -> None:
         ("e3", d(8), "Expo", None, m(90), "lost", "Went with a competitor"),
         ("e4", d(9), "Expo", "finance", m(2), None, None),
         ("n1", d(10), None, "it", m(15), "contacted", None),
-        ("n2", d(30), None, None, m(3), "disqualified", None),
+        # NOW is 09:00: the 30 days are today and the 29 before, from midnight.
+        ("n2", d(29) + h(9), None, None, m(3), "disqualified", None),
         # Outside the 30 days: one second too old, and long ago.
-        ("old1", d(30) + timedelta(seconds=1), "Expo", "it", m(1), "won", None),
+        ("old1", d(29) + h(9) + timedelta(seconds=1), "Expo", "it", m(1), "won", None),
         ("old2", d(400), "SaaStr2026", "it", m(1), "won", None),
     ]
     for name, ago, event, persona, after, stage, reason in rows:
@@ -155,7 +161,7 @@ def F(key: str | None, *counts: int | timedelta | None) -> Funnel:
 def test_report_funnel_per_event_and_persona(funnel_db: sessionmaker) -> None:
     with funnel_db() as s:
         r = report.report_for(s, NOW)
-    assert (r.since, r.until, r.days, r.event) == (NOW - d(30), NOW, 30, None)
+    assert (r.since, r.until, r.days, r.event) == (NOW - d(29) - h(9), NOW, 30, None)
     # claim times 2 3 5 10 15 | 20 30 40 60 90 minutes: median (15 + 20) / 2 = 17m30s
     assert r.total == F(None, 11, 10, 9, 2, 1, 4, 1, m(17.5))
     assert r.by_event.groups == [
@@ -175,15 +181,21 @@ def test_report_funnel_per_event_and_persona(funnel_db: sessionmaker) -> None:
 
 
 def test_report_window_boundaries(funnel_db: sessionmaker) -> None:
+    """`days` are calendar days (here in UTC), today included: not `days` × 24 hours."""
     with funnel_db() as s:
-        week = report.report_for(s, NOW, days=7)  # e2 was submitted exactly 7 days ago
-        day = report.report_for(s, NOW, days=1)
-        later = report.report_for(s, NOW + timedelta(seconds=1))  # n2 now 30d + 1s old
+        week = report.report_for(s, NOW, days=7)  # from Fri 20 Nov 00:00: e2 (19 Nov) is out
+        two = report.report_for(s, NOW, days=2)  # yesterday and today
+        today = report.report_for(s, NOW, days=1)  # since midnight: nothing yet
+        tonight = report.report_for(s, NOW + h(15) - timedelta(seconds=1))  # 23:59:59
+        tomorrow = report.report_for(s, NOW + h(15))  # midnight: n2's day has left the window
         everything = report.report_for(s, NOW, days=3650)
         before = report.report_for(s, NOW - d(3650))
-    assert week.total == F(None, 7, 6, 6, 2, 1, 3, 0, m(25))  # 5 10 20 | 30 40 60
-    assert day.total == F(None, 1, 1, 1, 1, 1, 0, 0, m(5))
-    assert later.total.submitted == 10
+    assert week.since == datetime(2026, 11, 20, tzinfo=UTC) and week.until == NOW
+    assert week.total == F(None, 6, 5, 5, 2, 1, 2, 0, m(20))  # 5 10 20 40 60
+    assert two.total == F(None, 1, 1, 1, 1, 1, 0, 0, m(5))
+    assert today.total.submitted == 0 and today.since == datetime(2026, 11, 26, tzinfo=UTC)
+    assert tonight.total.submitted == 11
+    assert tomorrow.total.submitted == 10
     assert everything.total.submitted == 13
     assert before.total == F(None, 0, 0, 0, 0, 0, 0, 0, None)
     assert before.by_event.groups == [] and before.reasons == []
