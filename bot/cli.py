@@ -1,4 +1,4 @@
-"""`leadbot` command line: serve, socket, migrate, jobs, manifest, demo."""
+"""`leadbot` command line: serve, socket, migrate, copy-db, jobs, manifest, demo."""
 
 from __future__ import annotations
 
@@ -356,6 +356,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_copy_db(args: argparse.Namespace) -> int:
+    from bot.copydb import copy_database
+
+    settings = load_settings()  # only DATABASE_URL: no Slack needed to copy
+    copied = copy_database(settings, args.target, say=lambda line: print(line, flush=True))
+    total = sum(copied.counts.values())
+    print(
+        f"copied {total:,} rows in {len(copied.counts)} tables in {copied.seconds:.1f}s; "
+        "the counts match on the target — point DATABASE_URL at it and start leadbot"
+    )
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs import JOBS
 
@@ -523,6 +536,17 @@ def parser() -> argparse.ArgumentParser:
         func=cmd_migrate
     )
 
+    copy_db = sub.add_parser(
+        "copy-db",
+        help="copy every row from DATABASE_URL into a new, empty database (SQLite to PostgreSQL)",
+        description="Copy every row of the database DATABASE_URL names into TARGET_URL, which "
+        "must hold none of leadbot's data; its schema is migrated first. Stop leadbot first.",
+    )
+    copy_db.add_argument(
+        "target", metavar="TARGET_URL", help="postgresql://user@host/db or sqlite:///file.db"
+    )
+    copy_db.set_defaults(func=cmd_copy_db)
+
     jobs = sub.add_parser("jobs", help="list jobs or run one pass of a job now")
     # metavar: with no subcommand, argparse names what it missed by it ("jobs_command" without)
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="{list,run}")
@@ -568,4 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m bot.cli`: run the module as `bot.cli` too, so that the StartupError raised by
+    # modules that import it (bot.copydb) is the class main() catches, not a twin's.
+    from bot.cli import main as imported_main
+
+    sys.exit(imported_main())
