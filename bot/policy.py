@@ -57,6 +57,8 @@ HORIZON_YEARS = 10
 # Priority and persona keys are typed in `/lead` text, so they must survive its comma-separated,
 # read-by-shape grammar: a letter first, then letters, digits, - and _.
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
+# A priority's key is stored with each lead (leads.priority, 32 characters).
+PRIORITY_KEY_MAX = 32
 # The same shapes LEADS_CHANNEL accepts.
 _CHANNEL = re.compile(r"^(?:[CG][A-Z0-9]{2,}|#[a-z0-9][a-z0-9_-]{0,79})$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -540,7 +542,7 @@ def _priorities(
     for raw_key, item in value.items():
         # Written as TOML would need it, so the place can be found in the file.
         place = f"priorities.{raw_key if _BARE_KEY.match(raw_key) else json.dumps(raw_key)}"
-        key = _key(raw_key, place)
+        key = _key(raw_key, place, limit=PRIORITY_KEY_MAX)
         if _fold(key) in seen:
             raise _Problem(place, f"{_show(key)} is used twice (keys are not case-sensitive)")
         seen.add(_fold(key))
@@ -689,7 +691,7 @@ def _text(value: object, place: str, *, empty: bool = False, limit: int = 500) -
     return text
 
 
-def _key(value: object, place: str) -> str:
+def _key(value: object, place: str, *, limit: int = 50) -> str:
     key = _string(value, place).strip()
     if not _KEY.match(key):
         raise _Problem(
@@ -697,6 +699,8 @@ def _key(value: object, place: str) -> str:
             f"{_show(key)} is not a key — use a letter, then letters, digits, - or _ "
             "(it is typed in /lead)",
         )
+    if len(key) > limit:
+        raise _Problem(place, f"{_show(key)} is too long ({len(key)} characters; at most {limit})")
     return key
 
 

@@ -434,6 +434,13 @@ TINY_HOURS = '[hours]\nstart = "09:00"\nend = "09:01"\ndays = ["sun"]\n'
             '[outcomes]\ndisqualify_reasons = ["' + "x" * 80 + '"]\n',
             "policy.toml: outcomes.disqualify_reasons[1]: too long (80 characters; at most 75)",
         ),
+        # A priority's key is stored with each lead: on PostgreSQL a longer one failed every
+        # /lead of that priority with "the database is not answering".
+        (
+            f'[priorities.{"p" * 33}]\nclaim_within = "1h"\n',
+            f'policy.toml: priorities.{"p" * 33}: "{"p" * 33}" is too long (33 characters; at '
+            "most 32)",
+        ),
     ],
 )
 def test_validation_errors_name_the_place(tmp_path: Path, text: str, expected: str) -> None:
