@@ -14,7 +14,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 from slack_sdk.models.views import View
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot import outcomes, render, report
 from bot.policy import describe_policy
@@ -25,12 +25,13 @@ LIST_MAX = 15
 
 
 def home_view(services: Services, user_id: str) -> dict[str, Any]:
+    # Won, lost and disqualified leads are done: not "open" any more.
+    is_mine = (Lead.status == CLAIMED, Lead.owner_id == user_id, outcomes.not_closed())
     with services.sessions() as s:
         mine = list(
             s.scalars(
                 select(Lead)
-                # Won, lost and disqualified leads are done: not "open" any more.
-                .where(Lead.status == CLAIMED, Lead.owner_id == user_id, outcomes.not_closed())
+                .where(*is_mine)
                 .order_by(Lead.claimed_at, Lead.id)  # claims written together share a time
                 .limit(LIST_MAX)
             )
@@ -43,6 +44,9 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
                 .limit(LIST_MAX)
             )
         )
+        # Only when a list is full can there be more than it shows.
+        mine_total = _count(s, *is_mine) if len(mine) == LIST_MAX else len(mine)
+        queue_total = _count(s, Lead.status == NEW) if len(queue) == LIST_MAX else len(queue)
     now = services.clock.now()
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text="leadbot")),
@@ -55,9 +59,19 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
         DividerBlock(),
         # Fifteen leads with long names and companies, linked, are more than one section's
         # 3,000 characters: the Home tab then failed to build at all. A section per few lines.
-        *report.line_sections(_lines("*Your open leads*", mine, now), max_sections=LIST_MAX + 1),
         *report.line_sections(
-            _lines("*Unclaimed, oldest first*", queue, now), max_sections=LIST_MAX + 1
+            _lines("*Your open leads*", mine, now, mine_total, "`/lead mine` lists them all"),
+            max_sections=LIST_MAX + 1,
+        ),
+        *report.line_sections(
+            _lines(
+                "*Unclaimed, oldest first*",
+                queue,
+                now,
+                queue_total,
+                "the morning digest counts them all",
+            ),
+            max_sections=LIST_MAX + 1,
         ),
         DividerBlock(),
         # The written policy, split on lines into sections within Block Kit's limits.
@@ -71,7 +85,12 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
     return View(type="home", blocks=blocks).to_dict()
 
 
-def _lines(title: str, leads: list[Lead], now: Any) -> str:
+def _count(s: Any, *where: Any) -> int:
+    return s.scalar(select(func.count()).select_from(Lead).where(*where)) or 0
+
+
+def _lines(title: str, leads: list[Lead], now: Any, total: int, where_rest: str) -> str:
+    """The list under its title; past what is shown, how many more and where they are."""
     if not leads:
         return f"{title}\nnone"
     rows = []
@@ -81,4 +100,6 @@ def _lines(title: str, leads: list[Lead], now: Any) -> str:
         rows.append(
             f"• {link} {render.lead_label(lead, 60)} — {render.esc(lead.priority)}, {waited}"
         )
+    if total > len(leads):
+        rows.append(f"…and {total - len(leads)} more: {where_rest}")
     return title + "\n" + "\n".join(rows)

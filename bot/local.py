@@ -111,5 +111,6 @@ def start_local_bot(
         settings.slack_signing_secret,
         team_id=slack.team_id,
         response_url_for=slack.response_url,
+        on_refused=slack.note_refusal,
     )
     return LocalBot(services=services, server=server, sim=sim, slack=slack, clock=clock, app=app)

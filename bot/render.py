@@ -47,6 +47,9 @@ CARD_NOTES_MAX = 500  # the card is a teaser; the full notes go to whoever claim
 SECTION_TEXT_MAX = 3000
 FIELD_TEXT_MAX = 2000
 HEADER_MAX = 150
+# Slack cuts a message's `text` past this (api.slack.com/changelog/2018-04-truncating-really-
+# long-messages); chat.update refuses it (msg_too_long).
+MESSAGE_TEXT_MAX = 40_000
 PRIORITY_EMOJI = {"hot": "🔥", "warm": "🌤️", "cold": "❄️"}
 
 
@@ -579,17 +582,24 @@ def modal_values(state_values: dict[str, Any]) -> dict[str, str | None]:
 # --- the managers' digest -----------------------------------------------------------------------
 
 
-def _lines_within(lines: list[str], limit: int) -> str:
-    """Join whole lines up to `limit` characters, saying how many did not fit."""
+def _lines_within(lines: list[str], limit: int, more: str = "…and {n} more") -> str:
+    """Join whole lines up to `limit` characters, saying how many did not fit (`more`, with
+    `{n}`, must be under 100 characters)."""
     kept: list[str] = []
     size = 0
     for line in lines:
-        if size + len(line) + 1 > limit - 20:
-            kept.append(f"…and {len(lines) - len(kept)} more")
+        if size + len(line) + 1 > limit - 100:
+            kept.append(more.format(n=len(lines) - len(kept)))
             break
         kept.append(line)
         size += len(line) + 1
     return "\n".join(kept) or "none"
+
+
+def text_within(text: str, limit: int = MESSAGE_TEXT_MAX, more: str = "…and {n} more lines") -> str:
+    """A message's `text` cut to whole lines within `limit` (Slack cuts text past 40,000
+    characters wherever it falls), ending with how many lines did not fit."""
+    return text if len(text) <= limit else _lines_within(text.split("\n"), limit, more)
 
 
 DAY = timedelta(hours=24)

@@ -6,7 +6,11 @@ the real `slack_sdk.WebClient` (and Bolt on top of it) can talk to it unchanged 
 an in-memory store; faults (5xx, 429, `ok: false`, hangs), latency and per-channel rate limits
 can be injected to exercise the bot's error handling.
 
-Only the stdlib is used so the module can ship inside the package.
+Payloads real Slack would refuse are refused the same way (bot.slack_limits: Block Kit's
+limits, duplicate ids, over-long text) and listed in `refusals`, so a test can tell that the app
+sent nothing Slack would reject.
+
+Only the stdlib and slack_sdk are used so the module can ship inside the package.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from bot import slack_limits
 from bot.slack_socket import SocketLink, accept_key
 
 JsonDict = dict[str, Any]
@@ -131,11 +136,37 @@ class _ResponseFault:
 
 
 class SlackError(Exception):
-    """Raised by method handlers to answer `{"ok": false, "error": ...}`."""
+    """Raised by method handlers to answer `{"ok": false, "error": ...}`; `extra` is added to
+    that answer (Slack's `errors`, `response_metadata`)."""
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, *, refused: list[str] | None = None, **extra: Any) -> None:
         super().__init__(error)
         self.error = error
+        self.extra = extra
+        # Set when the payload broke one of Slack's rules: why, for `SlackEmulator.refusals`.
+        self.refused = refused
+
+
+@dataclass
+class Refusal:
+    """A payload real Slack would have refused (or cut short), as the emulator answered it.
+
+    `method` is the Web API method, "response_url", or the ack SlackSim checked
+    ("ack:slash_command", ...); `messages` are Slack's, with JSON pointers."""
+
+    method: str
+    error: str
+    messages: list[str]
+    payload: Any = field(repr=False, default=None)
+
+
+def _limit_error(error: str, messages: list[str], *, listed: bool) -> SlackError:
+    """Slack's answer to a payload over its limits: `invalid_blocks` lists them in `errors` and
+    `response_metadata.messages`, views' `invalid_arguments` in `response_metadata` only."""
+    extra: JsonDict = {"response_metadata": {"messages": [f"[ERROR] {m}" for m in messages]}}
+    if listed:
+        extra["errors"] = list(messages)
+    return SlackError(error, refused=messages, **extra)
 
 
 class _RateLimited(Exception):
@@ -183,6 +214,36 @@ def _as_list(value: Any, error: str) -> list[Any] | None:
     if isinstance(value, list):
         return value
     raise SlackError(error)
+
+
+def _response_refusal(body: JsonDict) -> Refusal | None:
+    """What slack.com would say of a response_url post: HTTP 400 with `invalid_blocks` (or
+    `invalid_blocks_format`) for blocks it refuses; text past 40,000 characters is cut."""
+    blocks = body.get("blocks")
+    if blocks is not None and not isinstance(blocks, list):
+        return Refusal(
+            "response_url", "invalid_blocks_format", ["blocks is not a JSON array"], body
+        )
+    errors = slack_limits.message_errors(blocks)
+    if errors:
+        return Refusal("response_url", "invalid_blocks", errors, copy.deepcopy(body))
+    if len(str(body.get("text") or "")) > slack_limits.MESSAGE_TEXT:
+        note = f"text over {slack_limits.MESSAGE_TEXT:,} characters was truncated"
+        return Refusal("response_url", "message_truncated", [note], copy.deepcopy(body))
+    return None
+
+
+def _checked_blocks(value: Any) -> list[Any] | None:
+    """A message's `blocks` as Slack takes them: not a JSON array is `invalid_blocks_format`,
+    one that breaks Block Kit's rules `invalid_blocks` with Slack's reasons."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise SlackError("invalid_blocks_format", refused=["blocks is not a JSON array"])
+    errors = slack_limits.message_errors(value)
+    if errors:
+        raise _limit_error("invalid_blocks", errors, listed=True)
+    return value
 
 
 def parse_api_request(
@@ -466,6 +527,7 @@ class SlackEmulator:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._stats = {"calls": 0, "errors": 0, "faults": 0, "ratelimited": 0, "responses": 0}
         self._internal_errors: list[str] = []
+        self._refusals: list[Refusal] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -755,6 +817,14 @@ class SlackEmulator:
             return self._opened
 
     @property
+    def refusals(self) -> list[Refusal]:
+        """Every payload the app sent that real Slack would have refused or cut short (Block
+        Kit limits, duplicate ids, text over 40,000 characters), oldest first. Kept by clear();
+        reset() forgets them. Faults injected with fail() or answer() are not listed."""
+        with self._cond:
+            return list(self._refusals)
+
+    @property
     def internal_errors(self) -> list[str]:
         """Tracebacks of emulator bugs (answered as HTTP 500 `internal_error`)."""
         with self._cond:
@@ -977,7 +1047,11 @@ class SlackEmulator:
             result = handler({k: v for k, v in call.args.items() if v is not None})
         except SlackError as exc:
             call.error = exc.error
-            return _json_reply({"ok": False, "error": exc.error})
+            if exc.refused is not None:
+                self._refusals.append(
+                    Refusal(call.method, exc.error, exc.refused, copy.deepcopy(call.args))
+                )
+            return _json_reply({"ok": False, "error": exc.error, **exc.extra})
         except _RateLimited as exc:
             call.status, call.error, call.fault = 429, "ratelimited", "ratelimit"
             self._stats["ratelimited"] += 1
@@ -1016,7 +1090,14 @@ class SlackEmulator:
         status = 200 if isinstance(parsed, dict) else 400
         # slack.com answers response_url posts with a bare "ok" (or an error word).
         text_body = b"ok" if status == 200 else b"invalid_payload"
+        refused: Refusal | None = None
+        if isinstance(parsed, dict):
+            refused = _response_refusal(parsed)
+            if refused is not None and refused.error != "message_truncated":
+                status, text_body = 400, refused.error.encode("utf-8")
         with self._cond:
+            if refused is not None:
+                self._refusals.append(refused)
             refusal = self._take_response_fault(name)
             if refusal is not None:
                 status, text_body = refusal.status, refusal.text.encode("utf-8")
@@ -1025,6 +1106,11 @@ class SlackEmulator:
             self._stats["responses"] += 1
             self._cond.notify_all()
         return _Reply(status, text_body, "text/html; charset=utf-8")
+
+    def note_refusal(self, method: str, error: str, messages: list[str], payload: Any) -> None:
+        """Put a refusal on record that was found elsewhere (SlackSim checking an ack)."""
+        with self._cond:
+            self._refusals.append(Refusal(method, error, list(messages), copy.deepcopy(payload)))
 
     def _take_response_fault(self, name: str) -> _ResponseFault | None:
         fault = next((f for f in self._response_faults if f.name is None or f.name == name), None)
@@ -1122,11 +1208,30 @@ class SlackEmulator:
 
     def _message_fields(self, args: JsonDict) -> tuple[str, list[Any] | None, list[Any] | None]:
         text = args.get("text")
-        blocks = _as_list(args.get("blocks"), "invalid_blocks")
+        blocks = _checked_blocks(args.get("blocks"))
         attachments = _as_list(args.get("attachments"), "invalid_attachments")
         if not text and not blocks and not attachments:
             raise SlackError("no_text")
         return str(text or ""), blocks, attachments
+
+    def _cut_text(self, method: str, text: str, args: JsonDict) -> tuple[str, JsonDict]:
+        """As slack.com: text past MESSAGE_TEXT characters is cut, with a warning (and, here,
+        a refusal on record: what was cut is lost to the reader)."""
+        if len(text) <= slack_limits.MESSAGE_TEXT:
+            return text, {}
+        note = (
+            "Your message was truncated but still posted. The `text` field accepts up to "
+            f"{slack_limits.MESSAGE_TEXT:,} characters."
+        )
+        self._refusals.append(Refusal(method, "message_truncated", [note], copy.deepcopy(args)))
+        warned = {
+            "warning": "message_truncated",
+            "response_metadata": {
+                "warnings": ["message_truncated"],
+                "messages": [f"[WARN] {note}"],
+            },
+        }
+        return text[: slack_limits.MESSAGE_TEXT], warned
 
     def _take_token(self, channel: str) -> None:
         if self._rate is None:
@@ -1146,6 +1251,7 @@ class SlackEmulator:
         channel = self._resolve_channel(args.get("channel"))
         text, blocks, attachments = self._message_fields(args)
         self._take_token(channel)
+        text, warned = self._cut_text("chat.postMessage", text, args)
         metadata = args.get("metadata")
         msg = Message(
             channel=channel,
@@ -1159,7 +1265,7 @@ class SlackEmulator:
             bot_id=self.bot_id,
         )
         self._messages[(channel, msg.ts)] = msg
-        return {"channel": channel, "ts": msg.ts, "message": msg.to_dict()}
+        return {"channel": channel, "ts": msg.ts, "message": msg.to_dict(), **warned}
 
     def _chat_post_ephemeral(self, args: JsonDict) -> JsonDict:
         channel = self._resolve_channel(args.get("channel"))
@@ -1167,6 +1273,7 @@ class SlackEmulator:
         if user is None:
             raise SlackError("user_not_in_channel")
         text, blocks, attachments = self._message_fields(args)
+        text, warned = self._cut_text("chat.postEphemeral", text, args)
         msg = Message(
             channel=channel,
             ts=self._next_ts(),
@@ -1179,7 +1286,7 @@ class SlackEmulator:
             bot_id=self.bot_id,
         )
         self._messages[(channel, msg.ts)] = msg
-        return {"message_ts": msg.ts}
+        return {"message_ts": msg.ts, **warned}
 
     def _find_to_edit(self, channel: Any, ts: Any) -> Message:
         """As Slack: editing a DM needs the DM's id (D…); a user id (U…/W…) is not found."""
@@ -1190,13 +1297,19 @@ class SlackEmulator:
 
     def _chat_update(self, args: JsonDict) -> JsonDict:
         msg = self._find_to_edit(args.get("channel"), args.get("ts"))
+        blocks = _checked_blocks(args["blocks"]) if "blocks" in args else None
+        attachments = _as_list(args.get("attachments"), "invalid_attachments")
+        if len(str(args.get("text") or "")) > slack_limits.MESSAGE_TEXT:
+            raise SlackError(
+                "msg_too_long", refused=[f"text over {slack_limits.MESSAGE_TEXT:,} characters"]
+            )
         if "text" in args:
             msg.text = str(args["text"])
         # As on Slack: omitted blocks/attachments are kept, an empty list removes them.
         if "blocks" in args:
-            msg.blocks = _as_list(args["blocks"], "invalid_blocks") or None
+            msg.blocks = blocks or None
         if "attachments" in args:
-            msg.attachments = _as_list(args["attachments"], "invalid_attachments") or None
+            msg.attachments = attachments or None
         if isinstance(args.get("metadata"), dict):
             msg.metadata = args["metadata"]
         msg.updated_count += 1
@@ -1296,6 +1409,9 @@ class SlackEmulator:
         view = args.get("view")
         if not isinstance(view, dict) or not view.get("type"):
             raise SlackError("invalid_arguments")
+        errors = slack_limits.view_errors(view)
+        if errors:
+            raise _limit_error("invalid_arguments", errors, listed=False)
         return view
 
     def _exchange_trigger(self, args: JsonDict) -> str:

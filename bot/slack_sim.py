@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from slack_sdk.signature import SignatureVerifier
 
+from bot import slack_limits
 from bot.slack_socket import SocketLink
 
 JsonDict = dict[str, Any]
@@ -189,9 +190,13 @@ class SlackSim:
         response_url_for: Callable[[str], str] | None = None,
         user_names: Mapping[str, str] | None = None,
         channel_names: Mapping[str, str] | None = None,
+        on_refused: Callable[[str, str, list[str], Any], None] | None = None,
     ) -> None:
         """`response_url_for(name)` mints response URLs (e.g. `SlackEmulator.response_url`);
-        without it, fake `https://hooks.slack.com/...` URLs are sent, as Slack would."""
+        without it, fake `https://hooks.slack.com/...` URLs are sent, as Slack would.
+
+        `on_refused(method, error, messages, body)` hears of each ack Slack would refuse (a
+        message or view over Block Kit's limits), e.g. `SlackEmulator.note_refusal`."""
         parts = urlsplit(app_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"app_url must be an http(s) URL, got {app_url!r}")
@@ -206,6 +211,7 @@ class SlackSim:
         self.response_url_for = response_url_for
         self.user_names = dict(user_names or {})
         self.channel_names = dict(channel_names or {})
+        self.on_refused = on_refused
         self._parts = parts
         self._seq = itertools.count(1)
 
@@ -241,7 +247,7 @@ class SlackSim:
             resp = conn.getresponse()
             data = resp.read()
             charset = resp.headers.get_content_charset() or "utf-8"
-            return Response(
+            response = Response(
                 status=resp.status,
                 headers=dict(resp.getheaders()),
                 body=data.decode(charset, errors="replace"),
@@ -249,6 +255,32 @@ class SlackSim:
             )
         finally:
             conn.close()
+        if self.on_refused is not None:
+            self._check_ack(response)
+        return response
+
+    def _check_ack(self, response: Response) -> None:
+        """An ack carrying a message (a slash command's answer) or a view (`response_action`
+        update/push) is held to Block Kit's limits, as Slack holds it."""
+        hear = self.on_refused
+        try:
+            body = response.json() if response.status == 200 else None
+        except ValueError:
+            return
+        if hear is None or not isinstance(body, dict):
+            return
+        if isinstance(body.get("view"), dict):
+            errors = slack_limits.view_errors(body["view"])
+            error = "invalid_arguments"
+        else:
+            blocks = body.get("blocks")
+            errors = slack_limits.message_errors(blocks if isinstance(blocks, list) else None)
+            error = "invalid_blocks"
+            if not errors and len(str(body.get("text") or "")) > slack_limits.MESSAGE_TEXT:
+                errors = [f"text over {slack_limits.MESSAGE_TEXT:,} characters was truncated"]
+                error = "message_truncated"
+        if errors:
+            hear("ack", error, errors, body)
 
     def signature(self, body: bytes | str, timestamp: int | str, secret: str | None = None) -> str:
         """The `X-Slack-Signature` value Slack would send for `body` at `timestamp`."""
@@ -639,4 +671,7 @@ class SocketSim(SlackSim):
         if ack is None:
             return Response(504, {}, "no ack", request_body=body)
         text = json.dumps(ack) if ack else ""
-        return Response(200, {"Content-Type": "application/json"}, text, request_body=body)
+        response = Response(200, {"Content-Type": "application/json"}, text, request_body=body)
+        if self.on_refused is not None:
+            self._check_ack(response)
+        return response

@@ -98,6 +98,9 @@ def slack() -> Iterator[SlackEmulator]:
     emulator = SlackEmulator(team_id=TEAM).start()
     yield emulator
     emulator.stop()
+    # Whatever a test did, leadbot sent nothing real Slack would have refused or cut short.
+    refused = [(r.method, r.error, r.messages[:3]) for r in emulator.refusals]
+    assert not refused, f"leadbot sent payloads Slack would refuse: {refused}"
 
 
 @pytest.fixture

@@ -671,3 +671,404 @@ def test_response_urls_can_be_refused_like_expired_ones(emu: SlackEmulator) -> N
         ("cmd-2", 200),
         ("cmd-1", 200),
     ]
+
+
+# --------------------------------------------------------------------------- Slack's limits
+
+
+def _section(text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}, **extra}
+
+
+def _button(text: str = "Go", value: str = "1", action_id: str = "go") -> dict[str, Any]:
+    return {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": text},
+        "value": value,
+    }
+
+
+def _select(options: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": "static_select",
+        "action_id": "pick",
+        "placeholder": {"type": "plain_text", "text": "Pick"},
+        "options": options,
+    }
+
+
+def _option(text: str = "One", value: str = "1") -> dict[str, Any]:
+    return {"text": {"type": "plain_text", "text": text}, "value": value}
+
+
+def _actions(*elements: dict[str, Any], block_id: str = "acts") -> dict[str, Any]:
+    return {"type": "actions", "block_id": block_id, "elements": list(elements)}
+
+
+def _fields(*texts: str) -> dict[str, Any]:
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": t} for t in texts]}
+
+
+# (what, blocks at the limit, blocks one past it, the pointer Slack names)
+MESSAGE_LIMITS = [
+    ("blocks", [_section("x")] * 50, [_section("x")] * 51, "/blocks"),
+    ("section text", [_section("x" * 3000)], [_section("x" * 3001)], "/blocks/0/text/text"),
+    (
+        "header text",
+        [{"type": "header", "text": {"type": "plain_text", "text": "h" * 150}}],
+        [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}],
+        "/blocks/0/text/text",
+    ),
+    (
+        "button text",
+        [_actions(_button("b" * 75))],
+        [_actions(_button("b" * 76))],
+        "/blocks/0/elements/0/text/text",
+    ),
+    (
+        "button value",
+        [_actions(_button(value="v" * 2000))],
+        [_actions(_button(value="v" * 2001))],
+        "/blocks/0/elements/0/value",
+    ),
+    (
+        "action_id",
+        [_actions(_button(action_id="a" * 255))],
+        [_actions(_button(action_id="a" * 256))],
+        "/blocks/0/elements/0/action_id",
+    ),
+    (
+        "block_id",
+        [_section("x", block_id="b" * 255)],
+        [_section("x", block_id="b" * 256)],
+        "/blocks/0/block_id",
+    ),
+    (
+        "duplicate block_id",
+        [_section("x", block_id="a"), _section("x", block_id="b")],
+        [_section("x", block_id="a"), _section("x", block_id="a")],
+        "/blocks/1/block_id",
+    ),
+    (
+        "duplicate action_id in a block",
+        [_actions(_button(action_id="a"), _button(action_id="b"))],
+        [_actions(_button(action_id="a"), _button(action_id="a"))],
+        "/blocks/0/elements/1/action_id",
+    ),
+    (
+        "option text",
+        [_actions(_select([_option("o" * 75)]))],
+        [_actions(_select([_option("o" * 76)]))],
+        "/blocks/0/elements/0/options/0/text/text",
+    ),
+    (
+        "option value",
+        [_actions(_select([_option(value="v" * 150)]))],
+        [_actions(_select([_option(value="v" * 151)]))],
+        "/blocks/0/elements/0/options/0/value",
+    ),
+    (
+        "options",
+        [_actions(_select([_option(value=str(i)) for i in range(100)]))],
+        [_actions(_select([_option(value=str(i)) for i in range(101)]))],
+        "/blocks/0/elements/0/options",
+    ),
+    (
+        "placeholder",
+        [
+            _section(
+                "x",
+                accessory={
+                    **_select([_option()]),
+                    "placeholder": {"type": "plain_text", "text": "p" * 150},
+                },
+            )
+        ],
+        [
+            _section(
+                "x",
+                accessory={
+                    **_select([_option()]),
+                    "placeholder": {"type": "plain_text", "text": "p" * 151},
+                },
+            )
+        ],
+        "/blocks/0/accessory/placeholder/text",
+    ),
+    (
+        "actions elements",
+        [_actions(*[_button(action_id=f"a{i}") for i in range(25)])],
+        [_actions(*[_button(action_id=f"a{i}") for i in range(26)])],
+        "/blocks/0/elements",
+    ),
+    ("fields", [_fields(*["f"] * 10)], [_fields(*["f"] * 11)], "/blocks/0/fields"),
+    ("field text", [_fields("f" * 2000)], [_fields("f" * 2001)], "/blocks/0/fields/0/text"),
+    (
+        "context elements",
+        [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 10}],
+        [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}],
+        "/blocks/0/elements",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "fits", "over", "pointer"), MESSAGE_LIMITS, ids=[m[0] for m in MESSAGE_LIMITS]
+)
+@pytest.mark.parametrize("method", ["chat_postMessage", "chat_postEphemeral", "chat_update"])
+def test_messages_over_a_block_kit_limit_are_refused_as_slack_does(
+    client: WebClient,
+    emu: SlackEmulator,
+    method: str,
+    what: str,
+    fits: list,
+    over: list,
+    pointer: str,
+) -> None:
+    posted = client.chat_postMessage(channel="#leads", text="first")
+    args: dict[str, Any] = {"channel": posted["channel"], "text": "fallback"}
+    if method == "chat_update":
+        args["ts"] = posted["ts"]
+    if method == "chat_postEphemeral":
+        args["user"] = "U0REP00001"
+    assert getattr(client, method)(**args, blocks=fits)["ok"]
+    with pytest.raises(SlackApiError) as refused:
+        getattr(client, method)(**args, blocks=over)
+    answer = refused.value.response.data
+    assert answer["error"] == "invalid_blocks"
+    assert any(e.endswith(f"[json-pointer:{pointer}]") for e in answer["errors"]), answer
+    assert answer["response_metadata"]["messages"] == [f"[ERROR] {e}" for e in answer["errors"]]
+    [refusal] = emu.refusals
+    assert refusal.method == method.replace("_", ".") and refusal.error == "invalid_blocks"
+    if method == "chat_update":  # the message is as it was
+        assert emu.message(posted["channel"], posted["ts"]).blocks == fits
+
+
+def test_slack_words_its_reasons_with_json_pointers(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel="#leads", text="t", blocks=[_section("x" * 3001)])
+    assert refused.value.response["errors"] == [
+        "must be less than 3001 characters [json-pointer:/blocks/0/text/text]"
+    ]
+    with pytest.raises(SlackApiError) as too_many:
+        client.chat_postMessage(channel="#leads", text="t", blocks=[_section("x")] * 51)
+    assert too_many.value.response["errors"] == [
+        "no more than 50 items allowed [json-pointer:/blocks]"
+    ]
+
+
+def test_what_slack_sdk_validates_is_refused_too(client: WebClient, emu: SlackEmulator) -> None:
+    """Past the table, each block goes through slack_sdk's own validators: a button's style
+    is primary or danger, a date picker's date YYYY-MM-DD."""
+    loud = {**_button(), "style": "loud"}
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel="#leads", text="t", blocks=[_actions(loud)])
+    assert refused.value.response["error"] == "invalid_blocks"
+    assert "[json-pointer:/blocks/0]" in refused.value.response["errors"][0]
+    date = {"type": "datepicker", "action_id": "d", "initial_date": "26/11/2026"}
+    with pytest.raises(SlackApiError):
+        client.chat_postMessage(channel="#leads", text="t", blocks=[_actions(date)])
+    assert len(emu.refusals) == 2
+
+
+def test_blocks_that_are_no_json_array_are_invalid_blocks_format(emu: SlackEmulator) -> None:
+    body = "channel=%23leads&text=t&blocks=%7Bnot+json"
+    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
+    conn.request(
+        "POST",
+        "/api/chat.postMessage",
+        body,
+        {"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Bearer xoxb-t"},
+    )
+    assert json.loads(conn.getresponse().read())["error"] == "invalid_blocks_format"
+    conn.close()
+    assert [r.error for r in emu.refusals] == ["invalid_blocks_format"]
+
+
+def test_text_past_40000_characters_is_cut_or_refused_as_slack_does(
+    client: WebClient, emu: SlackEmulator
+) -> None:
+    long = "x" * 40_001
+    posted = client.chat_postMessage(channel="#leads", text=long)
+    assert posted["warning"] == "message_truncated"
+    assert len(emu.message(posted["channel"], posted["ts"]).text) == 40_000
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_update(channel=posted["channel"], ts=posted["ts"], text=long)
+    assert refused.value.response["error"] == "msg_too_long"
+    assert client.chat_postMessage(channel="#leads", text="x" * 40_000).get("warning") is None
+    assert [r.error for r in emu.refusals] == ["message_truncated", "msg_too_long"]
+
+
+def _modal(**changes: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "type": "modal",
+        "callback_id": "cb",
+        "title": {"type": "plain_text", "text": "New lead"},
+        "submit": {"type": "plain_text", "text": "Submit"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": "",
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "name",
+                "label": {"type": "plain_text", "text": "Name"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "name_input",
+                    "max_length": 200,
+                },
+            }
+        ],
+    }
+    view.update(changes)
+    return view
+
+
+def _input(label: str = "Name", max_length: int = 200, block_id: str = "name") -> dict[str, Any]:
+    return {
+        "type": "input",
+        "block_id": block_id,
+        "label": {"type": "plain_text", "text": label},
+        "element": {"type": "plain_text_input", "action_id": "in", "max_length": max_length},
+    }
+
+
+def _title(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+VIEW_LIMITS = [
+    (
+        "blocks",
+        {"blocks": [_input(block_id=f"b{i}") for i in range(100)]},
+        {"blocks": [_input(block_id=f"b{i}") for i in range(101)]},
+        "/view/blocks",
+    ),
+    ("title", {"title": _title("t" * 24)}, {"title": _title("t" * 25)}, "/view/title/text"),
+    ("submit", {"submit": _title("s" * 24)}, {"submit": _title("s" * 25)}, "/view/submit/text"),
+    ("close", {"close": _title("c" * 24)}, {"close": _title("c" * 25)}, "/view/close/text"),
+    (
+        "private_metadata",
+        {"private_metadata": "m" * 3000},
+        {"private_metadata": "m" * 3001},
+        "/view/private_metadata",
+    ),
+    ("callback_id", {"callback_id": "c" * 255}, {"callback_id": "c" * 256}, "/view/callback_id"),
+    (
+        "input label",
+        {"blocks": [_input("l" * 2000)]},
+        {"blocks": [_input("l" * 2001)]},
+        "/view/blocks/0/label/text",
+    ),
+    (
+        "max_length",
+        {"blocks": [_input(max_length=3000)]},
+        {"blocks": [_input(max_length=3001)]},
+        "/view/blocks/0/element/max_length",
+    ),
+    (
+        "duplicate block_id",
+        {"blocks": [_input(), _input(block_id="b")]},
+        {"blocks": [_input(), _input()]},
+        "/view/blocks/1/block_id",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "fits", "over", "pointer"), VIEW_LIMITS, ids=[v[0] for v in VIEW_LIMITS]
+)
+@pytest.mark.parametrize("method", ["views_open", "views_push", "views_update"])
+def test_modals_over_a_limit_are_refused_as_slack_does(
+    client: WebClient,
+    emu: SlackEmulator,
+    method: str,
+    what: str,
+    fits: dict,
+    over: dict,
+    pointer: str,
+) -> None:
+    opened = client.views_open(trigger_id="t-0", view=_modal())["view"]
+    where: dict[str, Any] = (
+        {"view_id": opened["id"]} if method == "views_update" else {"trigger_id": "t-1"}
+    )
+    with pytest.raises(SlackApiError) as refused:
+        getattr(client, method)(**where, view=_modal(**over))
+    answer = refused.value.response.data
+    assert answer["error"] == "invalid_arguments" and "errors" not in answer
+    messages = answer["response_metadata"]["messages"]
+    assert any(
+        m.startswith("[ERROR] ") and m.endswith(f"[json-pointer:{pointer}]") for m in messages
+    )
+    assert [r.method for r in emu.refusals] == [method.replace("_", ".")]
+    where = {"view_id": opened["id"]} if method == "views_update" else {"trigger_id": "t-2"}
+    assert getattr(client, method)(**where, view=_modal(**fits))["ok"]
+
+
+def test_a_home_tab_holds_100_blocks_a_message_50(client: WebClient, emu: SlackEmulator) -> None:
+    blocks = [_section(f"line {i}") for i in range(100)]
+    assert client.views_publish(user_id="U0REP00001", view={"type": "home", "blocks": blocks})["ok"]
+    with pytest.raises(SlackApiError) as refused:
+        client.views_publish(
+            user_id="U0REP00001", view={"type": "home", "blocks": [*blocks, _section("101")]}
+        )
+    assert refused.value.response["error"] == "invalid_arguments"
+    assert len(emu.home("U0REP00001")["blocks"]) == 100  # the published one stays
+
+
+def test_response_url_posts_over_a_limit_get_400_invalid_blocks(emu: SlackEmulator) -> None:
+    hook = WebhookClient(emu.response_url("cmd"))
+    assert hook.send(text="t", blocks=[_section("x")] * 50).status_code == 200
+    refused = hook.send(text="t", blocks=[_section("x")] * 51)
+    assert (refused.status_code, refused.body) == (400, "invalid_blocks")
+    [refusal] = emu.refusals
+    assert refusal.method == "response_url"
+    assert refusal.messages == ["no more than 50 items allowed [json-pointer:/blocks]"]
+
+
+def test_acks_over_a_limit_are_put_on_record(receiver: Receiver, emu: SlackEmulator) -> None:
+    sim = SlackSim(receiver.url, SECRET, on_refused=emu.note_refusal)
+    receiver.reply = json.dumps({"text": "t", "blocks": [_section("x" * 3001)]}).encode()
+    sim.slash_command("mine", user_id="U0REP00001")
+    receiver.reply = json.dumps(
+        {"response_action": "update", "view": _modal(title=_title("t" * 25))}
+    ).encode()
+    sim.slash_command("mine", user_id="U0REP00001")
+    receiver.reply = json.dumps({"text": "t", "blocks": [_section("x")]}).encode()
+    sim.slash_command("mine", user_id="U0REP00001")
+    assert [(r.method, r.error) for r in emu.refusals] == [
+        ("ack", "invalid_blocks"),
+        ("ack", "invalid_arguments"),
+    ]
+
+
+def test_faults_asked_for_are_not_refusals(client: WebClient, emu: SlackEmulator) -> None:
+    emu.fail("chat.postMessage", error="invalid_blocks")
+    with pytest.raises(SlackApiError):
+        client.chat_postMessage(channel="#leads", text="t")
+    assert emu.refusals == []
+
+
+def test_the_limits_agree_with_slack_sdks_where_it_has_them() -> None:
+    from slack_sdk.models.blocks import ButtonElement, HeaderBlock, InputBlock, SectionBlock
+    from slack_sdk.models.blocks.basic_components import Option
+    from slack_sdk.models.views import View
+
+    from bot.slack_limits import LIMITS
+
+    def limit(kind: str, path: str) -> int:
+        return next(n for p, _, n in LIMITS[kind] if p == path)
+
+    assert limit("section", "text.text") == SectionBlock.text_max_length
+    assert limit("section", "fields") == SectionBlock.fields_max_length
+    assert limit("header", "text.text") == HeaderBlock.text_max_length
+    assert limit("button", "text.text") == ButtonElement.text_max_length
+    assert limit("button", "value") == ButtonElement.value_max_length
+    assert limit("option", "text.text") == Option.label_max_length
+    assert limit("option", "value") == Option.value_max_length
+    assert limit("input", "label.text") == InputBlock.label_max_length
+    assert limit("modal", "title.text") == View.title_max_length
+    assert limit("modal", "private_metadata") == View.private_metadata_max_length
+    assert limit("modal", "callback_id") == View.callback_id_max_length
+    assert limit("modal", "blocks") == View.blocks_max_length
