@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from slack_sdk import WebClient
 
+from jobs.reminders import CARD_CHECKS_PER_RUN
 from models import LeadEvent
 from tests.conftest import LEADS_CHANNEL, MANAGER, REP_A, Bot
 from tests.test_handoff import card_of, click
@@ -165,3 +166,14 @@ def test_a_released_lead_whose_card_was_deleted_gets_a_new_one(bot: Bot) -> None
     assert released.owner_id is None
     assert released.card_ts and released.card_ts != claimed.card_ts
     assert "lead_claim" in json.dumps(card_of(bot, released).blocks)
+
+
+def test_a_burst_of_reminders_checks_a_tier_3_budget_of_cards(bot: Bot) -> None:
+    """Hundreds of leads of one event fall due together: a card check each would be a storm of
+    chat.update calls Slack answers with 429s. One run checks at most CARD_CHECKS_PER_RUN."""
+    for i in range(CARD_CHECKS_PER_RUN + 5):
+        bot.submit(f"Lead {i}, p{i}@acme.example, hot")
+    updates = len(bot.slack.calls_to("chat.update"))
+    bot.clock.advance(timedelta(minutes=30))
+    assert bot.run_job("reminders") == f"{CARD_CHECKS_PER_RUN + 5} reminded, 0 escalated"
+    assert len(bot.slack.calls_to("chat.update")) - updates == CARD_CHECKS_PER_RUN
