@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Engine, inspect, make_url, text
+from sqlalchemy import URL, Engine, exc, inspect, make_url, text
 
 import migrations
 from models import make_engine
@@ -17,6 +20,73 @@ if TYPE_CHECKING:
 # it, a start on a current schema reads one row and skips Alembic, whose import and script
 # loading took a quarter of a second of every start.
 HEAD = "0007"
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database is out of reach (down, restarting, not answering, the
+    connection cut), rather than refusing a statement or a bug: worth waiting out."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError))
+
+
+class Trouble:
+    """The log of work that keeps failing and is tried again by itself (the outbox's passes, a
+    scheduled job): the first failure is one ERROR line, with its traceback unless the database
+    is simply out of reach; the same failure again is only counted, with a reminder every
+    `remind_every` seconds; the first success after it says how long it lasted. Logged at every
+    try, an outage of 30 s wrote 1,400 lines, a traceback every 2 seconds."""
+
+    def __init__(self, log: logging.Logger, what: str, remind_every: float = 60.0) -> None:
+        self.log = log
+        self.what = what
+        self.remind_every = remind_every
+        self._lock = threading.Lock()
+        self._since: float | None = None  # monotonic time of the first failure in a row
+        self._kind = ""
+        self._count = 0
+        self._said = 0.0
+
+    def failed(self, error: BaseException) -> None:
+        kind = type(error).__name__
+        now = time.monotonic()
+        with self._lock:
+            first = self._since is None or kind != self._kind
+            if first:
+                self._since, self._kind, self._count, self._said = now, kind, 1, now
+            else:
+                self._count += 1
+            since, count = self._since or now, self._count
+            remind = not first and now - self._said >= self.remind_every
+            if remind:
+                self._said = now
+        if first and unavailable(error):
+            self.log.error(
+                "%s failed: %s (the database is out of reach); trying again, quietly until it "
+                "works",
+                self.what,
+                kind,
+            )
+        elif first:
+            self.log.error("%s failed: %s", self.what, kind, exc_info=error)
+        elif remind:
+            self.log.error(
+                "%s still failing after %.0f s (%d tries): %s", self.what, now - since, count, kind
+            )
+
+    def ok(self) -> None:
+        if self._since is None:  # the usual case: nothing to say, no lock
+            return
+        with self._lock:
+            since, count = self._since, self._count
+            self._since = None
+        if since is not None:
+            self.log.warning(
+                "%s works again, after %.0f s and %d failed tries",
+                self.what,
+                time.monotonic() - since,
+                count,
+            )
 
 
 class UnknownRevision(Exception):

@@ -26,10 +26,12 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import duplicates, leads, render
 from bot.clock import DeliveryTime, SystemDeliveryTime
+from bot.db import Trouble, unavailable
 from bot.delivery import NO_TS, DeliveryError, Slack
 from models import (
     FAILED,
@@ -501,6 +503,9 @@ class Outbox:
         self._pool_closed = False
         # From auth.test: permalinks are built from it instead of one API call per card.
         self.workspace_url: str | None = None
+        # While the database is away, every pass and delivery fails: said once, not each time.
+        self._pass_trouble = Trouble(log, "outbox pass")
+        self._delivery_trouble = Trouble(log, "outbox delivery")
 
     # -- worker thread ------------------------------------------------------------------------
 
@@ -552,7 +557,9 @@ class Outbox:
                 # Otherwise a finished delivery, a kick or a paced channel's token wakes the
                 # loop for what is next.
             except Exception as e:
-                log.error("outbox pass failed: %s", type(e).__name__, exc_info=e)
+                self._pass_trouble.failed(e)
+            else:
+                self._pass_trouble.ok()
             finally:
                 with self._idle:
                     self._busy = False
@@ -594,9 +601,12 @@ class Outbox:
         return bool(groups), paced
 
     def _delivered(self, key: object, future: Future[PassResult]) -> None:
-        if not future.cancelled() and future.exception() is not None:
+        if not future.cancelled():
             error = future.exception()
-            log.error("outbox delivery failed: %s", type(error).__name__, exc_info=error)
+            if error is not None:
+                self._delivery_trouble.failed(error)
+            else:
+                self._delivery_trouble.ok()
         # All under _idle: wait_parked must never see the lead out of flight without the wake.
         with self._idle:
             with self._lock:
@@ -820,8 +830,49 @@ class Outbox:
         except DeliveryError as e:
             self._failed(item, e, result)
             return
-        self._succeeded(item, ts, channel, lead)
+        self._record_sent(item, ts, channel, lead)
         result.sent += 1
+
+    def _record_sent(
+        self, item: OutboxItem, ts: str | None, channel: str | None, lead: Lead | None
+    ) -> None:
+        """`_succeeded`, tried again while the database is out of reach. Slack has the message
+        already: given up, the item's lease ran out once the database was back and it was
+        sent a second time (the claimer's DM twice, after a database restart under a
+        delivery). Meanwhile the lead stays in flight here, so this process does not take it
+        again; the worker gives up only when stopping, a one-off pass (`leadbot jobs run
+        outbox`) after a lease's length."""
+        give_up = time.monotonic() + self.lease.total_seconds()
+        wait = 0.5
+        while True:
+            try:
+                self._succeeded(item, ts, channel, lead)
+                return
+            except SQLAlchemyError as e:
+                if not unavailable(e):
+                    raise
+                running = self._thread is not None and self._thread.is_alive()
+                if self._stop.is_set() or (not running and time.monotonic() > give_up):
+                    log.error(
+                        "outbox item %s (%s, lead %s) was delivered, but the database could "
+                        "not record it (%s): it may be delivered again",
+                        item.id,
+                        item.kind,
+                        item.lead_id,
+                        type(e).__name__,
+                    )
+                    raise
+                if wait == 0.5:
+                    log.warning(
+                        "outbox item %s (%s, lead %s) was delivered; recording it once the "
+                        "database is back (%s)",
+                        item.id,
+                        item.kind,
+                        item.lead_id,
+                        type(e).__name__,
+                    )
+            self._stop.wait(wait)
+            wait = min(2 * wait, 5.0)
 
     def _send(self, item: OutboxItem) -> tuple[str | None, str | None, Lead | None]:
         """Do the Slack call for an item; returns (ts, channel) of what was posted, if any, and

@@ -7,6 +7,7 @@ from datetime import UTC
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot.db import Trouble
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,17 @@ def run_job(services: Services, name: str) -> str:
 
 
 def _runner(services: Services, name: str):
+    # A job failing at every run (the database down) is said once, then reminded of, and its
+    # recovery is said too; the scheduler runs it on regardless, as the exception stops here.
+    trouble = Trouble(log, f"job {name}")
+
     def run() -> None:
         try:
             summary = run_job(services, name)
-            log.debug("job %s: %s", name, summary)
         except Exception as e:
-            log.error("job %s failed: %s", name, type(e).__name__, exc_info=e)
+            trouble.failed(e)
+        else:
+            trouble.ok()
+            log.debug("job %s: %s", name, summary)
 
     return run
