@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -12,6 +14,7 @@ import slack_bolt
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.middleware import Middleware
+from slack_bolt.middleware.request_verification import RequestVerification
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 
@@ -20,7 +23,7 @@ from bot.access import ClaimAccess
 from bot.clock import Clock, DeliveryTime, SystemClock
 from bot.delivery import Slack, make_web_client
 from bot.executor import TrackingExecutor
-from bot.ids import is_slack_id
+from bot.ids import is_digits, is_slack_id
 from bot.outbox import Outbox
 from bot.request_body import MALFORMED
 from bot.services import Services
@@ -125,6 +128,83 @@ def build_services(
     )
 
 
+# Slack's replay window: a request whose timestamp is further from now than this is refused.
+REPLAY_WINDOW = 300
+# Signatures remembered to refuse a second delivery of one signed request inside the window.
+# Only validly signed requests are remembered, so only Slack's own traffic fills it.
+SEEN_MAX = 100_000
+
+
+class _SignatureCheck(RequestVerification):
+    """Bolt's signature check (slack_sdk's SignatureVerifier: HMAC-SHA256 of `v0:{ts}:{body}`,
+    compared with hmac.compare_digest, Slack's 5-minute window), with three differences:
+
+    - a refusal is logged as one short line. Bolt's logs the whole body at INFO: a request
+      refused as stale (a replay, a server clock off by minutes) put the lead it carried in the
+      log, and a megabyte of junk from anyone on the internet went to the log writer;
+    - timestamp and signature headers of the wrong shape are refused (401) like a wrong
+      signature. In Bolt they raised (`int("abc")`, `compare_digest` of non-ASCII text): a 200
+      and an ERROR with a traceback, for a request from nobody;
+    - a signed request delivered a second time inside the window (a captured request replayed)
+      is acknowledged and dropped: it had its effect the first time. Per process: a replay to
+      another process behind the same balancer is left to the handlers' own idempotence.
+    """
+
+    def __init__(self, signing_secret: str) -> None:
+        super().__init__(signing_secret, base_logger=BOLT_LOG)
+        self._seen: dict[str, int] = {}
+        self._order: deque[tuple[int, str]] = deque()
+        self._lock = threading.Lock()
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse:
+        if self._can_skip(req.mode, req.body):  # Socket Mode: Slack's own WebSocket
+            return next()
+        timestamp = req.headers.get("x-slack-request-timestamp", [""])[0] or ""
+        signature = req.headers.get("x-slack-signature", [""])[0] or ""
+        why = self.invalid(req.raw_body, timestamp, signature)
+        if why is not None:
+            log.info("refused a request: %s", why)
+            return self._build_error_response()
+        if self._replayed(signature, int(timestamp)):
+            log.warning("refused a signed request delivered a second time (a replay)")
+            return BoltResponse(status=200, body="")
+        return next()
+
+    def invalid(self, raw_body: str | bytes, timestamp: str, signature: str) -> str | None:
+        """Why a request with this body and these X-Slack-Request-Timestamp and X-Slack-Signature
+        headers is not Slack's, or None if it is. Reads no state and parses nothing, so an HTTP
+        server can ask before it parses a body (the replay check stays in process())."""
+        if not (is_digits(timestamp) and len(timestamp) <= 12 and signature.isascii()):
+            return "no Slack signature"
+        skew = int(self.verifier.clock.now()) - int(timestamp)
+        if abs(skew) > REPLAY_WINDOW:
+            # Either a replay or this machine's clock is off (then every request is refused).
+            age = f"{skew} s old" if skew > 0 else f"{-skew} s in the future"
+            return f"its timestamp is {age} (Slack allows 300 s)"
+        try:
+            if self.verifier.is_valid(raw_body, timestamp, signature):
+                return None
+        except UnicodeDecodeError:  # bytes that are not UTF-8: nothing Slack signed
+            pass
+        return "wrong signature"
+
+    def _replayed(self, signature: str, timestamp: int) -> bool:
+        """Whether `signature` was seen before; remembers it until its window closes."""
+        now = int(self.verifier.clock.now())
+        with self._lock:
+            order, seen = self._order, self._seen
+            while order and (order[0][0] + REPLAY_WINDOW < now or len(order) > SEEN_MAX):
+                _, old = order.popleft()
+                seen.pop(old, None)
+            if signature in seen:
+                return True
+            seen[signature] = timestamp
+            order.append((timestamp, signature))
+            return False
+
+
 def _first_time(services: Services, event_id: str) -> bool:
     """Record an Events API event id; False if it was already recorded (a retry)."""
     from sqlalchemy.exc import IntegrityError
@@ -217,9 +297,13 @@ def create_app(
     import handlers
 
     services = services or build_services(settings, client=client, engine=engine, clock=clock)
+    signature_check = _SignatureCheck(settings.slack_signing_secret)
     app = App(
         client=services.slack.client,
         signing_secret=settings.slack_signing_secret,
+        # Bolt's own check is replaced by one in the same place (see _SignatureCheck).
+        request_verification_enabled=False,
+        before_authorize=signature_check,
         # Bolt calls auth.test here, so a wrong token stops start-up rather than the first click.
         token_verification_enabled=True,
         # Listeners run in the web thread and Bolt answers when they return: no hand-off, and
@@ -250,6 +334,8 @@ def create_app(
         return BoltResponse(status=200, body="")
 
     app.leadbot = services  # type: ignore[attr-defined]
+    # For the HTTP server, to refuse a request from nobody before parsing its body.
+    app.leadbot_signature = signature_check  # type: ignore[attr-defined]
     handlers.register(app)
     app.leadbot_executor = services.work  # type: ignore[attr-defined]
     return app

@@ -4,6 +4,7 @@ sandbox. Requests reach the real HTTP endpoint signed, exactly as Slack sends th
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,7 +21,9 @@ from bot.slack_emulator import SlackEmulator
 from bot.slack_sim import SlackSim
 from models import make_engine
 
-LOCAL_SECRET = "leadbot-local-signing-secret"
+# Drawn per process: a secret written in the source would let any page that reached the local
+# bot's port (DNS rebinding) sign requests to it.
+LOCAL_SECRET = secrets.token_hex(16)
 
 
 def local_settings(

@@ -102,11 +102,12 @@ SERVE_REQUIRES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "LEADS_CHANNEL")
 
 @dataclass(frozen=True)
 class Settings:
-    slack_bot_token: str = ""
-    slack_signing_secret: str = ""
-    slack_app_token: str = ""
+    # Secrets stay out of repr(): a settings object in a log line or a report shows none.
+    slack_bot_token: str = field(default="", repr=False)
+    slack_signing_secret: str = field(default="", repr=False)
+    slack_app_token: str = field(default="", repr=False)
     slack_api_url: str = "https://slack.com/api/"
-    database_url: str = "sqlite:///leadbot.db"
+    database_url: str = field(default="sqlite:///leadbot.db", repr=False)
     leads_channel: str = ""
     manager_ids: tuple[str, ...] = ()
     reminder_after: timedelta = timedelta(minutes=30)
@@ -240,8 +241,11 @@ _POSTGRES_DRIVERS = ("postgresql", "postgres", "postgresql+psycopg")
 
 
 def _masked(text: str) -> str:
-    """A URL as typed, its password (if any) hidden, for messages that echo it."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
+    """A URL as typed, its password (if any) hidden, for messages that echo it: after the user
+    name up to the first `@`, as SQLAlchemy reads it (a `/` in it included), and libpq's
+    `password=` / `sslpassword=` query parameters."""
+    text = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text)
+    return re.sub(r"(?i)([?&](?:ssl)?password=)[^&#]*", r"\1***", text)
 
 
 def _api_url(text: str) -> str:

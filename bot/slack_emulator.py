@@ -349,6 +349,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _socket_mode(self) -> None:
         """The WebSocket URL apps.connections.open hands out: upgrade, then serve the link."""
         self.close_connection = True  # afterwards, nothing more is read as HTTP
+        if self._foreign_host():
+            return
         key = self.headers.get("Sec-WebSocket-Key")
         if (self.headers.get("Upgrade") or "").lower() != "websocket" or not key:
             self._send(_Reply(400, b"expected a WebSocket upgrade", "text/plain; charset=utf-8"))
@@ -391,7 +393,21 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(size) if size >= 0 else None
 
+    def _foreign_host(self) -> bool:
+        """A Host header naming anything but this machine's loopback: a browser sent it after a
+        hostile page's name was rebound to 127.0.0.1 (DNS rebinding), to read what the emulator
+        holds (the sandbox's leads, contact details in the claim DMs). Answered 421, unread."""
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        if not host or name in ("127.0.0.1", "localhost", "[::1]"):
+            return False
+        self.close_connection = True
+        self._send(_Reply(421, b"misdirected request", "text/plain; charset=utf-8"))
+        return True
+
     def _dispatch(self) -> None:
+        if self._foreign_host():
+            return
         emu = self.server.emulator
         try:
             body = self._read_body()

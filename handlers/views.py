@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from slack_bolt import Ack, App
 from slack_sdk.webhook import WebhookClient
@@ -70,13 +71,34 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
     later(services, _tell_submitter, services, metadata, user, receipt)
 
 
+# Where Slack's response_urls point (commercial Slack and GovSlack).
+RESPONSE_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
+
+
+def slack_response_url(url: object, api_url: str) -> bool:
+    """Whether `url` is one Slack hands out: https on Slack's hooks host, or on the host and port
+    of SLACK_API_URL (the loopback Slack of tests, the demo and the sandbox). The URL comes back
+    in a modal's private_metadata; any other one would have the server post the receipt (and
+    the duplicate it names) wherever the metadata said, its own network included."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts, api = urlsplit(url), urlsplit(api_url)
+        if parts.username is not None or parts.password is not None:
+            return False
+        if parts.scheme == "https" and parts.hostname in RESPONSE_HOSTS and parts.port is None:
+            return True
+        return (parts.scheme, parts.hostname, parts.port) == (api.scheme, api.hostname, api.port)
+    except ValueError:  # a port that is not a number or out of range
+        return False
+
+
 def _tell_submitter(
     services: Any, metadata: dict[str, Any], user: str, message: render.Message
 ) -> None:
     """Ephemeral where they typed /lead (via its response_url), else a DM."""
     url = metadata.get("response_url")
-    # https is Slack; http://127.0.0.1 is the loopback Slack of tests, the demo and the sandbox.
-    if isinstance(url, str) and url.startswith(("https://", "http://127.0.0.1:")):
+    if slack_response_url(url, services.settings.slack_api_url):
         try:
             response = WebhookClient(str(url), timeout=5).send(
                 text=message.text, blocks=message.blocks or None, response_type="ephemeral"
