@@ -107,6 +107,9 @@ class DeliveryError(Exception):
         return ADVICE.get(self.code, f"Slack answered {self.code!r}")
 
 
+# Pages of channel history read to find a card (200 messages each): a busy channel's last hour.
+HISTORY_PAGES = 10
+
 # A connection idle longer than this is not reused: a NAT or load balancer may have dropped it
 # without a word, and a request sent on it would wait out the whole timeout.
 IDLE_REUSE_S = 30.0
@@ -300,16 +303,28 @@ class Slack:
         return data.get("permalink")
 
     def history(self, channel: str, *, oldest: float) -> list[dict[str, Any]]:
-        """Recent top-level messages with their metadata (to find a card we may have posted)."""
-        data = self._call(
-            "conversations.history",
-            channel=channel,
-            oldest=f"{oldest:.6f}",
-            limit=200,
-            include_all_metadata=True,
-        )
-        messages = data.get("messages")
-        return messages if isinstance(messages, list) else []
+        """Top-level messages since `oldest`, newest first, with their metadata (to find a card
+        we may have posted): page after page, HISTORY_PAGES at most. One page of 200 missed a
+        card with more than 200 messages after it, and the card was posted twice."""
+        found: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(HISTORY_PAGES):
+            data = self._call(
+                "conversations.history",
+                channel=channel,
+                oldest=f"{oldest:.6f}",
+                limit=200,
+                include_all_metadata=True,
+                **({"cursor": cursor} if cursor else {}),
+            )
+            messages = data.get("messages")
+            if isinstance(messages, list):
+                found.extend(m for m in messages if isinstance(m, dict))
+            meta = data.get("response_metadata")
+            cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
+            if not data.get("has_more") or not cursor:
+                break
+        return found
 
     def usergroup_members(self, usergroup: str) -> list[str]:
         data = self._call("usergroups.users.list", usergroup=usergroup)

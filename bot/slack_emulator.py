@@ -1387,14 +1387,39 @@ class SlackEmulator:
         return {"channel": info}
 
     def _conversations_history(self, args: JsonDict) -> JsonDict:
+        """As Slack: the channel's top-level messages newest first, after `oldest` and before
+        `latest` (both exclusive unless `inclusive`), `limit` at a time (default 100, at most
+        999), with `has_more` and a `next_cursor` for the next page. (Answering every message
+        the channel ever had made each look-up bigger than the last: 8 MB by the end of a soak,
+        whose memory this showed as leadbot's.)"""
         cid = self._resolve_channel(args.get("channel"))
+        inclusive = str(args.get("inclusive") or "").lower() in ("1", "true")
+        try:
+            oldest = float(args.get("oldest") or 0)
+            latest = float(args["latest"]) if args.get("latest") else math.inf
+            limit = max(1, min(int(args.get("limit") or 100), 999))
+        except (TypeError, ValueError):
+            raise SlackError("invalid_arguments") from None
+        cursor = str(args.get("cursor") or "")
+        skip = int(cursor) if cursor.isdigit() else 0
+
+        def within(ts: float) -> bool:
+            return oldest <= ts <= latest if inclusive else oldest < ts < latest
+
         found = [
             m
             for m in self._messages.values()
-            if m.channel == cid and not m.ephemeral_for and (not m.thread_ts or m.thread_ts == m.ts)
+            if m.channel == cid
+            and not m.ephemeral_for
+            and (not m.thread_ts or m.thread_ts == m.ts)
+            and within(float(m.ts))
         ]
         found.sort(key=lambda m: float(m.ts), reverse=True)
-        return {"messages": [m.to_dict() for m in found], "has_more": False}
+        page, more = found[skip : skip + limit], skip + limit < len(found)
+        answer: JsonDict = {"messages": [m.to_dict() for m in page], "has_more": more}
+        if more:
+            answer["response_metadata"] = {"next_cursor": str(skip + limit)}
+        return answer
 
     def _conversations_replies(self, args: JsonDict) -> JsonDict:
         cid = self._resolve_channel(args.get("channel"))

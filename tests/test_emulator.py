@@ -155,6 +155,32 @@ def test_post_message_resolves_channel_names_and_dms(client: WebClient, emu: Sla
     assert [m.text for m in emu.dms("U0ALICE")] == ["edited"]
 
 
+def test_history_pages_newest_first_after_oldest(client: WebClient, emu: SlackEmulator) -> None:
+    """As Slack: top-level messages only, newest first, strictly after `oldest`, `limit` at a
+    time with a cursor. (Every message at once made each look-up bigger than the last.)"""
+    ts = [client.chat_postMessage(channel="C0HIST", text=f"m{i}")["ts"] for i in range(7)]
+    client.chat_postMessage(channel="C0HIST", text="a reply", thread_ts=ts[0])
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = client.conversations_history(
+            channel="C0HIST", oldest=ts[1], limit=2, **({"cursor": cursor} if cursor else {})
+        )
+        seen += [m["text"] for m in page["messages"]]
+        pages += 1
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        if not page["has_more"]:
+            assert not cursor
+            break
+    assert (seen, pages) == (["m6", "m5", "m4", "m3", "m2"], 3)
+    inclusive = client.conversations_history(channel="C0HIST", oldest=ts[5], inclusive=True)
+    assert [m["text"] for m in inclusive["messages"]] == ["m6", "m5"]
+    before = client.conversations_history(channel="C0HIST", latest=ts[1])
+    assert [m["text"] for m in before["messages"]] == ["m0"]
+    with pytest.raises(SlackApiError) as refused:
+        client.conversations_history(channel="C0HIST", limit="many")
+    assert refused.value.response["error"] == "invalid_arguments"
+
+
 def test_threads_updates_and_permalinks(client: WebClient, emu: SlackEmulator) -> None:
     parent = client.chat_postMessage(channel="C0LEADS01", text="lead", blocks=CLAIM_BLOCKS)
     reply = client.chat_postMessage(channel="C0LEADS01", text="claimed", thread_ts=parent["ts"])

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from slack_sdk import WebClient
 from sqlalchemy import select
 
 from bot.clock import FakeClock
@@ -190,3 +191,23 @@ def test_a_form_slack_opened_too_late_is_said_even_when_the_response_url_is_gone
     assert told.text == "I couldn't open the form in time; type `/lead` again."
     assert "could not open the /lead modal: expired_trigger_id" in caplog.text
     assert bot.leads() == []
+
+
+def test_a_ts_less_card_is_found_past_a_page_of_newer_messages(bot: Bot) -> None:
+    """The look-up reads the channel's history page after page: with more than one page of
+    messages after the card (a busy channel), one page missed it and posted a second card."""
+    bot.slack.answer("chat.postMessage", {"ts": None, "message": None}, applied=True)
+    gate = bot.slack.hold("conversations.history")
+    bot.sim.slash_command(EXAMPLE, user_id=MARKETER, channel_id="C0EVENTS01")
+    assert gate.arrived.wait(10)
+    chatter = WebClient(token="xoxb-someone", base_url=bot.slack.url)
+    for i in range(450):  # the channel goes on talking while leadbot looks
+        chatter.chat_postMessage(channel=LEADS_CHANNEL, text=f"message {i}")
+    gate.release()
+    bot.settle()
+
+    [lead] = bot.leads()
+    [card] = [m for m in cards(bot.slack) if m.metadata]
+    assert (lead.card_ts, lead.card_error) == (card.ts, None)
+    assert len(bot.slack.calls_to("chat.postMessage")) == 451  # the card once, and the chatter
+    assert len(bot.slack.calls_to("conversations.history")) == 3  # 200 + 200 + 51
