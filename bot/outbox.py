@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,6 +60,8 @@ MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far
 # A card refused for a reason someone fixes in Slack (not_in_channel, …) is tried again after a
 # minute, then ever more slowly, at most this far apart: it goes out soon after the fix.
 MAX_FIXABLE_BACKOFF = 3600.0
+# An item's last_error when the attempt before died mid-call (see _TAKE_LEASES).
+LEASE_EXPIRED = "lease_expired"
 # What Slack answers about a card someone deleted: updating it, or replying in its thread.
 GONE = frozenset({"message_not_found", "thread_not_found"})
 # A reply for a deleted card's thread waits for the card posted in its place, which moves it
@@ -173,6 +175,20 @@ def _if_undelivered(item: OutboxItem, error: DeliveryError) -> dict[str, Any] | 
     return message_row(str(instead.get("to")), render.Message(text=text), lead_id=item.lead_id)
 
 
+def _may_have_posted(last_error: str | None) -> bool:
+    """Whether the attempt that ended with `last_error` may have posted all the same: no answer
+    (a connection error, a timeout, a holder that died), or a 5xx or Slack-side error. Slack's
+    `ok: false` answers (a 429, `not_in_channel`, …) post nothing: a retry after one need not
+    read the channel's history first (a Tier 3 call, in a storm of 429s one per retry)."""
+    code = last_error or ""
+    return (
+        not code
+        or code.startswith(("connection_error", "http_"))
+        or code in (LEASE_EXPIRED, NO_TS, "internal_error", "fatal_error")
+        or code in ("service_unavailable", "request_timeout")
+    )
+
+
 def _replaces(item: OutboxItem) -> str | None:
     """The deleted card a CARD item stands in for; None for a lead's first card."""
     if item.kind != CARD or not item.payload:
@@ -277,6 +293,12 @@ _TAKE_LEASES = (
         lease_owner=bindparam("b_owner", type_=_OUTBOX.c.lease_owner.type),
         lease_until=bindparam("b_until", type_=_OUTBOX.c.lease_until.type),
         attempts=_OUTBOX.c.attempts + 1,
+        # A lease still held when taken again is one whose holder never came back (it died
+        # mid-call): what that call did is unknown, whatever error an attempt before it left.
+        last_error=case(
+            (_OUTBOX.c.lease_owner.is_(None), _OUTBOX.c.last_error),
+            else_=literal(LEASE_EXPIRED, _OUTBOX.c.last_error.type),
+        ),
     )
     .returning(*_OUTBOX.c)
 )
@@ -893,7 +915,7 @@ class Outbox:
         if item.kind == CARD:
             if lead.card_ts:
                 return lead.card_ts, lead.card_channel, lead
-            if item.attempts > 1:
+            if item.attempts > 1 and _may_have_posted(item.last_error):
                 found = self._find_posted_card(item, lead)
                 if found:
                     return *found, lead

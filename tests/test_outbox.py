@@ -390,6 +390,57 @@ def test_card_is_not_lost_when_the_history_lookup_is_refused(timed: Bot) -> None
     assert bot.slack.dms(MARKETER) == []  # no "could not be posted" note
 
 
+@pytest.mark.parametrize(
+    ("fault", "looks"),
+    [
+        ({"status": 429, "retry_after": 1}, 0),  # Slack refused it: nothing was posted
+        ({"error": "not_in_channel"}, 0),
+        ({"status": 500}, 1),  # a 5xx may have posted all the same
+    ],
+    ids=["429", "not_in_channel", "500"],
+)
+def test_a_retried_card_reads_history_only_when_it_may_have_been_posted(
+    timed: Bot, fault: dict, looks: int
+) -> None:
+    """The look in conversations.history (a Tier 3 call) is for an attempt that may have
+    posted; in a storm of 429s it was one more call per retry, itself rate-limited."""
+    bot = timed
+    bot.slack.fail("chat.postMessage", **fault)
+    submitted(bot, EXAMPLE)
+    advance(bot, 3600)  # past any retry's wait
+    [item] = card_items(bot)
+    assert item.status == SENT and item.attempts == 2
+    assert len(bot.slack.calls_to("conversations.history")) == looks
+    assert cards_per_lead(bot.slack) == {bot.leads()[0].id: 1}
+
+
+def test_a_lease_its_holder_never_gave_back_marks_the_attempt_unknown(timed: Bot) -> None:
+    """An item whose holder died mid-call keeps the error of the attempt before (a 429, say),
+    which posted nothing; the dead attempt may have. Taking its lease again says so."""
+    bot = timed
+    out = bot.services.outbox
+    with bot.services.sessions.begin() as s:
+        item = OutboxItem(
+            kind=outbox.MESSAGE,
+            channel=MARKETER,
+            payload='{"text": "hi"}',
+            status=outbox.PENDING,
+            attempts=2,
+            last_error="ratelimited",
+            lease_owner="a-process-that-died",
+            lease_until=out.wall() - timedelta(seconds=1),
+            next_attempt_at=out.wall() - timedelta(seconds=60),
+            created_at=out.wall() - timedelta(seconds=60),
+        )
+        s.add(item)
+        s.flush()
+        item_id = item.id
+    out.stop()  # the test takes the lease itself
+    [taken] = out._take_leases([item_id]).values()
+    assert (taken.last_error, taken.attempts) == (outbox.LEASE_EXPIRED, 3)
+    assert outbox._may_have_posted(taken.last_error)
+
+
 def test_manifest_requests_the_scopes_card_recovery_reads_history_with() -> None:
     section = manifest_yaml().split("oauth_config:")[1].split("settings:")[0]
     scopes = re.findall(r"^\s+- (\S+)$", section, re.MULTILINE)
