@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -12,12 +13,14 @@ from typing import Any
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher
 
 from bot.request_body import MALFORMED, NotText, bolt_request
+from models import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,22 @@ FRESH_CONNECTION_SECONDS = 1.0
 # How long waitress's loop waits for a worker to finish writing an answer before serving the
 # other connections (a worker holds the lock for microseconds, once it has the interpreter).
 LOCK_WAIT = 0.005
+
+# /healthz answers within this long whatever the database does: a check still waiting for it
+# then is "not answering" (503). Kubernetes gives a probe 1 s unless told otherwise.
+HEALTH_DEADLINE = 0.5
+# A check's result is the answer for this long: a flood of health checks asks the database
+# once a second, not once each.
+HEALTH_FRESH_FOR = 1.0
+# A check still waiting for the database after this long has its connection cut (its socket
+# shut down), so the next one can try a new connection: a connection lost to a network black
+# hole (a failover that moved the address, a dropped route) answers nothing until TCP gives up,
+# about 15 minutes on Linux's defaults, and /healthz would have said 503 all that time.
+HEALTH_GIVE_UP = 10.0
+# Threads of their own for /healthz, so it is answered while every web thread waits on a
+# database that stopped answering (it queued behind them, and timed out with them).
+HEALTH_THREADS = 2
+NOT_ANSWERING = "not answering"
 
 
 class _Handler(SlackRequestHandler):
@@ -47,22 +66,164 @@ class _Handler(SlackRequestHandler):
             return BoltResponse(status=400, body=f"malformed request: {why}")
 
 
-def wsgi_app(app: App) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+class Health:
+    """The database's half of /healthz: whether it answers `SELECT 1`, known within `deadline`
+    seconds whatever it does.
+
+    The query runs on a thread of its own, on a connection of its own (PostgreSQL; SQLite's
+    file cannot stop answering, and its engine is the app's); the caller waits for it up to
+    `deadline` and is otherwise told NOT_ANSWERING. At most one check is in flight: while one
+    waits, every caller past its deadline is answered at once, and no thread or connection
+    piles up behind a frozen server. A result is reused for `fresh_for` seconds. The state's
+    changes are logged, once each (it was a WARNING per check: one a second, or more, for as
+    long as an outage lasted, from a load balancer alone)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        deadline: float = HEALTH_DEADLINE,
+        fresh_for: float = HEALTH_FRESH_FOR,
+        give_up: float = HEALTH_GIVE_UP,
+    ) -> None:
+        self.deadline = deadline
+        self.fresh_for = fresh_for
+        self.give_up = give_up
+        self._own = engine.dialect.name != "sqlite"
+        # One connection is all one check at a time needs. (engine.url, not its text: the text
+        # hides the password.)
+        self.engine = make_engine(engine.url, pool_size=1, max_overflow=0) if self._own else engine
+        self._lock = threading.Lock()
+        self._in_flight: threading.Event | None = None  # set when the check in flight ends
+        self._started = 0.0
+        self._result: tuple[float, str | None] | None = None  # (when, what was wrong or None)
+        self._up: bool | None = None  # as last logged; None before the first check
+        self._down_since = 0.0
+        self._fd: int | None = None  # the socket the check in flight may be waiting on
+        if self._own:
+            # First among the checkout listeners: models' ping on checkout may be what waits.
+            event.listen(self.engine, "checkout", self._checked_out, insert=True)
+            event.listen(self.engine, "checkin", self._forget_fd)
+            event.listen(self.engine, "invalidate", self._forget_fd)
+            event.listen(self.engine, "close", self._forget_fd)
+
+    def problem(self) -> str | None:
+        """None when the database answered; else what is wrong, in a few words."""
+        now = time.monotonic()
+        with self._lock:
+            if self._result is not None and now - self._result[0] < self.fresh_for:
+                return self._result[1]
+            if self._in_flight is None:
+                self._in_flight, self._started = threading.Event(), now
+                threading.Thread(
+                    target=self._check, args=(self._in_flight,), name="leadbot-health", daemon=True
+                ).start()
+            elif now - self._started > self.give_up:
+                self._cut_off()
+            done, started = self._in_flight, self._started
+        done.wait(max(0.0, started + self.deadline - now))
+        with self._lock:
+            if done.is_set():  # (set under the lock, with the result)
+                assert self._result is not None
+                return self._result[1]
+            said = self._became(NOT_ANSWERING)
+        self._say(said)
+        return NOT_ANSWERING
+
+    def _check(self, done: threading.Event) -> None:
+        problem = None
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as e:
+            problem = f"not reachable ({type(e).__name__})"
+        with self._lock:
+            self._result = (time.monotonic(), problem)
+            self._in_flight = None
+            # Said before done is set: before anyone is answered by it.
+            self._say(self._became(problem))
+            done.set()
+
+    def _became(self, problem: str | None) -> tuple[str, Any] | None:
+        """Record the state (under self._lock); what to log if it changed."""
+        now = time.monotonic()
+        was, self._up = self._up, problem is None
+        if problem is not None and was is not False:
+            self._down_since = now
+            return "health check: the database is %s; /healthz answers 503", problem
+        if problem is None and was is False:
+            return (
+                "health check: the database answers again, after %.0f s; /healthz answers 200",
+                now - self._down_since,
+            )
+        return None
+
+    @staticmethod
+    def _say(said: tuple[str, Any] | None) -> None:
+        if said is not None:
+            log.warning(*said)
+
+    def _checked_out(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        with self._lock:
+            self._fd = dbapi_connection.fileno()
+
+    def _forget_fd(self, *_: Any) -> None:
+        with self._lock:
+            self._fd = None
+
+    def _cut_off(self) -> None:
+        """Shut down the socket of the check in flight (under self._lock, so the connection
+        cannot be closed and its descriptor reused meanwhile): its wait ends in an error, and
+        the pool drops the connection. Only the socket of a connection the check holds."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        log.warning(
+            "health check: no answer from the database in %.1f s; dropping its connection",
+            self.give_up,
+        )
+        try:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._own:
+            self.engine.dispose()
+
+
+def _is_health_check(channel: Any) -> bool:
+    """Whether the next request of a waitress connection is a GET or HEAD of /healthz (waitress
+    calls add_task holding the connection's requests lock)."""
+    requests = getattr(channel, "requests", None)
+    request = requests[0] if requests else None
+    return (
+        request is not None
+        and request.error is None
+        and request.path == "/healthz"
+        and request.command in ("GET", "HEAD")
+    )
+
+
+def wsgi_app(
+    app: App, health: Health | None = None
+) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     slack = _Handler(app, path="/slack/events")
-    services = app.leadbot  # type: ignore[attr-defined]
+    if health is None:
+        health = Health(app.leadbot.engine)  # type: ignore[attr-defined]
 
     def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in (
             "GET",
             "HEAD",
         ):
-            try:
-                with services.engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
+            problem = health.problem()
+            if problem is None:
                 status, body = "200 OK", {"ok": True}
-            except Exception as e:
-                log.warning("health check: database not reachable: %s", type(e).__name__)
-                status, body = "503 Service Unavailable", {"ok": False, "error": "database"}
+            else:
+                status = "503 Service Unavailable"
+                body = {"ok": False, "error": "database", "detail": problem}
             data = json.dumps(body).encode()
             start_response(
                 status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
@@ -154,22 +315,37 @@ class Server:
     def __init__(
         self, app: App, *, host: str = "127.0.0.1", port: int = 0, threads: int = 16
     ) -> None:
-        self._server = create_waitress(wsgi_app(app), host=host, port=port, threads=threads)
+        self.health = Health(app.leadbot.engine)  # type: ignore[attr-defined]
+        self._server = create_waitress(
+            wsgi_app(app, self.health), host=host, port=port, threads=threads
+        )
         self._thread: threading.Thread | None = None
+        # /healthz on threads of its own; everything else on waitress's.
+        self._health_threads = ThreadedTaskDispatcher()
+        self._health_threads.set_thread_count(HEALTH_THREADS)
+        web = self._server.task_dispatcher  # type: ignore[union-attr]
+
+        def add_task(channel: Any) -> None:
+            (self._health_threads if _is_health_check(channel) else web).add_task(channel)
+
+        self._server.add_task = add_task  # type: ignore[union-attr]
         self._wait_for_workers()
+
+    def _dispatchers(self) -> tuple[Any, ...]:
+        return (self._server.task_dispatcher, self._health_threads)  # type: ignore[union-attr]
 
     def _wait_for_workers(self, timeout: float = 2.0) -> None:
         """Return once every worker thread waits for work. waitress counts a thread as busy
         until it first gets there, so a request sooner (a busy machine, a client that connects
         at once) was queued and logged "Task queue depth is 1": a false alarm, and stderr
         noise in `leadbot demo`."""
-        dispatcher = self._server.task_dispatcher  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with dispatcher.lock:
-                if dispatcher.active_count <= 0:
-                    return
-            time.sleep(0.001)
+        for dispatcher in self._dispatchers():
+            while time.monotonic() < deadline:
+                with dispatcher.lock:
+                    if dispatcher.active_count <= 0:
+                        break
+                time.sleep(0.001)
 
     @property
     def port(self) -> int:
@@ -214,7 +390,9 @@ class Server:
             self._thread.join(timeout=5)
         else:
             self._close_all()
-        self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        for dispatcher in self._dispatchers():
+            dispatcher.shutdown()
+        self.health.close()
         # Only now: a worker ends each task by pulling the trigger, and one still finishing
         # after the loop ended would write to a closed pipe (EBADF), or to whatever file
         # reused its descriptor.
@@ -252,9 +430,10 @@ class Server:
 
         def look() -> None:
             try:
-                dispatcher = self._server.task_dispatcher  # type: ignore[union-attr]
-                with dispatcher.lock:
-                    running = dispatcher.active_count > 0 or bool(dispatcher.queue)
+                running = False
+                for dispatcher in self._dispatchers():
+                    with dispatcher.lock:
+                        running = running or dispatcher.active_count > 0 or bool(dispatcher.queue)
                 channels = list(self._server._map.values())  # type: ignore[union-attr]
                 seen.append(not running and not any(_under_way(c) for c in channels))
             finally:

@@ -23,9 +23,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import func, select, text
@@ -41,6 +42,7 @@ EXAMPLE = "Jane Doe, jane@acme.example, +1 415 555 0100, Acme Corp, hot, #SaaStr
 # Slack shows "operation_timeout" for an answer later than this; a correctness bound, not speed.
 SLACK_DEADLINE = 3.0
 INITDB = ("--auth=trust", "--no-sync", "-E", "UTF8")
+T = TypeVar("T")
 
 
 def _bindir() -> Path | None:
@@ -95,6 +97,32 @@ class Cluster:
 
     def postmaster(self) -> int:
         return int((self.datadir / "postmaster.pid").read_text().split()[0])
+
+    def processes(self) -> list[int]:
+        """Its postmaster, then every process that postmaster started: found by parent pid,
+        never by user name (the shared server's processes run as the same user)."""
+        postmaster = self.postmaster()
+        assert str(self.datadir) in Path(f"/proc/{postmaster}/cmdline").read_text()
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every process of the server stopped (SIGSTOP) until the block ends: connections stay
+        open and nothing on them is answered, the backends' included, as a wedged host."""
+        pids = self.processes()
+        try:
+            for pid in pids:  # the postmaster first: it starts no backend meanwhile
+                os.kill(pid, signal.SIGSTOP)
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def cut_connections(self) -> None:
         """Every connection to the bot's database closed by the server, as a restart does,
@@ -192,6 +220,14 @@ def _healthz(bot: Bot, timeout: float = 10.0) -> int:
         return int(e.code)
 
 
+def _healthz_turns(bot: Bot, status: int, within: float = 5.0) -> None:
+    """/healthz answers `status` within `within` seconds (it reuses a result for a second)."""
+    deadline = time.monotonic() + within
+    while _healthz(bot) != status:
+        assert time.monotonic() < deadline, f"/healthz is not {status} after {within} s"
+        time.sleep(0.1)
+
+
 def _counts(bot: Bot) -> tuple[int, list[tuple[str, str, int, bool]]]:
     with bot.services.sessions() as s:
         leads = s.scalar(select(func.count()).select_from(Lead)) or 0
@@ -256,7 +292,7 @@ def test_down_and_back(
         assert outage[0].exc_info is None and "out of reach" in outage[0].getMessage()
     finally:
         cluster.start()
-    assert _healthz(running) == 200
+    _healthz_turns(running, 200)
     again = running.submit("John Roe, john@acme.example, Acme Corp")
     assert "is in" in again.json()["text"]  # (its id is not 2: a crash skips sequence values)
     assert _claim(running, 1).status == 200
@@ -331,3 +367,178 @@ def test_a_hung_server_costs_a_request_seconds_not_the_hang(cluster: Cluster, ru
     again = running.submit("John Roe, john@acme.example, Acme Corp")
     assert "is in" in again.json()["text"]
     assert [lead.name for lead in running.leads()] == ["Jane Doe", "John Roe"]
+
+
+def _timed(call: Callable[[], T]) -> tuple[T, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def _health_threads() -> int:
+    return sum(t.name == "leadbot-health" for t in threading.enumerate())
+
+
+def test_healthz_answers_in_time_while_the_database_is_frozen(
+    cluster: Cluster,
+    pg_url: str,
+    slack: SlackEmulator,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every process of the server stopped, and all 16 web threads waiting on it (requests
+    that took a pooled connection). /healthz queued behind them, and its own SELECT waited on
+    the frozen server too: no answer for as long as the freeze lasted, so a load balancer's
+    probe timed out instead of reading 503. Each check also logged a WARNING."""
+    bot = start_bot(pg_url, slack, clock, WEB_THREADS="16")
+    try:
+        bot.submit(EXAMPLE)
+        assert _healthz(bot) == 200
+        # Connections used a moment ago, so requests take them from the pool without a ping
+        # and wait mid-query once the server freezes.
+        held = [bot.services.engine.connect() for _ in range(24)]
+        for conn in held:
+            conn.close()
+        bot.server.health.give_up = 1.5  # a check waiting this long has its connection cut
+        caplog.set_level(logging.INFO, logger="bot.server")
+        answers: list[int] = []
+        bot.sim.timeout = 60
+        with cluster.frozen():
+
+            def lead(i: int) -> None:
+                answers.append(
+                    bot.sim.slash_command(
+                        f"Stuck {i}, s{i}@acme.example", user_id=MARKETER, channel_id="C0EVENTS01"
+                    ).status
+                )
+
+            stuck = [threading.Thread(target=lead, args=(i,)) for i in range(16)]
+            for t in stuck:
+                t.start()
+            web = bot.server._server.task_dispatcher  # type: ignore[union-attr]
+            deadline = time.monotonic() + 5
+            while web.active_count < 16:
+                assert time.monotonic() < deadline, f"{web.active_count} web threads busy"
+                time.sleep(0.02)
+
+            # (A result is reused for a second: the 200 from before the freeze may come back.)
+            deadline = time.monotonic() + bot.server.health.fresh_for + 1
+            while True:
+                status, took = _timed(lambda: _healthz(bot, timeout=SLACK_DEADLINE))
+                assert took < 1.0, f"{status} after {took:.2f} s"
+                if status == 503:
+                    break
+                assert time.monotonic() < deadline, "/healthz still 200"
+                time.sleep(0.1)
+            flood: list[tuple[int, float]] = []
+            in_flight = [_health_threads()]
+
+            def probe() -> None:
+                flood.append(_timed(lambda: _healthz(bot, timeout=SLACK_DEADLINE)))
+                in_flight.append(_health_threads())
+
+            for _ in range(3):  # past give_up: the stuck check is cut off, a new one tried
+                probes = [threading.Thread(target=probe) for _ in range(20)]
+                for t in probes:
+                    t.start()
+                for t in probes:
+                    t.join()
+                time.sleep(0.5)
+            assert {s for s, _ in flood} == {503}
+            assert max(took for _, took in flood) < 1.0, sorted(took for _, took in flood)[-3:]
+            assert max(in_flight) <= 1, in_flight
+            assert len(answers) == 0  # the web threads still wait
+        _healthz_turns(bot, 200, within=10)
+        for t in stuck:
+            t.join(30)
+        assert answers == [200] * 16
+        said = [r.getMessage() for r in caplog.records if r.name == "bot.server"]
+        assert len([m for m in said if "/healthz answers 503" in m]) == 1, said
+        assert len([m for m in said if "/healthz answers 200" in m]) == 1, said
+        assert len([m for m in said if "dropping its connection" in m]) == 1, said
+    finally:
+        bot.stop()
+
+
+def test_socket_mode_rides_out_the_database_down_then_frozen(
+    cluster: Cluster, pg_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """`leadbot socket` with the server down, then back, then frozen. Down, every envelope is
+    acked at once and honestly, and it all works again without a restart. Frozen, a /lead on
+    a pooled connection was acked only when the server thawed (8 s for an 8 s freeze), and
+    with the client's 10 workers all waiting, the next envelopes waited for one, past Slack's
+    3 s: Slack would have said the app did not respond, and stored some of the leads anyway.
+    Now each is acked within the deadline, and a late answer follows on its response_url."""
+    from tests.test_socket_mode import _connected, _socket_env
+
+    with _connected(_socket_env(pg_url, slack), slack, tmp_path) as (_proc, sim, log):
+        assert "Lead #1" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+        slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == LEADS_CHANNEL)
+        sim.timeout = SLACK_DEADLINE  # an ack later than Slack would wait is a 504
+        cluster.stop()
+        try:
+            down = sim.slash_command("John Roe, john@acme.example, Acme", user_id=MARKETER)
+            assert down.status == 200, down
+            assert "couldn't save" in down.json()["text"]
+            claim = sim.block_action(REP_A, "lead_claim", "1:1", channel_id=LEADS_CHANNEL)
+            assert (claim.status, claim.body) == (200, "")
+            slack.wait_for("chat.postEphemeral", lambda c: c.args["text"] == DB_BUSY)
+        finally:
+            cluster.start()
+        again = sim.slash_command("John Roe, john@acme.example, Acme", user_id=MARKETER)
+        assert "is in" in again.json()["text"]
+
+        answers: dict[int, tuple[int, str]] = {}
+
+        def lead(i: int) -> None:
+            response = sim.slash_command(
+                f"Frozen {i}, f{i}@acme.example",
+                user_id=MARKETER,
+                response_url=slack.response_url(f"frozen-{i}"),
+            )
+            answers[i] = (response.status, response.json()["text"] if response.ok else "")
+
+        with cluster.frozen():
+            froze = time.monotonic()
+            # More at once than the client has workers (10): the last ones wait 2 s for one,
+            # then 2 s for a connection (or for the thaw, on one from the pool).
+            senders = [threading.Thread(target=lead, args=(i,)) for i in range(16)]
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join()
+            time.sleep(max(0.0, froze + 5.0 - time.monotonic()))
+        assert sorted(answers) == list(range(16))
+        assert {status for status, _ in answers.values()} == {200}, answers  # 504: no ack
+        late = [i for i, (_, said) in answers.items() if said.startswith("⏳")]
+        assert late, answers
+        told_stored = {i for i, (_, said) in answers.items() if "is in" in said}
+        for i in late:  # the answer follows, once
+            [post] = slack.wait_for_response(name=f"frozen-{i}", timeout=10)
+            if "is in" in post.body["text"]:
+                told_stored.add(i)
+            else:
+                assert "couldn't save" in post.body["text"], post.body
+        # Stored are exactly the leads whose people were told so; one card each.
+        stored = {int(name.split()[1]) for name in _lead_names(pg_url) if name.startswith("Frozen")}
+        assert stored == told_stored
+        assert "Lead #" in sim.slash_command(EXAMPLE, user_id=MARKETER).json()["text"]
+        cards = slack.wait_for(
+            "chat.postMessage",
+            lambda c: c.args["channel"] == LEADS_CHANNEL,
+            count=3 + len(stored),
+            timeout=20,  # the outbox waits a few seconds between tries while the database is out
+        )
+        assert len(cards) == 3 + len(stored)
+        text = log.read_text()
+        assert "Traceback" not in text
+        assert text.count("through its response_url") == len(late)
+
+
+def _lead_names(url: str) -> list[str]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.scalars(select(Lead.name)))
+    finally:
+        engine.dispose()
