@@ -128,6 +128,8 @@ def build_services(
     )
 
 
+# Set in a request's context by bot.server once it has checked the signature itself.
+SIGNATURE_CHECKED = "leadbot_signature_checked"
 # Slack's replay window: a request whose timestamp is further from now than this is refused.
 REPLAY_WINDOW = 300
 # Signatures remembered to refuse a second delivery of one signed request inside the window.
@@ -163,10 +165,12 @@ class _SignatureCheck(RequestVerification):
             return next()
         timestamp = req.headers.get("x-slack-request-timestamp", [""])[0] or ""
         signature = req.headers.get("x-slack-signature", [""])[0] or ""
-        why = self.invalid(req.raw_body, timestamp, signature)
-        if why is not None:
-            log.info("refused a request: %s", why)
-            return self._build_error_response()
+        # bot.server checks it before parsing the body, and says so.
+        if not req.context.get(SIGNATURE_CHECKED):
+            why = self.invalid(req.raw_body, timestamp, signature)
+            if why is not None:
+                log.info("refused a request: %s", why)
+                return self._build_error_response()
         if self._replayed(signature, int(timestamp)):
             log.warning("refused a signed request delivered a second time (a replay)")
             return BoltResponse(status=200, body="")

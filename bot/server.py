@@ -19,6 +19,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ThreadedTaskDispatcher
 
+from bot.app import SIGNATURE_CHECKED
 from bot.request_body import MALFORMED, NotText, bolt_request
 from models import make_engine
 
@@ -34,6 +35,8 @@ FRESH_CONNECTION_SECONDS = 1.0
 # other connections (a worker holds the lock for microseconds, once it has the interpreter).
 LOCK_WAIT = 0.005
 
+# Open connections waitress keeps before it stops accepting more (its default is 100).
+CONNECTION_LIMIT = 1000
 # /healthz answers within this long whatever the database does: a check still waiting for it
 # then is "not answering" (503). Kubernetes gives a probe 1 s unless told otherwise.
 HEALTH_DEADLINE = 0.5
@@ -51,15 +54,32 @@ HEALTH_THREADS = 2
 NOT_ANSWERING = "not answering"
 
 
+def _header(headers: Any, name: str) -> str:
+    value = headers.get(name) or ""
+    return str(value[0] if isinstance(value, list) and value else value or "")
+
+
 class _Handler(SlackRequestHandler):
     """Bolt's WSGI handler, parsing bodies faster (bot.request_body) and answering a body it
     cannot parse with 400 instead of a 500."""
 
     def dispatch(self, request: Any) -> BoltResponse:
+        body, headers = request.get_body(), request.get_headers()
+        # The signature before the body is parsed: a megabyte of form fields from anyone cost
+        # ~80 ms of CPU to parse, for a request then refused as unsigned.
+        check = self.app.leadbot_signature  # type: ignore[attr-defined]
+        why = check.invalid(
+            body,
+            _header(headers, "x-slack-request-timestamp"),
+            _header(headers, "x-slack-signature"),
+        )
+        if why is not None:
+            log.info("refused a request: %s", why)
+            return BoltResponse(status=401, body={"error": "invalid request"})
         try:
-            return self.app.dispatch(
-                bolt_request(request.get_body(), request.query_string, request.get_headers())
-            )
+            bolt = bolt_request(body, request.query_string, headers)
+            bolt.context[SIGNATURE_CHECKED] = True  # Bolt's chain need not check it again
+            return self.app.dispatch(bolt)
         except MALFORMED as e:
             why = str(e) if isinstance(e, NotText) else "the payload is not valid"
             log.warning("refused a malformed request body: %s", why)
@@ -304,6 +324,12 @@ def create_waitress(
         max_request_body_size=1_048_576,
         ident="leadbot",
         clear_untrusted_proxy_headers=True,
+        # waitress takes 100 connections and closes an idle one after 120 s: 100 clients
+        # sending their headers a byte at a time held every Slack request off. More room, and
+        # poll(2), as select(2) cannot watch past descriptor 1023. (A buffering proxy in front
+        # is the real answer: README, Exposure.)
+        connection_limit=CONNECTION_LIMIT,
+        asyncore_use_poll=True,
     )
     server.channel_class = _Channel
     return server
