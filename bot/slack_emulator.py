@@ -399,7 +399,10 @@ class _Handler(BaseHTTPRequestHandler):
         holds (the sandbox's leads, contact details in the claim DMs). Answered 421, unread."""
         host = (self.headers.get("Host") or "").strip().lower()
         name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        if not host or name in ("127.0.0.1", "localhost", "[::1]"):
+        # An absolute URL in the request line is a client using this as its HTTP proxy (tests
+        # of the proxy setting), which browsers never send to a page's host.
+        proxied = self.path.startswith(("http://", "https://"))
+        if not host or proxied or name in ("127.0.0.1", "localhost", "[::1]"):
             return False
         self.close_connection = True
         self._send(_Reply(421, b"misdirected request", "text/plain; charset=utf-8"))
