@@ -199,7 +199,8 @@ def test_a_second_process_on_auto_keeps_off_the_first_ones_cpu(
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir(), second_dir.mkdir()
     env = _auto_env(database_url, slack)
-    *_, below, last = _free_cpus(2)
+    _free_cpus(2)  # (skips where other processes leave fewer than two)
+    single = {str(cpu) for cpu in os.sched_getaffinity(0)}  # "1", not "0-1" (unpinned)
     # The second starts once the first is serving, pinned.
     with (
         _serving(env, slack, first_dir) as (first, _sim, _log),
@@ -207,8 +208,10 @@ def test_a_second_process_on_auto_keeps_off_the_first_ones_cpu(
     ):
         one = set(_cpus_of_every_thread(first.pid).values())
         two = set(_cpus_of_every_thread(second.pid).values())
-    assert one == {str(last)}
-    assert two == {str(below)}
+    # Each on one CPU, not the same one; which ones depends on what else held CPUs meanwhile
+    # (a leadbot process of another test run on this host).
+    assert len(one) == len(two) == 1 and one != two, (one, two)
+    assert one <= single and two <= single, (one, two)
 
 
 @linux_smp
