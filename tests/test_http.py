@@ -90,16 +90,11 @@ def test_card_post_failure_is_recorded_and_told_to_the_submitter(bot: Bot) -> No
 
 
 def test_contact_details_never_reach_the_logs_even_at_debug(bot: Bot) -> None:
-    import io
     import logging
 
-    from bot.logs import configure_logging, stop_logging
+    from tests.test_security import logged as log_of
 
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream)
-    try:
+    with log_of("DEBUG") as stream:
         bot.submit("Jane Doe, jane.private@acme.example, +1 415 555 0199, Acme Corp, hot")
         [lead] = bot.leads()
         bot.slack.fail("chat.postMessage", error="channel_not_found")  # an error path too
@@ -113,13 +108,6 @@ def test_contact_details_never_reach_the_logs_even_at_debug(bot: Bot) -> None:
         bot.settle()
         logging.getLogger("slack_sdk").debug("body: email=jane.private@acme.example")
         logging.getLogger("leadbot").warning("oops %s", "+1 415 555 0199")
-    finally:
-        stop_logging()  # writes out what is queued
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
     logged = stream.getvalue()
     assert "lead 1 submitted" in logged and "lead 1 claimed" in logged  # by id, not by name
     assert "jane.private" not in logged

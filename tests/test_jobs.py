@@ -6,6 +6,8 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from bot import leads
 from bot.parsing import LeadInput
 from models import Lead
@@ -137,6 +139,25 @@ def test_escalation_without_managers_still_notes_the_thread(
 # --- digest -------------------------------------------------------------------------------------
 
 
+def stored_with_card(s: Session, typed: LeadInput, at: datetime) -> Lead:
+    """A lead stored as submitted at `at`, its card posted then (no Slack call): history in
+    bulk, for the jobs and renderers that read it."""
+    lead = leads.submit(
+        s, leads.lead_values(typed, team_id="T0LEADBOT", submitted_by=MARKETER, now=at)
+    )
+    leads.card_posted(
+        s,
+        lead.id,
+        channel=LEADS_CHANNEL,
+        ts=f"1764000000.{lead.id:06d}",
+        now=at,
+        next_reminder_at=at + timedelta(minutes=30),
+        permalink=f"https://leadbot-emulator.slack.com/archives/{LEADS_CHANNEL}/"
+        f"p1764000000{lead.id:06d}",
+    )
+    return lead
+
+
 def _seed(bot: Bot) -> dict[str, int]:
     """A known day: 5 leads in the last 24 h (3 claimed), 1 older unclaimed, 1 older claimed."""
     base = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)  # the digest runs at 09:00 UTC
@@ -154,23 +175,8 @@ def _seed(bot: Bot) -> dict[str, int]:
     with bot.services.sessions.begin() as s:
         for key, hours, event, after, rep in plan:
             at = base - timedelta(hours=hours)
-            lead = leads.submit(
-                s,
-                leads.lead_values(
-                    LeadInput(name=f"Lead {key}", email=f"{key}@example.com", event=event),
-                    team_id="T0LEADBOT",
-                    submitted_by=MARKETER,
-                    now=at,
-                ),
-            )
-            leads.card_posted(
-                s,
-                lead.id,
-                channel=LEADS_CHANNEL,
-                ts=f"1764000000.{lead.id:06d}",
-                now=at,
-                next_reminder_at=at + timedelta(minutes=30),
-                permalink=f"https://example.slack.com/archives/{LEADS_CHANNEL}/p1764000000{lead.id:06d}",
+            lead = stored_with_card(
+                s, LeadInput(name=f"Lead {key}", email=f"{key}@example.com", event=event), at
             )
             if rep:
                 leads.claim(s, lead.id, rep, team_id="T0LEADBOT", now=at + timedelta(minutes=after))

@@ -18,8 +18,9 @@ from bot import leads
 from bot.parsing import MAX_LENGTHS, LeadInput
 from bot.policy import PRIORITY_KEY_MAX
 from bot.slack_emulator import SlackEmulator
-from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot, start_bot
+from tests.conftest import MANAGER, MARKETER, REP_A, REP_B, Bot, start_bot
 from tests.test_handoff import modal_state
+from tests.test_jobs import stored_with_card
 from tests.test_outcomes import card, choose, click_card, modal, nudges, open_disqualify
 
 # Escaped by Slack (& < >: five characters for one), read as formatting, or both.
@@ -248,30 +249,13 @@ def seed_many(bot: Bot, now: datetime) -> None:
     with bot.services.sessions.begin() as s:
         for i in range(150):
             at = now - timedelta(hours=30 - i * 0.1)
-            lead = leads.submit(
-                s,
-                leads.lead_values(
-                    LeadInput(
-                        name=hostile(MAX_LENGTHS["name"], f"{i:03d}"),
-                        email=f"lead{i}@example.com",
-                        company=hostile(MAX_LENGTHS["company"], f"{i:03d}"),
-                        event=hostile(MAX_LENGTHS["event"], f"{i:03d}"),
-                    ),
-                    team_id="T0LEADBOT",
-                    submitted_by=MARKETER,
-                    now=at,
-                ),
+            typed = LeadInput(
+                name=hostile(MAX_LENGTHS["name"], f"{i:03d}"),
+                email=f"lead{i}@example.com",
+                company=hostile(MAX_LENGTHS["company"], f"{i:03d}"),
+                event=hostile(MAX_LENGTHS["event"], f"{i:03d}"),
             )
-            leads.card_posted(
-                s,
-                lead.id,
-                channel=LEADS_CHANNEL,
-                ts=f"1764000000.{lead.id:06d}",
-                now=at,
-                next_reminder_at=at + timedelta(minutes=30),
-                permalink=f"https://leadbot-emulator.slack.com/archives/{LEADS_CHANNEL}/"
-                f"p1764000000{lead.id:06d}",
-            )
+            lead = stored_with_card(s, typed, at)
             if i < 60:
                 rep = REPS[i]
             elif i < 110:
