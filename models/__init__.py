@@ -280,8 +280,16 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         # gone under load) held a request opening one until it came back: 20 s of a hung
         # server cost every new connection 20 s, past Slack's 3 and with the lead then stored
         # after Slack had told the person it failed. psycopg waits 2 s at the least.
-        if "connect_timeout" not in make_url(url).query:
-            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT, **kwargs["connect_args"]}
+        # TCP keepalives and a send deadline: a connection whose server vanished without a word
+        # (a failover that moved its address, a dropped route) otherwise waits ~15 minutes,
+        # Linux's retransmission limit, in a query or in the pool's ping. About 10 s with these.
+        # A URL's own values win, as they do for connect_timeout.
+        given = make_url(url).query
+        defaults = {"connect_timeout": CONNECT_TIMEOUT, **TCP_DEADLINES}
+        kwargs["connect_args"] = {
+            **{k: v for k, v in defaults.items() if k not in given},
+            **kwargs["connect_args"],
+        }
     # hide_parameters: SQL errors and logs must never carry lead contact details.
     if str(url).startswith("sqlite"):
         kwargs.setdefault("connect_args", {})
@@ -311,6 +319,14 @@ POOL_SIZE = 30
 # Seconds to wait for a PostgreSQL server to accept a connection (libpq's connect_timeout; a
 # URL's own ?connect_timeout= wins). Inside Slack's 3 seconds, so the person hears it failed.
 CONNECT_TIMEOUT = 2
+# libpq's keepalive settings (seconds) and tcp_user_timeout (ms), for network black holes.
+TCP_DEADLINES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 
 # A connection back from the pool after this long is pinged before use (it may have been cut by
 # a database restart or an idle timeout); one in steady use is not, which saves a round trip per

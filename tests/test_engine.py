@@ -137,6 +137,32 @@ def test_postgres_connection_cut_while_idle_is_replaced(
         admin.dispose()
 
 
+def test_postgres_connections_carry_tcp_deadlines_a_url_may_override(database_url: str) -> None:
+    """A server gone without a word (a failover moved its address) held a query, or the pool's
+    ping, for ~15 minutes of TCP retransmissions; keepalives and tcp_user_timeout bound it."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs LEADBOT_TEST_DATABASE_URL (PostgreSQL)")
+    sep = "&" if "?" in database_url else "?"
+    for url, user_timeout in (
+        (database_url, "10000"),
+        (f"{database_url}{sep}tcp_user_timeout=30000", "30000"),
+    ):
+        engine = make_engine(url, pool_size=1, max_overflow=0)
+        try:
+            with engine.connect() as conn:
+                driver = conn.connection.dbapi_connection
+                assert driver is not None
+                given = driver.info.get_parameters()  # type: ignore[attr-defined]
+        finally:
+            engine.dispose()
+        assert given["tcp_user_timeout"] == user_timeout
+        assert (given["keepalives"], given["keepalives_idle"], given["connect_timeout"]) == (
+            "1",
+            "10",
+            "2",
+        )
+
+
 def test_single_statement_sessions_send_no_begin_on_postgres(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
