@@ -48,6 +48,10 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
         mine_total = _count(s, *is_mine) if len(mine) == LIST_MAX else len(mine)
         queue_total = _count(s, Lead.status == NEW) if len(queue) == LIST_MAX else len(queue)
     now = services.clock.now()
+    # Where the team has said who sales is (SALES_IDS, SALES_USERGROUP), the queue's names and
+    # companies are for them and the managers: a lead routed to a private channel is not
+    # listed to the whole workspace. Everyone else sees how many wait.
+    sees_queue = services.access.may_claim(user_id)
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text="leadbot")),
         SectionBlock(
@@ -63,15 +67,19 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
             _lines("*Your open leads*", mine, now, mine_total, "`/lead mine` lists them all"),
             max_sections=LIST_MAX + 1,
         ),
-        *report.line_sections(
-            _lines(
-                "*Unclaimed, oldest first*",
-                queue,
-                now,
-                queue_total,
-                "the morning digest counts them all",
-            ),
-            max_sections=LIST_MAX + 1,
+        *(
+            report.line_sections(
+                _lines(
+                    "*Unclaimed, oldest first*",
+                    queue,
+                    now,
+                    queue_total,
+                    "the morning digest counts them all",
+                ),
+                max_sections=LIST_MAX + 1,
+            )
+            if sees_queue
+            else [SectionBlock(text=MarkdownTextObject(text=_waiting(queue_total)))]
         ),
         DividerBlock(),
         # The written policy, split on lines into sections within Block Kit's limits.
@@ -83,6 +91,11 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
         ContextBlock(elements=[MarkdownTextObject(text=f"Updated {render.slack_date(now)}")]),
     ]
     return View(type="home", blocks=blocks).to_dict()
+
+
+def _waiting(total: int) -> str:
+    leads = "1 lead is" if total == 1 else f"{total} leads are"
+    return f"*Unclaimed*\n{leads} waiting for sales (the list is for sales and the managers)."
 
 
 def _count(s: Any, *where: Any) -> int:

@@ -539,6 +539,31 @@ def _open_home(bot: Bot, user: str) -> dict:
     return home
 
 
+def test_home_lists_the_queue_to_sales_and_managers_only_once_sales_is_named(
+    database_url: str, slack, clock
+) -> None:
+    """With SALES_IDS (or SALES_USERGROUP) set, the unclaimed leads' names and companies are for
+    those who may claim them: a lead routed to a private channel was listed to everyone."""
+    bot = start_bot(database_url, slack, clock, SALES_IDS=REP_A)
+    try:
+        bot.submit("Jane Doe, jane@acme.example, Acme Corp, hot")
+        bot.submit("Raj Patel, raj@globex.example, Globex, warm")
+        for user in (REP_A, MANAGER):
+            shown = json.dumps(_open_home(bot, user)["blocks"])
+            assert "Jane Doe" in shown and "Globex" in shown, user
+        for user in (REP_B, MARKETER):
+            shown = json.dumps(_open_home(bot, user)["blocks"])
+            assert "Jane Doe" not in shown and "Globex" not in shown, user
+            assert "2 leads are waiting for sales" in shown, user
+    finally:
+        bot.stop()
+
+
+def test_home_lists_the_queue_to_everyone_where_anyone_may_claim(bot: Bot) -> None:
+    bot.submit("Jane Doe, jane@acme.example, Acme Corp, hot")
+    assert "Jane Doe" in json.dumps(_open_home(bot, MARKETER)["blocks"])
+
+
 def test_home_shows_the_policy_below_the_leads(bot: Bot) -> None:
     home = _open_home(bot, REP_A)
     blocks = home["blocks"]
