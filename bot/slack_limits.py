@@ -127,14 +127,7 @@ def _element_errors(element: Any, pointer: str, action_ids: dict[str, str]) -> l
     if not isinstance(element, dict):
         return []
     errors = _broken(element, "*", pointer) + _broken(element, str(element.get("type")), pointer)
-    action_id = element.get("action_id")
-    if isinstance(action_id, str):
-        if action_id in action_ids:
-            errors.append(
-                f"duplicate action_id {action_id!r}, also at {action_ids[action_id]} "
-                f"[json-pointer:{pointer}/action_id]"
-            )
-        action_ids.setdefault(action_id, f"{pointer}/action_id")
+    errors += _repeated(element, "action_id", pointer, action_ids)
     for key in ("options", "initial_options"):
         for i, option in enumerate(element.get(key) or []):
             errors += _broken(option, "option", f"{pointer}/{key}/{i}")
@@ -147,6 +140,18 @@ def _element_errors(element: Any, pointer: str, action_ids: dict[str, str]) -> l
     if isinstance(element.get("confirm"), dict):
         errors += _broken(element["confirm"], "confirm", f"{pointer}/confirm")
     return errors
+
+
+def _repeated(obj: JsonDict, key: str, pointer: str, seen: dict[str, str]) -> list[str]:
+    """`obj[key]` (a block_id, an action_id) if already in `seen`, which it is added to."""
+    value = obj.get(key)
+    if not isinstance(value, str):
+        return []
+    where = f"{pointer}/{key}"
+    if value in seen:
+        return [f"duplicate {key} {value!r}, also at {seen[value]} [json-pointer:{where}]"]
+    seen[value] = where
+    return []
 
 
 def _sdk_errors(block: JsonDict, pointer: str) -> list[str]:
@@ -179,14 +184,7 @@ def blocks_errors(
             errors.append(f"failed to match all allowed schemas [json-pointer:{at}]")
             continue
         found = _broken(block, "*", at) + _broken(block, block["type"], at)
-        block_id = block.get("block_id")
-        if isinstance(block_id, str):
-            if block_id in block_ids:
-                found.append(
-                    f"duplicate block_id {block_id!r}, also at {block_ids[block_id]} "
-                    f"[json-pointer:{at}/block_id]"
-                )
-            block_ids.setdefault(block_id, f"{at}/block_id")
+        found += _repeated(block, "block_id", at, block_ids)
         action_ids: dict[str, str] = {}
         for key in ("accessory", "element"):
             found += _element_errors(block.get(key), f"{at}/{key}", action_ids)
