@@ -30,7 +30,7 @@ from tests.conftest import (
     _worker,
     start_bot,
 )
-from tests.test_outcomes import choose, claim
+from tests.test_outcomes import choose, claim, click_card
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get(PG_URL_VAR)
@@ -86,7 +86,7 @@ def source(sqlite_template: Path, cwd: Path, slack: SlackEmulator, clock: FakeCl
         choose(bot, REP_A, bot.lead(jane.id), "qualified")
         claim(bot, li.id, REP_B)
         claim(bot, zoe.id, REP_A)
-        click_release(bot, zoe.id, REP_A)  # back to new, with its history
+        click_card(bot, REP_A, bot.lead(zoe.id), "lead_release")  # back to new, with history
         bot.sim.event({"type": "app_home_opened", "user": REP_A, "tab": "home"}, event_id="Ev0KEEP")
         bot.settle()
         bot.clock.set(datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
@@ -94,19 +94,6 @@ def source(sqlite_template: Path, cwd: Path, slack: SlackEmulator, clock: FakeCl
     finally:
         bot.stop()
     return url
-
-
-def click_release(bot: Bot, lead_id: int, user: str) -> None:
-    lead = bot.lead(lead_id)
-    r = bot.sim.block_action(
-        user,
-        "lead_release",
-        f"{lead.id}:{lead.version}",
-        channel_id=lead.card_channel,
-        message_ts=lead.card_ts,
-    )
-    assert r.status == 200
-    bot.settle()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
