@@ -181,12 +181,11 @@ def _may_have_posted(last_error: str | None) -> bool:
     `ok: false` answers (a 429, `not_in_channel`, …) post nothing: a retry after one need not
     read the channel's history first (a Tier 3 call, in a storm of 429s one per retry)."""
     code = last_error or ""
-    return (
-        not code
-        or code.startswith(("connection_error", "http_"))
-        or code in (LEASE_EXPIRED, NO_TS, "internal_error", "fatal_error")
-        or code in ("service_unavailable", "request_timeout")
-    )
+    if not code or code in (LEASE_EXPIRED, NO_TS) or code.startswith("http_"):
+        return True
+    # The errors retried as passing (bot.delivery.TRANSIENT) but Slack's rate limit, which
+    # refuses the post.
+    return DeliveryError(code).transient and code not in ("ratelimited", "rate_limited")
 
 
 def _replaces(item: OutboxItem) -> str | None:
