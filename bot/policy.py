@@ -102,6 +102,12 @@ class Hours:
     holidays: frozenset[date] = frozenset()
     always: bool = False
 
+    @property
+    def overnight(self) -> bool:
+        """Whether each window runs past midnight: `end` before `start` closes it on the next
+        calendar day ("00:00" at midnight). The window belongs to the day it opens on."""
+        return not self.always and self.end < self.start
+
 
 @dataclass(frozen=True)
 class Persona:
@@ -455,10 +461,13 @@ def _hours(value: object, fallback: _Fallback) -> Hours:
             )
     start = _time(table["start"], "hours.start")
     end = _time(table["end"], "hours.end")
-    if end <= start:
+    # An end before the start runs past midnight (Hours.overnight); the same time would be no
+    # hours at all or all of them, so it is refused rather than guessed.
+    if end == start:
         raise _Problem(
             "hours.end",
-            f"{_hhmm(end)} is not after start {_hhmm(start)} — hours cannot run past midnight",
+            f"{_hhmm(end)} is the same as start — for a clock that never stops leave out [hours]; "
+            'for hours past midnight end earlier than start, like start = "22:00", end = "06:00"',
         )
     holidays: set[date] = set()
     for i, day in enumerate(_list_of(table.get("holidays", []), "hours.holidays"), 1):
@@ -860,15 +869,23 @@ def _describe_hours(hours: Hours) -> str:
     zone = escape(hours.timezone.key)
     if hours.always:
         return f"Around the clock, every day (time zone {zone})"
-    text = (
-        f"{_describe_days(hours.days)}, {hours.start.strftime('%H:%M')}–"
-        f"{hours.end.strftime('%H:%M')} ({zone})"
-    )
+    start, end = hours.start.strftime("%H:%M"), hours.end.strftime("%H:%M")
+    if hours.end == time(0):
+        span = f"{start}–midnight"  # "18:00–00:00" reads as if it ended before it began
+    elif hours.overnight:
+        # Said in full so that "Mon–Fri" reads as the evenings the hours start, Monday's ending
+        # on Tuesday, which is how the clock counts them.
+        span = f"{start} to {end} the next day"
+    else:
+        span = f"{start}–{end}"
+    text = f"{_describe_days(hours.days)}, {span} ({zone})"
     if hours.holidays:
         days = sorted(hours.holidays)
         shown = ", ".join(d.isoformat() for d in days[:20])
         more = f" and {len(days) - 20} more" if len(days) > 20 else ""
         text += f"; closed on {shown}{more}"
+        if hours.overnight and hours.end != time(0):
+            text += " (the hours that would start on those days)"
     return text
 
 

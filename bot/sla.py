@@ -5,11 +5,17 @@ Working time is real elapsed time inside working windows. Each working day (a da
 to `end` local wall-clock time; nothing else counts. So `1d` of working time is 24 working hours,
 which on a 09:00–18:00 schedule is two full days and 6 hours more — not "one working day".
 
+An `end` earlier than `start` (Hours.overnight) closes the window on the next calendar day:
+22:00–06:00 on Mon–Fri runs from Monday 22:00 to Tuesday 06:00, …, Friday 22:00 to Saturday
+06:00, and an `end` of 00:00 closes it at midnight. Such a window belongs to the day it opens on:
+that day must be a working day and not a holiday, whatever the day it closes on.
+
 All instants in and out are timezone-aware; results are in UTC. A window is placed by its local
 wall-clock times, so 09:00–18:00 stays 09:00–18:00 on the days clocks change; if a window itself
-spans a change (say 00:00–12:00), it is as long as the real time between its two ends. A start or
-end time that does not exist that day (skipped by the change) maps as zoneinfo does for fold=0,
-i.e. with the offset from before the change.
+spans a change (say 00:00–12:00, or 22:00–06:00 over the night the clocks change), it is as long
+as the real time between its two ends. A start or end time that does not exist that day (skipped
+by the change) maps as zoneinfo does for fold=0, i.e. with the offset from before the change;
+one that happens twice (clocks going back) is its first occurrence.
 
 Pure functions; no database, no Slack.
 """
@@ -55,18 +61,22 @@ def add_working_time(start: datetime, delta: timedelta, hours: Hours) -> datetim
 def next_working_day(when: datetime, hours: Hours) -> datetime:
     """The same local time on the next working day, kept inside that day's working hours: what
     "in a day" means to people. (A day of working time, add_working_time's 24 hours, is three
-    days of 8.) With no working hours, simply 24 hours later."""
+    days of 8.) With no working hours, simply 24 hours later.
+
+    With hours past midnight a day runs from `end` to `end`, as a window belongs to the day it
+    opens on: at 02:00 on Tuesday in 22:00–06:00 hours it is still Monday's night, and the next
+    working day's 02:00 is the one on Wednesday morning, inside Tuesday's window."""
     at = _utc(when, "when")
     if hours.always:
         return at + timedelta(days=1)
     local = at.astimezone(hours.timezone)
-    after = local.date()
-    for opens, closes in _windows(hours, after + timedelta(days=1)):
-        if opens.astimezone(hours.timezone).date() <= after:
-            continue  # a window of the same local day (the search starts a day early at most)
-        wanted = datetime.combine(
-            opens.astimezone(hours.timezone).date(), local.time(), tzinfo=hours.timezone
-        ).astimezone(UTC)
+    clock = local.time()
+    # Before `end` o'clock it is still yesterday's night; the same time in the next working
+    # day's night then falls on the calendar day after that night opens.
+    spill = timedelta(days=1 if hours.overnight and clock < hours.end else 0)
+    today = local.date() - spill
+    for day, opens, closes in _placed(hours, today + timedelta(days=1)):
+        wanted = datetime.combine(day + spill, clock, tzinfo=hours.timezone).astimezone(UTC)
         # Before opening: at opening. After closing: a minute before it, so still that day.
         return min(max(wanted, opens), closes - min(timedelta(minutes=1), closes - opens))
     raise AssertionError("unreachable: _windows never ends")  # pragma: no cover
@@ -110,12 +120,22 @@ def working_time_between(a: datetime, b: datetime, hours: Hours) -> timedelta:
 def _windows(
     hours: Hours, first_day: date, *, until: datetime | None = None
 ) -> Iterator[tuple[datetime, datetime]]:
-    """Working windows in UTC, in order, from the local day `first_day`.
+    """Working windows in UTC, in order, from the one opening on the local day `first_day`.
 
     With `until`, it stops at the first window opening at or after it; without, it goes on for
     ever, unless MAX_SEARCH_DAYS pass without a window.
     """
+    for _, opens, closes in _placed(hours, first_day, until=until):
+        yield opens, closes
+
+
+def _placed(
+    hours: Hours, first_day: date, *, until: datetime | None = None
+) -> Iterator[tuple[date, datetime, datetime]]:
+    """_windows, each with the local day it opens on (the day it belongs to)."""
     tz = hours.timezone
+    # A window past midnight closes on the day after it opens.
+    closing_day = timedelta(days=1 if hours.overnight else 0)
     day = first_day
     idle = 0
     previous_close: datetime | None = None
@@ -125,7 +145,7 @@ def _windows(
             raise ValueError("working time runs past the end of the calendar (year 9999)")
         if day.weekday() in hours.days and day not in hours.holidays:
             opens = datetime.combine(day, hours.start, tzinfo=tz).astimezone(UTC)
-            closes = datetime.combine(day, hours.end, tzinfo=tz).astimezone(UTC)
+            closes = datetime.combine(day + closing_day, hours.end, tzinfo=tz).astimezone(UTC)
             if until is not None and opens >= until:
                 return
             # Clocks going back around midnight could make a window start before the last one
@@ -135,7 +155,7 @@ def _windows(
             if closes > opens:
                 idle = 0
                 previous_close = closes
-                yield opens, closes
+                yield day, opens, closes
         idle += 1
         if until is None and idle > MAX_SEARCH_DAYS:
             raise ValueError(
@@ -148,8 +168,12 @@ def _windows(
 
 
 def _local_date(at: datetime, hours: Hours) -> date:
+    """The day to start looking for the window open at `at` (or the next one) from."""
     # A day early: with clock changes at midnight, the previous day's window can still be open.
-    return at.astimezone(hours.timezone).date() - timedelta(days=1)
+    # Hours past midnight: yesterday's window is open this morning anyway, and a closing time the
+    # clocks skip late in the evening can push the one of the day before past midnight too.
+    back = 2 if hours.overnight else 1
+    return at.astimezone(hours.timezone).date() - timedelta(days=back)
 
 
 def _utc(when: datetime, name: str) -> datetime:

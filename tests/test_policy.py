@@ -264,12 +264,14 @@ TINY_HOURS = '[hours]\nstart = "09:00"\nend = "09:01"\ndays = ["sun"]\n'
         ('[hours]\nstart = "09:00"\nend = "24:00"\n', 'policy.toml: hours.end: "24:00" is not a'),
         ('[hours]\nstart = "09:00"\nend = 18\n', "policy.toml: hours.end: 18 is not a time"),
         (
-            '[hours]\nstart = "18:00"\nend = "09:00"\n',
-            'policy.toml: hours.end: "09:00" is not after start "18:00"',
+            '[hours]\nstart = "09:00"\nend = "09:00"\n',
+            'policy.toml: hours.end: "09:00" is the same as start — for a clock that never stops '
+            "leave out [hours]; for hours past midnight end earlier than start, like start = "
+            '"22:00", end = "06:00"',
         ),
         (
-            '[hours]\nstart = "09:00"\nend = "09:00"\n',
-            'policy.toml: hours.end: "09:00" is not after start "09:00"',
+            '[hours]\nstart = "00:00"\nend = 00:00:00\n',
+            'policy.toml: hours.end: "00:00" is the same as start',
         ),
         (
             '[hours]\nstart = "09:00"\nend = "18:00"\ndays = ["mon", "fry"]\n',
@@ -478,6 +480,30 @@ def test_toml_native_times_and_dates_are_accepted(tmp_path: Path) -> None:
     policy = load(tmp_path, "[hours]\nstart = 08:30:00\nend = 17:00:00\nholidays = [2026-12-25]\n")
     assert (policy.hours.start, policy.hours.end) == (time(8, 30), time(17))
     assert policy.hours.holidays == frozenset({date(2026, 12, 25)})
+
+
+def test_hours_may_run_past_midnight(tmp_path: Path) -> None:
+    night = load(tmp_path, '[hours]\nstart = "22:00"\nend = "06:00"\n' + BASE).hours
+    assert (night.start, night.end, night.overnight) == (time(22), time(6), True)
+    # "00:00" as the end is the midnight that closes the opening day.
+    evening = load(tmp_path, '[hours]\nstart = "18:00"\nend = "00:00"\n' + BASE).hours
+    assert (evening.start, evening.end, evening.overnight) == (time(18), time(0), True)
+    office = load(tmp_path, '[hours]\nstart = "09:00"\nend = "18:00"\n' + BASE).hours
+    assert not office.overnight
+    assert not load(tmp_path, BASE).hours.overnight  # around the clock
+
+
+def test_night_hours_reach_their_slas(tmp_path: Path) -> None:
+    # One night a week, 23:59 to 00:00: a minute, like TINY_HOURS; the reach check counts it.
+    tiny_night = '[hours]\nstart = "23:59"\nend = "00:00"\ndays = ["sun"]\n'
+    assert error(tmp_path, tiny_night + '[priorities.hot]\nclaim_within = "9h"\n').startswith(
+        'policy.toml: priorities.hot.claim_within: "9h" of working time would end more than 10 '
+        "years ahead — these [hours] hold 8h"
+    )
+    policy = load(tmp_path, '[hours]\nstart = "22:00"\nend = "06:00"\n' + BASE)
+    now = datetime.now(UTC)
+    due = add_working_time(now, policy.rule("hot").claim_within, policy.hours)
+    assert timedelta(minutes=15) <= due - now < timedelta(days=4)
 
 
 def test_hours_defaults_to_monday_to_friday(tmp_path: Path) -> None:
@@ -797,6 +823,24 @@ def test_describe_built_in_defaults() -> None:
 def test_describe_odd_days(tmp_path: Path) -> None:
     text = '[hours]\nstart = "10:00"\nend = "14:30"\ndays = ["sun", "mon", "tue", "wed", "fri"]\n'
     assert "Mon–Wed, Fri, Sun, 10:00–14:30 (UTC)" in describe_policy(load(tmp_path, text))
+
+
+def test_describe_hours_past_midnight(tmp_path: Path) -> None:
+    text = '[hours]\ntimezone = "Europe/Berlin"\nstart = "22:00"\nend = "06:00"\n'
+    assert "Mon–Fri, 22:00 to 06:00 the next day (Europe/Berlin)" in describe_policy(
+        load(tmp_path, text)
+    )
+    holiday = describe_policy(load(tmp_path, text + 'holidays = ["2026-12-24"]\n'))
+    assert (
+        "22:00 to 06:00 the next day (Europe/Berlin); closed on 2026-12-24 (the hours that "
+        "would start on those days)"
+    ) in holiday
+    evening = '[hours]\nstart = "18:00"\nend = "00:00"\ndays = ["fri", "sat"]\n'
+    assert "Fri, Sat, 18:00–midnight (UTC)" in describe_policy(load(tmp_path, evening))
+    evening += 'holidays = ["2026-12-31"]\n'
+    assert "18:00–midnight (UTC); closed on 2026-12-31\n" in describe_policy(
+        load(tmp_path, evening)
+    )
 
 
 def test_describe_escapes_user_text(tmp_path: Path) -> None:

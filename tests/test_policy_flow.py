@@ -136,3 +136,64 @@ def test_warm_lead_uses_its_own_interval_and_skips_the_holiday(
         assert bot.run_job("reminders").startswith("outside working hours")
     finally:
         bot.stop()
+
+
+# A night shift in Berlin on Friday and Saturday nights; the clocks go forward (02:00 CET to
+# 03:00 CEST) inside Saturday 28 March 2026's night, which is 7 real hours long.
+NIGHT_POLICY = """
+[hours]
+timezone = "Europe/Berlin"
+days = ["fri", "sat"]
+start = "22:00"
+end = "06:00"
+
+[priorities.hot]
+claim_within = "6h30m"
+escalate_after = 1
+"""
+
+
+def test_a_night_shift_reminds_across_midnight_and_the_clock_change(
+    tmp_path,
+    database_url,
+    slack,
+    clock,
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(NIGHT_POLICY)
+    clock.set(datetime(2026, 3, 28, 4, 30, tzinfo=UTC))  # Saturday 05:30 CET, Friday's night
+    bot = start_bot(database_url, slack, clock, POLICY_FILE=str(policy))
+    try:
+        shown = bot.submit("policy").json()["text"]
+        assert "Fri, Sat, 22:00 to 06:00 the next day (Europe/Berlin)" in shown
+        bot.submit("Jane Doe, jane@acme.example, hot")
+        [lead] = bot.leads()
+        # 30m to Friday's night's end; 4h of Saturday's night to 02:00 CET, when it is 03:00
+        # CEST; 2h more: Sunday 05:00 CEST (03:00 UTC), not 04:00 by the wall clock.
+        sunday_0500 = datetime(2026, 3, 29, 3, 0, tzinfo=UTC)
+        assert lead.next_reminder_at == sunday_0500
+        for when in (
+            datetime(2026, 3, 28, 11, 0, tzinfo=UTC),  # Saturday noon
+            datetime(2026, 3, 28, 20, 59, tzinfo=UTC),  # Saturday 21:59 CET
+            datetime(2026, 3, 29, 0, 30, tzinfo=UTC),  # Sunday 01:30 CET, past midnight
+            datetime(2026, 3, 29, 2, 59, tzinfo=UTC),  # Sunday 04:59 CEST
+        ):
+            clock.set(when)
+            assert bot.run_job("reminders") in (
+                "outside working hours: nothing sent",
+                "0 reminded, 0 escalated",
+            )
+        assert [m for m in slack.messages(LEADS_CHANNEL) if m.thread_ts] == []
+        clock.set(sunday_0500)
+        assert bot.run_job("reminders") == "1 reminded, 0 escalated"
+        # Sunday's and the weeknights are not worked: 1h to 06:00 CEST, then Friday 3 April's
+        # night from 22:00 for 5h30m: Saturday 03:30 CEST.
+        clock.set(datetime(2026, 3, 30, 1, 0, tzinfo=UTC))  # Monday 03:00 CEST: Sunday's night
+        assert bot.run_job("reminders") == "outside working hours: nothing sent"
+        saturday_0330 = datetime(2026, 4, 4, 1, 30, tzinfo=UTC)
+        assert bot.lead(lead.id).next_reminder_at == saturday_0330
+        clock.set(saturday_0330)
+        assert bot.run_job("reminders") == "0 reminded, 1 escalated"
+        assert len(bot.slack.dms(MANAGER)) == 1
+    finally:
+        bot.stop()

@@ -348,9 +348,13 @@ ZONES = [
 def schedules(draw: st.DrawFn) -> Hours:
     zone = draw(st.sampled_from(ZONES))
     days = draw(st.frozensets(st.integers(0, 6), min_size=1))
-    start_minute = draw(st.integers(0, 23 * 60 - 30))
     # At least 30 minutes a day keeps long deltas from walking through decades.
-    end_minute = draw(st.integers(start_minute + 30, 24 * 60 - 1))
+    if draw(st.booleans()):
+        start_minute = draw(st.integers(0, 23 * 60 - 30))
+        end_minute = draw(st.integers(start_minute + 30, 24 * 60 - 1))
+    else:  # past midnight: the end is earlier than the start, 00:00 included
+        start_minute = draw(st.integers(1, 24 * 60 - 1))
+        end_minute = draw(st.integers(max(0, start_minute - 24 * 60 + 30), start_minute - 1))
     holidays = draw(st.frozensets(st.dates(date(2025, 1, 1), date(2029, 12, 31)), max_size=40))
     return Hours(
         ZoneInfo(zone),
@@ -430,3 +434,205 @@ def test_a_day_without_working_hours_is_24_hours() -> None:
     always = Hours(ZoneInfo("UTC"), EVERY_DAY, time(0), time(0), always=True)
     when = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
     assert next_working_day(when, always) == when + timedelta(days=1)
+
+
+# --- hours past midnight ----------------------------------------------------------------------
+
+# A night shift: Monday 22:00 to Tuesday 06:00, …, Friday 22:00 to Saturday 06:00.
+NIGHTS = office(start=time(22), end=time(6), holidays=(date(2026, 12, 24),))
+# Evenings until midnight: an end of 00:00 is the midnight that ends the opening day.
+EVENINGS = office(start=time(18), end=time(0))
+
+
+@pytest.mark.parametrize(
+    ("fields", "working"),
+    [
+        ((2026, 5, 11, 21, 59), False),  # Monday, before the first night
+        ((2026, 5, 11, 22, 0), True),  # Monday's night opens
+        ((2026, 5, 12, 0, 0), True),  # still Monday's night past midnight
+        ((2026, 5, 12, 5, 59), True),
+        ((2026, 5, 12, 6, 0), False),  # closing does not count
+        ((2026, 5, 12, 12, 0), False),  # Tuesday daytime
+        ((2026, 5, 16, 3, 0), True),  # Saturday morning: Friday's night
+        ((2026, 5, 16, 23, 0), False),  # Saturday is not a working day: no night opens
+        ((2026, 5, 17, 3, 0), False),
+        ((2026, 5, 18, 3, 0), False),  # Monday morning: Sunday's night, which is not worked
+        # 24 December is a holiday: Wednesday's night still runs into its morning, but no night
+        # opens on it; Christmas Day's night (a Friday) is worked.
+        ((2026, 12, 24, 3, 0), True),
+        ((2026, 12, 24, 23, 0), False),
+        ((2026, 12, 25, 3, 0), False),
+        ((2026, 12, 25, 22, 30), True),
+    ],
+)
+def test_a_night_belongs_to_the_day_it_opens(fields: tuple[int, ...], working: bool) -> None:
+    assert is_working_time(ny(*fields), NIGHTS) is working
+
+
+def test_night_shift_deadlines() -> None:
+    # Submitted on Tuesday afternoon: counted from Tuesday 22:00.
+    assert add_working_time(ny(2026, 5, 12, 14, 0), 15 * MINUTE, NIGHTS) == ny(2026, 5, 12, 22, 15)
+    # Inside a night, across midnight.
+    assert add_working_time(ny(2026, 5, 12, 23, 50), 20 * MINUTE, NIGHTS) == ny(2026, 5, 13, 0, 10)
+    # Saturday 05:55, the end of Friday's night: 5 minutes then, 10 on Monday night.
+    assert add_working_time(ny(2026, 5, 16, 5, 55), 15 * MINUTE, NIGHTS) == ny(2026, 5, 18, 22, 10)
+    # Ending exactly at a night's close stays there.
+    assert add_working_time(ny(2026, 5, 12, 5, 0), timedelta(hours=1), NIGHTS) == ny(2026, 5, 12, 6)
+    assert next_working_moment(ny(2026, 5, 12, 6, 0), NIGHTS) == ny(2026, 5, 12, 22, 0)
+    assert next_working_moment(ny(2026, 5, 12, 5, 0), NIGHTS) == ny(2026, 5, 12, 5, 0)
+    assert next_working_moment(ny(2026, 5, 16, 6, 0), NIGHTS) == ny(2026, 5, 18, 22, 0)
+
+
+def test_consecutive_nights_add_up() -> None:
+    # Monday 22:00 to Saturday 06:00: five nights of 8 hours, and nothing in between.
+    week = working_time_between(ny(2026, 5, 11, 12), ny(2026, 5, 16, 12), NIGHTS)
+    assert week == timedelta(hours=40)
+    # 1d of working time is three nights: Monday's, Tuesday's, Wednesday's.
+    assert add_working_time(ny(2026, 5, 11, 22), timedelta(days=1), NIGHTS) == ny(2026, 5, 14, 6)
+    # From Thursday 02:00 (Wednesday's night): 4h + Thursday's 8h + Friday's 8h + Monday's 4h.
+    due = add_working_time(ny(2026, 5, 14, 2), timedelta(days=1), NIGHTS)
+    assert due == ny(2026, 5, 19, 2)
+    assert working_time_between(ny(2026, 5, 14, 2), due, NIGHTS) == timedelta(days=1)
+
+
+def test_a_holiday_closes_the_night_that_opens_on_it() -> None:
+    # Wednesday 23 December 23:00 + 8h: 7h of Wednesday's night, none on the 24th (a holiday),
+    # the last hour in the night of Friday 25th.
+    due = add_working_time(ny(2026, 12, 23, 23, 0), timedelta(hours=8), NIGHTS)
+    assert due == ny(2026, 12, 25, 23, 0)
+    assert working_time_between(ny(2026, 12, 24), ny(2026, 12, 25), NIGHTS) == timedelta(hours=6)
+
+
+@pytest.mark.parametrize(
+    ("zone", "change_day", "length"),
+    [
+        ("America/New_York", date(2026, 3, 8), timedelta(hours=7)),  # 02:00 -> 03:00
+        ("America/New_York", date(2026, 11, 1), timedelta(hours=9)),  # 02:00 -> 01:00
+        ("Europe/Berlin", date(2026, 3, 29), timedelta(hours=7)),
+        ("Europe/Berlin", date(2026, 10, 25), timedelta(hours=9)),
+    ],
+)
+def test_a_night_over_a_clock_change_is_its_real_length(
+    zone: str, change_day: date, length: timedelta
+) -> None:
+    hours = office(zone, days=EVERY_DAY, start=time(22), end=time(6))
+    eve = change_day - timedelta(days=1)
+
+    def wall(day: date, hour: int, minute: int = 0) -> datetime:
+        return at(zone, day.year, day.month, day.day, hour, minute)
+
+    # The night still opens at 22:00 and closes at 06:00 local, whatever the offsets.
+    assert working_time_between(wall(eve, 12), wall(change_day, 12), hours) == length
+    assert add_working_time(wall(eve, 21), length, hours) == wall(change_day, 6)
+    assert is_working_time(wall(change_day, 5, 59), hours)
+    assert not is_working_time(wall(change_day, 6), hours)
+    # Half an hour before the end, the rest of the night and half an hour of the next one.
+    due = add_working_time(wall(change_day, 5, 30), timedelta(hours=1), hours)
+    assert local(due, hours) == datetime.combine(change_day, time(22, 30))
+    # The nights around it are 8 hours.
+    assert working_time_between(wall(eve, 12), wall(eve + timedelta(days=3), 12), hours) == (
+        length + timedelta(hours=16)
+    )
+
+
+def test_a_night_ending_at_a_time_the_clocks_skip() -> None:
+    # 02:30 does not exist on 8 March 2026 in New York: read with the winter offset it is 03:30
+    # EDT, so Saturday's 22:00–02:30 night still holds 4h30m of real time.
+    hours = office(days=EVERY_DAY, start=time(22), end=time(2, 30))
+    assert working_time_between(ny(2026, 3, 7, 12), ny(2026, 3, 8, 12), hours) == timedelta(
+        hours=4, minutes=30
+    )
+    assert is_working_time(ny(2026, 3, 8, 3, 29), hours)
+    assert not is_working_time(ny(2026, 3, 8, 3, 30), hours)
+
+
+def test_a_night_ending_in_the_hour_that_happens_twice_ends_the_first_time() -> None:
+    # 01:30 happens twice on 1 November 2026 in New York; the night closes at the first, EDT.
+    hours = office(days=EVERY_DAY, start=time(22), end=time(1, 30))
+    assert working_time_between(ny(2026, 10, 31, 12), ny(2026, 11, 1, 12), hours) == timedelta(
+        hours=3, minutes=30
+    )
+    assert add_working_time(ny(2026, 10, 31, 22), timedelta(hours=3, minutes=30), hours) == (
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    )
+
+
+def test_a_night_the_clocks_push_past_the_next_midnight_is_still_found() -> None:
+    # Nuuk's clocks go from 23:00 to 00:00 on Saturday 28 March 2026. In 23:45–23:30 hours,
+    # Friday's window should close at Saturday 23:30, which does not exist: with the old offset
+    # that is 00:30 on Sunday. At 00:15 on Sunday it is still open, two local days after it
+    # opened, so the search must start that early.
+    hours = office("America/Nuuk", days=EVERY_DAY, start=time(23, 45), end=time(23, 30))
+    sunday_0015 = datetime(2026, 3, 29, 1, 15, tzinfo=UTC)  # 00:15 at -01
+    assert local(sunday_0015, hours) == datetime(2026, 3, 29, 0, 15)
+    assert is_working_time(sunday_0015, hours)
+    assert next_working_moment(sunday_0015, hours) == sunday_0015
+    assert add_working_time(sunday_0015, 15 * MINUTE, hours) == sunday_0015 + 15 * MINUTE
+
+
+def test_evening_hours_until_midnight() -> None:
+    assert is_working_time(ny(2026, 5, 15, 23, 59), EVENINGS)  # Friday
+    assert not is_working_time(ny(2026, 5, 16, 0, 0), EVENINGS)  # midnight closes it
+    assert not is_working_time(ny(2026, 5, 16, 18, 0), EVENINGS)  # Saturday
+    assert working_time_between(ny(2026, 5, 11), ny(2026, 5, 18), EVENINGS) == timedelta(hours=30)
+    # Friday 23:00 + 2h: an hour to midnight, then Monday 18:00–19:00.
+    assert add_working_time(ny(2026, 5, 15, 23), timedelta(hours=2), EVENINGS) == ny(
+        2026, 5, 18, 19
+    )
+    # Ending exactly at midnight stays there, on the next calendar day.
+    assert add_working_time(ny(2026, 5, 15, 23), timedelta(hours=1), EVENINGS) == ny(2026, 5, 16)
+    assert next_working_moment(ny(2026, 5, 16), EVENINGS) == ny(2026, 5, 18, 18)
+
+
+def test_evening_hours_until_midnight_when_the_clocks_change_at_midnight() -> None:
+    # Santiago's clocks go from 24:00 to 01:00 on the night into Sunday 6 September 2026:
+    # midnight does not exist, and read with the winter offset it is 01:00. Saturday's evening
+    # 18:00–00:00 stays six hours long and closes at 01:00 on Sunday's new clock.
+    evenings = office("America/Santiago", days=EVERY_DAY, start=time(18), end=time(0))
+    saturday = at("America/Santiago", 2026, 9, 5, 12)
+    sunday = at("America/Santiago", 2026, 9, 6, 12)
+    assert working_time_between(saturday, sunday, evenings) == timedelta(hours=6)
+    closing = add_working_time(saturday, timedelta(hours=6), evenings)
+    assert closing == datetime(2026, 9, 6, 4, 0, tzinfo=UTC)
+    assert local(closing, evenings) == datetime(2026, 9, 6, 1, 0)
+    assert is_working_time(closing - MINUTE, evenings)
+    assert not is_working_time(closing, evenings)
+
+
+@pytest.mark.parametrize(
+    ("clicked", "asked_again"),
+    [
+        # Inside Monday's night, before and after midnight: the same time in Tuesday's night.
+        ((2026, 5, 11, 23, 0), (2026, 5, 12, 23, 0)),
+        ((2026, 5, 12, 2, 0), (2026, 5, 13, 2, 0)),
+        # Tuesday daytime, before Tuesday's night: the next working day's opening, as before
+        # opening in office hours.
+        ((2026, 5, 12, 10, 0), (2026, 5, 13, 22, 0)),
+        # Friday's night, either side of midnight: Monday's night.
+        ((2026, 5, 15, 23, 0), (2026, 5, 18, 23, 0)),
+        ((2026, 5, 16, 3, 0), (2026, 5, 19, 3, 0)),
+        # Just past a night's close it is that day's daytime: the next day's opening.
+        ((2026, 5, 12, 6, 0), (2026, 5, 13, 22, 0)),
+        # Wednesday 23 December's night: Thursday 24 is a holiday, so Friday's night.
+        ((2026, 12, 24, 1, 0), (2026, 12, 26, 1, 0)),
+    ],
+)
+def test_a_day_in_night_hours_is_the_same_time_in_the_next_working_night(
+    clicked: tuple[int, ...], asked_again: tuple[int, ...]
+) -> None:
+    assert next_working_day(ny(*clicked), NIGHTS) == ny(*asked_again)
+
+
+def test_a_day_in_evening_hours_until_midnight() -> None:
+    assert next_working_day(ny(2026, 5, 15, 23, 30), EVENINGS) == ny(2026, 5, 18, 23, 30)
+    # Daytime is before the next day's opening; so is midnight, which closed Monday's evening.
+    assert next_working_day(ny(2026, 5, 12, 12, 0), EVENINGS) == ny(2026, 5, 13, 18, 0)
+    assert next_working_day(ny(2026, 5, 12, 0, 0), EVENINGS) == ny(2026, 5, 13, 18, 0)
+
+
+def test_a_day_over_a_night_the_clocks_change() -> None:
+    # Saturday 7 March 2026, 23:00 EST in every-night hours: Sunday's 23:00 EDT, and from 05:00
+    # on Sunday (EDT, in Saturday's shorter night) Monday's 05:00.
+    hours = office(days=EVERY_DAY, start=time(22), end=time(6))
+    assert next_working_day(ny(2026, 3, 7, 23, 0), hours) == ny(2026, 3, 8, 23, 0)
+    assert next_working_day(ny(2026, 3, 8, 5, 0), hours) == ny(2026, 3, 9, 5, 0)
