@@ -50,6 +50,12 @@ ADVICE = {
     "message_not_found": "the card was deleted from the channel",
     "ok_without_ts": "Slack took the card but did not say where it is — look for it in the channel",
 }
+# A card refused as malformed goes out as a short card (bot.outbox); these words are for one
+# whose short card was refused too.
+_MALFORMED_ADVICE = (
+    "Slack refused the card's content, even a short form of it — whoever runs leadbot needs "
+    "this code to fix it"
+)
 
 
 # Errors that may go away by themselves: retry with backoff. Anything else Slack answers is a
@@ -80,6 +86,38 @@ FIXABLE = frozenset(
         "missing_scope",
     }
 )
+# Errors that say the message itself is malformed, not where it goes nor who sends it: Block
+# Kit Slack will not take (a limit it changed, text nobody foresaw), text too long, arguments
+# or encoding it cannot read, metadata it refuses. The same request is refused again however
+# often it is sent, but a smaller message may pass: a refused card goes out as a short card
+# (bot.outbox). Channel, token and permission errors (FIXABLE, `restricted_action`, …) are
+# not here: a smaller card would be refused just the same.
+MALFORMED = frozenset(
+    {
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_blocks_too_long",
+        "msg_too_long",
+        "no_text",
+        "invalid_arguments",
+        "invalid_array_arg",
+        "invalid_arg_name",
+        "invalid_charset",
+        "invalid_form_data",
+        "invalid_json",
+        "json_not_object",
+        "invalid_attachments",
+        "too_many_attachments",
+        "invalid_metadata_format",
+        "invalid_metadata_schema",
+        "metadata_too_large",
+    }
+)
+# The MALFORMED errors about the message's metadata: the short card goes without it.
+METADATA_REFUSED = frozenset(
+    {"invalid_metadata_format", "invalid_metadata_schema", "metadata_too_large"}
+)
+ADVICE.update(dict.fromkeys(MALFORMED, _MALFORMED_ADVICE))
 # An `ok` post whose answer names no ts: the message went out, but nothing says which it is.
 NO_TS = "ok_without_ts"
 
@@ -101,6 +139,10 @@ class DeliveryError(Exception):
     @property
     def fixable(self) -> bool:
         return self.code in FIXABLE
+
+    @property
+    def malformed(self) -> bool:
+        return self.code in MALFORMED
 
     @property
     def advice(self) -> str:

@@ -244,13 +244,15 @@ def tell_submitter_card_failed(session: Session, lead: Lead, error: DeliveryErro
         )
     )
     where = f" to {render.channel_mention(channel)}" if channel else ""
+    # A malformed card was tried in short too (bot.outbox): the admin needs Slack's code.
+    code = f" (`{render.inline(error.code, 60)}`)" if error.malformed else ""
     outbox.enqueue_message(
         session,
         lead.submitted_by,
         render.Message(
             text=f"⚠️ Lead #{lead.id} {render.lead_label(lead)} is saved, but its card could "
-            f"not be posted{where}: {error.advice}. Ask your leadbot admin; the managers' "
-            "digest lists it too."
+            f"not be posted{where}: {error.advice}{code}. Ask your leadbot admin; the "
+            "managers' digest lists it too."
             + (" The card goes out by itself once that is fixed." if error.fixable else "")
         ),
         lead_id=lead.id,

@@ -202,10 +202,12 @@ def card_posted(
     now: datetime,
     next_reminder_at: datetime,
     permalink: str | None = None,
+    short: bool = False,
 ) -> bool:
     """The card is in the channel: the reminder clock starts now. False when the lead is gone
     or already has its card (a duplicate delivery), and then nothing is written. One prebuilt
-    UPDATE: built per call as an ORM update, it cost ~1.4 ms of CPU per card."""
+    UPDATE: built per call as an ORM update, it cost ~1.4 ms of CPU per card. `short`: the
+    card is the short one (see `card_fell_back`), and its event says so."""
     updated = conn.execute(
         _CARD_POSTED,
         {
@@ -218,7 +220,8 @@ def card_posted(
         },
     ).rowcount
     if updated:
-        record(conn, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts)
+        marks = {"short": True} if short else {}
+        record(conn, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts, **marks)
     return bool(updated)
 
 
@@ -256,6 +259,7 @@ def card_reposted(
     ts: str,
     now: datetime,
     permalink: str | None = None,
+    short: bool = False,
 ) -> bool:
     """The card is posted again after a delete. False when the lead is gone or has a card."""
     updated = conn.execute(
@@ -263,8 +267,85 @@ def card_reposted(
         {"b_id": lead_id, "b_channel": channel, "b_ts": ts, "b_permalink": permalink},
     ).rowcount
     if updated:
-        record(conn, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts, again=True)
+        marks = {"short": True} if short else {}
+        record(
+            conn, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts, again=True, **marks
+        )
     return bool(updated)
+
+
+CARD_FELL_BACK = "card_fell_back"  # the event: Slack refused the full card as malformed
+_EVENTS = LeadEvent.__table__
+# An event written only while its lead is there (INSERT … SELECT from the lead's row): the
+# outbox writes it after a Slack call, and `forget` may have erased the lead meanwhile.
+_RECORD_IF_LEAD = _EVENTS.insert().from_select(
+    ["lead_id", "at", "actor", "kind", "detail"],
+    select(
+        _LEADS.c.id,
+        bindparam("at", type_=_EVENTS.c.at.type),
+        bindparam("actor", type_=_EVENTS.c.actor.type),
+        bindparam("kind", type_=_EVENTS.c.kind.type),
+        bindparam("detail", type_=_EVENTS.c.detail.type),
+    ).where(_LEADS.c.id == bindparam("lead_id")),
+)
+
+
+def card_fell_back(
+    conn: Session | Connection, lead_id: int, *, error: str, now: datetime, refresh: bool = False
+) -> bool:
+    """Slack refused the lead's full card as malformed (`error`), so a short one is shown
+    instead (bot.outbox): on the lead's history, not as a failed card (`card_error` stays as
+    it was), since the lead is still claimable. `refresh`: an update of a card already posted
+    fell back. False (nothing written) if the lead is gone."""
+    marks = {"refresh": True} if refresh else {}
+    row = event_row(lead_id, CARD_FELL_BACK, SYSTEM, now, error=error[:200], **marks)
+    return bool(conn.execute(_RECORD_IF_LEAD, row).rowcount)
+
+
+def has_fallen_back(conn: Session | Connection, lead_id: int) -> bool:
+    """Whether the lead's card has ever been refused as malformed (see `card_fell_back`)."""
+    found = conn.execute(
+        select(LeadEvent.id)
+        .where(LeadEvent.lead_id == lead_id, LeadEvent.kind == CARD_FELL_BACK)
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def short_cards(
+    session: Session | Connection, since: datetime, now: datetime, limit: int = 10
+) -> tuple[int, list[tuple[str, int]], list[Lead]]:
+    """Leads submitted in [since, now) whose card went out short (`card_fell_back`) and is in
+    the channel: how many, Slack's refusals (code, leads) most first, and the first `limit`
+    leads. A lead whose short card was refused too is a failed card (`card_error`), not here."""
+    found = session.execute(
+        select(_LEADS.c.id, LeadEvent.detail)
+        .join(LeadEvent, LeadEvent.lead_id == _LEADS.c.id)
+        .where(
+            _LEADS.c.submitted_at >= since,
+            _LEADS.c.submitted_at < now,
+            _LEADS.c.card_error.is_(None),
+            _LEADS.c.card_ts.is_not(None),
+            LeadEvent.kind == CARD_FELL_BACK,
+        )
+        .order_by(_LEADS.c.id, LeadEvent.id)
+    ).all()
+    codes: dict[int, str] = {}
+    for lead_id, detail in found:  # the first refusal of each lead's card
+        if lead_id not in codes:
+            code = json.loads(detail or "{}").get("error")
+            codes[lead_id] = str(code or "unknown")
+    counts: dict[str, int] = {}
+    for code in codes.values():
+        counts[code] = counts.get(code, 0) + 1
+    ranked = sorted(counts.items(), key=lambda c: (-c[1], c[0]))
+    first = sorted(codes)[:limit]
+    rows = session.execute(_READ_LEADS, {"ids": first}).all() if first else []
+    shown = sorted((plain_lead(r._mapping) for r in rows), key=lambda lead: lead.id)
+    return len(codes), ranked, shown
+
+
+_READ_LEADS = select(*_LEADS.c).where(_LEADS.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def card_failed(session: Session, lead_id: int, *, error: str, now: datetime) -> None:

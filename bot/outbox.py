@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import duplicates, leads, render
 from bot.clock import DeliveryTime, SystemDeliveryTime
 from bot.db import Trouble, unavailable
-from bot.delivery import NO_TS, DeliveryError, Slack
+from bot.delivery import METADATA_REFUSED, NO_TS, DeliveryError, Slack
 from models import (
     FAILED,
     PENDING,
@@ -194,6 +194,15 @@ def _replaces(item: OutboxItem) -> str | None:
         return None
     ts = json.loads(item.payload).get("replaces")
     return ts if isinstance(ts, str) else None
+
+
+def _fell_back(item: OutboxItem) -> str | None:
+    """For a CARD item whose full card Slack refused as malformed, and which now posts the
+    short card instead: Slack's error code. None for a full card."""
+    if item.kind != CARD or not item.payload:
+        return None
+    code = json.loads(item.payload).get("fallback")
+    return code if isinstance(code, str) else None
 
 
 def refresh_row(
@@ -467,6 +476,9 @@ class PassResult:
     # A lead's card turned out deleted: its other items wait (those for the old card's thread
     # are held for the new one), not sent from what was leased before.
     card_gone: bool = False
+    # A card Slack refused as malformed waits, due at once, to go out short: a one-off drain
+    # makes another pass for it.
+    fell_back: bool = False
     paced: float | None = None  # seconds until a paced item may go, if any waits
 
     def __str__(self) -> str:
@@ -712,7 +724,7 @@ class Outbox:
             total.failed += result.failed
             if result.paced is not None:
                 time.sleep(min(result.paced, max(0.0, deadline - time.monotonic())))
-            elif not result.sent:
+            elif not result.sent and not result.fell_back:
                 break
         return total
 
@@ -728,6 +740,7 @@ class Outbox:
             total.sent += r.sent
             total.retried += r.retried
             total.failed += r.failed
+            total.fell_back = total.fell_back or r.fell_back
             if r.paced is not None:
                 total.paced = r.paced if total.paced is None else min(total.paced, r.paced)
         return total
@@ -918,13 +931,22 @@ class Outbox:
                 found = self._find_posted_card(item, lead)
                 if found:
                     return *found, lead
-            if _replaces(item):
-                note = f"{REPOSTED_NOTE}\n{note}" if note else REPOSTED_NOTE
-            channel, ts = self.slack.post(
-                str(item.channel),
-                render.lead_card(lead, self.clock(), note=note),
-                metadata={"event_type": CARD_EVENT_TYPE, "event_payload": {"lead_id": lead.id}},
-            )
+            metadata: dict[str, Any] | None = {
+                "event_type": CARD_EVENT_TYPE,
+                "event_payload": {"lead_id": lead.id},
+            }
+            refused = _fell_back(item)
+            if refused is not None:
+                # The full card was refused as malformed: the short one, with nothing optional
+                # (not even the metadata, when that is what Slack refused).
+                card = render.short_card(lead)
+                if refused in METADATA_REFUSED:
+                    metadata = None
+            else:
+                if _replaces(item):
+                    note = f"{REPOSTED_NOTE}\n{note}" if note else REPOSTED_NOTE
+                card = render.lead_card(lead, self.clock(), note=note)
+            channel, ts = self.slack.post(str(item.channel), card, metadata=metadata)
             if not ts:
                 # Posted, but Slack named no ts: without one the card cannot be refreshed nor
                 # reminded in, and posting again would show the lead twice. Find it instead.
@@ -948,12 +970,36 @@ class Outbox:
         if lead.card_channel and lead.card_ts:
             card = render.lead_card(lead, self.clock(), note=note)
             try:
-                self.slack.update(lead.card_channel, lead.card_ts, card)
+                try:
+                    self.slack.update(lead.card_channel, lead.card_ts, card)
+                except DeliveryError as e:
+                    if not e.malformed:
+                        raise
+                    # Slack refuses the full card (the card may be a short one already, or the
+                    # claimed card breaks a limit the first did not): show the short one, so
+                    # that the card still tells who has the lead. The full card is tried first
+                    # each time: should Slack take it again, the card is whole again.
+                    self.slack.update(lead.card_channel, lead.card_ts, render.short_card(lead))
+                    self._refresh_fell_back(lead, e.code)
             except DeliveryError as e:
                 if e.code in GONE:
                     raise CardGone(e.code, lead.card_ts) from e
                 raise
         return None, None, lead
+
+    def _refresh_fell_back(self, lead: Lead, code: str) -> None:
+        """A refresh showed the short card: said once per lead, on its history and in the log
+        (a card posted short already said so when it was posted)."""
+        with self.engine.begin() as conn:  # the check and the event together
+            if leads.has_fallen_back(conn, lead.id):
+                log.info("card of lead %s refreshed in short form (%s)", lead.id, code)
+                return
+            leads.card_fell_back(conn, lead.id, error=code, now=self.clock(), refresh=True)
+        log.warning(
+            "Slack refused the refreshed card of lead %s (%s): showing a short card instead",
+            lead.id,
+            code,
+        )
 
     def _find_posted_card(
         self, item: OutboxItem, lead: Lead, channel: str | None = None
@@ -1047,9 +1093,16 @@ class Outbox:
                 check["created_at"] = item.created_at
                 enqueue(conn, [check])
             replaces = _replaces(item)
+            short = _fell_back(item)
             if ts and channel and lead is not None and replaces:
                 if leads.card_reposted(
-                    conn, lead.id, channel=channel, ts=ts, permalink=permalink, now=posted_at
+                    conn,
+                    lead.id,
+                    channel=channel,
+                    ts=ts,
+                    permalink=permalink,
+                    now=posted_at,
+                    short=short is not None,
                 ):
                     conn.execute(
                         _FOR_THREAD,
@@ -1065,8 +1118,18 @@ class Outbox:
                     permalink=permalink,
                     now=posted_at,
                     next_reminder_at=self.first_reminder(lead, posted_at),
+                    short=short is not None,
                 )
-                if posted and lead.card_error:
+                if posted and short is not None:
+                    # The lead reached sales, in short: its submitter hears so (and why), in
+                    # place of the "posted now, after all" below.
+                    told = message_row(
+                        lead.submitted_by,
+                        render.short_card_dm(lead, channel, short),
+                        lead_id=lead.id,
+                    )
+                    enqueue(conn, [told])
+                elif posted and lead.card_error:
                     # The submitter was told it could not be posted: close that loop.
                     told = message_row(
                         lead.submitted_by, _card_now_posted(lead, channel), lead_id=lead.id
@@ -1147,6 +1210,9 @@ class Outbox:
             result.card_gone = True
             return
         instead: dict[str, Any] | None = None  # what to send in place of a refused message
+        # A full card refused as malformed: the same item posts the short card next, at once
+        # (once: a short card refused in turn fails for good, below).
+        short = item.kind == CARD and error.malformed and _fell_back(item) is None
         if error.transient:
             backoff = _doubling(item.attempts, 0.5, MAX_BACKOFF)
             if error.retry_after is not None:
@@ -1164,6 +1230,16 @@ class Outbox:
                 item.kind,
                 item.lead_id,
                 backoff,
+                error.code,
+            )
+        elif short:
+            payload = json.loads(item.payload or "{}") | {"fallback": error.code[:100]}
+            values = {"next_attempt_at": now, "payload": json.dumps(payload)}
+            result.retried += 1
+            result.fell_back = True
+            log.warning(
+                "Slack refused the card of lead %s (%s): posting a short card instead",
+                item.lead_id,
                 error.code,
             )
         elif item.kind == CARD and error.fixable:
@@ -1197,7 +1273,11 @@ class Outbox:
                 .execution_options(synchronize_session=False)
             )
             lead = None
-            if not error.transient and item.kind == CARD and item.lead_id:
+            if short and item.lead_id:
+                # On the lead's history, not as a failed card: it is claimable in short. The
+                # submitter hears once the short card is in (_succeeded).
+                leads.card_fell_back(s, item.lead_id, error=error.code, now=self.clock())
+            elif not error.transient and item.kind == CARD and item.lead_id:
                 lead = leads.get_lead(s, item.lead_id)
             # Recorded and told once per problem, not at every try of a card that waits for
             # a fix.

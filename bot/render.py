@@ -327,6 +327,84 @@ def card_notes(notes: str) -> str:
     return shorten(text, CARD_NOTES_MAX)
 
 
+# The short card (`short_card`): each value cut to this, far inside any Block Kit limit.
+SHORT_CARD_VALUE_MAX = 80
+
+
+def _short_line(lead: Lead) -> str:
+    """`Lead #12 · Jane Doe (Acme Corp) · hot` as plain text: one line, each value cut short."""
+
+    def one(value: str | None, limit: int = SHORT_CARD_VALUE_MAX) -> str:
+        return shorten(" ".join((value or "").split()), limit)
+
+    line = f"Lead #{lead.id} · {one(lead.name) or '(no name)'}"
+    if lead.company and one(lead.company):
+        line += f" ({one(lead.company)})"
+    return f"{line} · {one(lead.priority, 32)}"
+
+
+def short_card(lead: Lead) -> Message:
+    """The claim card cut to what claiming needs, for when Slack refused the full one as
+    malformed (a limit it changed, text nobody foresaw): the lead's number, name, company and
+    priority as plain text, and the same Claim (or Release) button as the full card, so the
+    click handlers work unchanged. No email or phone, as on every card."""
+    line = _short_line(lead)
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": plain_text(line, emoji=False)},
+    ]
+    if lead.status == CLAIMED and lead.owner_id:
+        stage = f" · {esc(stage_label(lead.stage))}" if lead.stage else ""
+        blocks.append(section(f"✅ *Claimed by {mention(lead.owner_id)}*{stage}"))
+        blocks.append(
+            context(
+                "⚠️ Slack would not show this lead's full card. The owner has every detail in "
+                "a DM and records outcomes from `/lead mine`."
+            )
+        )
+        if not is_closed(lead):
+            release = button(
+                "Release",
+                Action.RELEASE,
+                card_value(lead),
+                confirm=confirm_dialog(
+                    "Release this lead?",
+                    "It goes back to the channel for anyone to claim.",
+                    "Release",
+                    "Keep it",
+                ),
+            )
+            blocks.append(
+                {"type": "actions", "block_id": "lead_owner_actions", "elements": [release]}
+            )
+        text = f"Lead #{lead.id}: {inline(lead.name, SHORT_CARD_VALUE_MAX)} claimed by "
+        text += mention(lead.owner_id)
+    else:
+        blocks.append(
+            context(
+                "⚠️ Slack would not show this lead's full card. Claim it to get every detail "
+                "(contact, notes) in a DM."
+            )
+        )
+        claim = button("Claim", Action.CLAIM, card_value(lead), style="primary")
+        blocks.append({"type": "actions", "block_id": "lead_claim_actions", "elements": [claim]})
+        text = (
+            f"New {inline(lead.priority, 32)} lead #{lead.id}: "
+            f"{inline(lead.name, SHORT_CARD_VALUE_MAX)} — who takes it?"
+        )
+    return Message(text=text, blocks=blocks)
+
+
+def short_card_dm(lead: Lead, channel: str, code: str) -> Message:
+    """The submitter's word that the lead reached sales, as a short card (see `short_card`)."""
+    text = (
+        f"⚠️ Lead #{lead.id} {lead_label(lead, SHORT_CARD_VALUE_MAX)} reached "
+        f"{channel_mention(channel)}, but as a short card: Slack refused the full one "
+        f"(`{inline(code, 60)}`). It can be claimed as usual, and whoever claims it gets every "
+        "detail in a DM. Worth telling your leadbot admin."
+    )
+    return Message(text=text)
+
+
 def channel_mention(channel: str) -> str:
     """`<#C…>` for a channel id (Slack shows its name), a policy's `#name` as written."""
     if channel[:1] in ("C", "G") and channel.isalnum():

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot import leads, outbox, render, report
 from bot.services import Services
-from models import JobRun
+from models import JobRun, Lead
 
 JOB = "digest"
 DAY = render.DAY  # the usual window, which the digest labels "Last 24 hours"
@@ -54,8 +54,10 @@ def run(services: Services, *, force: bool = False) -> str:
         # SLA breaches, cards not posted, the per-event funnel (bot/report.py).
         # Its 30-day funnel counts calendar days in TIMEZONE, as `/lead report` does.
         extras = report.digest_extras(s, now, window=now - since, tz=settings.timezone)
+        short = leads.short_cards(s, since, now)
     message = render.digest_message(figures, now)
     message = report.with_digest_extras(message, extras, now)
+    message = with_short_cards(message, *short)
     # Claiming the day and queueing the DMs commit together: a failure in between (the
     # database gone, a crash) must leave the day unclaimed so the next pass sends it.
     with services.sessions.begin() as s:
@@ -65,6 +67,30 @@ def run(services: Services, *, force: bool = False) -> str:
             outbox.enqueue_message(s, manager, message)
     services.outbox.kick()
     return f"sent to {len(settings.manager_ids)} managers"
+
+
+def with_short_cards(
+    message: render.Message, count: int, codes: list[tuple[str, int]], shown: list[Lead]
+) -> render.Message:
+    """The digest with a line on the cards Slack refused in full and that went out short
+    (bot.outbox): claimable, so not among the cards not posted, but someone should fix what
+    Slack refused."""
+    if not count:
+        return message
+    refusals = ", ".join(f"`{render.inline(code, 60)}` ×{n}" for code, n in codes[:5])
+    refs = ", ".join(render.lead_ref(lead) for lead in shown)
+    if count > len(shown):
+        refs += f" and {count - len(shown)} more"
+    text = (
+        f"*Cards shown in short form ({count})* — Slack refused the full card ({refusals}): "
+        "these cards show only the lead's name with its Claim or Release button. Nothing is "
+        "lost (whoever claims gets every detail in a DM), but tell whoever runs leadbot. "
+        f"Leads: {refs}"
+    )
+    note = f"{count} card{'' if count == 1 else 's'} shown in short form"
+    return render.Message(
+        text=f"{message.text}; {note}", blocks=[*message.blocks, render.section(text)]
+    )
 
 
 def _sent_on(session: Session, day: date) -> bool:

@@ -1,0 +1,383 @@
+"""A claim card Slack refuses as malformed (`invalid_blocks`, `msg_too_long`, …: a limit Slack
+changed, text nobody foresaw) goes out as a short card, so the lead can still be claimed.
+
+Over the real interfaces: signed requests to the app, the loopback Slack (whose `fail` refuses
+the full card, an expected refusal, unlike a payload over Slack's limits), a real database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from slack_sdk.models.blocks import Block
+from sqlalchemy import select
+
+from bot import outbox, render, slack_limits
+from bot.clock import FakeClock, FakeDeliveryTime
+from bot.parsing import MAX_LENGTHS
+from bot.slack_emulator import Call, SlackEmulator
+from jobs import digest
+from models import CLAIMED, FAILED, PENDING, SENT, LeadEvent, OutboxItem
+from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, Bot, start_bot
+from tests.test_handoff import card_of, click
+from tests.test_sandbox_render import NOW, make_lead
+
+EXAMPLE = "Jane Doe, jane@acme.example, +1 415 555 0100, Acme Corp, hot, #SaaStr2026, API demo"
+CONTACT = ("Jane Doe", "jane@acme.example", "555 0100", "Acme Corp")
+
+
+def full_card(args: dict[str, Any]) -> bool:
+    """Whether a chat.postMessage / chat.update carries the full card: to the leads channel,
+    opening with a header (the short card has none)."""
+    if args.get("channel") != LEADS_CHANNEL:
+        return False
+    blocks = args.get("blocks")
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    return any(isinstance(b, dict) and b.get("type") == "header" for b in blocks or [])
+
+
+def refuse_full_cards(slack: SlackEmulator, error: str, method: str = "chat.postMessage") -> None:
+    """Slack refuses every full card from now on; the short card passes."""
+    slack.fail(method, error=error, times=1000, when=full_card)
+
+
+def channel_posts(slack: SlackEmulator) -> list[Call]:
+    return [c for c in slack.calls_to("chat.postMessage") if c.args.get("channel") == LEADS_CHANNEL]
+
+
+def events(bot: Bot, lead_id: int) -> list[tuple[str, dict[str, Any]]]:
+    with bot.services.sessions() as s:
+        rows = s.scalars(
+            select(LeadEvent).where(LeadEvent.lead_id == lead_id).order_by(LeadEvent.id)
+        )
+        return [(e.kind, json.loads(e.detail or "{}")) for e in rows]
+
+
+def kinds(bot: Bot, lead_id: int) -> list[str]:
+    return [kind for kind, _ in events(bot, lead_id)]
+
+
+def card_items(bot: Bot) -> list[OutboxItem]:
+    with bot.services.sessions() as s:
+        return list(
+            s.scalars(
+                select(OutboxItem).where(OutboxItem.kind == outbox.CARD).order_by(OutboxItem.id)
+            )
+        )
+
+
+def undelivered(bot: Bot) -> list[tuple[str, str | None, str | None]]:
+    """Outbox items not sent: (kind, status, last error)."""
+    with bot.services.sessions() as s:
+        items = s.scalars(select(OutboxItem).where(OutboxItem.status != SENT))
+        return [(i.kind, i.status, i.last_error) for i in items]
+
+
+def actions(message: Any) -> list[tuple[str, str]]:
+    return [
+        (e["action_id"], e["value"])
+        for b in message.blocks or []
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
+
+
+def managers_digest(bot: Bot) -> str:
+    assert digest.run(bot.services, force=True).startswith("sent to")
+    bot.settle()
+    message = bot.slack.dms(MANAGER)[-1]
+    return json.dumps({"text": message.text, "blocks": message.blocks}, ensure_ascii=False)
+
+
+@pytest.fixture
+def timed(database_url: str, slack: SlackEmulator, clock: FakeClock) -> Iterator[Bot]:
+    """A bot whose outbox's time moves only when the test advances it."""
+    bot = start_bot(database_url, slack, clock, delivery_time=FakeDeliveryTime())
+    try:
+        yield bot
+    finally:
+        bot.stop()
+
+
+def advance(bot: Bot, seconds: float) -> None:
+    time_ = bot.services.outbox.time
+    assert isinstance(time_, FakeDeliveryTime)
+    time_.advance(seconds)
+    bot.services.outbox.wait_parked()
+
+
+def submitted(bot: Bot, text_: str) -> None:
+    assert bot.sim.slash_command(text_, user_id=MARKETER, channel_id="C0EVENTS01").status == 200
+    assert bot.app.leadbot_executor.wait_idle(15)  # type: ignore[attr-defined]
+    bot.services.outbox.wait_parked()
+
+
+# --- the short card ------------------------------------------------------------------------------
+
+
+def _longest(**overrides: Any) -> Any:
+    """Every field at its limit, of the character escaping lengthens most, on one line each
+    but for the name, which has newlines and runs of spaces."""
+    fields = {k: "&" * n for k, n in MAX_LENGTHS.items() if k not in ("email", "phone")}
+    fields["name"] = ("<!channel>  \n" * 50)[: MAX_LENGTHS["name"]]
+    fields |= {"email": "a" * 240 + "@acme.example", "phone": "+1 " + "5" * 20}
+    return make_lead(**fields, **overrides)
+
+
+def _mrkdwn(value: Any) -> Iterator[dict[str, Any]]:
+    """Every mrkdwn text object in `value`."""
+    if isinstance(value, dict):
+        if value.get("type") == "mrkdwn":
+            yield value
+        for v in value.values():
+            yield from _mrkdwn(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _mrkdwn(v)
+
+
+CLAIMED_LEAD = {"status": CLAIMED, "owner_id": REP_A, "claimed_at": NOW}
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [
+        make_lead(),
+        make_lead(company=None),
+        _longest(),
+        _longest(**CLAIMED_LEAD),
+        _longest(**CLAIMED_LEAD, stage="lost", stage_at=NOW, outcome_reason="&" * 2000),
+    ],
+    ids=["new", "no company", "longest new", "longest claimed", "longest closed"],
+)
+def test_the_short_card_is_small_valid_block_kit_at_its_longest(lead: Any) -> None:
+    card = render.short_card(lead)
+    assert [Block.parse(b).to_dict() for b in card.blocks] == card.blocks  # type: ignore[union-attr]
+    assert slack_limits.message_errors(card.blocks) == []
+    # Well within every limit, whatever was typed: a few hundred characters in all.
+    assert len(json.dumps(card.blocks)) < 1500 and len(card.text) < 600
+    shown = json.dumps({"text": card.text, "blocks": card.blocks})
+    assert "@acme.example" not in shown and "5555" not in shown
+    # Where Slack reads mentions (mrkdwn, the notification text) the typed one is escaped;
+    # the lead's line is plain_text, shown as typed, as the full card's header is.
+    parsed = [card.text, *(t["text"] for t in _mrkdwn(card.blocks))]
+    assert not [t for t in parsed if "<!channel>" in t]
+    assert len([b for b in card.blocks if b.get("text", {}).get("type") == "plain_text"]) == 1
+    assert f"lead #{lead.id}" in card.text.lower()
+    buttons = [e["action_id"] for b in card.blocks if b["type"] == "actions" for e in b["elements"]]
+    if lead.status != CLAIMED:
+        assert buttons == ["lead_claim"]
+    else:
+        assert buttons == ([] if lead.stage == "lost" else ["lead_release"])
+
+
+# --- the short card, end to end ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", ["invalid_blocks", "msg_too_long", "invalid_arguments"])
+def test_a_card_refused_as_malformed_goes_out_short_and_is_claimed_end_to_end(
+    bot: Bot, error: str
+) -> None:
+    refuse_full_cards(bot.slack, error)
+    refuse_full_cards(bot.slack, error, "chat.update")
+    assert bot.submit(EXAMPLE).status == 200
+
+    # One refusal, then the short card, from the same outbox item.
+    [refused, posted] = channel_posts(bot.slack)
+    assert refused.error == error and full_card(refused.args)
+    assert posted.ok and not full_card(posted.args)
+    [lead] = bot.leads()
+    assert [m.ts for m in bot.slack.messages(LEADS_CHANNEL)] == [lead.card_ts]
+    assert lead.card_error is None and lead.card_channel == LEADS_CHANNEL
+    [item] = card_items(bot)
+    assert (item.status, item.attempts, item.last_error) == (SENT, 2, error)
+    card = card_of(bot, lead)
+    # What claiming needs: number, name, company, priority, and the full card's Claim button.
+    shown = json.dumps(card.blocks, ensure_ascii=False)
+    assert f"Lead #{lead.id} · Jane Doe (Acme Corp) · hot" in shown
+    assert actions(card) == [("lead_claim", f"{lead.id}:{lead.version}")]
+    assert "jane@acme.example" not in shown and "555 0100" not in shown
+    assert "API demo" not in shown  # the notes wait for the claimer's DM
+    assert "Claim it to get every detail" in shown
+    assert card.metadata == {
+        "event_type": outbox.CARD_EVENT_TYPE,
+        "event_payload": {"lead_id": lead.id},
+    }
+    assert f"lead #{lead.id}" in card.text
+    # On the lead's history: refused in full, posted short; not a failed card.
+    assert events(bot, lead.id)[1:] == [
+        ("card_fell_back", {"error": error}),
+        ("card_posted", {"channel": LEADS_CHANNEL, "ts": lead.card_ts, "short": True}),
+    ]
+    # The submitter hears that it reached sales, in short, and why.
+    [note] = bot.slack.dms(MARKETER)
+    assert f"Lead #{lead.id} *Jane Doe* (Acme Corp) reached <#{LEADS_CHANNEL}>" in note.text
+    assert "short card" in note.text and f"`{error}`" in note.text
+    assert "could not be posted" not in note.text
+
+    # A reminder goes to the short card's thread; the card's check falls back too.
+    bot.clock.advance(timedelta(minutes=30))
+    assert bot.run_job("reminders") == "1 reminded, 0 escalated"
+    assert ["Reminder 1" in m.text for m in bot.slack.thread(LEADS_CHANNEL, lead.card_ts)[1:]] == [
+        True
+    ]
+
+    # Claimed from the short card, over a signed request: the claim handler is the usual one.
+    click(bot, REP_A, "lead_claim", lead)
+    claimed = bot.lead(lead.id)
+    assert claimed.owner_id == REP_A and claimed.card_ts == lead.card_ts
+    [dm] = bot.slack.dms(REP_A)
+    details = json.dumps(dm.blocks, ensure_ascii=False)
+    assert "jane@acme.example" in details and "API demo" in details
+    # The claimed card, refused in full, is shown short: who has it, and Release.
+    card = card_of(bot, claimed)
+    shown = json.dumps(card.blocks, ensure_ascii=False)
+    assert f"Claimed by <@{REP_A}>" in shown
+    assert actions(card) == [("lead_release", f"{lead.id}:{claimed.version}")]
+    updates = [c for c in bot.slack.calls_to("chat.update") if c.args.get("ts") == lead.card_ts]
+    assert [(full_card(c.args), c.error) for c in updates[-2:]] == [(True, error), (False, None)]
+    assert undelivered(bot) == []  # no refresh left failed or waiting
+    assert kinds(bot, lead.id).count("card_fell_back") == 1  # a known short card: said once
+    [told] = [m for m in bot.slack.dms(MARKETER) if "claimed your lead" in m.text]
+    assert f"<@{REP_A}>" in told.text
+
+    # The digest does not call it a card that could not be posted; it says it went out short.
+    body = managers_digest(bot)
+    assert "Cards that could not be posted" not in body
+    assert "Cards shown in short form (1)" in body and f"`{error}` ×1" in body
+
+
+def test_a_claimed_card_slack_refuses_to_update_is_shown_short(bot: Bot) -> None:
+    """The unclaimed card passed, the claimed one breaks a limit: the card still says who has
+    the lead, and the refresh is not left failed."""
+    assert bot.submit(EXAMPLE).status == 200
+    [lead] = bot.leads()
+    assert full_card({"channel": LEADS_CHANNEL, "blocks": card_of(bot, lead).blocks})
+    refuse_full_cards(bot.slack, "invalid_blocks", "chat.update")
+
+    click(bot, REP_A, "lead_claim", lead)
+    claimed = bot.lead(lead.id)
+    card = card_of(bot, claimed)
+    assert f"Claimed by <@{REP_A}>" in json.dumps(card.blocks, ensure_ascii=False)
+    assert actions(card) == [("lead_release", f"{lead.id}:{claimed.version}")]
+    assert undelivered(bot) == []
+    assert ("card_fell_back", {"error": "invalid_blocks", "refresh": True}) in events(bot, lead.id)
+
+    # Released from the short card: the card is open to claim again, still short.
+    bot.sim.block_action(
+        REP_A,
+        "lead_release",
+        f"{lead.id}:{claimed.version}",
+        channel_id=LEADS_CHANNEL,
+        message_ts=claimed.card_ts,
+    )
+    bot.settle()
+    released = bot.lead(lead.id)
+    assert released.owner_id is None
+    assert actions(card_of(bot, released)) == [("lead_claim", f"{lead.id}:{released.version}")]
+    assert kinds(bot, lead.id).count("card_fell_back") == 1
+    assert undelivered(bot) == []
+
+
+# --- when even the short card is refused, or the error is not about the card ----------------------
+
+
+def test_a_short_card_refused_too_fails_for_good_once_and_is_told(timed: Bot) -> None:
+    bot = timed
+    bot.slack.fail(
+        "chat.postMessage",
+        error="invalid_blocks",
+        times=2,
+        when=lambda a: a.get("channel") == LEADS_CHANNEL,
+    )
+    submitted(bot, EXAMPLE)
+    [lead] = bot.leads()
+    [full, short] = channel_posts(bot.slack)
+    assert full_card(full.args) and not full_card(short.args)
+    assert [full.error, short.error] == ["invalid_blocks", "invalid_blocks"]
+    assert lead.card_ts is None and lead.card_error == "invalid_blocks"
+    [item] = card_items(bot)
+    assert (item.status, item.attempts, item.last_error) == (FAILED, 2, "invalid_blocks")
+    assert kinds(bot, lead.id)[1:] == ["card_fell_back", "card_failed"]
+    # Told as before, with Slack's code for whoever fixes it.
+    [note] = bot.slack.dms(MARKETER)
+    assert f"#{lead.id}" in note.text and "could not be posted" in note.text
+    assert "`invalid_blocks`" in note.text and "short form" in note.text
+    assert "by itself" not in note.text
+
+    # Never again: no loop, however long the outbox runs.
+    for _ in range(3):
+        advance(bot, 3600)
+    assert len(channel_posts(bot.slack)) == 2
+    assert len(bot.slack.dms(MARKETER)) == 1
+    # The digest lists it among the cards not posted, not as a short one.
+    body = managers_digest(bot)
+    assert "*Cards that could not be posted (1)*" in body and "`invalid_blocks` ×1" in body
+    assert "short form (" not in body
+
+    # A refusal about where the card goes, not what it says, is no reason for a short card.
+    bot.slack.fail("chat.postMessage", error="restricted_action", when=full_card)
+    submitted(bot, "Bob Roe, bob@globex.example, Globex")
+    other = bot.leads()[-1]
+    assert [c.error for c in channel_posts(bot.slack)[2:]] == ["restricted_action"]
+    assert other.card_ts is None and other.card_error == "restricted_action"
+    assert "card_fell_back" not in kinds(bot, other.id)
+
+
+def test_transient_errors_are_retried_before_and_after_a_fallback(timed: Bot) -> None:
+    """A 5xx, a timeout, a rate limit say nothing about the card: retried as they were, full
+    card first; only the malformed refusal brings the short card, and it is retried too."""
+    bot = timed
+    bot.slack.fail("chat.postMessage", status=500, when=full_card)
+    submitted(bot, EXAMPLE)
+    [lead] = bot.leads()
+    assert lead.card_ts is None
+    assert [(full_card(c.args), c.status) for c in channel_posts(bot.slack)] == [(True, 500)]
+    bot.slack.fail("chat.postMessage", error="msg_too_long", when=full_card)
+    bot.slack.fail("chat.postMessage", error="rate_limited", when=lambda a: not full_card(a))
+    advance(bot, 0.5)  # the 5xx's backoff: the full card again, refused as malformed, then short
+    attempts = [(full_card(c.args), c.error) for c in channel_posts(bot.slack)]
+    assert attempts == [(True, "internal_error"), (True, "msg_too_long"), (False, "rate_limited")]
+    [item] = card_items(bot)
+    assert item.status == PENDING and json.loads(item.payload or "{}") == {
+        "fallback": "msg_too_long"
+    }
+    assert bot.lead(lead.id).card_error is None
+    advance(bot, 2)  # the short card's backoff
+    [*_, last] = channel_posts(bot.slack)
+    assert last.ok and not full_card(last.args)
+    assert bot.lead(lead.id).card_ts == card_items(bot)[0].result_ts
+    assert kinds(bot, lead.id).count("card_fell_back") == 1
+    assert len(bot.slack.dms(MARKETER)) == 1
+
+
+# --- the log -------------------------------------------------------------------------------------
+
+
+def test_the_refusal_is_logged_once_with_the_lead_and_code_and_no_contact_details(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot")
+    caplog.set_level(logging.DEBUG, logger="handlers")
+    caplog.set_level(logging.DEBUG, logger="jobs")
+    caplog.set_level(logging.INFO)
+    refuse_full_cards(bot.slack, "invalid_blocks")
+    refuse_full_cards(bot.slack, "invalid_blocks", "chat.update")
+    assert bot.submit(EXAMPLE).status == 200
+    [lead] = bot.leads()
+    click(bot, REP_A, "lead_claim", lead)
+    assert bot.lead(lead.id).owner_id == REP_A
+
+    messages = [r.getMessage() for r in caplog.records]
+    said = [m for m in messages if "refused" in m and "invalid_blocks" in m]
+    assert said == [
+        f"Slack refused the card of lead {lead.id} (invalid_blocks): posting a short card instead"
+    ]
+    leaked = [m for m in messages if any(c.lower() in m.lower() for c in CONTACT)]
+    assert leaked == []
