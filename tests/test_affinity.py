@@ -151,7 +151,11 @@ linux_smp = pytest.mark.skipif(
 def _cpus_of_every_thread(pid: int) -> dict[str, str]:
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for line in (task / "status").read_text().splitlines():
+        try:
+            status = (task / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended after the listing: it runs nowhere now
+        for line in status.splitlines():
             if line.startswith("Cpus_allowed_list:"):
                 out[task.name] = line.split(":", 1)[1].strip()
     return out
