@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
 import threading
 import time
 from importlib.resources import files
-from typing import TYPE_CHECKING
+from types import CodeType
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import URL, Engine, exc, inspect, make_url, text
+from sqlalchemy import URL, Engine, event, exc, inspect, make_url, text
 
 import migrations
 from models import make_engine
@@ -21,13 +25,18 @@ if TYPE_CHECKING:
 # loading took a quarter of a second of every start.
 HEAD = "0007"
 
+log = logging.getLogger(__name__)
+
 
 def unavailable(error: BaseException) -> bool:
     """Whether `error` says the database is out of reach (down, restarting, not answering, the
     connection cut), rather than refusing a statement or a bug: worth waiting out."""
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
-    return isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError))
+    return isinstance(
+        error,
+        (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError, NoAnswerInTime),
+    )
 
 
 class Trouble:
@@ -37,10 +46,18 @@ class Trouble:
     `remind_every` seconds; the first success after it says how long it lasted. Logged at every
     try, an outage of 30 s wrote 1,400 lines, a traceback every 2 seconds."""
 
-    def __init__(self, log: logging.Logger, what: str, remind_every: float = 60.0) -> None:
+    def __init__(
+        self,
+        log: logging.Logger,
+        what: str,
+        remind_every: float = 60.0,
+        *,
+        meanwhile: str = "trying again, quietly until it works",
+    ) -> None:
         self.log = log
         self.what = what
         self.remind_every = remind_every
+        self.meanwhile = meanwhile  # the first line's last words: what happens from now on
         self._lock = threading.Lock()
         self._since: float | None = None  # monotonic time of the first failure in a row
         self._kind = ""
@@ -62,10 +79,7 @@ class Trouble:
                 self._said = now
         if first and unavailable(error):
             self.log.error(
-                "%s failed: %s (the database is out of reach); trying again, quietly until it "
-                "works",
-                self.what,
-                kind,
+                "%s failed: %s (the database is out of reach); %s", self.what, kind, self.meanwhile
             )
         elif first:
             self.log.error("%s failed: %s", self.what, kind, exc_info=error)
@@ -87,6 +101,254 @@ class Trouble:
                 time.monotonic() - since,
                 count,
             )
+
+
+# --- the deadline of a web request's database work (PostgreSQL) --------------------------------
+
+# Seconds from a web request's arrival after which a database call it is still waiting for is
+# given up: its connection is cut and the request answers "not saved" (or "may have been
+# saved", when a commit was in flight) instead of waiting for as long as a frozen server, a
+# hung disk or a stuck commit lasts. Slack shows its own "operation_timeout" 3 s after sending;
+# this leaves ~0.8 s for the answer and the network both ways. It is also just past the
+# server's own lock_timeout (2 s from the statement's start, models.make_engine), whose refusal
+# is certain ("nothing was stored") where a cut is not; and it is Socket Mode's ACK_DEADLINE.
+REQUEST_DEADLINE = 2.2
+# How often the watch looks at the connections web requests hold, when none is due sooner.
+# Below REQUEST_DEADLINE, so a connection taken since the last look is seen before it is due.
+WATCH_EVERY = 0.5
+# What a cut connection was doing (WebRequest.cut).
+CUT_QUERY = "query"  # a statement inside a transaction, or a read: nothing was stored
+CUT_COMMIT = "commit"  # a COMMIT, or a statement in autocommit: it may have been stored
+
+
+class WebRequest:
+    """A web thread's marker: when its request arrived (None between requests) and what of its
+    database work was cut at the deadline. One per thread, reused by each of its requests."""
+
+    __slots__ = ("cut", "ident", "started")
+
+    def __init__(self) -> None:
+        self.ident = threading.get_ident()
+        self.started: float | None = None
+        self.cut: str | None = None
+
+
+_local = threading.local()
+
+
+def web_request() -> WebRequest:
+    """This thread's marker (bot.server sets `started` around the handling of each request)."""
+    try:
+        return _local.web  # type: ignore[no-any-return]
+    except AttributeError:
+        web = _local.web = WebRequest()
+        return web
+
+
+def cut_during_commit() -> bool:
+    """Whether the web request on this thread lost a connection to REQUEST_DEADLINE while a
+    commit was in flight: its write may or may not have been stored."""
+    web = getattr(_local, "web", None)
+    return web is not None and web.cut == CUT_COMMIT
+
+
+class NoAnswerInTime(Exception):
+    """A web request's database call cut at REQUEST_DEADLINE (the kind the log names)."""
+
+
+# (when its request arrived, the request's thread, psycopg's connection): a tuple, built on
+# every web request's checkout.
+_Hold = tuple[float, WebRequest, Any]
+
+
+def _commit_code() -> frozenset[CodeType]:
+    import psycopg
+
+    return frozenset({psycopg.Connection.commit.__code__})
+
+
+# The pool's events for a connection that leaves without coming back to it.
+_DROPPED = ("invalidate", "close", "detach")
+
+
+class RequestDeadline:
+    """Gives the database work of web requests (HTTP mode, before their answer) REQUEST_DEADLINE
+    seconds from the request's arrival, on a PostgreSQL engine.
+
+    The pool's checkout and checkin record, for web threads only (WebRequest.started set), which
+    connections they hold since when: a few dict operations per checkout. One daemon thread
+    looks at them when the soonest is due (at least every WATCH_EVERY s) and shuts down the
+    socket of one held past its request's deadline, as /healthz does to its own check: the
+    wait in psycopg ends at once in an OperationalError, the pool drops the connection, and
+    the handler answers in time. Before that it notes whether a commit was in flight (the
+    connection in autocommit, or psycopg's commit() on the holder's stack; only read when
+    cutting), which the handler asks through cut_during_commit().
+
+    Jobs, the outbox, the scheduler, after-ack work, copy-db and /healthz run on threads of
+    their own and are never cut. SQLite is not watched: a thread stuck on a hung disk cannot be
+    woken this way."""
+
+    def __init__(
+        self, engine: Engine, *, deadline: float = REQUEST_DEADLINE, every: float = WATCH_EVERY
+    ) -> None:
+        self.engine = engine
+        self.deadline = deadline
+        self.every = every
+        self.cuts = 0  # connections cut so far
+        self.trouble = Trouble(
+            log,
+            "a web request's database call",
+            meanwhile=f"its connection was cut after {deadline:.1f} s so Slack is answered in "
+            "time; quietly until one gets an answer",
+        )
+        self._held: dict[Any, _Hold] = {}  # pool connection record -> its hold
+        self._lock = threading.Lock()  # a cut, and a held connection's return, one at a time
+        self._wake = threading.Event()
+        self._next_look = 0.0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._commit: frozenset[CodeType] = frozenset()
+        # On the pool itself, which engine.dispose() replaces (its listeners carried over):
+        # removing them through the engine would then find none.
+        self._pool = engine.pool
+        # First: models' ping on checkout may be what waits.
+        event.listen(self._pool, "checkout", self._checked_out, insert=True)
+        event.listen(self._pool, "checkin", self._checked_in)
+        for name in _DROPPED:
+            event.listen(self._pool, name, self._dropped)
+        # A request that lost a connection to the deadline opens no new one: the pool opens
+        # one at once when a cut hit its ping on checkout, and connect_timeout is 2 s. (The
+        # dialect's method, on this engine's dialect only: called per new connection, where
+        # an event for it would add a check to every statement.)
+        dialect = engine.dialect
+        self._own_connect = "connect" in vars(dialect)
+        self._connect = dialect.connect
+        dialect.connect = self._connect_unless_cut  # type: ignore[method-assign]
+
+    @classmethod
+    def watch(cls, engine: Engine) -> RequestDeadline | None:
+        """One for `engine` if it is PostgreSQL's through psycopg 3, else None."""
+        dialect = engine.dialect
+        return cls(engine) if (dialect.name, dialect.driver) == ("postgresql", "psycopg") else None
+
+    # --- on the request's thread (keep these cheap: every web request takes them) ---
+
+    def _checked_out(self, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        web = getattr(_local, "web", None)
+        if web is None or web.started is None:  # not a web request: never cut
+            return
+        started = web.started
+        self._held[record] = (started, web, dbapi_connection)
+        if started + self.deadline < self._next_look:  # due before the watch looks again
+            self._wake.set()
+        if self._thread is None:
+            self._start()
+
+    def _checked_in(self, _dbapi_connection: Any, record: Any) -> None:
+        if record in self._held and self._forget(record):
+            self.trouble.ok()  # (an attribute test, unless cuts were logged)
+
+    def _dropped(self, _dbapi_connection: Any, record: Any, *_: Any) -> None:
+        if record in self._held:
+            self._forget(record)
+
+    def _forget(self, record: Any) -> bool:
+        # Under the lock, so a cut cannot shut down the socket of a connection meanwhile
+        # handed to someone else, or closed and its descriptor reused.
+        with self._lock:
+            return self._held.pop(record, None) is not None
+
+    def _connect_unless_cut(self, *args: Any, **kwargs: Any) -> Any:
+        web = getattr(_local, "web", None)
+        if web is not None and web.started is not None and web.cut is not None:
+            raise self.engine.dialect.loaded_dbapi.OperationalError(
+                f"no new connection: the database did not answer within {self.deadline:.1f} s"
+            )
+        return self._connect(*args, **kwargs)
+
+    # --- the watch ---
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            self._commit = _commit_code()
+            self._thread = threading.Thread(
+                target=self._watch, name="leadbot-request-deadline", daemon=True
+            )
+            self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._closed:
+            # Until the next look is known, every checkout wakes the watch (it may be due
+            # before that look): none taken while this one reads is missed.
+            self._next_look = float("inf")
+            self._wake.clear()
+            now = time.monotonic()
+            soonest = now + self.every
+            try:
+                for record, hold in self._held.copy().items():  # (a copy is atomic)
+                    due = hold[0] + self.deadline
+                    if due <= now:
+                        self._cut(record, hold)
+                    else:
+                        soonest = min(soonest, due)
+            except Exception:  # never let the watch end
+                log.exception("request deadline: the watch failed a round")
+            self._next_look = soonest
+            self._wake.wait(max(0.0, soonest - time.monotonic()))
+
+    def _cut(self, record: Any, hold: _Hold) -> None:
+        with self._lock:
+            if self._held.get(record) is not hold:  # returned meanwhile
+                return
+            del self._held[record]
+            started, web, connection = hold
+            if web.started != started:  # its request is over: whatever holds it now is not
+                return
+            try:
+                fd = connection.pgconn.socket  # raises once libpq has closed it
+            except Exception:
+                return  # lost already: its holder is not waiting on it
+            # Read before the cut, while the holder still waits where it was.
+            committing = connection.autocommit or self._committing(web.ident)
+            web.cut = CUT_COMMIT if committing else CUT_QUERY
+            try:
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.cuts += 1
+        self.trouble.failed(NoAnswerInTime())
+
+    def _committing(self, ident: int) -> bool:
+        """Whether thread `ident` is inside psycopg's Connection.commit() (read from its stack:
+        nothing on the commit path pays for knowing)."""
+        frame = sys._current_frames().get(ident)
+        for _ in range(40):
+            if frame is None:
+                return False
+            if frame.f_code in self._commit:
+                return True
+            frame = frame.f_back
+        return False
+
+    def close(self) -> None:
+        """Stop watching (again: nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        event.remove(self._pool, "checkout", self._checked_out)
+        event.remove(self._pool, "checkin", self._checked_in)
+        for name in _DROPPED:
+            event.remove(self._pool, name, self._dropped)
+        if self._own_connect:
+            self.engine.dialect.connect = self._connect  # type: ignore[method-assign]
+        else:
+            del self.engine.dialect.connect
+        if self._thread is not None:
+            self._thread.join(2)
 
 
 class UnknownRevision(Exception):

@@ -19,6 +19,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ThreadedTaskDispatcher
 
+from bot import db
 from bot.app import SIGNATURE_CHECKED
 from bot.request_body import MALFORMED, NotText, bolt_request
 from models import make_engine
@@ -230,11 +231,14 @@ def _is_health_check(channel: Any) -> bool:
 
 
 def wsgi_app(
-    app: App, health: Health | None = None
+    app: App, health: Health | None = None, deadline: db.RequestDeadline | None = None
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """`deadline`: the watch that gives a request's database work its deadline (PostgreSQL);
+    requests are marked for it here, on their web thread."""
     slack = _Handler(app, path="/slack/events")
     if health is None:
         health = Health(app.leadbot.engine)  # type: ignore[attr-defined]
+    timed = deadline is not None
 
     def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in (
@@ -252,7 +256,16 @@ def wsgi_app(
                 status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
             )
             return [data]
-        return slack(environ, start_response)
+        if not timed:
+            return slack(environ, start_response)
+        # Bolt answers when the listener returns: all the database work done on this thread
+        # until then is the request's, and what runs after the answer is on other threads.
+        web = db.web_request()
+        web.started, web.cut = time.monotonic(), None
+        try:
+            return slack(environ, start_response)
+        finally:
+            web.started = None
 
     return application
 
@@ -344,9 +357,15 @@ class Server:
     def __init__(
         self, app: App, *, host: str = "127.0.0.1", port: int = 0, threads: int = 16
     ) -> None:
-        self.health = Health(app.leadbot.engine)  # type: ignore[attr-defined]
+        engine = app.leadbot.engine  # type: ignore[attr-defined]
+        self.health = Health(engine)
+        # A query a request waits for past its deadline has its connection cut (PostgreSQL).
+        self.request_deadline = db.RequestDeadline.watch(engine)
         self._server = create_waitress(
-            wsgi_app(app, self.health), host=host, port=port, threads=threads
+            wsgi_app(app, self.health, self.request_deadline),
+            host=host,
+            port=port,
+            threads=threads,
         )
         self._thread: threading.Thread | None = None
         # /healthz on threads of its own; everything else on waitress's.
@@ -422,6 +441,8 @@ class Server:
         for dispatcher in self._dispatchers():
             dispatcher.shutdown()
         self.health.close()
+        if self.request_deadline is not None:
+            self.request_deadline.close()
         # Only now: a worker ends each task by pulling the trigger, and one still finishing
         # after the loop ended would write to a closed pipe (EBADF), or to whatever file
         # reused its descriptor.

@@ -13,7 +13,14 @@ from bot.delivery import DeliveryError
 from bot.ids import is_slack_id
 from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
 from bot.services import Services
-from handlers.common import DB_DOWN, SQLAlchemyError, later, services_of
+from handlers.common import (
+    DB_DOWN,
+    SQLAlchemyError,
+    later,
+    lead_failed,
+    may_have_been_saved,
+    services_of,
+)
 from handlers.subcommands import SUBCOMMANDS
 
 log = logging.getLogger(__name__)
@@ -60,8 +67,10 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
             channel=command.get("channel_id"),
         )
     except SQLAlchemyError as e:
-        log.error("lead not stored, database error: %s", type(e).__name__)
-        ack(response_type="ephemeral", text=f"{DB_DOWN}\n```{render.esc(text)}```")
+        said = DB_DOWN
+        if lead_failed(e):
+            said = may_have_been_saved(flows.card_channel(services.settings, result.lead))
+        ack(response_type="ephemeral", text=f"{said}\n```{render.esc(text)}```")
         return
     receipt = render.receipt(
         lead,

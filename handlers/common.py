@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt import Ack
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import db, render
 from bot.ids import is_digits
 from bot.services import Services
 from models import Lead
@@ -20,7 +21,39 @@ DB_DOWN = (
 )
 
 
+def may_have_been_saved(card_channel: str) -> str:
+    """For a lead whose commit was in flight when its connection was cut at the request's
+    deadline (bot.db.RequestDeadline): the server may have stored it, or may yet."""
+    return (
+        "⚠️ The database stopped answering while saving that lead, so I can't tell whether it "
+        "was stored. If it was, its card will show up in "
+        f"{render.channel_mention(card_channel)} once the database answers again: look there "
+        "before sending it again (sent again, it is marked as a possible duplicate of the "
+        "stored one). Here is what you typed:"
+    )
+
+
+FORM_NOT_SAVED = "The database is not answering — nothing was saved. Try again soon."
+FORM_MAY_HAVE_BEEN_SAVED = (
+    "The database stopped answering while saving this: it may have been saved. Look for its "
+    "card before submitting again."
+)
+
 log = logging.getLogger(__name__)
+
+
+def lead_failed(error: SQLAlchemyError) -> bool:
+    """Log a /lead or form whose lead the database failed to store, in one line; True when it
+    may have been stored all the same (its commit was in flight when its connection was cut
+    at the request's deadline), False when nothing was."""
+    if db.cut_during_commit():
+        log.error(
+            "lead maybe stored: the database stopped answering during its commit (%s)",
+            type(error).__name__,
+        )
+        return True
+    log.error("lead not stored, database error: %s", type(error).__name__)
+    return False
 
 
 def text_in(body: Any, key: str, field: str) -> str | None:
@@ -147,11 +180,15 @@ def parse_value(value: Any) -> tuple[int, int | None] | None:
 
 __all__ = [
     "DB_DOWN",
+    "FORM_MAY_HAVE_BEEN_SAVED",
+    "FORM_NOT_SAVED",
     "SQLAlchemyError",
     "acks_first",
     "clicked_in",
     "erased_meanwhile",
     "later",
+    "lead_failed",
+    "may_have_been_saved",
     "parse_value",
     "services_of",
     "small_int",

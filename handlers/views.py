@@ -13,8 +13,11 @@ from bot import duplicates, flows, render
 from bot.ids import MODAL_FIELDS, View, is_slack_id
 from bot.parsing import validate_fields
 from handlers.common import (
+    FORM_MAY_HAVE_BEEN_SAVED,
+    FORM_NOT_SAVED,
     SQLAlchemyError,
     later,
+    lead_failed,
     metadata_of,
     services_of,
     state_values_of,
@@ -55,11 +58,9 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
             services, result.lead, user_id=user, team_id=team, channel=_channel(metadata)
         )
     except SQLAlchemyError as e:
-        log.error("lead not stored, database error: %s", type(e).__name__)
-        ack(
-            response_action="errors",
-            errors={"name": "The database is not answering — nothing was saved. Try again soon."},
-        )
+        said = FORM_MAY_HAVE_BEEN_SAVED if lead_failed(e) else FORM_NOT_SAVED
+        # The form stays open as typed, the answer under its first field.
+        ack(response_action="errors", errors={"name": said})
         return
     ack()
     receipt = render.receipt(

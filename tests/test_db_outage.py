@@ -26,17 +26,18 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
-from bot import db
+from bot import db, render
 from bot.clock import FakeClock, FakeDeliveryTime
 from bot.slack_emulator import SlackEmulator
-from handlers.common import DB_BUSY
+from handlers.common import DB_BUSY, FORM_MAY_HAVE_BEEN_SAVED
 from models import Lead, OutboxItem, make_engine
 from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, Bot, start_bot
+from tests.test_handoff import modal_state
 
 EXAMPLE = "Jane Doe, jane@acme.example, +1 415 555 0100, Acme Corp, hot, #SaaStr2026"
 # Slack shows "operation_timeout" for an answer later than this; a correctness bound, not speed.
@@ -400,6 +401,9 @@ def test_healthz_answers_in_time_while_the_database_is_frozen(
         for conn in held:
             conn.close()
         bot.server.health.give_up = 1.5  # a check waiting this long has its connection cut
+        # Web threads all waiting is the point here: not cut at their deadline meanwhile.
+        assert bot.server.request_deadline is not None
+        bot.server.request_deadline.deadline = 60.0
         caplog.set_level(logging.INFO, logger="bot.server")
         answers: list[int] = []
         bot.sim.timeout = 60
@@ -542,3 +546,207 @@ def _lead_names(url: str) -> list[str]:
             return list(conn.scalars(select(Lead.name)))
     finally:
         engine.dispose()
+
+
+# --- a database call in flight when the server stops answering (bot.db.RequestDeadline) ---------
+
+MAY_HAVE_BEEN_SAVED = "can't tell whether it was stored"
+
+
+@contextlib.contextmanager
+def commits_hang(cluster: Cluster) -> Iterator[list[threading.Thread]]:
+    """Every commit that wrote something waits, until the block ends, for a synchronous standby
+    that does not exist (a primary whose standby went away; a commit stuck on its disk): the
+    write is done and stays invisible, and its client gets no answer. Then they all complete.
+    Deterministic, where a freeze catches a statement at whatever point it is."""
+    admin = make_engine(cluster.url.replace("/leadbot", "/postgres"), isolation_level="AUTOCOMMIT")
+    probes: list[threading.Thread] = []
+
+    def standby(names: str) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'"))
+            conn.execute(text("SELECT pg_reload_conf()"))
+
+    def probe() -> None:  # a commit that wrote something: it waits too, once it is in force
+        with admin.connect() as conn:
+            conn.execute(text("INSERT INTO commit_probe VALUES (now())"))
+
+    with admin.connect() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS commit_probe (at timestamptz)"))
+    standby("nobody")
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the server applies the setting a moment after the reload
+            probes.append(threading.Thread(target=probe))
+            probes[-1].start()
+            probes[-1].join(0.3)
+            if probes[-1].is_alive():
+                break
+            assert time.monotonic() < deadline, "commits do not wait"
+        yield probes
+    finally:
+        standby("")
+        for t in probes:
+            t.join(10)
+        admin.dispose()
+
+
+def _when_stored(bot: Bot, name: str, within: float = 5.0) -> list[Lead]:
+    """The leads named `name`, once there is one (after `within` seconds, whatever there is)."""
+    deadline = time.monotonic() + within
+    while True:
+        found = [lead for lead in bot.leads() if lead.name == name]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _new_lead_form(bot: Bot, name: str, email: str) -> object:
+    view = {**render.lead_modal('{"channel_id": "C0EVENTS01"}'), "id": "V0CUT0001"}
+    return bot.sim.view_submission(
+        MARKETER,
+        view,
+        modal_state({"name": name, "email": email, "priority": "warm"}),
+        private_metadata=view["private_metadata"],
+    )
+
+
+def test_a_commit_that_never_answers_is_told_may_have_been_saved(
+    cluster: Cluster, running: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server took the writes and never answered their commits. Each request waited for as
+    long as that lasted, past Slack's 3 s: the person saw Slack's "operation_timeout", and the
+    lead was stored anyway. Now each is answered within 3 s, and honestly: the write may have
+    been stored (a new person's lead is one statement in autocommit; a repeat's a transaction,
+    cut in its COMMIT). Once the commits complete, each lead is there once, and sending it
+    again is marked as a possible duplicate, not stored silently a second time."""
+    running.submit(EXAMPLE)  # Jane Doe, lead #1
+    caplog.set_level(logging.INFO, logger="bot.db")
+    running.sim.timeout = 10.0  # (an answer later than Slack's deadline is a failure below)
+    answers: dict[str, tuple[object, float]] = {}
+
+    def timed(key: str, call: Callable[[], object]) -> threading.Thread:
+        def run() -> None:
+            answers[key] = _timed(call)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    with commits_hang(cluster):
+        senders = [
+            timed(
+                "new",
+                lambda: running.sim.slash_command(
+                    "John Roe, john@acme.example, Acme Corp",
+                    user_id=MARKETER,
+                    channel_id="C0EVENTS01",
+                ),
+            ),
+            timed("repeat", lambda: running.sim.slash_command(EXAMPLE, user_id=MARKETER)),
+            timed("form", lambda: _new_lead_form(running, "Max Moe", "max@acme.example")),
+        ]
+        for t in senders:
+            t.join(15)
+    for key, (response, took) in answers.items():
+        assert took < SLACK_DEADLINE, f"{key}: answered after {took:.1f} s"
+        assert response.status == 200, (key, response)  # type: ignore[attr-defined]
+    for key in ("new", "repeat"):
+        said = answers[key][0].json()["text"]  # type: ignore[attr-defined]
+        assert MAY_HAVE_BEEN_SAVED in said and "Nothing was stored" not in said, (key, said)
+        assert f"<#{LEADS_CHANNEL}>" in said
+    assert "John Roe, john@acme.example, Acme Corp" in answers["new"][0].json()["text"]  # type: ignore[attr-defined]
+    form = answers["form"][0].json()  # type: ignore[attr-defined]
+    assert form == {"response_action": "errors", "errors": {"name": FORM_MAY_HAVE_BEEN_SAVED}}
+    # The commits went through once released: each lead stored once (none lost, none doubled).
+    for name in ("John Roe", "Max Moe"):
+        assert len(_when_stored(running, name)) == 1, name
+    jane = [lead for lead in running.leads() if lead.name == "Jane Doe"]
+    assert len(jane) == 2 and jane[1].duplicate_of_id == jane[0].id
+    # Sent again, as the answer allows: marked, not a silent second copy.
+    again = running.submit("John Roe, john@acme.example, Acme Corp")
+    assert "is in" in again.json()["text"] and "Possible duplicate" in again.json()["text"]
+    deadline = running.server.request_deadline
+    assert deadline is not None and deadline.cuts == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.db"]
+    assert len([m for m in said if "was cut after 2.2 s" in m]) == 1, said  # said once
+    assert len([m for m in said if "works again" in m]) == 1, said
+    assert all("acme" not in m.lower() and "@" not in m for m in said)
+
+
+def test_a_query_in_flight_when_the_server_freezes_is_answered_in_time(
+    cluster: Cluster, running: Bot
+) -> None:
+    """Every process of the server stopped while a /lead's statement was on its way, on a
+    pooled connection (no connect, no ping to time out). The request waited for as long as the
+    freeze lasted. Now it is answered within Slack's 3 s, its connection is dropped, and the
+    bot goes on as usual after the thaw; what it said matches what the server did."""
+    running.submit(EXAMPLE)
+    engine = running.services.engine
+    # Connections used a moment ago: the next request takes one without a ping.
+    pooled = [engine.connect() for _ in range(3)]
+    for conn in pooled:
+        conn.close()
+    web_took: list[Any] = []  # the connections web threads took
+
+    def note(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if threading.current_thread().name.startswith("waitress"):
+            web_took.append(dbapi_connection)
+
+    event.listen(engine, "checkout", note)
+    running.sim.timeout = 10.0
+    with cluster.frozen():
+        response, took = _timed(
+            lambda: running.sim.slash_command(
+                "John Roe, john@acme.example, Acme Corp", user_id=MARKETER, channel_id="C0EVENTS01"
+            )
+        )
+    assert response.status == 200
+    assert took < SLACK_DEADLINE, f"answered after {took:.1f} s"
+    said = response.json()["text"]
+    assert "John Roe, john@acme.example, Acme Corp" in said  # their text back
+    event.remove(engine, "checkout", note)
+    assert len(web_took) == 1 and web_took[0].closed  # the cut one is not used again
+    # The statement reached the server before it froze: it may run after the thaw, and in
+    # autocommit that stores it. The answer must have allowed for that.
+    stored = _when_stored(running, "John Roe", within=3.0)
+    if stored:
+        assert MAY_HAVE_BEEN_SAVED in said, said
+    else:
+        assert MAY_HAVE_BEEN_SAVED in said or "Nothing was stored" in said, said
+    again = running.submit("John Roe, john@acme.example, Acme Corp")
+    assert "is in" in again.json()["text"]
+    assert ("Possible duplicate" in again.json()["text"]) == bool(stored)
+    fresh = running.submit("Max Moe, max@acme.example, Acme Corp")
+    assert "is in" in fresh.json()["text"]
+    assert len([lead for lead in running.leads() if lead.name == "John Roe"]) == len(stored) + 1
+
+
+def test_work_off_the_web_threads_is_not_cut(cluster: Cluster, running: Bot) -> None:
+    """A job, or work after an ack, may hold a connection longer than a web request may: only
+    the web request's call is cut, theirs finish."""
+    running.submit(EXAMPLE)
+    engine = running.services.engine
+    finished: list[str] = []
+
+    def long_query(who: str) -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_sleep(2.8)"))
+        finished.append(who)
+
+    job = threading.Thread(target=long_query, args=("job",))
+    running.sim.timeout = 10.0
+    with commits_hang(cluster):
+        job.start()
+        running.services.work.submit(long_query, "after an ack")
+        response, took = _timed(
+            lambda: running.sim.slash_command(
+                "John Roe, john@acme.example, Acme Corp", user_id=MARKETER, channel_id="C0EVENTS01"
+            )
+        )
+        assert took < SLACK_DEADLINE and MAY_HAVE_BEEN_SAVED in response.json()["text"]
+        job.join(10)
+        assert running.services.work.wait_idle(10)
+    assert sorted(finished) == ["after an ack", "job"]
+    deadline = running.server.request_deadline
+    assert deadline is not None and deadline.cuts == 1

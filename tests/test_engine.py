@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,8 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
 import models
-from models import make_engine
+from bot import db
+from models import make_engine, single_statement_engine
 
 
 def _count(engine: Engine) -> int:
@@ -285,3 +286,118 @@ def test_a_plain_lead_reads_as_its_row_and_tracks_later_changes() -> None:
     assert inspect(lead).transient
     lead.status = models.CLAIMED
     assert inspect(lead).attrs.status.history.added == [models.CLAIMED]
+
+
+def _as_web_request(work: Callable[[], None]) -> tuple[str | None, float, bool | None]:
+    """Run `work` as bot.server runs a request's handling; (what was cut, seconds taken,
+    whether the error invalidated the connection: None when it finished)."""
+    request = db.web_request()
+    request.started, request.cut = time.monotonic(), None
+    try:
+        work()
+        invalidated = None
+    except OperationalError as e:
+        invalidated = e.connection_invalidated
+    finally:
+        took = time.monotonic() - request.started
+        request.started = None
+    return request.cut, took, invalidated
+
+
+# Short, but with room for a loaded CI machine: the COMMIT case's four statements before its
+# COMMIT must be done by then, and each cut must land before its 3 s query would have ended.
+DEADLINE = 1.0
+
+
+def test_a_web_request_past_its_deadline_is_cut_and_nothing_else(database_url: str) -> None:
+    """bot.db.RequestDeadline, with a short deadline: a web request's query, autocommit
+    statement and COMMIT are each cut at the deadline, saying whether a commit was in flight,
+    and the request opens no new connection after; a thread that is not a web request's waits
+    as long as its query takes."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs LEADBOT_TEST_DATABASE_URL (PostgreSQL)")
+    engine = make_engine(database_url, pool_size=1, max_overflow=10)
+    watch = db.RequestDeadline(engine, deadline=DEADLINE, every=0.1)
+    results: dict[str, tuple[str | None, float, bool | None]] = {}
+
+    def query() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_sleep(3)"))
+
+    def autocommit() -> None:
+        with single_statement_engine(engine).connect() as conn:
+            conn.execute(text("SELECT pg_sleep(3)"))
+
+    def commit() -> None:  # a deferred trigger: the COMMIT is what takes long
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TEMP TABLE slow_commit (x int)"))
+            conn.execute(
+                text(
+                    "CREATE FUNCTION pg_temp.slowly() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$BEGIN PERFORM pg_sleep(3); RETURN NULL; END$$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE CONSTRAINT TRIGGER slowly AFTER INSERT ON slow_commit DEFERRABLE "
+                    "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.slowly()"
+                )
+            )
+            conn.execute(text("INSERT INTO slow_commit VALUES (1)"))
+
+    def then_connect() -> None:  # cut, then asks for a new connection in the same request
+        try:
+            query()
+        except OperationalError:
+            started = time.monotonic()
+            with (
+                pytest.raises(OperationalError, match="no new connection"),
+                engine.connect() as conn,
+            ):
+                conn.execute(text("SELECT 1"))
+            assert time.monotonic() - started < 0.5
+            raise
+
+    def job() -> None:
+        started = time.monotonic()
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_sleep(1.5)"))
+        results["job"] = (None, time.monotonic() - started, None)
+
+    def web(name: str, work: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            results[name] = _as_web_request(work)
+
+        return threading.Thread(target=run)
+
+    threads = [
+        web("query", query),
+        web("autocommit", autocommit),
+        web("commit", commit),
+        web("then connect", then_connect),
+        threading.Thread(target=job),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for name, cut in (
+            ("query", db.CUT_QUERY),
+            ("autocommit", db.CUT_COMMIT),
+            ("commit", db.CUT_COMMIT),
+            ("then connect", db.CUT_QUERY),
+        ):
+            assert results[name][0] == cut, (name, results[name])
+            assert results[name][2] is True, (name, results[name])  # the pool drops it
+            assert DEADLINE <= results[name][1] < 2.5, (name, results[name])
+        assert results["job"][0] is None and results["job"][1] >= 1.5
+        assert watch.cuts == 4
+        # Outside a request, the pool opens connections as usual.
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT 1")) == 1
+    finally:
+        engine.dispose()  # (a new pool: the watch's listeners go with it, and away with it)
+        watch.close()
+    assert "connect" not in vars(engine.dialect)
+    assert (len(engine.pool.dispatch.checkin), len(engine.pool.dispatch.checkout)) == (1, 1)
