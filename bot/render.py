@@ -289,17 +289,7 @@ def lead_card(lead: Lead, now: datetime, *, note: str | None = None) -> Message:
         from bot import render_outcomes
 
         blocks.extend(render_outcomes.card_stage_blocks(lead))
-        release = button(
-            "Release",
-            Action.RELEASE,
-            card_value(lead),
-            confirm=confirm_dialog(
-                "Release this lead?",
-                "It goes back to the channel for anyone to claim.",
-                "Release",
-                "Keep it",
-            ),
-        )
+        release = release_button(lead)
         blocks.append(
             {
                 "type": "actions",
@@ -325,6 +315,21 @@ def card_notes(notes: str) -> str:
     if len(lines) > CARD_NOTES_LINES:
         text = text.rstrip() + "\n…"
     return shorten(text, CARD_NOTES_MAX)
+
+
+def release_button(lead: Lead) -> dict[str, Any]:
+    """The owner's Release button, with its confirmation: on the full card and the short one."""
+    return button(
+        "Release",
+        Action.RELEASE,
+        card_value(lead),
+        confirm=confirm_dialog(
+            "Release this lead?",
+            "It goes back to the channel for anyone to claim.",
+            "Release",
+            "Keep it",
+        ),
+    )
 
 
 # The short card (`short_card`): each value cut to this, far inside any Block Kit limit.
@@ -362,19 +367,12 @@ def short_card(lead: Lead) -> Message:
             )
         )
         if not is_closed(lead):
-            release = button(
-                "Release",
-                Action.RELEASE,
-                card_value(lead),
-                confirm=confirm_dialog(
-                    "Release this lead?",
-                    "It goes back to the channel for anyone to claim.",
-                    "Release",
-                    "Keep it",
-                ),
-            )
             blocks.append(
-                {"type": "actions", "block_id": "lead_owner_actions", "elements": [release]}
+                {
+                    "type": "actions",
+                    "block_id": "lead_owner_actions",
+                    "elements": [release_button(lead)],
+                }
             )
         text = f"Lead #{lead.id}: {inline(lead.name, SHORT_CARD_VALUE_MAX)} claimed by "
         text += mention(lead.owner_id)
