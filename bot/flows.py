@@ -203,7 +203,14 @@ def claim_all(
                 rows.append(outbox.refresh_row(lead))
                 if lead.owner_id:
                     rows.append(
-                        outbox.message_row(lead.owner_id, render.claimer_dm(lead), lead_id=lead.id)
+                        outbox.message_row(
+                            lead.owner_id,
+                            render.claimer_dm(lead),
+                            lead_id=lead.id,
+                            # The only place the owner gets the contact details: should Slack
+                            # refuse these blocks, they still arrive, as text.
+                            if_undelivered=(lead.owner_id, render.claimer_dm_plain(lead)),
+                        )
                     )
                 rows.append(
                     outbox.message_row(

@@ -171,6 +171,8 @@ def _if_undelivered(item: OutboxItem, error: DeliveryError) -> dict[str, Any] | 
     instead = json.loads(item.payload).get("if_undelivered")
     if not isinstance(instead, dict):
         return None
+    if instead.get("to") == item.channel and not error.malformed:
+        return None  # to the same person, only a smaller message can pass where this did not
     text = f"{instead.get('text', '')} (Slack: `{render.esc(error.code[:100])}`)"
     return message_row(str(instead.get("to")), render.Message(text=text), lead_id=item.lead_id)
 

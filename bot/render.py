@@ -462,6 +462,23 @@ def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
     return Message(text=f"Lead #{lead.id} {lead_label(lead)} is yours", blocks=blocks)
 
 
+def claimer_dm_plain(lead: Lead) -> Message:
+    """claimer_dm as one short text without blocks, for when Slack refused that DM as
+    malformed (bot.outbox's `if_undelivered`): the owner must still learn how to reach them."""
+    details = [
+        ("Name", lead.name),
+        ("Company", lead.company),
+        ("Email", lead.email),
+        ("Phone", lead.phone),
+        ("Notes", lead.notes),
+    ]
+    shown = "\n".join(f"{k}: {esc_short(' '.join(v.split()), 500)}" for k, v in details if v)
+    return Message(
+        text=f"You claimed lead #{lead.id} {lead_label(lead)}; Slack would not show the full "
+        f"message, so here it is in short:\n{shown}"
+    )
+
+
 def _split(text: str, size: int) -> list[str]:
     """Split escaped text into chunks of at most `size`, never inside an &entity;."""
     parts = []

@@ -381,3 +381,42 @@ def test_the_refusal_is_logged_once_with_the_lead_and_code_and_no_contact_detail
     ]
     leaked = [m for m in messages if any(c.lower() in m.lower() for c in CONTACT)]
     assert leaked == []
+
+
+# --- the claimer's DM: the only place the contact details go --------------------------------------
+
+
+def _to(user: str) -> Any:
+    return lambda args: args.get("channel") == user
+
+
+def test_a_claimer_dm_slack_refuses_as_malformed_arrives_as_text(bot: Bot) -> None:
+    """The claimer's DM is the one message with the lead's email and phone: refused for its
+    blocks, the owner had a claimed lead and no way to reach them. It now arrives as text."""
+    assert bot.submit(EXAMPLE).status == 200
+    [lead] = bot.leads()
+    bot.slack.fail("chat.postMessage", error="invalid_blocks", when=_to(REP_A))
+
+    click(bot, REP_A, "lead_claim", lead)
+    [dm] = bot.slack.dms(REP_A)
+    assert not dm.blocks
+    for detail in ("Jane Doe", "jane@acme.example", "+1 415 555 0100", "Acme Corp", "API demo"):
+        assert detail in dm.text, detail
+    assert f"#{lead.id}" in dm.text and "`invalid_blocks`" in dm.text
+    assert bot.lead(lead.id).owner_id == REP_A
+    # The refused DM is failed, its stand-in sent: nothing else waits.
+    assert undelivered(bot) == [("message", FAILED, "invalid_blocks")]
+
+
+def test_a_claimer_dm_refused_for_the_person_is_not_sent_again(bot: Bot) -> None:
+    """Refused for who it goes to (a deactivated account), the same DM as text would be refused
+    the same way: one try, not two."""
+    assert bot.submit(EXAMPLE).status == 200
+    [lead] = bot.leads()
+    bot.slack.fail("chat.postMessage", error="user_not_found", when=_to(REP_A))
+
+    click(bot, REP_A, "lead_claim", lead)
+    tries = [c for c in bot.slack.calls_to("chat.postMessage") if c.args.get("channel") == REP_A]
+    assert len(tries) == 1
+    assert bot.slack.dms(REP_A) == []
+    assert undelivered(bot) == [("message", FAILED, "user_not_found")]
