@@ -105,8 +105,9 @@ class Hours:
     @property
     def overnight(self) -> bool:
         """Whether each window runs past midnight: `end` before `start` closes it on the next
-        calendar day ("00:00" at midnight). The window belongs to the day it opens on."""
-        return not self.always and self.end < self.start
+        calendar day ("00:00" at midnight), and `end` equal to `start` makes it a whole day, to
+        the same time the next day. The window belongs to the day it opens on."""
+        return not self.always and self.end <= self.start
 
 
 @dataclass(frozen=True)
@@ -461,14 +462,8 @@ def _hours(value: object, fallback: _Fallback) -> Hours:
             )
     start = _time(table["start"], "hours.start")
     end = _time(table["end"], "hours.end")
-    # An end before the start runs past midnight (Hours.overnight); the same time would be no
-    # hours at all or all of them, so it is refused rather than guessed.
-    if end == start:
-        raise _Problem(
-            "hours.end",
-            f"{_hhmm(end)} is the same as start — for a clock that never stops leave out [hours]; "
-            'for hours past midnight end earlier than start, like start = "22:00", end = "06:00"',
-        )
+    # An end before the start runs past midnight, and the same time is a whole day
+    # (Hours.overnight): start = end = "00:00" is round the clock on `days` but for holidays.
     holidays: set[date] = set()
     for i, day in enumerate(_list_of(table.get("holidays", []), "hours.holidays"), 1):
         holidays.add(_date(day, f"hours.holidays[{i}]"))
@@ -870,7 +865,9 @@ def _describe_hours(hours: Hours) -> str:
     if hours.always:
         return f"Around the clock, every day (time zone {zone})"
     start, end = hours.start.strftime("%H:%M"), hours.end.strftime("%H:%M")
-    if hours.end == time(0):
+    if hours.start == hours.end == time(0):
+        span = "all day"
+    elif hours.end == time(0):
         span = f"{start}–midnight"  # "18:00–00:00" reads as if it ended before it began
     elif hours.overnight:
         # Said in full so that "Mon–Fri" reads as the evenings the hours start, Monday's ending

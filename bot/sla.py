@@ -7,8 +7,10 @@ which on a 09:00–18:00 schedule is two full days and 6 hours more — not "one
 
 An `end` earlier than `start` (Hours.overnight) closes the window on the next calendar day:
 22:00–06:00 on Mon–Fri runs from Monday 22:00 to Tuesday 06:00, …, Friday 22:00 to Saturday
-06:00, and an `end` of 00:00 closes it at midnight. Such a window belongs to the day it opens on:
-that day must be a working day and not a holiday, whatever the day it closes on.
+06:00, and an `end` of 00:00 closes it at midnight. An `end` equal to `start` makes a whole day:
+00:00–00:00 on every day but holidays is round the clock with days off. Such a window belongs to
+the day it opens on: that day must be a working day and not a holiday, whatever the day it
+closes on.
 
 All instants in and out are timezone-aware; results are in UTC. A window is placed by its local
 wall-clock times, so 09:00–18:00 stays 09:00–18:00 on the days clocks change; if a window itself

@@ -264,16 +264,6 @@ TINY_HOURS = '[hours]\nstart = "09:00"\nend = "09:01"\ndays = ["sun"]\n'
         ('[hours]\nstart = "09:00"\nend = "24:00"\n', 'policy.toml: hours.end: "24:00" is not a'),
         ('[hours]\nstart = "09:00"\nend = 18\n', "policy.toml: hours.end: 18 is not a time"),
         (
-            '[hours]\nstart = "09:00"\nend = "09:00"\n',
-            'policy.toml: hours.end: "09:00" is the same as start — for a clock that never stops '
-            "leave out [hours]; for hours past midnight end earlier than start, like start = "
-            '"22:00", end = "06:00"',
-        ),
-        (
-            '[hours]\nstart = "00:00"\nend = 00:00:00\n',
-            'policy.toml: hours.end: "00:00" is the same as start',
-        ),
-        (
             '[hours]\nstart = "09:00"\nend = "18:00"\ndays = ["mon", "fry"]\n',
             'policy.toml: hours.days[2]: "fry" is not a day — expected one of mon, tue,',
         ),
@@ -841,6 +831,15 @@ def test_describe_hours_past_midnight(tmp_path: Path) -> None:
     assert "18:00–midnight (UTC); closed on 2026-12-31\n" in describe_policy(
         load(tmp_path, evening)
     )
+
+
+def test_start_equal_to_end_is_a_whole_day(tmp_path: Path) -> None:
+    text = '[hours]\nstart = "00:00"\nend = 00:00:00\ndays = ["mon", "tue", "wed", "thu", "fri"]\n'
+    hours = load(tmp_path, text).hours
+    assert (hours.start, hours.end, hours.overnight) == (time(0), time(0), True)
+    assert "Mon–Fri, all day (UTC)" in describe_policy(load(tmp_path, text))
+    text = '[hours]\nstart = "09:00"\nend = "09:00"\n'
+    assert "Mon–Fri, 09:00 to 09:00 the next day (UTC)" in describe_policy(load(tmp_path, text))
 
 
 def test_describe_escapes_user_text(tmp_path: Path) -> None:

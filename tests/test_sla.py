@@ -352,9 +352,9 @@ def schedules(draw: st.DrawFn) -> Hours:
     if draw(st.booleans()):
         start_minute = draw(st.integers(0, 23 * 60 - 30))
         end_minute = draw(st.integers(start_minute + 30, 24 * 60 - 1))
-    else:  # past midnight: the end is earlier than the start, 00:00 included
-        start_minute = draw(st.integers(1, 24 * 60 - 1))
-        end_minute = draw(st.integers(max(0, start_minute - 24 * 60 + 30), start_minute - 1))
+    else:  # past midnight: the end is earlier than the start (00:00 included) or the same
+        start_minute = draw(st.integers(0, 24 * 60 - 1))
+        end_minute = draw(st.integers(max(0, start_minute - 24 * 60 + 30), start_minute))
     holidays = draw(st.frozensets(st.dates(date(2025, 1, 1), date(2029, 12, 31)), max_size=40))
     return Hours(
         ZoneInfo(zone),
@@ -636,3 +636,38 @@ def test_a_day_over_a_night_the_clocks_change() -> None:
     hours = office(days=EVERY_DAY, start=time(22), end=time(6))
     assert next_working_day(ny(2026, 3, 7, 23, 0), hours) == ny(2026, 3, 8, 23, 0)
     assert next_working_day(ny(2026, 3, 8, 5, 0), hours) == ny(2026, 3, 9, 5, 0)
+
+
+def test_start_equal_to_end_is_a_whole_day() -> None:
+    """00:00–00:00: round the clock on the working days, closed on holidays and days off; a
+    sales floor staffed in shifts all week but for public holidays."""
+    weekdays = office(start=time(0), end=time(0))  # Mon–Fri, New York
+    assert weekdays.overnight
+    assert is_working_time(ny(2026, 5, 15, 23, 59), weekdays)  # Friday night
+    assert not is_working_time(ny(2026, 5, 16, 0, 0), weekdays)  # Saturday
+    assert is_working_time(ny(2026, 5, 18, 0, 0), weekdays)  # Monday from midnight
+    # Friday 20:00 to Monday 04:00: four hours of Friday, four of Monday.
+    friday, monday = ny(2026, 5, 15, 20), ny(2026, 5, 18, 4)
+    assert working_time_between(friday, monday, weekdays) == timedelta(hours=8)
+    assert add_working_time(friday, timedelta(hours=5), weekdays) == ny(2026, 5, 18, 1)
+    # A week of it is five whole days.
+    assert working_time_between(ny(2026, 5, 11), ny(2026, 5, 18), weekdays) == timedelta(days=5)
+
+    # Every day but a holiday; the holiday is its whole calendar day, and the day the clocks
+    # go forward (8 March 2026 in New York) holds 23 hours.
+    every_day = office(days=EVERY_DAY, start=time(0), end=time(0), holidays=(date(2026, 3, 9),))
+    assert working_time_between(ny(2026, 3, 8), ny(2026, 3, 11), every_day) == timedelta(hours=47)
+    assert not is_working_time(ny(2026, 3, 9, 12), every_day)
+    assert next_working_moment(ny(2026, 3, 9, 12), every_day) == ny(2026, 3, 10)
+    assert add_working_time(ny(2026, 3, 8, 23), timedelta(hours=2), every_day) == ny(2026, 3, 10, 1)
+
+
+def test_start_equal_to_end_past_midnight_is_a_day_from_that_time() -> None:
+    """09:00–09:00: each working day's window runs until 09:00 the next day."""
+    shifts = office(days=frozenset({0}), start=time(9), end=time(9))  # Mondays only
+    assert is_working_time(ny(2026, 5, 19, 8, 59), shifts)  # Tuesday morning: Monday's
+    assert not is_working_time(ny(2026, 5, 19, 9, 0), shifts)
+    assert working_time_between(ny(2026, 5, 18), ny(2026, 5, 25), shifts) == timedelta(hours=24)
+    # "In a day" from Tuesday 08:00 (Monday's window) is the next Monday's window, at 08:00 on
+    # its Tuesday.
+    assert next_working_day(ny(2026, 5, 19, 8), shifts) == ny(2026, 5, 26, 8)
