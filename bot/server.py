@@ -16,8 +16,9 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import Engine, event, text
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import create_server
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 from bot import db
 from bot.app import SIGNATURE_CHECKED
@@ -260,14 +261,40 @@ def wsgi_app(
             return slack(environ, start_response)
         # Bolt answers when the listener returns: all the database work done on this thread
         # until then is the request's, and what runs after the answer is on other threads.
+        # The deadline counts from the request's arrival, time in waitress's queue included.
         web = db.web_request()
-        web.started, web.cut = time.monotonic(), None
+        web.started, web.cut = environ.get(ARRIVED) or time.monotonic(), None
         try:
             return slack(environ, start_response)
         finally:
             web.started = None
 
     return application
+
+
+# The environ key holding when a request had fully arrived (time.monotonic()).
+ARRIVED = "leadbot.arrived"
+
+
+class _Parser(HTTPRequestParser):
+    """waitress's request parser, noting when the whole request had arrived: a request's
+    database deadline (bot.db.RequestDeadline) counts from then, not from when a web thread was
+    free to take it, which under a frozen database is the deadline of the requests before it."""
+
+    arrived: float | None = None
+
+    def received(self, data: bytes) -> int:
+        taken: int = super().received(data)
+        if self.completed and self.arrived is None:
+            self.arrived = time.monotonic()
+        return taken
+
+
+class _Task(WSGITask):
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ[ARRIVED] = getattr(self.request, "arrived", None)
+        return environ
 
 
 class _Channel(HTTPChannel):
@@ -280,6 +307,9 @@ class _Channel(HTTPChannel):
     which the spinning loop keeps taking: the loop went round ~14 times per request in the ack
     benchmark (bare Bolt: once or twice). Blocking on the lock for a moment hands the
     interpreter to the worker, which is then done in microseconds."""
+
+    parser_class = _Parser
+    task_class = _Task
 
     def _flush_some_if_lockable(self, do_close: bool = True) -> None:
         if self.outbuf_lock.acquire(timeout=LOCK_WAIT):

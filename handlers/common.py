@@ -108,6 +108,18 @@ def state_values_of(view: Any) -> dict[str, Any]:
 DB_BUSY = "⚠️ The database is not answering right now, so nothing changed. Try again in a minute."
 
 
+def form_change_failed() -> str:
+    """Under a form's field, for a change to a lead (an outcome, a reassign) the database did
+    not store in time: nothing changed, or, when the commit was in flight as its connection was
+    cut at the request's deadline (bot.db.RequestDeadline), it may have."""
+    if db.cut_during_commit():
+        return (
+            "The database stopped answering while saving this: it may have been saved. Look at "
+            "the lead's card before trying again."
+        )
+    return "The database is not answering; nothing changed. Try again."
+
+
 def gone(lead_id: int) -> str:
     """For a click on a lead that was deleted (`forget`, the purge)."""
     return f"Lead #{lead_id} no longer exists; nothing changed."
@@ -186,6 +198,7 @@ __all__ = [
     "acks_first",
     "clicked_in",
     "erased_meanwhile",
+    "form_change_failed",
     "later",
     "lead_failed",
     "may_have_been_saved",

@@ -24,6 +24,7 @@ from handlers.common import (
     acks_first,
     clicked_in,
     erased_meanwhile,
+    form_change_failed,
     gone,
     metadata_of,
     parse_value,
@@ -241,12 +242,7 @@ def disqualify_submitted(
             ack()
             flows.tell(services, channel, user, gone(lead_id))
             return
-        ack(
-            response_action="errors",
-            errors={
-                DISQUALIFY_REASON: "The database is not answering; nothing changed. Try again."
-            },
-        )
+        ack(response_action="errors", errors={DISQUALIFY_REASON: form_change_failed()})
         return
     ack()
     services.outbox.kick()
@@ -352,7 +348,7 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
             return
         ack(
             response_action="errors",
-            errors={REASSIGN_OWNER: "The database is not answering; nothing changed. Try again."},
+            errors={REASSIGN_OWNER: form_change_failed()},
         )
         return
     if result.reason == "same_owner":

@@ -36,8 +36,9 @@ from bot.clock import FakeClock, FakeDeliveryTime
 from bot.slack_emulator import SlackEmulator
 from handlers.common import DB_BUSY, FORM_MAY_HAVE_BEEN_SAVED
 from models import Lead, OutboxItem, make_engine
-from tests.conftest import LEADS_CHANNEL, MARKETER, REP_A, Bot, start_bot
+from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot, start_bot
 from tests.test_handoff import modal_state
+from tests.test_outcomes import click_card, modal, new_lead, open_disqualify
 
 EXAMPLE = "Jane Doe, jane@acme.example, +1 415 555 0100, Acme Corp, hot, #SaaStr2026"
 # Slack shows "operation_timeout" for an answer later than this; a correctness bound, not speed.
@@ -750,3 +751,81 @@ def test_work_off_the_web_threads_is_not_cut(cluster: Cluster, running: Bot) -> 
     assert sorted(finished) == ["after an ack", "job"]
     deadline = running.server.request_deadline
     assert deadline is not None and deadline.cuts == 1
+
+
+@pytest.mark.parametrize("form", ["disqualify", "reassign"])
+def test_an_outcome_form_cut_in_its_commit_says_it_may_have_been_saved(
+    cluster: Cluster, running: Bot, form: str
+) -> None:
+    """A disqualify or reassign form whose COMMIT never answered was told "nothing changed",
+    and then the commit went through: the rep tried again on a lead already changed. Such a
+    form now says it may have been saved, and to look at the card first."""
+    lead = new_lead(running)
+    if form == "disqualify":
+        who, field = REP_A, "outcome_reason"
+        view = open_disqualify(running, lead, "trig-cut")
+        values = {field: ("outcome_reason_input", "static_select", "No budget")}
+    else:
+        who, field = MANAGER, "new_owner"
+        click_card(running, MANAGER, lead, "lead_reassign", trigger_id="trig-cut")
+        view = modal(running, "trig-cut")
+        values = {field: ("new_owner_input", "users_select", REP_B)}
+    running.sim.timeout = 10.0
+    with commits_hang(cluster):
+        response, took = _timed(lambda: running.sim.view_submission(who, view, values))
+    assert took < SLACK_DEADLINE, f"answered after {took:.1f} s"
+    said = response.json()["errors"][field]
+    assert "may have been saved" in said and "nothing changed" not in said
+    # It was: once commits complete, the change is there.
+    deadline = time.monotonic() + 5
+    while (running.lead(lead.id).stage, running.lead(lead.id).owner_id) == (None, REP_A):
+        assert time.monotonic() < deadline, "the change was not stored"
+        time.sleep(0.05)
+
+
+def test_requests_queued_behind_stuck_ones_are_answered_in_time_too(
+    cluster: Cluster, pg_url: str, slack: SlackEmulator, clock: FakeClock
+) -> None:
+    """With every web thread stuck on the database, the requests waiting in the server's queue
+    started their deadline only when a thread took them, 2.2 s late, and were answered past
+    Slack's 3 s. The deadline now counts from a request's arrival."""
+    bot = start_bot(pg_url, slack, clock, WEB_THREADS="2")
+    try:
+        bot.submit(EXAMPLE)
+        bot.sim.timeout = 10.0
+        answers: dict[str, tuple[object, float]] = {}
+        names = ("John Roe", "Max Moe", "Ann Poe", "Bob Loe")
+
+        def send(name: str) -> None:
+            first = name.split()[0].lower()
+            answers[name] = _timed(
+                lambda: bot.sim.slash_command(
+                    f"{name}, {first}@acme.example, Acme Corp",
+                    user_id=MARKETER,
+                    channel_id="C0EVENTS01",
+                )
+            )
+
+        with commits_hang(cluster):
+            senders = [threading.Thread(target=send, args=(name,)) for name in names]
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join(15)
+        assert sorted(answers) == sorted(names)
+        for name, (response, took) in answers.items():
+            assert took < SLACK_DEADLINE, f"{name}: answered after {took:.1f} s"
+            assert response.status == 200  # type: ignore[attr-defined]
+        # Each answer true to what the server then did: those cut before their INSERT went out
+        # (queued ones, cut as they took a connection) are not stored, once commits complete.
+        said = {name: response.json()["text"] for name, (response, _) in answers.items()}  # type: ignore[attr-defined]
+        maybe = {name for name in names if MAY_HAVE_BEEN_SAVED in said[name]}
+        assert maybe, said  # the first two were cut in their INSERT, in autocommit
+        for name in set(names) - maybe:
+            assert "Nothing was stored" in said[name], said[name]
+        for name in maybe:  # their INSERTs had reached the server: stored once it commits
+            assert _when_stored(bot, name), name
+        stored = {lead.name for lead in bot.leads()}
+        assert not (set(names) - maybe) & stored, (said, stored)
+    finally:
+        bot.stop()
