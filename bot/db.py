@@ -211,6 +211,10 @@ class RequestDeadline:
         # On the pool itself, which engine.dispose() replaces (its listeners carried over):
         # removing them through the engine would then find none.
         self._pool = engine.pool
+        # One per engine: two would wrap the dialect's connect in turn, and closing them out of
+        # order would leave a closed one's wrapper in place.
+        if isinstance(getattr(vars(engine.dialect).get("connect"), "__self__", None), type(self)):
+            raise ValueError("this engine's requests are watched already")
         # First: models' ping on checkout may be what waits.
         event.listen(self._pool, "checkout", self._checked_out, insert=True)
         event.listen(self._pool, "checkin", self._checked_in)

@@ -401,3 +401,19 @@ def test_a_web_request_past_its_deadline_is_cut_and_nothing_else(database_url: s
         watch.close()
     assert "connect" not in vars(engine.dialect)
     assert (len(engine.pool.dispatch.checkin), len(engine.pool.dispatch.checkout)) == (1, 1)
+
+
+def test_an_engine_is_watched_once(tmp_path: Path) -> None:
+    """Each RequestDeadline wraps the dialect's connect: two on one engine, closed in the order
+    they were made, left the first one's wrapper installed for good. A second is refused."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        first = db.RequestDeadline(engine)
+        with pytest.raises(ValueError, match="watched already"):
+            db.RequestDeadline(engine)
+        first.close()
+        assert "connect" not in vars(engine.dialect)
+        db.RequestDeadline(engine).close()  # once closed, it may be watched again
+        assert "connect" not in vars(engine.dialect)
+    finally:
+        engine.dispose()
