@@ -80,6 +80,10 @@ MIN_ROOM = 4
 # item: its next pass finds whatever fell due meanwhile (a retry then waits at most this long).
 # That look reads past every post waiting in the channel, as often as the channel gets a token.
 PACED_WAKE = 1.0
+# Seconds a lead's card stays short after Slack refused its full one, before a refresh tries the
+# full card again; and how many such leads are remembered at most (older ones are dropped).
+FULL_CARD_RETRY = 3600.0
+SHORT_CARDS_KEPT = 10_000
 
 
 class CardGone(DeliveryError):
@@ -515,6 +519,10 @@ class Outbox:
         self.lease = lease
         # Real time (processes share leases and retry times), injectable for tests.
         self.time = delivery_time or SystemDeliveryTime()
+        # Leads whose full card Slack refused as malformed, and when (self.time.ticks()): their
+        # refreshes go straight to the short card for a while. Per process: after a restart the
+        # first refresh asks once more.
+        self._short_since: dict[int, float] = {}
         self.wall = self.time.wall
         self.clock = clock  # business time (injectable): when a card was posted, its age
         self.owner = f"{uuid.uuid4()}"
@@ -949,6 +957,8 @@ class Outbox:
                     note = f"{REPOSTED_NOTE}\n{note}" if note else REPOSTED_NOTE
                 card = render.lead_card(lead, self.clock(), note=note)
             channel, ts = self.slack.post(str(item.channel), card, metadata=metadata)
+            if refused is not None:
+                self._shown_short(lead.id)
             if not ts:
                 # Posted, but Slack named no ts: without one the card cannot be refreshed nor
                 # reminded in, and posting again would show the lead twice. Find it instead.
@@ -970,24 +980,42 @@ class Outbox:
         # CARD_REFRESH: render the lead as it is now; before its card exists there is nothing to
         # refresh (the card itself will be rendered from the current state).
         if lead.card_channel and lead.card_ts:
-            card = render.lead_card(lead, self.clock(), note=note)
             try:
+                refused = self._short_since.get(lead.id)
+                if refused is not None and self.time.ticks() - refused < FULL_CARD_RETRY:
+                    # Slack refused this lead's full card a moment ago: asking again would cost
+                    # a call per refresh, in the very case (a limit changed for every card)
+                    # where calls are short.
+                    self.slack.update(lead.card_channel, lead.card_ts, render.short_card(lead))
+                    return None, None, lead
+                card = render.lead_card(lead, self.clock(), note=note)
                 try:
                     self.slack.update(lead.card_channel, lead.card_ts, card)
+                    self._short_since.pop(lead.id, None)
                 except DeliveryError as e:
                     if not e.malformed:
                         raise
                     # Slack refuses the full card (the card may be a short one already, or the
                     # claimed card breaks a limit the first did not): show the short one, so
-                    # that the card still tells who has the lead. The full card is tried first
-                    # each time: should Slack take it again, the card is whole again.
+                    # that the card still tells who has the lead. The full card is tried again
+                    # after FULL_CARD_RETRY: should Slack take it then, the card is whole again.
                     self.slack.update(lead.card_channel, lead.card_ts, render.short_card(lead))
+                    self._shown_short(lead.id)
                     self._refresh_fell_back(lead, e.code)
             except DeliveryError as e:
                 if e.code in GONE:
                     raise CardGone(e.code, lead.card_ts) from e
                 raise
         return None, None, lead
+
+    def _shown_short(self, lead_id: int) -> None:
+        """Remember that Slack refused the lead's full card now (see FULL_CARD_RETRY)."""
+        now = self.time.ticks()
+        if len(self._short_since) >= SHORT_CARDS_KEPT:  # keep only the recent ones
+            self._short_since = {
+                k: t for k, t in self._short_since.items() if now - t < FULL_CARD_RETRY
+            }
+        self._short_since[lead_id] = now
 
     def _refresh_fell_back(self, lead: Lead, code: str) -> None:
         """A refresh showed the short card: said once per lead, on its history and in the log
@@ -1046,11 +1074,17 @@ class Outbox:
             log.warning("cannot read history to check for lead %s's card: %s", lead_id, e.code)
             return []
         found = []
+        short = f"{render.SHORT_CARD_BLOCK}{lead_id}"
         for message in messages:
             meta = message.get("metadata") or {}
             payload = meta.get("event_payload") or {}
             if meta.get("event_type") == CARD_EVENT_TYPE and payload.get("lead_id") == lead_id:
                 found.append(str(message.get("ts")))
+            elif any(
+                isinstance(block, dict) and block.get("block_id") == short
+                for block in message.get("blocks") or []
+            ):
+                found.append(str(message.get("ts")))  # a short card, posted without metadata
         return found
 
     def _permalink(self, channel: str, ts: str) -> str | None:

@@ -334,6 +334,7 @@ def release_button(lead: Lead) -> dict[str, Any]:
 
 # The short card (`short_card`): each value cut to this, far inside any Block Kit limit.
 SHORT_CARD_VALUE_MAX = 80
+SHORT_CARD_BLOCK = "lead_short_card:"  # its first block's id, followed by the lead's id
 
 
 def _short_line(lead: Lead) -> str:
@@ -355,7 +356,13 @@ def short_card(lead: Lead) -> Message:
     click handlers work unchanged. No email or phone, as on every card."""
     line = _short_line(lead)
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": plain_text(line, emoji=False)},
+        # The block_id names the lead: a short card posted without its metadata (when that is
+        # what Slack refused) can still be found in the channel's history (bot.outbox).
+        {
+            "type": "section",
+            "block_id": f"{SHORT_CARD_BLOCK}{lead.id}",
+            "text": plain_text(line, emoji=False),
+        },
     ]
     if lead.status == CLAIMED and lead.owner_id:
         stage = f" · {esc(stage_label(lead.stage))}" if lead.stage else ""
@@ -472,7 +479,12 @@ def claimer_dm_plain(lead: Lead) -> Message:
         ("Phone", lead.phone),
         ("Notes", lead.notes),
     ]
-    shown = "\n".join(f"{k}: {esc_short(' '.join(v.split()), 500)}" for k, v in details if v)
+    # Each on one line; the notes as long as a section would show them, the rest as the card.
+    shown = "\n".join(
+        f"{k}: {esc_short(' '.join(v.split()), 2900 if k == 'Notes' else 300)}"
+        for k, v in details
+        if v
+    )
     return Message(
         text=f"You claimed lead #{lead.id} {lead_label(lead)}; Slack would not show the full "
         f"message, so here it is in short:\n{shown}"

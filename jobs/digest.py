@@ -83,7 +83,8 @@ def with_short_cards(
         refs += f" and {count - len(shown)} more"
     text = (
         f"*Cards shown in short form ({count})* — Slack refused the full card ({refusals}): "
-        "these cards show only the lead's name with its Claim or Release button. Nothing is "
+        "these cards show only the lead's number, name, company and priority, with its Claim or "
+        "Release button. Nothing is "
         "lost (whoever claims gets every detail in a DM), but tell whoever runs leadbot. "
         f"Leads: {refs}"
     )
