@@ -209,7 +209,7 @@ def claim_all(
                             lead_id=lead.id,
                             # The only place the owner gets the contact details: should Slack
                             # refuse these blocks, they still arrive, as text.
-                            if_undelivered=(lead.owner_id, render.claimer_dm_plain(lead)),
+                            claimer_plain=True,
                         )
                     )
                 rows.append(

@@ -80,6 +80,8 @@ MIN_ROOM = 4
 # item: its next pass finds whatever fell due meanwhile (a retry then waits at most this long).
 # That look reads past every post waiting in the channel, as often as the channel gets a token.
 PACED_WAKE = 1.0
+# A message payload's key: the claimer's DM, to resend as text if Slack refuses its blocks.
+PLAIN_IF_REFUSED = "plain_if_refused"
 # Seconds a lead's card stays short after Slack refused its full one, before a refresh tries the
 # full card again; and how many such leads are remembered at most (older ones are dropped).
 FULL_CARD_RETRY = 3600.0
@@ -175,10 +177,29 @@ def _if_undelivered(item: OutboxItem, error: DeliveryError) -> dict[str, Any] | 
     instead = json.loads(item.payload).get("if_undelivered")
     if not isinstance(instead, dict):
         return None
-    if instead.get("to") == item.channel and not error.malformed:
-        return None  # to the same person, only a smaller message can pass where this did not
     text = f"{instead.get('text', '')} (Slack: `{render.esc(error.code[:100])}`)"
     return message_row(str(instead.get("to")), render.Message(text=text), lead_id=item.lead_id)
+
+
+def _plain_if_refused(item: OutboxItem) -> bool:
+    """Whether `item` is a claimer's DM to resend as text if Slack refuses its blocks."""
+    if item.kind != MESSAGE or not item.payload:
+        return False
+    return json.loads(item.payload).get(PLAIN_IF_REFUSED) is True
+
+
+def _claimer_plain(
+    session: Session, item: OutboxItem, error: DeliveryError
+) -> dict[str, Any] | None:
+    """The claimer's DM as text (render.claimer_dm_plain), rendered now from the lead rather
+    than stored with every claim: refusals are rare, claims are not. None if the lead is gone
+    or has another owner by now."""
+    lead = leads.read_lead(session, item.lead_id) if item.lead_id else None
+    if lead is None or lead.owner_id != item.channel:
+        return None
+    plain = render.claimer_dm_plain(lead)
+    text = f"{plain.text}\n(Slack: `{render.esc(error.code[:100])}`)"
+    return message_row(str(item.channel), render.Message(text=text), lead_id=lead.id)
 
 
 def _may_have_posted(last_error: str | None) -> bool:
@@ -245,11 +266,15 @@ def message_row(
     thread_ts: str | None = None,
     now: datetime | None = None,
     if_undelivered: tuple[str, render.Message] | None = None,
+    claimer_plain: bool = False,
 ) -> dict[str, Any]:
     """A post: a DM when `channel` is a user id, a thread reply with `thread_ts`.
     `if_undelivered`: a message (its text) and to whom, sent instead if Slack refuses this one
-    for good, followed by Slack's error code."""
+    for good, followed by Slack's error code. `claimer_plain`: the claimer's DM, sent again as
+    text (render.claimer_dm_plain) if Slack refuses its blocks as malformed."""
     payload: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
+    if claimer_plain:
+        payload[PLAIN_IF_REFUSED] = True
     if if_undelivered is not None:
         to, instead = if_undelivered
         payload["if_undelivered"] = {"to": to, "text": instead.text}
@@ -1319,6 +1344,10 @@ class Outbox:
             # a fix.
             if instead is not None:
                 enqueue(s, [instead])
+            elif error.malformed and _plain_if_refused(item):
+                plain = _claimer_plain(s, item, error)
+                if plain is not None:
+                    enqueue(s, [plain])
             if lead is not None and lead.card_error != error.code[:200]:
                 leads.card_failed(s, lead.id, error=error.code, now=now)
                 if self.on_card_failed is not None:
