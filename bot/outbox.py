@@ -170,11 +170,18 @@ def repost_row(lead_id: int, channel: str, deleted_ts: str, now: datetime) -> di
     )
 
 
+def _marks(item: OutboxItem, kind: str) -> dict[str, Any]:
+    """The payload of `item` if it is of `kind`, else nothing: where its delivery's options
+    (a card's `replaces` and `fallback`, a message's `if_undelivered`, …) are kept."""
+    if item.kind != kind or not item.payload:
+        return {}
+    payload = json.loads(item.payload)
+    return payload if isinstance(payload, dict) else {}
+
+
 def _if_undelivered(item: OutboxItem, error: DeliveryError) -> dict[str, Any] | None:
     """The row of the message to send instead of `item`, which Slack refused for good."""
-    if item.kind != MESSAGE or not item.payload:
-        return None
-    instead = json.loads(item.payload).get("if_undelivered")
+    instead = _marks(item, MESSAGE).get("if_undelivered")
     if not isinstance(instead, dict):
         return None
     text = f"{instead.get('text', '')} (Slack: `{render.esc(error.code[:100])}`)"
@@ -183,9 +190,7 @@ def _if_undelivered(item: OutboxItem, error: DeliveryError) -> dict[str, Any] | 
 
 def _plain_if_refused(item: OutboxItem) -> bool:
     """Whether `item` is a claimer's DM to resend as text if Slack refuses its blocks."""
-    if item.kind != MESSAGE or not item.payload:
-        return False
-    return json.loads(item.payload).get(PLAIN_IF_REFUSED) is True
+    return _marks(item, MESSAGE).get(PLAIN_IF_REFUSED) is True
 
 
 def _claimer_plain(
@@ -217,18 +222,14 @@ def _may_have_posted(last_error: str | None) -> bool:
 
 def _replaces(item: OutboxItem) -> str | None:
     """The deleted card a CARD item stands in for; None for a lead's first card."""
-    if item.kind != CARD or not item.payload:
-        return None
-    ts = json.loads(item.payload).get("replaces")
+    ts = _marks(item, CARD).get("replaces")
     return ts if isinstance(ts, str) else None
 
 
 def _fell_back(item: OutboxItem) -> str | None:
     """For a CARD item whose full card Slack refused as malformed, and which now posts the
     short card instead: Slack's error code. None for a full card."""
-    if item.kind != CARD or not item.payload:
-        return None
-    code = json.loads(item.payload).get("fallback")
+    code = _marks(item, CARD).get("fallback")
     return code if isinstance(code, str) else None
 
 

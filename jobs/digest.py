@@ -84,8 +84,8 @@ def with_short_cards(
     text = (
         f"*Cards shown in short form ({count})* — Slack refused the full card ({refusals}): "
         "these cards show only the lead's number, name, company and priority, with its Claim or "
-        "Release button. Nothing is "
-        "lost (whoever claims gets every detail in a DM), but tell whoever runs leadbot. "
+        "Release button. Nothing is lost (whoever claims gets every detail in a DM), but tell "
+        "whoever runs leadbot. "
         f"Leads: {refs}"
     )
     note = f"{count} card{'' if count == 1 else 's'} shown in short form"
