@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from importlib.resources import files
-from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Engine, event, exc, inspect, make_url, text
@@ -78,9 +76,10 @@ class Trouble:
             if remind:
                 self._said = now
         if first and unavailable(error):
-            self.log.error(
-                "%s failed: %s (the database is out of reach); %s", self.what, kind, self.meanwhile
-            )
+            # A cut at a request's deadline says what is known of it: NoAnswerInTime's text.
+            cut = isinstance(error, NoAnswerInTime)
+            why = str(error) if cut else "the database is out of reach"
+            self.log.error("%s failed: %s (%s); %s", self.what, kind, why, self.meanwhile)
         elif first:
             self.log.error("%s failed: %s", self.what, kind, exc_info=error)
         elif remind:
@@ -125,10 +124,9 @@ class WebRequest:
     """A web thread's marker: when its request arrived (None between requests) and what of its
     database work was cut at the deadline. One per thread, reused by each of its requests."""
 
-    __slots__ = ("cut", "ident", "started")
+    __slots__ = ("cut", "started")
 
     def __init__(self) -> None:
-        self.ident = threading.get_ident()
         self.started: float | None = None
         self.cut: str | None = None
 
@@ -153,18 +151,13 @@ def cut_during_commit() -> bool:
 
 
 class NoAnswerInTime(Exception):
-    """A web request's database call cut at REQUEST_DEADLINE (the kind the log names)."""
+    """A web request's database call cut at REQUEST_DEADLINE (the kind the log names); its
+    text says what is known: no answer in time, and whether a commit was in flight."""
 
 
-# (when its request arrived, the request's thread, psycopg's connection): a tuple, built on
-# every web request's checkout.
-_Hold = tuple[float, WebRequest, Any]
-
-
-def _commit_code() -> frozenset[CodeType]:
-    import psycopg
-
-    return frozenset({psycopg.Connection.commit.__code__})
+# (when its request arrived, the request's thread, psycopg's connection, the pool's proxy of
+# it that SQLAlchemy commits through): a tuple, built on every web request's checkout.
+_Hold = tuple[float, WebRequest, Any, Any]
 
 
 # The pool's events for a connection that leaves without coming back to it.
@@ -181,8 +174,8 @@ class RequestDeadline:
     socket of one held past its request's deadline, as /healthz does to its own check: the
     wait in psycopg ends at once in an OperationalError, the pool drops the connection, and
     the handler answers in time. Before that it notes whether a commit was in flight (the
-    connection in autocommit, or psycopg's commit() on the holder's stack; only read when
-    cutting), which the handler asks through cut_during_commit().
+    connection in autocommit, or inside the dialect's do_commit, which this engine's dialect
+    marks per connection while it runs), which the handler asks through cut_during_commit().
 
     Jobs, the outbox, the scheduler, after-ack work, copy-db and /healthz run on threads of
     their own and are never cut. SQLite is not watched: a thread stuck on a hung disk cannot be
@@ -198,8 +191,8 @@ class RequestDeadline:
         self.trouble = Trouble(
             log,
             "a web request's database call",
-            meanwhile=f"its connection was cut after {deadline:.1f} s so Slack is answered in "
-            "time; quietly until one gets an answer",
+            meanwhile="its connection was cut so Slack is answered in time; quietly until one "
+            "gets an answer",
         )
         self._held: dict[Any, _Hold] = {}  # pool connection record -> its hold
         self._lock = threading.Lock()  # a cut, and a held connection's return, one at a time
@@ -207,7 +200,8 @@ class RequestDeadline:
         self._next_look = 0.0
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._commit: frozenset[CodeType] = frozenset()
+        # The connections (pool proxies, as SQLAlchemy passes them) inside do_commit now.
+        self._commits: set[Any] = set()
         # On the pool itself, which engine.dispose() replaces (its listeners carried over):
         # removing them through the engine would then find none.
         self._pool = engine.pool
@@ -228,6 +222,13 @@ class RequestDeadline:
         self._own_connect = "connect" in vars(dialect)
         self._connect = dialect.connect
         dialect.connect = self._connect_unless_cut  # type: ignore[method-assign]
+        # Every commit of this engine (a Connection's, a Session's) goes through the
+        # dialect's do_commit, whatever psycopg calls its code: the watch reads the mark, where
+        # reading psycopg's commit() off the holder's stack would, once an upgrade renamed it,
+        # have said "nothing was stored" of a cut COMMIT. ~0.1 µs a commit (a COMMIT: 40 µs).
+        self._own_do_commit = "do_commit" in vars(dialect)
+        self._do_commit = dialect.do_commit
+        dialect.do_commit = self._marked_commit  # type: ignore[method-assign]
 
     @classmethod
     def watch(cls, engine: Engine) -> RequestDeadline | None:
@@ -237,12 +238,12 @@ class RequestDeadline:
 
     # --- on the request's thread (keep these cheap: every web request takes them) ---
 
-    def _checked_out(self, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    def _checked_out(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         web = getattr(_local, "web", None)
         if web is None or web.started is None:  # not a web request: never cut
             return
         started = web.started
-        self._held[record] = (started, web, dbapi_connection)
+        self._held[record] = (started, web, dbapi_connection, proxy)
         if started + self.deadline < self._next_look:  # due before the watch looks again
             self._wake.set()
         if self._thread is None:
@@ -270,13 +271,22 @@ class RequestDeadline:
             )
         return self._connect(*args, **kwargs)
 
+    def _marked_commit(self, connection: Any) -> None:
+        # Marked before the COMMIT goes out and until it returned or failed: a cut in between
+        # says "may have been stored", the safe side. (A set's add and discard are atomic.)
+        commits = self._commits
+        commits.add(connection)
+        try:
+            self._do_commit(connection)
+        finally:
+            commits.discard(connection)
+
     # --- the watch ---
 
     def _start(self) -> None:
         with self._lock:
             if self._thread is not None or self._closed:
                 return
-            self._commit = _commit_code()
             self._thread = threading.Thread(
                 target=self._watch, name="leadbot-request-deadline", daemon=True
             )
@@ -307,15 +317,18 @@ class RequestDeadline:
             if self._held.get(record) is not hold:  # returned meanwhile
                 return
             del self._held[record]
-            started, web, connection = hold
+            started, web, connection, proxy = hold
             if web.started != started:  # its request is over: whatever holds it now is not
                 return
             try:
                 fd = connection.pgconn.socket  # raises once libpq has closed it
             except Exception:
                 return  # lost already: its holder is not waiting on it
-            # Read before the cut, while the holder still waits where it was.
-            committing = connection.autocommit or self._committing(web.ident)
+            # Read before the cut, while the holder still waits where it was. (SQLAlchemy
+            # hands do_commit the pool's proxy; a caller handing it psycopg's connection counts.)
+            committing = (
+                connection.autocommit or proxy in self._commits or connection in self._commits
+            )
             web.cut = CUT_COMMIT if committing else CUT_QUERY
             try:
                 with socket.socket(fileno=os.dup(fd)) as sock:
@@ -323,19 +336,13 @@ class RequestDeadline:
             except OSError:
                 pass
             self.cuts += 1
-        self.trouble.failed(NoAnswerInTime())
-
-    def _committing(self, ident: int) -> bool:
-        """Whether thread `ident` is inside psycopg's Connection.commit() (read from its stack:
-        nothing on the commit path pays for knowing)."""
-        frame = sys._current_frames().get(ident)
-        for _ in range(40):
-            if frame is None:
-                return False
-            if frame.f_code in self._commit:
-                return True
-            frame = frame.f_back
-        return False
+        # What is known: no answer in time (the server may be down, or only slow).
+        known = (
+            "a commit in flight: it may have been stored"
+            if committing
+            else "no commit in flight: nothing was stored"
+        )
+        self.trouble.failed(NoAnswerInTime(f"no answer within {self.deadline:.1f} s, {known}"))
 
     def close(self) -> None:
         """Stop watching (again: nothing)."""
@@ -351,6 +358,10 @@ class RequestDeadline:
             self.engine.dialect.connect = self._connect  # type: ignore[method-assign]
         else:
             del self.engine.dialect.connect
+        if self._own_do_commit:
+            self.engine.dialect.do_commit = self._do_commit  # type: ignore[method-assign]
+        else:
+            del self.engine.dialect.do_commit
         if self._thread is not None:
             self._thread.join(2)
 

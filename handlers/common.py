@@ -48,7 +48,7 @@ def lead_failed(error: SQLAlchemyError) -> bool:
     at the request's deadline), False when nothing was."""
     if db.cut_during_commit():
         log.error(
-            "lead maybe stored: the database stopped answering during its commit (%s)",
+            "lead maybe stored: its commit got no answer within the request's deadline (%s)",
             type(error).__name__,
         )
         return True

@@ -8,10 +8,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import Engine, inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 import models
 from bot import db
@@ -403,6 +405,92 @@ def test_a_web_request_past_its_deadline_is_cut_and_nothing_else(database_url: s
     assert (len(engine.pool.dispatch.checkin), len(engine.pool.dispatch.checkout)) == (1, 1)
 
 
+class _CommitBySQL(psycopg.Connection[Any]):
+    """psycopg with a commit() whose code is not psycopg's Connection.commit, as after an
+    upgrade that renamed or restructured it: the same COMMIT, sent as a statement."""
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+
+def test_the_commit_mark_not_psycopgs_code_says_a_commit_was_in_flight(
+    database_url: str,
+) -> None:
+    """The watch told a COMMIT from a query by finding psycopg's Connection.commit on the
+    waiting thread's stack: with a commit() of other code, a COMMIT cut at the deadline was
+    said to have stored nothing. The dialect's do_commit now marks the connection while it
+    runs: a COMMIT is "commit" whatever psycopg's code, and a query is "query", also after a
+    commit that returned and one that failed on the same connection."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs LEADBOT_TEST_DATABASE_URL (PostgreSQL)")
+    engine = make_engine(database_url, pool_size=1, max_overflow=10)
+
+    @event.listens_for(engine, "do_connect")
+    def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return _CommitBySQL.connect(*cargs, **cparams)
+
+    watch = db.RequestDeadline(engine, deadline=DEADLINE, every=0.1)
+    results: dict[str, tuple[str | None, float, bool | None]] = {}
+
+    def commit() -> None:  # a deferred trigger: the COMMIT is what takes long
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TEMP TABLE slow_commit (x int)"))
+            conn.execute(
+                text(
+                    "CREATE FUNCTION pg_temp.slowly() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$BEGIN PERFORM pg_sleep(3); RETURN NULL; END$$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE CONSTRAINT TRIGGER slowly AFTER INSERT ON slow_commit DEFERRABLE "
+                    "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.slowly()"
+                )
+            )
+            conn.execute(text("INSERT INTO slow_commit VALUES (1)"))
+
+    def query() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_sleep(3)"))
+
+    def after_commits() -> None:  # one commit returns, one fails, then a query waits
+        with engine.connect() as conn:
+            conn.execute(
+                text("CREATE TEMP TABLE once (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+            )
+            conn.commit()
+            conn.execute(text("INSERT INTO once VALUES (1), (1)"))
+            with pytest.raises(IntegrityError):
+                conn.commit()
+            conn.rollback()
+            conn.execute(text("SELECT pg_sleep(3)"))
+
+    def web(name: str, work: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            results[name] = _as_web_request(work)
+
+        return threading.Thread(target=run)
+
+    threads = [web("commit", commit), web("query", query), web("after commits", after_commits)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for name, cut in (
+            ("commit", db.CUT_COMMIT),
+            ("query", db.CUT_QUERY),
+            ("after commits", db.CUT_QUERY),
+        ):
+            assert results[name][0] == cut, (name, results[name])
+            assert DEADLINE <= results[name][1] < 2.5, (name, results[name])
+        assert watch.cuts == 3
+    finally:
+        engine.dispose()
+        watch.close()
+    assert "do_commit" not in vars(engine.dialect)
+
+
 def test_an_engine_is_watched_once(tmp_path: Path) -> None:
     """Each RequestDeadline wraps the dialect's connect: two on one engine, closed in the order
     they were made, left the first one's wrapper installed for good. A second is refused."""
@@ -412,8 +500,8 @@ def test_an_engine_is_watched_once(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="watched already"):
             db.RequestDeadline(engine)
         first.close()
-        assert "connect" not in vars(engine.dialect)
+        assert not {"connect", "do_commit"} & set(vars(engine.dialect))
         db.RequestDeadline(engine).close()  # once closed, it may be watched again
-        assert "connect" not in vars(engine.dialect)
+        assert not {"connect", "do_commit"} & set(vars(engine.dialect))
     finally:
         engine.dispose()
