@@ -149,7 +149,10 @@ class _SignatureCheck(RequestVerification):
       and an ERROR with a traceback, for a request from nobody;
     - a signed request delivered a second time inside the window (a captured request replayed)
       is acknowledged and dropped: it had its effect the first time. Per process: a replay to
-      another process behind the same balancer is left to the handlers' own idempotence.
+      another process behind the same balancer is left to the handlers' own idempotence (a
+      claim's first click wins; an Events API event is stored once, `_first_time`; a `/lead`
+      or lead form is stored once per request, its key unique in the database, and the replay
+      answered with the lead stored the first time: bot.leads.lead_insert).
     """
 
     def __init__(self, signing_secret: str) -> None:

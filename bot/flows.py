@@ -30,15 +30,30 @@ class Submitted(NamedTuple):
 
 
 def submit_lead(
-    services: Services, data: LeadInput, *, user_id: str, team_id: str, channel: str | None
+    services: Services,
+    data: LeadInput,
+    *,
+    user_id: str,
+    team_id: str,
+    channel: str | None,
+    request_key: str | None = None,
 ) -> Submitted:
     """Store the lead and queue its card (one transaction); raises SQLAlchemyError if the
     database is down, in which case nothing was stored. A repeat of a recent lead is marked,
     and the owner still working the earlier one hears of it (see _store_repeat).
+
+    `request_key`: the Slack request's (leads.request_key). The same request again, to this
+    process or another, stores nothing and queues nothing: it gets the lead stored the first
+    time, with its earlier lead as the first answer named it.
     """
     now = services.clock.now()
     values = leads.lead_values(
-        data, team_id=team_id, submitted_by=user_id, now=now, source_channel=channel
+        data,
+        team_id=team_id,
+        submitted_by=user_id,
+        now=now,
+        source_channel=channel,
+        request_key=leads.request_key(request_key),
     )
     where = card_channel(services.settings, data)
     keys = (bool(values["email_norm"]), bool(values["phone_norm"]))
@@ -51,7 +66,7 @@ def submit_lead(
     }
     # Nearly every /lead is a new person's: it runs on a bare connection, since an ORM
     # session's begin, bookkeeping and close were a tenth of a SQLite /lead's CPU.
-    earlier = None
+    stored: Submitted | None = None
     if services.engine.dialect.name == "postgresql":
         # The lead, its event and its card in one autocommit statement that also does the
         # lookup: one round trip where a transaction takes six.
@@ -60,23 +75,30 @@ def submit_lead(
         with services.single_engine.connect() as conn:
             lead_id = driver.run(conn, _submit_with_card(tuple(values), *keys), params).scalar()
         if lead_id is not None:
-            lead = plain_lead(values | {"id": lead_id})
+            stored = Submitted(plain_lead(values | {"id": lead_id}), None)
         else:
             with services.sessions.begin() as s:
-                lead, earlier = _store_repeat(s, values, window, where)
+                stored = _store_repeat(s, values, window, where)
     else:
         # SQLite: the INSERT that does the lookup, then the event and the card. A repeat is
         # stored in the same transaction: a second one would wait in line for the file's
         # writer lock again (under load, the slowest 2% of answers).
         with services.engine.begin() as conn:
-            insert = _insert_unless_repeat(tuple(values), *keys)
+            insert = _insert_unless_repeat(tuple(values), *keys, conn.dialect.name)
             fresh = leads.submit_unless(conn, insert, window | values, values)
             if fresh is not None:
-                lead = fresh
-                outbox.enqueue(conn, [outbox.card_row(lead, where)])
+                stored = Submitted(fresh, None)
+                outbox.enqueue(conn, [outbox.card_row(fresh, where)])
             else:
                 with services.sessions(bind=conn) as s:  # joins the connection's transaction
-                    lead, earlier = _store_repeat(s, values, window, where)
+                    stored = _store_repeat(s, values, window, where)
+    if stored is None:  # the same Slack request again: read only now, never for a new lead
+        with services.single_engine.connect() as conn:
+            lead = leads.replayed(conn, values["request_key"])
+            earlier = duplicates.earlier_of(conn, lead)
+        log.warning("lead %s: its Slack request came again; nothing stored", lead.id)
+        return Submitted(lead, earlier)
+    lead, earlier = stored
     # A new person's lead queued only its card; a repeat may have queued a DM too.
     services.outbox.kick(posting_to=where if earlier is None else None)
     log.info("lead %s submitted", lead.id)
@@ -85,12 +107,15 @@ def submit_lead(
 
 def _store_repeat(
     session: Session, values: dict[str, Any], window: dict[str, Any], where: str
-) -> Submitted:
+) -> Submitted | None:
     """Store a lead whose person bot.duplicates found a recent lead of, marked as its repeat
-    (the card renders the mark at delivery), with its card and the earlier owner's DM."""
+    (the card renders the mark at delivery), with its card and the earlier owner's DM. None,
+    and nothing stored, when its request is a stored lead's already (leads.replayed)."""
     earlier = duplicates.find_earlier(session, **window)
     matched = duplicates.matched_on_keys(values["email_norm"], values["phone_norm"], earlier)
     lead = leads.submit(session, values, duplicate_of=earlier, matched_on=matched)
+    if lead is None:
+        return None
     rows = [outbox.card_row(lead, where)]
     dm = duplicates.owner_dm(lead, earlier, where) if earlier is not None else None
     if dm is not None:
@@ -121,7 +146,7 @@ def _submit_with_card(columns: tuple[str, ...], by_email: bool, by_phone: bool) 
     the lookup's (bot.duplicates.find_earlier) and `o_*` for _CARD_PARAMS (a prefix no lead
     column has: SQLAlchemy would add that column to the lead's INSERT)."""
     lead_t, event_t, outbox_t = Lead.__table__, LeadEvent.__table__, OutboxItem.__table__
-    new = _insert_unless_repeat(columns, by_email, by_phone).cte("new_lead")
+    new = _insert_unless_repeat(columns, by_email, by_phone, "postgresql").cte("new_lead")
     at = bindparam("submitted_at", type_=lead_t.c.submitted_at.type)
     event = event_t.insert().from_select(
         ["lead_id", "at", "actor", "kind", "detail"],
@@ -146,15 +171,19 @@ def _submit_with_card(columns: tuple[str, ...], by_email: bool, by_phone: bool) 
 
 
 @functools.cache
-def _insert_unless_repeat(columns: tuple[str, ...], by_email: bool, by_phone: bool) -> Any:
+def _insert_unless_repeat(
+    columns: tuple[str, ...], by_email: bool, by_phone: bool, dialect: str
+) -> Any:
     """INSERT a lead (params: its `columns`, and the lookup's as bot.duplicates.find_earlier
-    takes them) RETURNING its id, unless the lookup finds an earlier lead of the same person:
-    then it stores nothing and returns no row. Built once per shape."""
+    takes them) RETURNING its id, unless the lookup finds an earlier lead of the same person
+    or its request_key is a stored lead's (leads.lead_insert): then it stores nothing and
+    returns no row. Built once per shape and dialect."""
     lead_t = Lead.__table__
     row = select(*(bindparam(c, type_=lead_t.c[c].type) for c in columns))
     if by_email or by_phone:
         row = row.where(~duplicates.earlier_exists(by_email, by_phone))
-    return lead_t.insert().from_select(columns, row).returning(lead_t.c.id)
+    insert = leads.lead_insert(dialect).from_select(columns, row)
+    return insert.returning(lead_t.c.id)
 
 
 def claim_all(

@@ -24,12 +24,13 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.parsing import LeadInput, contact_keys
-from models import CLAIMED, NEW, JobRun, Lead, LeadEvent, driver, plain_lead
+from models import CLAIMED, NEW, REQUEST_KEY_MAX, JobRun, Lead, LeadEvent, driver, plain_lead
 
 SYSTEM = "system"  # the actor of events no person caused
 
@@ -61,7 +62,26 @@ def record_all(session: Session | Connection, rows: list[dict[str, Any]]) -> Non
 # INSERTs run through models.driver, which also skips the per-execution parameter work.
 _LEADS = Lead.__table__
 _RECORD = LeadEvent.__table__.insert()
-_INSERT_LEAD = _LEADS.insert().returning(_LEADS.c.id)
+
+_UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def lead_insert(dialect: str) -> Any:
+    """An INSERT into leads that stores nothing, and returns no row, when the lead's
+    request_key is a stored lead's already: the same Slack request delivered again (see
+    `replayed`). No error to catch, and no second statement unless it happens. For SQLite and
+    PostgreSQL (both say ON CONFLICT); elsewhere a plain INSERT, which refuses the row."""
+    upsert = _UPSERTS.get(dialect)
+    if upsert is None:
+        return _LEADS.insert()
+    return upsert(_LEADS).on_conflict_do_nothing(index_elements=[_LEADS.c.request_key])
+
+
+@functools.cache
+def _insert_lead(dialect: str) -> Executable:
+    return lead_insert(dialect).returning(_LEADS.c.id)
+
+
 _GET_LEAD = (
     select(Lead).where(Lead.id == bindparam("lead_id")).execution_options(populate_existing=True)
 )
@@ -78,8 +98,10 @@ def lead_values(
     submitted_by: str,
     now: datetime,
     source_channel: str | None = None,
+    request_key: str | None = None,
 ) -> dict[str, Any]:
-    """The row of a new lead, for `submit` (or bot.flows' one-statement path) to write."""
+    """The row of a new lead, for `submit` (or bot.flows' one-statement path) to write.
+    `request_key`: the Slack request it comes from (see `request_key`), stored once."""
     # Normalised contact, indexed, so bot.duplicates can find the same person again.
     email_norm, phone_norm = contact_keys(data.email, data.phone)
     return {
@@ -99,6 +121,7 @@ def lead_values(
         "submitted_by": submitted_by,
         "submitted_at": now,
         "source_channel": source_channel,
+        "request_key": request_key,
         "status": NEW,
         "version": 1,
         "reminders_sent": 0,
@@ -113,12 +136,16 @@ def submit(
     *,
     duplicate_of: Lead | None = None,
     matched_on: str = "contact",
-) -> Lead:
+) -> Lead | None:
     """Store a lead made by `lead_values` (a repeat of `duplicate_of`, matched on `matched_on`,
     when given); its card is queued by the caller. Returns the stored values as a Lead outside
-    the session."""
+    the session; None, and nothing stored, when its request_key is a stored lead's already
+    (the same Slack request again: see `replayed`)."""
     values = values | {"duplicate_of_id": duplicate_of.id if duplicate_of is not None else None}
-    lead_id = driver.run(session, _INSERT_LEAD, values).scalar_one()
+    insert = _insert_lead(session.get_bind().dialect.name)
+    lead_id = driver.run(session, insert, values).scalar()
+    if lead_id is None:
+        return None
     return _submitted(session, lead_id, values, duplicate_of, matched_on)
 
 
@@ -129,8 +156,8 @@ def submit_unless(
     values: dict[str, Any],
 ) -> Lead | None:
     """Store the lead `values` through `insert` (run with `params`), an INSERT … RETURNING id
-    that may store nothing (bot.flows: unless the same person's lead is recent); None when it
-    did not."""
+    that may store nothing (bot.flows: unless the same person's lead is recent, or its request
+    is a stored lead's already, see `lead_insert`); None when it did not."""
     lead_id = driver.run(session, insert, params).scalar()
     return None if lead_id is None else _submitted(session, lead_id, values, None, "")
 
@@ -153,6 +180,26 @@ def _submitted(
         )
     record_all(session, events)
     return plain_lead(values | {"id": lead_id})
+
+
+def request_key(key: object) -> str | None:
+    """A Slack request's key as a lead keeps it, None when there is none to keep (missing, not
+    text, or longer than Slack's: stored without one, as before keys were kept)."""
+    if isinstance(key, str) and 0 < len(key) <= REQUEST_KEY_MAX:
+        return key
+    return None
+
+
+_BY_REQUEST = select(*_LEADS.c).where(_LEADS.c.request_key == bindparam("request_key"))
+
+
+def replayed(conn: Session | Connection, key: str) -> Lead:
+    """The lead stored from the Slack request `key`, whose second store stored nothing: read
+    only then, never for a new lead. Not scoped to a workspace or person: the key is Slack's
+    for one request, and only Slack (the signature) can send it. Raises NoResultFound (a
+    SQLAlchemyError: "nothing was stored") should the lead have been erased in between."""
+    row = conn.execute(_BY_REQUEST, {"request_key": key}).one()
+    return plain_lead(row._mapping)
 
 
 def get_lead(session: Session, lead_id: int, team_id: str | None = None) -> Lead | None:

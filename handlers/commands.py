@@ -65,6 +65,9 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
             user_id=user_id,
             team_id=str(command.get("team_id") or services.team_id),
             channel=command.get("channel_id"),
+            # Slack's for this one command: the same one delivered again stores nothing. A
+            # resend after "can't tell" is a new command, stored (and marked as a repeat).
+            request_key=command.get("trigger_id"),
         )
     except SQLAlchemyError as e:
         said = DB_DOWN

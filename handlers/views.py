@@ -38,6 +38,19 @@ def _channel(metadata: dict[str, Any]) -> str | None:
     return channel if is_slack_id(channel) else None
 
 
+def form_key(view: Any) -> str | None:
+    """The submitted form's request key (bot.leads.request_key): its view id, with its hash
+    where it has one. Not the submission's trigger_id: every interaction gets a new one. The id
+    alone is Slack's for one modal; the hash (minted with the view, its time in it) keeps apart
+    the ids a loopback Slack started afresh hands out again (the sandbox keeps its database
+    across runs). The same submission delivered again stores nothing more."""
+    view_id = view.get("id") if isinstance(view, dict) else None
+    if not isinstance(view_id, str) or not view_id:
+        return None
+    digest = view.get("hash")
+    return f"{view_id}:{digest}" if isinstance(digest, str) and digest else view_id
+
+
 def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
     services = services_of(context)
     values = render.modal_values(state_values_of(view))
@@ -55,7 +68,12 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
     metadata = metadata_of(view)
     try:
         lead, earlier = flows.submit_lead(
-            services, result.lead, user_id=user, team_id=team, channel=_channel(metadata)
+            services,
+            result.lead,
+            user_id=user,
+            team_id=team,
+            channel=_channel(metadata),
+            request_key=form_key(view),
         )
     except SQLAlchemyError as e:
         said = FORM_MAY_HAVE_BEEN_SAVED if lead_failed(e) else FORM_NOT_SAVED

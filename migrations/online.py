@@ -38,11 +38,13 @@ def _outside_transaction() -> Iterator[Connection]:
             bind.execute(text("RESET lock_timeout"))
 
 
-def create_index(name: str, table: str, columns: list[str], where: str | None = None) -> None:
+def create_index(
+    name: str, table: str, columns: list[str], where: str | None = None, unique: bool = False
+) -> None:
     """`where` makes it a partial index (SQLite and PostgreSQL both have them)."""
     condition = {"sqlite_where": text(where), "postgresql_where": text(where)} if where else {}
     if not _online():
-        op.create_index(name, table, columns, **condition)
+        op.create_index(name, table, columns, unique=unique, **condition)
         return
     with _outside_transaction() as bind:
         # A build that failed or was killed leaves an INVALID index of that name behind,
@@ -54,7 +56,13 @@ def create_index(name: str, table: str, columns: list[str], where: str | None = 
         if valid is False:
             op.drop_index(name, table_name=table, postgresql_concurrently=True)
         op.create_index(
-            name, table, columns, postgresql_concurrently=True, if_not_exists=True, **condition
+            name,
+            table,
+            columns,
+            unique=unique,
+            postgresql_concurrently=True,
+            if_not_exists=True,
+            **condition,
         )
 
 

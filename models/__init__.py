@@ -69,6 +69,8 @@ class Base(DeclarativeBase):
 # Lead.status values
 NEW = "new"
 CLAIMED = "claimed"
+# Lead.request_key's length: Slack's trigger_ids are ~45 characters.
+REQUEST_KEY_MAX = 100
 
 
 class Lead(Base):
@@ -89,6 +91,10 @@ class Lead(Base):
     submitted_by: Mapped[str] = mapped_column(String(32))
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
     source_channel: Mapped[str | None] = mapped_column(String(32))
+    # The Slack request the lead was stored from (a slash command's trigger_id, a form's view
+    # id and hash): the same request delivered again, to any process, stores nothing (UNIQUE,
+    # see ix_leads_request_key). None for leads made otherwise and those stored before it.
+    request_key: Mapped[str | None] = mapped_column(String(REQUEST_KEY_MAX))
 
     status: Mapped[str] = mapped_column(String(16), default=NEW)
     owner_id: Mapped[str | None] = mapped_column(String(32))
@@ -139,6 +145,8 @@ class Lead(Base):
         Index("ix_leads_email_submitted", "email_norm", "submitted_at"),
         Index("ix_leads_phone_submitted", "phone_norm", "submitted_at"),
         Index("ix_leads_owner_status", "owner_id", "status"),
+        # One lead per Slack request (NULLs, leads made otherwise, are all distinct).
+        Index("ix_leads_request_key", "request_key", unique=True),
         # Reports and the digest's funnel: index-only scans of a submitted_at window.
         Index(
             "ix_leads_submitted_funnel",
@@ -565,6 +573,7 @@ __all__ = [
     "FAILED",
     "NEW",
     "PENDING",
+    "REQUEST_KEY_MAX",
     "SENT",
     "Base",
     "JobRun",

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command as alembic
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, column, event, insert, table, text
+from sqlalchemy import Engine, column, event, insert, inspect, table, text
+from sqlalchemy.exc import IntegrityError
 
 from bot import db
 from models import Base, UTCDateTime, make_engine
@@ -27,7 +29,7 @@ LEADS = table(
     column("submitted_at", UTCDateTime()),
     *(column(name) for name in ("status", "version", "reminders_sent")),
 )
-ADDED_INDEXES = (  # by migrations 0003-0007, on tables that may hold years of leads
+ADDED_INDEXES = (  # by migrations 0003-0008, on tables that may hold years of leads
     "ix_leads_status_follow_up",
     "ix_leads_owner_status",
     "ix_leads_submitted_funnel",
@@ -35,6 +37,7 @@ ADDED_INDEXES = (  # by migrations 0003-0007, on tables that may hold years of l
     "ix_leads_email_submitted",
     "ix_leads_phone_submitted",
     "ix_outbox_pending",
+    "ix_leads_request_key",
 )
 
 
@@ -54,6 +57,9 @@ def empty_engine(tmp_path: Path) -> Iterator[Engine]:
     finally:
         engine.dispose()
         db.fresh_pg_database(pg, name, drop=True)
+
+
+CREATE_INDEX = ("CREATE INDEX", "CREATE UNIQUE INDEX")
 
 
 def _lead_rows(n: int, status: str = "closed") -> list[dict[str, Any]]:
@@ -97,13 +103,42 @@ def test_upgrade_of_a_database_with_leads_reaches_the_models_schema(empty_engine
         # 0003 filled the normalised e-mail of the leads already stored.
         emails = conn.execute(text("SELECT DISTINCT email_norm FROM leads WHERE id < 3"))
         assert sorted(emails.scalars()) == ["person0@example.com", "person1@example.com"]
-    builds = [s for s in statements if s.lstrip().upper().startswith("CREATE INDEX")]
+    builds = [s for s in statements if s.lstrip().upper().startswith(CREATE_INDEX)]
     assert {name for name in ADDED_INDEXES if any(name in s for s in builds)} == set(ADDED_INDEXES)
     drops = [s for s in statements if s.lstrip().upper().startswith("DROP INDEX")]
     assert len(drops) == 3  # the single-column indexes the composite ones replace
     if engine.dialect.name == "postgresql":
         # Not one build or drop that would stop writes on the table while it runs.
         assert all("CONCURRENTLY" in s for s in builds + drops), builds + drops
+
+
+def test_0008_keeps_one_lead_per_request_and_goes_back_down(empty_engine: Engine) -> None:
+    """The request key is unique where it is set and free where it is not (leads stored before
+    it, or made otherwise); downgrading drops it and keeps the leads, and upgrading again
+    reaches the models' schema."""
+    engine = empty_engine
+    db.upgrade(engine, "0007")
+    _store_leads(engine, 3)  # older leads: no key
+    db.upgrade(engine, "head")
+    keyed = table("leads", *(column(c.name, c.type) for c in LEADS.c), column("request_key"))
+    row = {**_lead_rows(1)[0], "request_key": "1764454084.42.abcdef"}
+    with engine.begin() as conn:
+        conn.execute(insert(keyed), [row, {**row, "request_key": None}])
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(keyed), row)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM leads WHERE request_key IS NULL")) == 4
+    with engine.connect() as conn:
+        config = db.alembic_config(engine)
+        config.attributes["connection"] = conn
+        alembic.downgrade(config, "0007")
+    assert db.current_revision(engine) == "0007"
+    with engine.connect() as conn:
+        assert "request_key" not in {c["name"] for c in inspect(conn).get_columns("leads")}
+        assert conn.scalar(text("SELECT count(*) FROM leads")) == 5
+    db.upgrade(engine, "head")
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
 def test_writes_go_on_while_an_index_build_waits(empty_engine: Engine) -> None:

@@ -158,8 +158,10 @@ def test_a_signed_request_delivered_twice_is_acted_on_once(bot: Bot) -> None:
     assert [(r.status, r.body) for r in again] == [(200, "")] * 3
     assert len(bot.leads()) == 1
     assert "delivered a second time" in log.getvalue()
-    # A new request with the same text (another signature) is a new submission, as it was.
-    other = bot.sim.raw(body, FORM, timestamp=now + 1)
+    # A new command with the same text (its own trigger_id, so another signature) is a new
+    # submission, as it was.
+    resent = _command_body("Raj Patel, +44 20 7946 0958, Globex", "13345224610.738474921.0c1d")
+    other = bot.sim.raw(resent, FORM, timestamp=now + 1)
     assert other.status == 200 and "Lead #2" in other.body
 
 
