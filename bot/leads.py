@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,7 +31,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.parsing import LeadInput, contact_keys
-from models import CLAIMED, NEW, REQUEST_KEY_MAX, JobRun, Lead, LeadEvent, driver, plain_lead
+from models import (
+    CARD_FELL_BACK,
+    CLAIMED,
+    FELL_BACK_WHERE,
+    NEW,
+    REQUEST_KEY_MAX,
+    JobRun,
+    Lead,
+    LeadEvent,
+    driver,
+    plain_lead,
+)
 
 SYSTEM = "system"  # the actor of events no person caused
 
@@ -321,7 +333,6 @@ def card_reposted(
     return bool(updated)
 
 
-CARD_FELL_BACK = "card_fell_back"  # the event: Slack refused the full card as malformed
 _EVENTS = LeadEvent.__table__
 # An event written only while its lead is there (INSERT … SELECT from the lead's row): the
 # outbox writes it after a Slack call, and `forget` may have erased the lead meanwhile.
@@ -349,8 +360,17 @@ def card_fell_back(
     return bool(conn.execute(_RECORD_IF_LEAD, row).rowcount)
 
 
-def has_fallen_back(conn: Session | Connection, lead_id: int) -> bool:
-    """Whether the lead's card has ever been refused as malformed (see `card_fell_back`)."""
+def has_fallen_back(conn: Session | Connection, lead_id: int, *, posted: bool = False) -> bool:
+    """Whether the lead's card has ever been refused as malformed (see `card_fell_back`).
+    `posted`: whether a short card of it was posted (a first post or a repost; each tells its
+    submitter, bot.outbox), not only shown by a refresh."""
+    if posted:
+        details = conn.execute(
+            select(LeadEvent.detail).where(
+                LeadEvent.lead_id == lead_id, LeadEvent.kind == "card_posted"
+            )
+        ).scalars()
+        return any(json.loads(detail or "{}").get("short") is True for detail in details)
     found = conn.execute(
         select(LeadEvent.id)
         .where(LeadEvent.lead_id == lead_id, LeadEvent.kind == CARD_FELL_BACK)
@@ -362,23 +382,27 @@ def has_fallen_back(conn: Session | Connection, lead_id: int) -> bool:
 def short_cards(
     session: Session | Connection, since: datetime, now: datetime, limit: int = 10
 ) -> tuple[int, list[tuple[str, int]], list[Lead]]:
-    """Leads submitted in [since, now) whose card went out short (`card_fell_back`) and is in
-    the channel: how many, Slack's refusals (code, leads) most first, and the first `limit`
-    leads. A lead whose short card was refused too is a failed card (`card_error`), not here."""
+    """Cards that went short in [since, now) (`card_fell_back`: a first post, a repost or a
+    refresh), whenever their lead was submitted, and that are in the channel: how many,
+    Slack's refusals (code, leads) most first, and the first `limit` leads. A lead whose short
+    card was refused too is a failed card (`card_error`), not here.
+
+    The events are read through ix_lead_events_fell_back (its condition spelled out, so that
+    both planners match it): the period's refusals, not the history's events."""
     found = session.execute(
-        select(_LEADS.c.id, LeadEvent.detail)
-        .join(LeadEvent, LeadEvent.lead_id == _LEADS.c.id)
+        select(LeadEvent.lead_id, LeadEvent.detail)
+        .join(_LEADS, _LEADS.c.id == LeadEvent.lead_id)
         .where(
-            _LEADS.c.submitted_at >= since,
-            _LEADS.c.submitted_at < now,
+            text(f"lead_events.{FELL_BACK_WHERE}"),
+            LeadEvent.at >= since,
+            LeadEvent.at < now,
             _LEADS.c.card_error.is_(None),
             _LEADS.c.card_ts.is_not(None),
-            LeadEvent.kind == CARD_FELL_BACK,
         )
-        .order_by(_LEADS.c.id, LeadEvent.id)
+        .order_by(LeadEvent.id)
     ).all()
     codes: dict[int, str] = {}
-    for lead_id, detail in found:  # the first refusal of each lead's card
+    for lead_id, detail in found:  # each lead's first refusal in the window
         if lead_id not in codes:
             code = json.loads(detail or "{}").get("error")
             codes[lead_id] = str(code or "unknown")

@@ -80,8 +80,10 @@ MIN_ROOM = 4
 # item: its next pass finds whatever fell due meanwhile (a retry then waits at most this long).
 # That look reads past every post waiting in the channel, as often as the channel gets a token.
 PACED_WAKE = 1.0
-# A message payload's key: the claimer's DM, to resend as text if Slack refuses its blocks.
+# A message payload's key: an owner's DM (the claimer's, or a reassigned owner's with the
+# manager in ASSIGNED_BY), to resend as text if Slack refuses its blocks.
 PLAIN_IF_REFUSED = "plain_if_refused"
+ASSIGNED_BY = "assigned_by"
 # Seconds a lead's card stays short after Slack refused its full one, before a refresh tries the
 # full card again; and how many such leads are remembered at most (older ones are dropped).
 FULL_CARD_RETRY = 3600.0
@@ -189,22 +191,31 @@ def _if_undelivered(item: OutboxItem, error: DeliveryError) -> dict[str, Any] | 
 
 
 def _plain_if_refused(item: OutboxItem) -> bool:
-    """Whether `item` is a claimer's DM to resend as text if Slack refuses its blocks."""
+    """Whether `item` is an owner's DM to resend as text if Slack refuses its blocks."""
     return _marks(item, MESSAGE).get(PLAIN_IF_REFUSED) is True
 
 
 def _claimer_plain(
     session: Session, item: OutboxItem, error: DeliveryError
 ) -> dict[str, Any] | None:
-    """The claimer's DM as text (render.claimer_dm_plain), rendered now from the lead rather
-    than stored with every claim: refusals are rare, claims are not. None if the lead is gone
-    or has another owner by now."""
+    """The owner's DM as text (render.claimer_dm_plain), rendered now from the lead rather
+    than stored with every claim: refusals are rare, claims are not. It keeps the refused DM's
+    `if_undelivered`: whoever was to hear that the owner was not told hears it if the text is
+    refused in turn. None if the lead is gone or has another owner by now."""
     lead = leads.read_lead(session, item.lead_id) if item.lead_id else None
     if lead is None or lead.owner_id != item.channel:
         return None
-    plain = render.claimer_dm_plain(lead)
+    marks = _marks(item, MESSAGE)
+    by = marks.get(ASSIGNED_BY)
+    plain = render.claimer_dm_plain(lead, assigned_by=by if isinstance(by, str) else None)
     text = f"{plain.text}\n(Slack: `{render.esc(error.code[:100])}`)"
-    return message_row(str(item.channel), render.Message(text=text), lead_id=lead.id)
+    instead = marks.get("if_undelivered")
+    told = None
+    if isinstance(instead, dict):
+        told = (str(instead.get("to")), render.Message(text=str(instead.get("text", ""))))
+    return message_row(
+        str(item.channel), render.Message(text=text), lead_id=lead.id, if_undelivered=told
+    )
 
 
 def _may_have_posted(last_error: str | None) -> bool:
@@ -268,14 +279,19 @@ def message_row(
     now: datetime | None = None,
     if_undelivered: tuple[str, render.Message] | None = None,
     claimer_plain: bool = False,
+    assigned_by: str | None = None,
 ) -> dict[str, Any]:
     """A post: a DM when `channel` is a user id, a thread reply with `thread_ts`.
     `if_undelivered`: a message (its text) and to whom, sent instead if Slack refuses this one
     for good, followed by Slack's error code. `claimer_plain`: the claimer's DM, sent again as
-    text (render.claimer_dm_plain) if Slack refuses its blocks as malformed."""
+    text (render.claimer_dm_plain) if Slack refuses its blocks as malformed; `assigned_by`:
+    the same for the DM of an owner this manager gave the lead to. Refused as malformed, such
+    a DM is not undelivered: its text goes in its place (and `if_undelivered` with it)."""
     payload: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
-    if claimer_plain:
+    if claimer_plain or assigned_by:
         payload[PLAIN_IF_REFUSED] = True
+    if assigned_by:
+        payload[ASSIGNED_BY] = assigned_by
     if if_undelivered is not None:
         to, instead = if_undelivered
         payload["if_undelivered"] = {"to": to, "text": instead.text}
@@ -298,8 +314,10 @@ def enqueue_message(
     thread_ts: str | None = None,
     now: datetime | None = None,
     if_undelivered: tuple[str, render.Message] | None = None,
+    assigned_by: str | None = None,
 ) -> None:
-    """Queue a post: a DM when `channel` is a user id, a thread reply with `thread_ts`."""
+    """Queue a post: a DM when `channel` is a user id, a thread reply with `thread_ts` (see
+    `message_row`)."""
     row = message_row(
         channel,
         message,
@@ -307,6 +325,7 @@ def enqueue_message(
         thread_ts=thread_ts,
         now=now,
         if_undelivered=if_undelivered,
+        assigned_by=assigned_by,
     )
     enqueue(session, [row])
 
@@ -1157,6 +1176,11 @@ class Outbox:
             replaces = _replaces(item)
             short = _fell_back(item)
             if ts and channel and lead is not None and replaces:
+                # A new card gone short is news to its submitter, as a first one is; not when
+                # a short card of the lead was posted before: they heard then.
+                tell = short
+                if short is not None and leads.has_fallen_back(conn, lead.id, posted=True):
+                    tell = None
                 if leads.card_reposted(
                     conn,
                     lead.id,
@@ -1170,6 +1194,9 @@ class Outbox:
                         _FOR_THREAD,
                         {"b_lead": lead.id, "b_old": replaces, "b_new": ts, "b_at": now},
                     )
+                    if tell is not None:
+                        dm = render.short_card_dm(lead, channel, tell, reposted=True)
+                        enqueue(conn, [message_row(lead.submitted_by, dm, lead_id=lead.id)])
             elif ts and channel and lead is not None:
                 # Nothing is written if the lead is gone since, or has its card already.
                 posted = leads.card_posted(
@@ -1343,12 +1370,14 @@ class Outbox:
                 lead = leads.get_lead(s, item.lead_id)
             # Recorded and told once per problem, not at every try of a card that waits for
             # a fix.
-            if instead is not None:
-                enqueue(s, [instead])
-            elif error.malformed and _plain_if_refused(item):
+            if error.malformed and _plain_if_refused(item):
+                # Refused for its blocks, not its reader: the owner gets the text instead, and
+                # `instead` (a manager's "not told") goes only if that is refused too.
                 plain = _claimer_plain(s, item, error)
                 if plain is not None:
                     enqueue(s, [plain])
+            elif instead is not None:
+                enqueue(s, [instead])
             if lead is not None and lead.card_error != error.code[:200]:
                 leads.card_failed(s, lead.id, error=error.code, now=now)
                 if self.on_card_failed is not None:

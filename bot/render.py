@@ -399,11 +399,16 @@ def short_card(lead: Lead) -> Message:
     return Message(text=text, blocks=blocks)
 
 
-def short_card_dm(lead: Lead, channel: str, code: str) -> Message:
-    """The submitter's word that the lead reached sales, as a short card (see `short_card`)."""
+def short_card_dm(lead: Lead, channel: str, code: str, *, reposted: bool = False) -> Message:
+    """The submitter's word that the lead reached sales, as a short card (see `short_card`);
+    `reposted`: a card posted again, after someone deleted the one before."""
+    where = channel_mention(channel)
+    reached = f"reached {where}"
+    if reposted:
+        reached = f"was posted again in {where} (its card was deleted)"
     text = (
-        f"⚠️ Lead #{lead.id} {lead_label(lead, SHORT_CARD_VALUE_MAX)} reached "
-        f"{channel_mention(channel)}, but as a short card: Slack refused the full one "
+        f"⚠️ Lead #{lead.id} {lead_label(lead, SHORT_CARD_VALUE_MAX)} {reached}, "
+        "but as a short card: Slack refused the full one "
         f"(`{inline(code, 60)}`). It can be claimed as usual, and whoever claims it gets every "
         "detail in a DM. Worth telling your leadbot admin."
     )
@@ -469,9 +474,10 @@ def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
     return Message(text=f"Lead #{lead.id} {lead_label(lead)} is yours", blocks=blocks)
 
 
-def claimer_dm_plain(lead: Lead) -> Message:
+def claimer_dm_plain(lead: Lead, assigned_by: str | None = None) -> Message:
     """claimer_dm as one short text without blocks, for when Slack refused that DM as
-    malformed (bot.outbox's `if_undelivered`): the owner must still learn how to reach them."""
+    malformed (bot.outbox's `plain_if_refused`): the owner must still learn how to reach them.
+    `assigned_by`: the manager who gave them the lead, for an owner who did not claim it."""
     details = [
         ("Name", lead.name),
         ("Company", lead.company),
@@ -485,8 +491,9 @@ def claimer_dm_plain(lead: Lead) -> Message:
         for k, v in details
         if v
     )
+    how = f"{mention(assigned_by)} assigned you" if assigned_by else "You claimed"
     return Message(
-        text=f"You claimed lead #{lead.id} {lead_label(lead)}; Slack would not show the full "
+        text=f"{how} lead #{lead.id} {lead_label(lead)}; Slack would not show the full "
         f"message, so here it is in short:\n{shown}"
     )
 

@@ -90,8 +90,9 @@ def after_reassign(session: Session, lead: Lead, by: str, previous: str | None) 
     if lead.owner_id:
         dm = render.claimer_dm(lead, intro=views.new_owner_intro(lead, by))
         undelivered = (by, views.new_owner_not_told(lead))
+        # Refused for its blocks, the DM goes again as text (the contact details are in it).
         outbox.enqueue_message(
-            session, lead.owner_id, dm, lead_id=lead.id, if_undelivered=undelivered
+            session, lead.owner_id, dm, lead_id=lead.id, if_undelivered=undelivered, assigned_by=by
         )
     if previous and previous != by:
         outbox.enqueue_message(session, previous, views.old_owner_note(lead, by), lead_id=lead.id)

@@ -72,9 +72,9 @@ def run(services: Services, *, force: bool = False) -> str:
 def with_short_cards(
     message: render.Message, count: int, codes: list[tuple[str, int]], shown: list[Lead]
 ) -> render.Message:
-    """The digest with a line on the cards Slack refused in full and that went out short
-    (bot.outbox): claimable, so not among the cards not posted, but someone should fix what
-    Slack refused."""
+    """The digest with a line on the cards Slack refused in full and that went short in its
+    period (bot.outbox: a first post, a repost or a refresh, whenever the lead came in):
+    claimable, so not among the cards not posted, but someone should fix what Slack refused."""
     if not count:
         return message
     refusals = ", ".join(f"`{render.inline(code, 60)}` ×{n}" for code, n in codes[:5])

@@ -15,16 +15,30 @@ from typing import Any
 
 import pytest
 from slack_sdk.models.blocks import Block
-from sqlalchemy import select
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session
 
-from bot import outbox, render, slack_limits
+from bot import leads, outbox, render, slack_limits
 from bot.clock import FakeClock, FakeDeliveryTime
 from bot.parsing import MAX_LENGTHS
 from bot.slack_emulator import Call, SlackEmulator
 from jobs import digest
-from models import CLAIMED, FAILED, PENDING, SENT, LeadEvent, OutboxItem
-from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, Bot, start_bot
+from models import CLAIMED, FAILED, PENDING, SENT, Lead, LeadEvent, OutboxItem
+from tests.conftest import (
+    LEADS_CHANNEL,
+    MANAGER,
+    MARKETER,
+    REP_A,
+    REP_B,
+    START,
+    Bot,
+    plans_with_and_without_statistics,
+    start_bot,
+    statements_sent,
+)
+from tests.test_deleted_card import delete_card
 from tests.test_handoff import card_of, click
+from tests.test_outcomes import click_card, modal, new_lead
 from tests.test_sandbox_render import NOW, make_lead
 
 EXAMPLE = "Jane Doe, jane@acme.example, +1 415 555 0100, Acme Corp, hot, #SaaStr2026, API demo"
@@ -108,6 +122,9 @@ def timed(database_url: str, slack: SlackEmulator, clock: FakeClock) -> Iterator
 def advance(bot: Bot, seconds: float) -> None:
     time_ = bot.services.outbox.time
     assert isinstance(time_, FakeDeliveryTime)
+    # Listeners still running after their ack (a click) queue what this is to deliver: without
+    # the wait, a release's refresh was sometimes not there yet.
+    assert bot.app.leadbot_executor.wait_idle(15)  # type: ignore[attr-defined]
     time_.advance(seconds)
     bot.services.outbox.wait_parked()
 
@@ -424,6 +441,125 @@ def test_a_claimer_dm_refused_for_the_person_is_not_sent_again(bot: Bot) -> None
     assert undelivered(bot) == [("message", FAILED, "user_not_found")]
 
 
+def _reassign(bot: Bot, lead: Any, owner: str, trigger: str) -> None:
+    """The manager reassigns `lead` to `owner` through the card's menu and modal."""
+    click_card(bot, MANAGER, lead, "lead_reassign", trigger_id=trigger)
+    view = modal(bot, trigger)
+    r = bot.sim.view_submission(
+        MANAGER, view, {"new_owner": ("new_owner_input", "users_select", owner)}
+    )
+    assert r.status == 200 and "errors" not in r.body
+    bot.settle()
+    assert bot.lead(lead.id).owner_id == owner
+
+
+def _warnings(bot: Bot, user: str) -> list[str]:
+    return [m.text for m in bot.slack.dms(user) if m.text.startswith("⚠️")]
+
+
+def test_a_reassigned_owner_dm_slack_refuses_as_malformed_arrives_as_text(bot: Bot) -> None:
+    """The new owner's DM is theirs only way to the contact: refused for its blocks, it went
+    to nobody (the manager heard the owner "could not be told", which was not so: Slack would
+    take a message to them). It now arrives as text, as the claimer's does, and the manager,
+    with nothing to do, hears nothing."""
+    lead = new_lead(bot, EXAMPLE, owner=REP_A)
+    bot.slack.fail("chat.postMessage", error="msg_blocks_too_long", when=_to(REP_B))
+
+    _reassign(bot, lead, REP_B, "trig-ra")
+    [dm] = bot.slack.dms(REP_B)
+    assert not dm.blocks
+    assert dm.text.startswith(f"<@{MANAGER}> assigned you lead #{lead.id} *Jane Doe*")
+    for detail in ("jane@acme.example", "+1 415 555 0100", "Acme Corp", "API demo"):
+        assert detail in dm.text, detail
+    assert "`msg_blocks_too_long`" in dm.text
+    assert _warnings(bot, MANAGER) == []
+    assert undelivered(bot) == [("message", FAILED, "msg_blocks_too_long")]
+
+
+def test_a_reassigned_owner_text_refused_too_is_told_to_the_manager_once(bot: Bot) -> None:
+    """Should Slack refuse the text as well, the owner was not told after all: the manager
+    hears it, with the last refusal's code, and nothing is tried a third time."""
+    lead = new_lead(bot, EXAMPLE, owner=REP_A)
+    bot.slack.fail("chat.postMessage", error="invalid_blocks", when=_to(REP_B))
+    bot.slack.fail("chat.postMessage", error="msg_too_long", when=_to(REP_B))
+
+    _reassign(bot, lead, REP_B, "trig-ra2")
+    tries = [c for c in bot.slack.calls_to("chat.postMessage") if c.args.get("channel") == REP_B]
+    assert [(bool(c.args.get("blocks")), c.error) for c in tries] == [
+        (True, "invalid_blocks"),
+        (False, "msg_too_long"),
+    ]
+    assert bot.slack.dms(REP_B) == []
+    [told] = _warnings(bot, MANAGER)
+    assert told.startswith(f"⚠️ <@{REP_B}> could not be told about lead #{lead.id} ")
+    assert told.endswith("(Slack: `msg_too_long`)")
+    assert "jane@acme.example" not in told
+    assert sorted(undelivered(bot)) == [
+        ("message", FAILED, "invalid_blocks"),
+        ("message", FAILED, "msg_too_long"),
+    ]
+
+
+# --- a card posted again after a delete ---------------------------------------------------------
+
+
+def _repost(bot: Bot, lead_id: int) -> Any:
+    """Someone deletes the lead's card; its reminder finds it gone and posts a new one."""
+    card_ts = bot.lead(lead_id).card_ts
+    assert card_ts
+    delete_card(bot, card_ts)
+    bot.clock.advance(timedelta(minutes=30))
+    assert bot.run_job("reminders") == "1 reminded, 0 escalated"
+    bot.settle()
+    again = bot.lead(lead_id)
+    assert again.card_ts and again.card_ts != card_ts
+    return again
+
+
+def test_a_card_posted_again_in_short_tells_the_submitter(bot: Bot) -> None:
+    """The first card went out whole; the one posted after a delete is refused in full and
+    goes short. Its submitter hears so, as they would of a first card gone short."""
+    assert bot.submit(EXAMPLE).status == 200
+    [lead] = bot.leads()
+    assert bot.slack.dms(MARKETER) == []
+    refuse_full_cards(bot.slack, "invalid_blocks")
+
+    again = _repost(bot, lead.id)
+    assert not full_card({"channel": LEADS_CHANNEL, "blocks": card_of(bot, again).blocks})
+    assert events(bot, lead.id)[-2:] == [
+        ("card_fell_back", {"error": "invalid_blocks"}),
+        (
+            "card_posted",
+            {"channel": LEADS_CHANNEL, "ts": again.card_ts, "again": True, "short": True},
+        ),
+    ]
+    [note] = bot.slack.dms(MARKETER)
+    assert note.text.startswith(
+        f"⚠️ Lead #{lead.id} *Jane Doe* (Acme Corp) was posted again in <#{LEADS_CHANNEL}> "
+        "(its card was deleted), but as a short card"
+    )
+    assert "`invalid_blocks`" in note.text
+    # The refresh that found the old card gone is done with: the new card shows the lead.
+    assert undelivered(bot) == [("card_refresh", FAILED, "message_not_found")]
+
+
+def test_a_card_posted_short_again_is_not_told_twice(bot: Bot) -> None:
+    """The first card went short, and its submitter heard; the card posted after a delete goes
+    short for the same reason: nothing new to tell them."""
+    refuse_full_cards(bot.slack, "invalid_blocks")
+    assert bot.submit(EXAMPLE).status == 200
+    [lead] = bot.leads()
+    [first] = bot.slack.dms(MARKETER)
+    assert "reached" in first.text and "short card" in first.text
+
+    again = _repost(bot, lead.id)
+    assert not full_card({"channel": LEADS_CHANNEL, "blocks": card_of(bot, again).blocks})
+    assert kinds(bot, lead.id).count("card_fell_back") == 2
+    assert bot.slack.dms(MARKETER) == [first]
+    # The refresh that found the old card gone is done with: the new card shows the lead.
+    assert undelivered(bot) == [("card_refresh", FAILED, "message_not_found")]
+
+
 def test_a_short_card_asks_for_the_full_one_again_only_after_an_hour(timed: Bot) -> None:
     """Each refresh of a short card sent the full card first, refused every time: two calls per
     refresh, in the very case (Slack changed a limit for every card) where calls run short.
@@ -479,3 +615,89 @@ def test_a_short_card_sent_without_metadata_is_found_in_the_channel(bot: Bot) ->
     assert shown.metadata is None and not full_card({"channel": LEADS_CHANNEL, **vars(shown)})
     assert (lead.card_ts, lead.card_error) == (shown.ts, None)
     assert undelivered(bot) == []
+
+
+# --- the digest: cards that went short in its period ---------------------------------------------
+
+
+def test_the_digest_lists_the_cards_that_went_short_in_its_period_whenever_submitted(
+    bot: Bot,
+) -> None:
+    """It listed only leads submitted in its period: an older lead's card gone short on a
+    claim (a refresh) was in no digest at all. It now lists the cards that went short in its
+    period, and not those that went short in an earlier one."""
+    bot.slack.fail("chat.postMessage", error="invalid_blocks", when=full_card)  # once
+    assert bot.submit(EXAMPLE).status == 200
+    [earlier] = bot.leads()
+    assert "card_fell_back" in kinds(bot, earlier.id)
+    bot.clock.advance(timedelta(minutes=1))  # a period ends before the digest's instant
+    assert "Cards shown in short form (1)" in managers_digest(bot)  # the day it went short
+
+    assert bot.submit("Bob Roe, bob@globex.example, Globex, warm").status == 200
+    older = bot.leads()[-1]
+    assert full_card({"channel": LEADS_CHANNEL, "blocks": card_of(bot, older).blocks})
+    bot.clock.advance(timedelta(days=2))
+    refuse_full_cards(bot.slack, "msg_too_long", "chat.update")
+    click(bot, REP_A, "lead_claim", older)
+    assert ("card_fell_back", {"error": "msg_too_long", "refresh": True}) in events(bot, older.id)
+    bot.clock.advance(timedelta(minutes=1))
+    body = managers_digest(bot)
+    assert "Cards shown in short form (1)" in body and "`msg_too_long` ×1" in body
+    listed = body[body.index("Cards shown in short form") :].split("Leads: ")[1].split('"')[0]
+    assert listed.endswith(f"|#{older.id}>") and f"#{earlier.id}>" not in listed
+    assert "invalid_blocks" not in body  # the earlier lead's card went short two days ago
+
+
+def test_the_short_cards_of_the_digest_read_no_more_than_its_period_of_events(
+    engine: Engine,
+) -> None:
+    """The query reads the period's refusals through their partial index, never every event."""
+    now = START
+    rows, events_ = [], []
+    for i in range(1, 3001):  # two years of leads, eight events each
+        at = now - timedelta(days=730) + timedelta(minutes=350 * i)
+        rows.append(
+            {
+                "id": i,
+                "team_id": "T0LEADBOT",
+                "name": f"n{i}",
+                "priority": "warm",
+                "submitted_by": MARKETER,
+                "submitted_at": at,
+                "status": CLAIMED,
+                "version": 3,
+                "reminders_sent": 0,
+                "card_channel": LEADS_CHANNEL,
+                "card_ts": f"{i}.000100",
+            }
+        )
+        kinds_ = ["submitted", "card_posted", "claimed", "stage", "stage", "stage", "stage"]
+        kinds_.append("card_fell_back" if i % 100 == 0 else "reminded")
+        for k, kind in enumerate(kinds_):
+            detail = json.dumps({"error": "invalid_blocks"}) if kind == "card_fell_back" else None
+            events_.append(
+                {
+                    "lead_id": i,
+                    "at": at + timedelta(minutes=k),
+                    "actor": "system",
+                    "kind": kind,
+                    "detail": detail,
+                }
+            )
+    with engine.begin() as conn:
+        conn.execute(insert(Lead), rows)
+        conn.execute(insert(LeadEvent), events_)
+    since = rows[-300]["submitted_at"]  # the period holds the last 300 leads' events
+    with Session(engine) as s, statements_sent(engine, "SELECT") as captured:
+        count, codes, shown = leads.short_cards(s, since, now)
+    assert (count, codes) == (3, [("invalid_blocks", 3)])
+    assert [lead.id for lead in shown] == [2800, 2900, 3000]
+    [reading] = [(q, p) for q, p in captured if "lead_events.kind" in q]
+    plans = plans_with_and_without_statistics(engine, *reading)
+    for when, plan in plans.items():
+        # Through the refusals' own index: not every event, nor every lead's events.
+        assert "ix_lead_events_fell_back" in plan, (when, plan)
+        assert "SCAN lead_events" not in plan and "Seq Scan on lead_events" not in plan, (
+            when,
+            plan,
+        )

@@ -29,7 +29,7 @@ LEADS = table(
     column("submitted_at", UTCDateTime()),
     *(column(name) for name in ("status", "version", "reminders_sent")),
 )
-ADDED_INDEXES = (  # by migrations 0003-0008, on tables that may hold years of leads
+ADDED_INDEXES = (  # by migrations 0003-0009, on tables that may hold years of leads
     "ix_leads_status_follow_up",
     "ix_leads_owner_status",
     "ix_leads_submitted_funnel",
@@ -38,6 +38,7 @@ ADDED_INDEXES = (  # by migrations 0003-0008, on tables that may hold years of l
     "ix_leads_phone_submitted",
     "ix_outbox_pending",
     "ix_leads_request_key",
+    "ix_lead_events_fell_back",
 )
 
 
