@@ -363,8 +363,8 @@ def cmd_copy_db(args: argparse.Namespace) -> int:
     copied = copy_database(settings, args.target, say=lambda line: print(line, flush=True))
     total = sum(copied.counts.values())
     print(
-        f"copied {total:,} rows in {len(copied.counts)} tables in {copied.seconds:.1f}s; "
-        "the counts match on the target — point DATABASE_URL at it and start leadbot"
+        f"copied {total:,} rows in {len(copied.counts)} tables in {copied.seconds:.1f}s "
+        "— point DATABASE_URL at it and start leadbot"
     )
     return 0
 

@@ -14,8 +14,13 @@ What it promises, in the order it checks:
   each is read in primary-key order, in batches, from one snapshot of the source, and written
   through the same column types the app uses (timestamps stay aware UTC on both backends),
   with COPY on PostgreSQL;
-- everything is written in one transaction on the target, and the row counts are compared
-  before it commits: a failure, or Ctrl-C, leaves the target without a row (its schema stays);
+- everything is written in one transaction on the target, and before it commits the row
+  counts are compared, then the content: each table is read back from the target, in the same
+  order and through the same column types, and its rows must be those read from the source (a
+  digest of each batch of rows, made on both sides, so memory stays flat: the source's as its
+  rows are copied, not by reading it twice). A value written wrongly (a type converted badly, a
+  column left out) is named by table, primary key and column, never by value. A mismatch, a
+  failure, or Ctrl-C leaves the target without a row (its schema stays);
 - on PostgreSQL, each table's id sequence is then set past the highest copied id.
 
 Errors are one line naming DATABASE_URL or TARGET_URL; none carries a row's values.
@@ -24,20 +29,29 @@ Errors are one line naming DATABASE_URL or TARGET_URL; none carries a row's valu
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import itertools
+import json
+import marshal
 import os
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     URL,
+    Column,
     Connection,
     Engine,
     Row,
+    Select,
     String,
     Table,
     func,
@@ -47,6 +61,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
 
 from bot import db
 from bot.cli import StartupError, _migration_failure, _unusable, open_database
@@ -271,6 +286,7 @@ def _prepare_target(dst: Engine, shown: str) -> str | None:
 
 def _copy(src_engine: Engine, dst_engine: Engine, say: Callable[[str], None]) -> dict[str, int]:
     copied: dict[str, int] = {}
+    digests = {t.name: _Digests(t) for t in tables()}
     at = ""  # the table being written, for the message if it fails
     try:
         with _snapshot(src_engine) as src, dst_engine.begin() as dst:
@@ -280,7 +296,7 @@ def _copy(src_engine: Engine, dst_engine: Engine, say: Callable[[str], None]) ->
             width = max(len(t.name) for t in tables())
             for table in tables():
                 at = f" at {table.name}"
-                copied[table.name] = _copy_table(src, dst, table)
+                copied[table.name] = _copy_table(src, dst, table, digests[table.name])
                 say(f"  {table.name:<{width}} {copied[table.name]:>12,}")
             at = ""
             now = _counts(dst)
@@ -289,6 +305,15 @@ def _copy(src_engine: Engine, dst_engine: Engine, say: Callable[[str], None]) ->
                     f"{TARGET}: the copy holds {_describe(now)} where the source holds "
                     f"{_describe(expected)}; nothing was kept"
                 )
+            # The source's digests were made during the copy; the target's are made now.
+            verifying = sum(d.seconds for d in digests.values())
+            started = time.monotonic()
+            for table in tables():
+                at = f" verifying {table.name}"
+                _verify(src, dst, table, digests[table.name])
+            at = ""
+            verifying += time.monotonic() - started
+            say(f"verified: every row reads back as the source holds it ({verifying:.1f}s)")
             if dst.dialect.name == "postgresql":
                 # setval is not undone by a rollback: done last, so only a failed COMMIT can
                 # leave a sequence moved on, which costs nothing but skipped ids.
@@ -331,14 +356,14 @@ class _snapshot:
             self.conn.close()
 
 
-def _copy_table(src: Connection, dst: Connection, table: Table) -> int:
-    order = list(table.primary_key.columns) or list(table.columns)
-    rows = src.execution_options(yield_per=BATCH).execute(select(table).order_by(*order))
+def _copy_table(src: Connection, dst: Connection, table: Table, digests: _Digests) -> int:
+    rows = src.execution_options(yield_per=BATCH).execute(_in_order(table, src))
+    batches = digests.taking(rows.partitions(BATCH))
     if dst.dialect.name == "postgresql":
-        return _copy_in(dst, table, rows.partitions())
+        return _copy_in(dst, table, batches)
     statement = insert(table)
     n = 0
-    for batch in rows.partitions():
+    for batch in batches:
         dst.execute(statement, [row._asdict() for row in batch])
         n += len(batch)
     return n
@@ -422,3 +447,176 @@ def _reset_sequences(dst: Connection) -> None:
             text("SELECT setval(:sequence, :value, :called)"),
             {"sequence": sequence, "value": highest or 1, "called": highest is not None},
         )
+
+
+# --- verifying the copy -----------------------------------------------------------------------
+
+
+def _in_order(table: Table, conn: Connection) -> Select[Any]:
+    """The table's rows in primary-key order, the same order on both backends: PostgreSQL
+    sorts text by its database's collation (en_US puts 'b' before 'C'), SQLite by code point,
+    as PostgreSQL's "C" collation does. Without a primary key, by every column, NULLs first as
+    SQLite puts them."""
+    keys = list(table.primary_key.columns)
+    order: list[Any] = []
+    for column in keys or table.columns:
+        term: Any = column
+        if isinstance(column.type, String) and conn.dialect.name == "postgresql":
+            term = column.collate("C")
+        order.append(term if keys else term.nulls_first())
+    return select(table).order_by(*order)
+
+
+# Instants are written as microseconds since this one: exact, and cheap to make.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _instant(value: datetime | None) -> int | str | None:
+    # An aware datetime is the same instant in any time zone; a naive one is only its text.
+    if value is None:
+        return None
+    return (value - _EPOCH) // _MICROSECOND if value.tzinfo is not None else value.isoformat()
+
+
+def _day(value: date | None) -> int | None:
+    return None if value is None else value.toordinal()
+
+
+def _number(value: Decimal | None) -> str | None:
+    return None if value is None else str(value.normalize())  # 1.10 (numeric(_, 2)) is 1.1
+
+
+def _document(value: Any) -> str | None:
+    # jsonb keeps neither key order nor spacing: the same document, written one way.
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _canonical(column: Column[Any]) -> Callable[[Any], Any] | None:
+    """How a value of this column goes into the digest (None: as it is read).
+
+    Both sides read the column through its type, so they hold the same Python types. What is
+    left: marshal, which writes plain values exactly and fast, takes no datetime, date or
+    Decimal; and a value may be written differently while meaning the same (an instant in
+    another time zone, 1.10 and 1.1, a JSON document's key order). A float is kept as it is:
+    one that came back changed (a `real` column) is a difference."""
+    kind = column.type
+    if isinstance(kind, JSON):
+        return _document
+    if isinstance(kind, TypeDecorator):
+        kind = kind.impl_instance  # UTCDateTime: its datetimes, aware UTC on every backend
+    try:
+        python_type = kind.python_type
+    except NotImplementedError:
+        return repr
+    if python_type in (str, int, bool, float, bytes):
+        return None
+    if python_type is datetime:
+        return _instant
+    if python_type is date:
+        return _day
+    if python_type is Decimal:
+        return _number
+    return repr  # a type marshal does not take (an interval, a UUID, an enum): its repr
+
+
+@dataclass
+class _Digests:
+    """One digest per BATCH rows of a table, in `_in_order`: made from the source's rows as
+    they are copied, then compared with the target's read back. A table of a million rows
+    keeps 500 digests, not its rows."""
+
+    table: Table
+    made: list[bytes] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.fixes = [
+            (i, fix)
+            for i, column in enumerate(self.table.columns)
+            if (fix := _canonical(column)) is not None
+        ]
+
+    def columns(self, batch: Sequence[Row[Any]]) -> list[tuple[Any, ...]]:
+        """The batch's values column by column, each made comparable: a column's values are
+        converted by one map(), where row by row it took a Python loop for each row."""
+        columns = list(zip(*batch, strict=True))
+        for i, fix in self.fixes:
+            columns[i] = tuple(map(fix, columns[i]))
+        return columns
+
+    def rows(self, batch: Sequence[Row[Any]]) -> list[tuple[Any, ...]]:
+        return list(zip(*self.columns(batch), strict=True))
+
+    def digest(self, batch: Sequence[Row[Any]]) -> bytes:
+        # marshal's format 0 tags each value with its type (1, True and 1.0 differ) and has
+        # no back-references, so equal values are equal bytes whatever objects hold them.
+        started = time.monotonic()
+        made = hashlib.blake2b(marshal.dumps(self.columns(batch), 0), digest_size=16).digest()
+        self.seconds += time.monotonic() - started
+        return made
+
+    def taking(self, batches: Iterable[Sequence[Row[Any]]]) -> Iterator[Sequence[Row[Any]]]:
+        """`batches`, passed through, each digested on the way."""
+        for batch in batches:
+            self.made.append(self.digest(batch))
+            yield batch
+
+
+def _verify(src: Connection, dst: Connection, table: Table, digests: _Digests) -> None:
+    """The target's rows, read back in this transaction, must be those copied from the source:
+    batch by batch by digest; where one differs, row by row, to name the first difference."""
+    rows = dst.execution_options(yield_per=BATCH).execute(_in_order(table, dst))
+    checked = 0
+    try:
+        for batch in rows.partitions(BATCH):
+            if checked == len(digests.made) or digests.digest(batch) != digests.made[checked]:
+                break
+            checked += 1
+        else:
+            if checked == len(digests.made):
+                return
+    finally:
+        rows.close()
+    raise StartupError(_first_difference(src, dst, table, digests, checked))
+
+
+def _first_difference(
+    src: Connection, dst: Connection, table: Table, digests: _Digests, batch: int
+) -> str:
+    """The message for the first row of batch `batch` that differs: its table, primary key and
+    column, never a value (it may be an email or a phone number)."""
+    names = [c.name for c in table.columns]
+    keys = [names.index(c.name) for c in table.primary_key.columns]
+
+    def read(conn: Connection) -> list[tuple[Any, ...]]:
+        query = _in_order(table, conn).offset(batch * BATCH).limit(BATCH)
+        return digests.rows(conn.execute(query).all())
+
+    def same(a: Any, b: Any) -> bool:  # as the digest tells them apart: 1 is not True
+        return marshal.dumps(a, 0) == marshal.dumps(b, 0)
+
+    first = batch * BATCH
+    where = f"{table.name} rows {first + 1:,}-{first + BATCH:,}"  # not found again: unlikely
+    pairs = itertools.zip_longest(read(src), read(dst))
+    for n, (source_row, copied_row) in enumerate(pairs, start=first + 1):
+        if source_row is None:
+            where = f"{table.name}, a row the source does not hold"
+            break
+        # Ids only: a table without a primary key is named by position, not by its values.
+        key = " ".join(f"{names[i]}={source_row[i]!r}" for i in keys) or f"row {n:,}"
+        if copied_row is None:
+            where = f"{table.name} {key}, missing from the copy"
+            break
+        differs = [
+            name for name, a, b in zip(names, source_row, copied_row, strict=True) if not same(a, b)
+        ]
+        if differs:
+            where = f"{table.name} {key}, column {differs[0]}"
+            break
+    return (
+        f"{TARGET}: the copy does not read back as the source holds it, first at {where}; "
+        "nothing was kept"
+    )

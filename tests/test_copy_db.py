@@ -4,22 +4,34 @@ CLI, and the app then run on the copy. And each refusal, in one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import Engine, Pool, event, func, insert, make_url, select, text, update
 
 from bot import cli, copydb, db
 from bot.clock import FakeClock
 from bot.slack_emulator import SlackEmulator
-from models import CLAIMED, NEW, Lead, LeadEvent, OutboxItem, ProcessedEvent, make_engine
+from models import (
+    CLAIMED,
+    NEW,
+    SENT,
+    JobRun,
+    Lead,
+    LeadEvent,
+    OutboxItem,
+    ProcessedEvent,
+    UTCDateTime,
+    make_engine,
+)
 from tests.conftest import (
     LEADS_CHANNEL,
     MARKETER,
@@ -144,14 +156,16 @@ def refused(result: tuple[int, str, str]) -> str:
 
 
 def dump(url: str) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every table, in primary-key order, read through the models' column types."""
+    """Every row of every table, in primary-key order (text by code point, whatever the
+    database's collation), read through the models' column types."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
             return {
-                t.name: [
-                    r._asdict() for r in conn.execute(select(t).order_by(*t.primary_key.columns))
-                ]
+                t.name: sorted(
+                    (r._asdict() for r in conn.execute(select(t))),
+                    key=lambda r, t=t: tuple(r[c.name] for c in t.primary_key.columns),
+                )
                 for t in copydb.tables()
             }
     finally:
@@ -163,7 +177,11 @@ def counts(url: str) -> dict[str, int]:
 
 
 def seconds(out: str) -> str:
-    return out.rsplit(" in ", 1)[1].split("s;")[0]
+    return out.rsplit(" in ", 1)[1].split("s ")[0]
+
+
+def verified(out: str) -> str:
+    return out.split("reads back as the source holds it (", 1)[1].split("s)")[0]
 
 
 def report(bot: Bot, args: str = "report") -> Any:
@@ -320,8 +338,9 @@ def test_the_console_command_copies_in_one_process(source: str, cwd: Path) -> No
         f"copying {source} to {target}",
         f"TARGET_URL: schema migrated from empty to {db.HEAD}",
         *(f"  {name:<16} {n:>12,}" for name, n in rows.items()),
-        f"copied {sum(rows.values())} rows in 5 tables in {seconds(result.stdout)}s; the counts "
-        "match on the target — point DATABASE_URL at it and start leadbot",
+        f"verified: every row reads back as the source holds it ({verified(result.stdout)}s)",
+        f"copied {sum(rows.values())} rows in 5 tables in {seconds(result.stdout)}s "
+        "— point DATABASE_URL at it and start leadbot",
     ]
     assert dump(target) == dump(source)
 
@@ -352,6 +371,195 @@ def test_ctrl_c_during_the_copy_keeps_nothing_and_an_older_empty_target_is_migra
     copied = copydb.copy_database(settings, f"sqlite:///{target}", say=said.append)
     assert copied.counts == counts(source) and copied.migrated_from is None
     assert dump(f"sqlite:///{target}") == dump(source)
+
+
+# --- verifying what was copied ---------------------------------------------------------------
+
+BIG = 2**31 - 1  # the highest id PostgreSQL's integer holds
+# Control characters (no NUL: PostgreSQL refuses it), a line separator, a zero-width joiner and
+# a byte-order mark, emoji made of several code points, the highest code point.
+ODD = "\x01\x07\x1b[31m\t\r\x7f\u2028\u200d\ufeff 👩‍👩‍👧‍👦 🏳️‍🌈 \U0010ffff"
+# Event ids that "C" and an ICU/glibc collation sort differently ('B' < 'a' by code point).
+EVENT_IDS = ["Ev0a", "Ev0B", "ev0_", "Ev0Ä", "Ev0😀", "Ev0 "]
+# Timestamps with microseconds, in the hour Europe's clocks skip.
+ODD_AT = datetime(2026, 3, 29, 1, 30, 59, 999_999, tzinfo=UTC)
+LEAD_AT = ODD_AT - timedelta(microseconds=1)  # the unusual lead's, and only its
+EMAIL = "ø@xn--rebro-jua.example"
+
+
+def add_unusual_rows(url: str) -> None:
+    """Rows at the edges of what the columns hold, written through the models' types."""
+    engine = make_engine(url)
+    payload = {"text": ODD, "blocks": [{"type": "section", "z": 1, "a": [1.5, None, True]}]}
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Lead).values(
+                id=BIG,
+                team_id="T0LEADBOT",
+                name="Ødegaard " + ODD,
+                email=EMAIL,
+                company="",  # empty, not NULL
+                priority="hot",
+                notes="long " * 40_000 + ODD,
+                submitted_by=MARKETER,
+                submitted_at=LEAD_AT,
+                claimed_at=datetime(1970, 1, 1, tzinfo=UTC),
+                claim_due_at=datetime(2199, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+                version=BIG,
+                duplicate_of_id=-1,
+            )
+        )
+        conn.execute(
+            insert(LeadEvent).values(
+                id=BIG,
+                lead_id=BIG,
+                at=ODD_AT + timedelta(microseconds=1),
+                actor=MARKETER,
+                kind="submitted",
+                detail=json.dumps(payload, ensure_ascii=False),
+            )
+        )
+        conn.execute(
+            insert(OutboxItem).values(
+                id=BIG,
+                lead_id=BIG,
+                kind="message",
+                channel=REP_A,
+                payload=json.dumps(payload, ensure_ascii=False, indent=1),
+                status=SENT,
+                attempts=0,
+                next_attempt_at=ODD_AT,
+                created_at=ODD_AT,
+                sent_at=ODD_AT,
+            )
+        )
+        conn.execute(insert(JobRun).values(job="digest", due_on=date(2024, 2, 29), at=ODD_AT))
+        conn.execute(insert(ProcessedEvent), [{"event_id": e, "at": ODD_AT} for e in EVENT_IDS])
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def sorting_target(request: pytest.FixtureRequest, cwd: Path) -> Iterator[str]:
+    """As `target`, but the PostgreSQL database sorts text by an ICU collation, as databases
+    made with an en_US locale do, not by code point as SQLite (and the test server) does."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{cwd / 'moved.db'}"
+        return
+    assert PG
+    name = f"leadbot_copy_icu_{_worker()}"
+    url = db.fresh_pg_database(PG, name, drop=True).set(database=name)
+    admin = make_engine(make_url(PG).set(drivername="postgresql+psycopg"))
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(
+                f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+                "ICU_LOCALE 'en-US'"
+            )
+    finally:
+        admin.dispose()
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        db.fresh_pg_database(PG, name, drop=True)
+
+
+def test_unusual_values_are_copied_and_verified(
+    source: str,
+    sorting_target: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    add_unusual_rows(source)
+    before = dump(source)
+    code, out, err = copy_db(capsys, monkeypatch, source, sorting_target)
+    assert code == 0, err
+    assert "\nverified: every row reads back as the source holds it (" in out
+    assert dump(sorting_target) == before
+    lead = next(r for r in before["leads"] if r["id"] == BIG)
+    assert lead["name"].endswith(ODD) and lead["submitted_at"] == LEAD_AT and lead["company"] == ""
+
+
+def write_late(monkeypatch: pytest.MonkeyPatch, victim: datetime) -> None:
+    """From now on, the timestamp type writes `victim` a microsecond late: a conversion bug,
+    on every backend (COPY and INSERT both convert through the column's type)."""
+    write = UTCDateTime.process_bind_param
+
+    def process_bind_param(self: UTCDateTime, value: datetime | None, dialect: Any) -> Any:
+        if value == victim:
+            value += timedelta(microseconds=1)
+        return write(self, value, dialect)
+
+    monkeypatch.setattr(UTCDateTime, "process_bind_param", process_bind_param)
+
+
+def send_garbled(request: pytest.FixtureRequest, target: str, victim: str) -> None:
+    """Until the test ends, what goes to the database `target` has the last character of the
+    text `victim` changed on the way, past the column types: a driver or encoding bug. SQLite:
+    in the SQL parameters (a cursor event); PostgreSQL: as psycopg writes it, COPY included (a
+    text dumper on the target's connections)."""
+    name = make_url(target).database
+
+    def garbled(value: Any) -> Any:
+        return value[:-1] + "?" if value == victim else value
+
+    if target.startswith("sqlite"):
+
+        def before(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> Any:
+            if conn.engine.url.database != name:
+                return sql, params
+            if many:
+                return sql, [tuple(map(garbled, row)) for row in params]
+            return sql, tuple(map(garbled, params))
+
+        event.listen(Engine, "before_cursor_execute", before, retval=True)
+        request.addfinalizer(lambda: event.remove(Engine, "before_cursor_execute", before))
+        return
+
+    import psycopg
+    from psycopg.types.string import StrDumper
+
+    class Garbling(StrDumper):
+        def dump(self, obj: str) -> Any:
+            return super().dump(garbled(obj))
+
+    def connected(dbapi_connection: Any, record: Any) -> None:
+        if (
+            isinstance(dbapi_connection, psycopg.Connection)
+            and dbapi_connection.info.dbname == name
+        ):
+            dbapi_connection.adapters.register_dumper(str, Garbling)
+
+    event.listen(Pool, "connect", connected)
+    request.addfinalizer(lambda: event.remove(Pool, "connect", connected))
+
+
+@pytest.mark.parametrize(
+    "column",
+    ["submitted_at", "email"],
+    ids=["a timestamp written a microsecond late", "an email garbled by the driver"],
+)
+def test_a_value_written_wrongly_is_named_and_nothing_is_kept(
+    source: str,
+    target: str,
+    column: str,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The counts match, so only reading the rows back sees it. The message names the table,
+    the row's id and the column, never a value."""
+    add_unusual_rows(source)
+    if column == "submitted_at":
+        write_late(monkeypatch, LEAD_AT)
+    else:
+        send_garbled(request, target, EMAIL)
+    message = refused(copy_db(capsys, monkeypatch, source, target))
+    assert message == (
+        "TARGET_URL: the copy does not read back as the source holds it, first at leads "
+        f"id={BIG}, column {column}; nothing was kept"
+    )
+    assert "@" not in message and "rebro" not in message
+    assert set(counts(target).values()) == {0}
 
 
 # --- refusals ---------------------------------------------------------------------------------
