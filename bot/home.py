@@ -57,7 +57,8 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
         SectionBlock(
             text=MarkdownTextObject(
                 text="Type `/lead` after a conversation at an event to hand the lead to sales "
-                "(`/lead help` for the format). The first rep to click *Claim* owns it."
+                "(`/lead help` for the format); `/lead edit N` corrects lead #N after it is "
+                "sent. The first rep to click *Claim* owns it."
             )
         ),
         DividerBlock(),

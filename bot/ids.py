@@ -33,6 +33,7 @@ class Action(StrEnum):
 
 class View(StrEnum):
     NEW_LEAD = "lead_new"
+    EDIT_LEAD = "lead_edit"  # the same form, filled in with a stored lead (`/lead edit N`)
     DISQUALIFY = "lead_disqualify"
     REASSIGN = "lead_reassign_to"
 

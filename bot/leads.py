@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.parsing import LeadInput, contact_keys
+from bot.parsing import FIELDS, LeadInput, contact_keys
 from models import (
     CARD_FELL_BACK,
     CLAIMED,
@@ -560,6 +560,105 @@ def release(
     record(session, lead_id, "released", user_id, now, previous_owner=owner)
     session.refresh(lead)
     return ReleaseResult(True, "released", lead)
+
+
+# --- corrections (`/lead edit N`) ------------------------------------------------------------
+
+CLOSED_STAGES = ("won", "lost", "disqualified")
+
+
+@dataclass(frozen=True)
+class EditResult:
+    ok: bool
+    # "edited" (or "allowed" from check_edit), "not_found", "forbidden", "closed" (only a
+    # manager may correct a closed lead), "stale" (changed since the form opened), "unchanged"
+    reason: str
+    lead: Lead | None
+    changed: tuple[str, ...] = ()  # the fields the edit changed, in FIELDS order
+
+
+def check_edit(
+    session: Session,
+    lead_id: int,
+    user_id: str,
+    *,
+    team_id: str,
+    managers: tuple[str, ...] | list[str],
+    version: int | None = None,
+) -> EditResult:
+    """Whether `user_id` may correct the lead now: its submitter, or a manager; a closed lead
+    (won, lost, disqualified) a manager only, since the reports count it as sales closed it.
+    Changes nothing. `version`: the one the form was filled from; another one is "stale"."""
+    lead = get_lead(session, lead_id, team_id)
+    if lead is None:
+        return EditResult(False, "not_found", None)
+    manager = user_id in managers
+    if user_id != lead.submitted_by and not manager:
+        return EditResult(False, "forbidden", lead)
+    if lead.stage in CLOSED_STAGES and not manager:
+        return EditResult(False, "closed", lead)
+    if version is not None and version != lead.version:
+        return EditResult(False, "stale", lead)
+    return EditResult(True, "allowed", lead)
+
+
+def edit(
+    session: Session,
+    lead_id: int,
+    data: LeadInput,
+    *,
+    by: str,
+    team_id: str,
+    managers: tuple[str, ...] | list[str],
+    now: datetime,
+    version: int,
+    keep: tuple[str, ...] = (),
+) -> EditResult:
+    """Store corrected details (validated as a new lead's) as one UPDATE conditional on the
+    version the form was filled from, and an `edited` event naming the changed fields. Their
+    values stay out of the event: the lead row is the one place contact details are kept, so
+    erasing it (`forget`, the purge) erases them, old ones included. `keep`: fields the form
+    did not hold (bot.render.lead_modal), left as stored. The caller queues the card refresh
+    and the DMs in the same transaction."""
+    checked = check_edit(session, lead_id, by, team_id=team_id, managers=managers, version=version)
+    if not checked.ok:
+        return checked
+    lead = checked.lead
+    assert lead is not None
+    values = {f: getattr(lead if f in keep else data, f) for f in FIELDS}
+    changed = tuple(f for f in FIELDS if values[f] != getattr(lead, f))
+    if not changed:
+        return EditResult(False, "unchanged", lead)
+    # The same keys as a new lead's (lead_values), so bot.duplicates finds the corrected ones.
+    values["email_norm"], values["phone_norm"] = contact_keys(values["email"], values["phone"])
+    result = session.execute(
+        update(Lead)
+        .where(Lead.id == lead_id, Lead.team_id == team_id, Lead.version == version)
+        .values(**values, version=Lead.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(lead)
+        return EditResult(False, "stale", lead)
+    record(session, lead_id, "edited", by, now, fields=list(changed))
+    session.refresh(lead)
+    return EditResult(True, "edited", lead, changed)
+
+
+def reschedule_claim(session: Session, lead_id: int, due: datetime) -> None:
+    """A corrected priority's SLA for a lead still unclaimed: `due` (its claim_within from the
+    card's post, so possibly past: the next sweep reminds) is when it had to be claimed by,
+    and its first reminder unless one was sent already (the later ones follow the priority
+    anyway, as each reminder schedules the next from the lead's rule)."""
+    session.execute(
+        update(Lead)
+        .where(Lead.id == lead_id, Lead.status == NEW)
+        .values(
+            claim_due_at=due,
+            next_reminder_at=case((Lead.reminders_sent == 0, due), else_=Lead.next_reminder_at),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 # --- reminders ---------------------------------------------------------------------------------

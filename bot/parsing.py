@@ -55,6 +55,8 @@ is the name, the next the company, the rest are notes.
 • Or label them as `key: value`: name, email, phone, company, title, priority, event, \
 territory, persona, notes. `notes:` takes the rest of the text, commas and all.
 • A lead needs a name and an email or a phone so sales can reach them.
+• Mistyped something? `/lead edit 12` opens the form filled in with lead #12 (its number is \
+on your receipt) to correct it.
 Example: `/lead Jane Doe, jane@acme.example, Acme Corp, +1 415 555 0100, hot, #SaaStr2026, \
 wants an API demo`"""
 

@@ -34,7 +34,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.ids import Action, input_action_id
+from bot.ids import MODAL_FIELDS, Action, input_action_id
 from bot.ids import View as ViewId
 from bot.outcomes import is_closed, stage_label
 from models import CLAIMED, Lead
@@ -577,6 +577,40 @@ def released_note(lead: Lead, by: str) -> Message:
     return Message(text=f"↩️ {mention(by)} released lead #{lead.id}; it is open to claim again.")
 
 
+# --- corrections (`/lead edit N`) ---------------------------------------------------------------
+
+
+def changed_fields(fields: Sequence[str]) -> str:
+    """`email, phone and notes`: which fields an edit changed, never their values."""
+    names = list(fields)
+    return "".join(names) if len(names) < 2 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def edit_saved(lead: Lead, fields: Sequence[str]) -> Message:
+    """To whoever corrected the lead, privately: what changed and who else hears of it."""
+    text = f"✅ Lead #{lead.id} {lead_label(lead)} is corrected: {changed_fields(fields)}."
+    if lead.card_ts and set(fields) - {"email", "phone"}:  # never on the card (lead_card)
+        text += " Its card shows the change."
+    if lead.owner_id:
+        text += f" {mention(lead.owner_id)} gets the corrected details in a DM."
+    return Message(text=text, blocks=[section(text)])
+
+
+def edited_owner_intro(lead: Lead, by: str, fields: Sequence[str]) -> str:
+    """The first line of the owner's new claimer_dm after a correction."""
+    return (
+        f"✏️ {mention(by)} corrected lead #{lead.id} {lead_label(lead)} "
+        f"({changed_fields(fields)}). Here is how to reach them now:"
+    )
+
+
+def edited_submitter_dm(lead: Lead, by: str, fields: Sequence[str]) -> Message:
+    """To the submitter when someone else (a manager) corrected their lead: which fields."""
+    changed = changed_fields(fields)
+    text = f"✏️ {mention(by)} corrected your lead #{lead.id} {lead_label(lead)}: {changed}."
+    return Message(text=text, blocks=[section(text)])
+
+
 # --- the new-lead modal -------------------------------------------------------------------------
 
 _MODAL_INPUTS: list[tuple[str, str, str, bool, bool]] = [
@@ -593,35 +627,83 @@ _MODAL_INPUTS: list[tuple[str, str, str, bool, bool]] = [
 ]
 
 
-def lead_modal(private_metadata: str = "", policy: Policy | None = None) -> dict[str, Any]:
+def _input_max(name: str) -> int:
+    """The most characters the form's input for `name` takes (Slack refuses a longer
+    initial value)."""
+    return 3000 if name == "notes" else 254 if name == "email" else 200
+
+
+def kept_out_of_form(lead: Lead) -> tuple[str, ...]:
+    """Fields of `lead` too long for the form's inputs (notes typed inline take 10,000
+    characters, the form 3,000): the edit form leaves them out, and saving keeps them."""
+    return tuple(
+        name for name, *_ in _MODAL_INPUTS if len(getattr(lead, name) or "") > _input_max(name)
+    )
+
+
+def _no_longer_listed(value: str) -> str:
+    return f"Was “{shorten(value, 60)}”, which the handoff policy no longer lists."
+
+
+def lead_modal(
+    private_metadata: str = "", policy: Policy | None = None, *, lead: Lead | None = None
+) -> dict[str, Any]:
     """The `/lead` modal; block_id of each input is the field name (errors map back 1:1).
 
     Priority is a select of the policy's priorities; persona is a select of its personas (with
     their descriptions) when the policy lists any, free text otherwise.
+
+    With `lead`, the same form filled in with its values, to correct it (`/lead edit N`): a
+    value the policy no longer lists is not chosen (the hint says what it was), and a field
+    too long for its input is left out with a line saying it is kept (`kept_out_of_form`).
     """
     if policy is None:
         from bot.policy import default_policy
 
         policy = default_policy({})
+    kept = kept_out_of_form(lead) if lead is not None else ()
+    stored: dict[str, str] = {}
+    if lead is not None:
+        stored = {name: value for name in MODAL_FIELDS if (value := getattr(lead, name))}
     blocks: list[Block] = []
     for name, label, placeholder, optional, multiline in _MODAL_INPUTS:
+        if name in kept:
+            size = len(getattr(lead, name) or "")
+            blocks.append(
+                ContextBlock(
+                    elements=[
+                        MarkdownTextObject(
+                            text=f"*{label}:* {size:,} characters, more than this form holds; "
+                            "they are kept as they are."
+                        )
+                    ]
+                )
+            )
+            continue
         if name == "persona" and policy.personas:
+            options = [
+                Option(
+                    text=shorten(p.name, 75),
+                    value=p.key,
+                    description=shorten(p.description, 75) or None,
+                )
+                for p in policy.personas
+            ]
+            chosen = next((o for o in options if o.value == stored.get("persona")), None)
+            hint = None
+            if "persona" in stored and chosen is None:
+                hint = _no_longer_listed(stored["persona"])
             blocks.append(
                 InputBlock(
                     block_id="persona",
                     label="Persona",
                     optional=True,
+                    hint=hint,
                     element=StaticSelectElement(
                         action_id=input_action_id("persona"),
                         placeholder="Who are they?",
-                        options=[
-                            Option(
-                                text=shorten(p.name, 75),
-                                value=p.key,
-                                description=shorten(p.description, 75) or None,
-                            )
-                            for p in policy.personas
-                        ],
+                        options=options,
+                        initial_option=chosen,
                     ),
                 )
             )
@@ -636,7 +718,8 @@ def lead_modal(private_metadata: str = "", policy: Policy | None = None) -> dict
                     action_id=input_action_id(name),
                     placeholder=placeholder,
                     multiline=multiline,
-                    max_length=3000 if multiline else 254 if name == "email" else 200,
+                    max_length=_input_max(name),
+                    initial_value=stored.get(name),
                 ),
             )
         )
@@ -649,11 +732,21 @@ def lead_modal(private_metadata: str = "", policy: Policy | None = None) -> dict
                 )
                 for key, rule in policy.priorities.items()
             ]
-            initial = next((o for o in options if o.value == policy.default_priority), options[0])
+            hint = None
+            if lead is None:
+                initial = next(
+                    (o for o in options if o.value == policy.default_priority), options[0]
+                )
+            else:
+                # A priority the policy has dropped is not swapped for another: they choose.
+                initial = next((o for o in options if o.value == lead.priority), None)
+                if initial is None:
+                    hint = _no_longer_listed(lead.priority)
             blocks.append(
                 InputBlock(
                     block_id="priority",
                     label="Priority",
+                    hint=hint,
                     element=StaticSelectElement(
                         action_id=input_action_id("priority"),
                         options=options,
@@ -663,9 +756,9 @@ def lead_modal(private_metadata: str = "", policy: Policy | None = None) -> dict
             )
     view = View(
         type="modal",
-        callback_id=ViewId.NEW_LEAD,
-        title="New lead",
-        submit="Submit",
+        callback_id=ViewId.NEW_LEAD if lead is None else ViewId.EDIT_LEAD,
+        title="New lead" if lead is None else f"Edit lead #{lead.id}",
+        submit="Submit" if lead is None else "Save",
         close="Cancel",
         private_metadata=private_metadata,
         blocks=blocks,

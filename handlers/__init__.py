@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import actions, commands, events, outcomes, views
+from handlers import actions, commands, edit, events, outcomes, views
 
 
 def register(app: App) -> None:
@@ -12,4 +12,5 @@ def register(app: App) -> None:
     actions.register(app)
     outcomes.register(app)
     views.register(app)
+    edit.register(app)
     events.register(app)

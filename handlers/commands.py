@@ -1,4 +1,4 @@
-"""`/lead`: inline submission, help, or the modal."""
+"""`/lead`: inline submission, help, the modal, `/lead edit N` and the other subcommands."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bot.delivery import DeliveryError
 from bot.ids import is_slack_id
 from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
 from bot.services import Services
+from handlers import edit
 from handlers.common import (
     DB_DOWN,
     SQLAlchemyError,
@@ -44,6 +45,16 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         ack(response_type="ephemeral", text=USAGE)
         return
     word = text.strip().split(maxsplit=1)[0].lower()
+    if word == "edit" and "," not in text:
+        # `/lead edit N`: the form filled in with lead N, once it is theirs to correct.
+        answer, modal = edit.edit_command(services, command, text.strip())
+        if modal is None:
+            ack(response_type="ephemeral", text=answer or edit.USAGE)
+            return
+        ack()
+        again = f"/lead edit {edit.lead_number(text.strip())}"
+        later(services, _open_form, services, command, respond, modal, again)
+        return
     if word in SUBCOMMANDS and "," not in text:
         # `/lead policy`, `/lead mine`, `/lead report …`: answered privately, nothing stored.
         ack(response_type="ephemeral", **SUBCOMMANDS[word](services, command, text.strip()))
@@ -83,20 +94,29 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
     ack(response_type="ephemeral", text=receipt.text, blocks=receipt.blocks)
 
 
-def _open_form(services: Services, command: dict[str, Any], respond: Respond) -> None:
-    metadata = json.dumps(
-        {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
-    )
+def _open_form(
+    services: Services,
+    command: dict[str, Any],
+    respond: Respond,
+    modal: dict[str, Any] | None = None,
+    again: str = "/lead",
+) -> None:
+    """Open the new-lead form, or `modal` (the edit form); if Slack will not, say so."""
     try:
-        services.slack.views_open(
-            str(command.get("trigger_id") or ""),
-            render.lead_modal(metadata, services.settings.policy),
-        )
+        if modal is None:
+            metadata = json.dumps(
+                {
+                    "response_url": command.get("response_url"),
+                    "channel_id": command.get("channel_id"),
+                }
+            )
+            modal = render.lead_modal(metadata, services.settings.policy)
+        services.slack.views_open(str(command.get("trigger_id") or ""), modal)
     except Exception as e:
         code = e.code if isinstance(e, DeliveryError) else type(e).__name__
         log.warning("could not open the /lead modal: %s", code)
         if code == "expired_trigger_id":  # Slack passed the command on too late to open it
-            text = "I couldn't open the form in time; type `/lead` again."
+            text = f"I couldn't open the form in time; type `{again}` again."
         else:
             text = "I couldn't open the form; try `/lead help`."
         try:

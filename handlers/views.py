@@ -11,7 +11,7 @@ from slack_sdk.webhook import WebhookClient
 
 from bot import duplicates, flows, render
 from bot.ids import MODAL_FIELDS, View, is_slack_id
-from bot.parsing import validate_fields
+from bot.parsing import ParseResult, validate_fields
 from handlers.common import (
     FORM_MAY_HAVE_BEEN_SAVED,
     FORM_NOT_SAVED,
@@ -32,7 +32,7 @@ def register(app: App) -> None:
     app.view(View.NEW_LEAD.value)(submit_modal)
 
 
-def _channel(metadata: dict[str, Any]) -> str | None:
+def form_channel(metadata: dict[str, Any]) -> str | None:
     """Where the form was opened, as its metadata says: an id, or nothing."""
     channel = metadata.get("channel_id")
     return channel if is_slack_id(channel) else None
@@ -51,17 +51,22 @@ def form_key(view: Any) -> str | None:
     return f"{view_id}:{digest}" if isinstance(digest, str) and digest else view_id
 
 
+def field_errors(result: ParseResult) -> dict[str, str]:
+    """A refused form's errors, each under its field's block (the new-lead and edit forms)."""
+    errors: dict[str, str] = {}
+    for error in result.errors:
+        # "email or phone" belongs to no single block: show it under email.
+        block = error.field if error.field in MODAL_FIELDS else "email"
+        errors.setdefault(block, error.message[:150])
+    return errors
+
+
 def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
     services = services_of(context)
     values = render.modal_values(state_values_of(view))
     result = validate_fields(values, **flows.parse_options(services.settings))
     if result.lead is None:
-        errors: dict[str, str] = {}
-        for error in result.errors:
-            # "email or phone" belongs to no single block: show it under email.
-            block = error.field if error.field in MODAL_FIELDS else "email"
-            errors.setdefault(block, error.message[:150])
-        ack(response_action="errors", errors=errors)
+        ack(response_action="errors", errors=field_errors(result))
         return
     user = user_of(body)
     team = team_of(body, services)
@@ -72,7 +77,7 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
             result.lead,
             user_id=user,
             team_id=team,
-            channel=_channel(metadata),
+            channel=form_channel(metadata),
             request_key=form_key(view),
         )
     except SQLAlchemyError as e:
@@ -87,7 +92,7 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
         note=duplicates.receipt_note(lead, earlier),
     )
     # The receipt goes out after the ack: its response_url post is a round trip to Slack.
-    later(services, _tell_submitter, services, metadata, user, receipt)
+    later(services, tell_submitter, services, metadata, user, receipt)
 
 
 # Where Slack's response_urls point (commercial Slack and GovSlack).
@@ -112,7 +117,7 @@ def slack_response_url(url: object, api_url: str) -> bool:
         return False
 
 
-def _tell_submitter(
+def tell_submitter(
     services: Any, metadata: dict[str, Any], user: str, message: render.Message
 ) -> None:
     """Ephemeral where they typed /lead (via its response_url), else a DM."""
