@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.leads import SYSTEM, get_lead, record
 from bot.policy import Hours, Policy
 from bot.sla import add_working_time, next_working_day
-from models import CLAIMED, Lead
+from models import CLAIMED, Lead, UTCDateTime
 
 # Stage values, in the order a deal usually goes, with what people read.
 STAGES: dict[str, str] = {
@@ -34,6 +34,9 @@ STAGES: dict[str, str] = {
 DISQUALIFIED = "disqualified"
 # These end the lead's follow-ups: there is nothing left for sales to report.
 CLOSING: frozenset[str] = frozenset({DISQUALIFIED, "won", "lost"})
+# These make a lead a real opportunity: the first one recorded sets Lead.qualified_at, kept
+# whatever comes after, so the funnel's *qualified* counts it even once lost or disqualified.
+QUALIFYING: tuple[str, ...] = ("qualified", "won")
 NOTE_MAX = 500  # a disqualify note, kept in the event log and told to the submitter
 SNOOZES = ("1h", "1d")  # the Snooze buttons of a follow-up nudge
 
@@ -144,7 +147,8 @@ def record_outcome(
 ) -> OutcomeResult:
     """Move a claimed lead to `stage` (owner or manager only) and log it as a `stage` event.
 
-    A closing stage clears the follow-up; any other starts its clock again from now.
+    A closing stage clears the follow-up; any other starts its clock again from now. The first
+    qualifying stage (QUALIFYING) also sets qualified_at, in the same UPDATE.
     """
     checked = check_outcome(
         session, lead_id, user_id, stage, team_id=team_id, managers=managers, version=version
@@ -158,6 +162,12 @@ def record_outcome(
         return OutcomeResult(False, "reason_required", lead)
     note = (note or "").strip()[:NOTE_MAX] or None
     previous, seen_version, owner = lead.stage, lead.version, lead.owner_id
+    # The first time only: COALESCE keeps an earlier one (qualified, then won).
+    qualified = (
+        {"qualified_at": func.coalesce(Lead.qualified_at, literal(now, UTCDateTime()))}
+        if stage in QUALIFYING
+        else {}
+    )
     result = session.execute(
         update(Lead)
         # Conditional on the version we checked: a change since (another click, a reassign, a
@@ -175,6 +185,7 @@ def record_outcome(
             follow_up_at=None if stage in CLOSING else follow_up_due(policy, lead, now),
             follow_up_misses=0,
             version=Lead.version + 1,
+            **qualified,
         )
         .execution_options(synchronize_session=False)
     )

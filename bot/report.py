@@ -54,6 +54,7 @@ from sqlalchemy.orm import Session
 
 from bot.delivery import ADVICE
 from bot.leads import _seconds_between
+from bot.outcomes import QUALIFYING
 from bot.render import (
     HEADER_MAX,
     SECTION_TEXT_MAX,
@@ -86,13 +87,14 @@ DIGEST_LIST = 5  # leads named per digest list; the counts cover the rest
 LABEL_MAX = 60
 
 # Stages as sales report them (bot/outcomes.py writes them). The funnel is cumulative: a lead
-# that reached a later stage passed the earlier ones, and a disqualified or lost lead was
-# contacted on the way out.
+# that reached a later stage passed the earlier ones, a disqualified or lost lead was
+# contacted on the way out, and one qualified (or won) before it was lost or disqualified was
+# still qualified (Lead.qualified_at keeps that).
 DISQUALIFIED = "disqualified"
 WON = "won"
 LOST = "lost"
 CONTACTED_STAGES: tuple[str, ...] = ("contacted", "meeting", "qualified", WON, DISQUALIFIED, LOST)
-QUALIFIED_STAGES: tuple[str, ...] = ("qualified", WON)
+QUALIFIED_STAGES: tuple[str, ...] = QUALIFYING
 
 USAGE = (
     "Usage: `/lead report [#event] [days]` — the funnel of leads submitted today and the "
@@ -172,7 +174,14 @@ def _counts() -> list[tuple[str, Any]]:
             func.count(case((or_(Lead.claimed_at.is_not(None), Lead.stage.is_not(None)), 1))),
         ),
         ("contacted", func.count(case((Lead.stage.in_(CONTACTED_STAGES), 1)))),
-        ("qualified", func.count(case((Lead.stage.in_(QUALIFIED_STAGES), 1)))),
+        # Qualified once, whatever came after. The stage too: a lead whose stage was written
+        # without qualified_at (by a process still on the code before migration 0010) counts.
+        (
+            "qualified",
+            func.count(
+                case((or_(Lead.qualified_at.is_not(None), Lead.stage.in_(QUALIFIED_STAGES)), 1))
+            ),
+        ),
         ("won", func.count(case((Lead.stage == WON, 1)))),
         ("disqualified", func.count(case((Lead.stage == DISQUALIFIED, 1)))),
         ("lost", func.count(case((Lead.stage == LOST, 1)))),
@@ -658,8 +667,9 @@ def report_message(
                 MarkdownTextObject(
                     text=f"{_window_note(report, retain_for)} _Claimed_ counts leads a rep "
                     "holds or has recorded an outcome on; _contacted_ every lead with an "
-                    "outcome; _qualified_ qualified and won. Events and personas are grouped "
-                    "whatever their capitals."
+                    "outcome; _qualified_ every lead sales qualified (or won), even if lost "
+                    "or disqualified since. Events and personas are grouped whatever their "
+                    "capitals."
                 )
             ]
         )

@@ -117,6 +117,10 @@ class Lead(Base):
     # disqualified, won, lost).
     stage: Mapped[str | None] = mapped_column(String(32))
     stage_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When sales first recorded qualified or won: kept whatever stage came after (a deal lost
+    # or disqualified later was still a real opportunity), so the funnel's *qualified* is
+    # cumulative. Never cleared, never moved later.
+    qualified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome_reason: Mapped[str | None] = mapped_column(String(200))
     # Claimed but no outcome yet: nudge the owner at this time (working hours).
     follow_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -147,15 +151,18 @@ class Lead(Base):
         Index("ix_leads_owner_status", "owner_id", "status"),
         # One lead per Slack request (NULLs, leads made otherwise, are all distinct).
         Index("ix_leads_request_key", "request_key", unique=True),
-        # Reports and the digest's funnel: index-only scans of a submitted_at window.
+        # Reports and the digest's funnel: index-only scans of a submitted_at window, so every
+        # column they read is in it (qualified_at since 0010, which replaced the index without
+        # it, ix_leads_submitted_funnel).
         Index(
-            "ix_leads_submitted_funnel",
+            "ix_leads_submitted_funnel2",
             "submitted_at",
             "event",
             "persona",
             "stage",
             "claimed_at",
             "outcome_reason",
+            "qualified_at",
         ),
     )
 

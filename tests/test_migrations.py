@@ -3,11 +3,12 @@ and on PostgreSQL the index builds leave the tables writable while they run."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from alembic import command as alembic
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, column, event, insert, inspect, table, text
+from sqlalchemy import Engine, column, event, insert, inspect, select, table, text
 from sqlalchemy.exc import IntegrityError
 
 from bot import db
@@ -29,7 +30,7 @@ LEADS = table(
     column("submitted_at", UTCDateTime()),
     *(column(name) for name in ("status", "version", "reminders_sent")),
 )
-ADDED_INDEXES = (  # by migrations 0003-0009, on tables that may hold years of leads
+ADDED_INDEXES = (  # by migrations 0003-0010, on tables that may hold years of leads
     "ix_leads_status_follow_up",
     "ix_leads_owner_status",
     "ix_leads_submitted_funnel",
@@ -39,6 +40,7 @@ ADDED_INDEXES = (  # by migrations 0003-0009, on tables that may hold years of l
     "ix_outbox_pending",
     "ix_leads_request_key",
     "ix_lead_events_fell_back",
+    "ix_leads_submitted_funnel2",
 )
 
 
@@ -107,7 +109,8 @@ def test_upgrade_of_a_database_with_leads_reaches_the_models_schema(empty_engine
     builds = [s for s in statements if s.lstrip().upper().startswith(CREATE_INDEX)]
     assert {name for name in ADDED_INDEXES if any(name in s for s in builds)} == set(ADDED_INDEXES)
     drops = [s for s in statements if s.lstrip().upper().startswith("DROP INDEX")]
-    assert len(drops) == 3  # the single-column indexes the composite ones replace
+    # The single-column indexes the composite ones replace, and the funnel's before 0010.
+    assert len(drops) == 4
     if engine.dialect.name == "postgresql":
         # Not one build or drop that would stop writes on the table while it runs.
         assert all("CONCURRENTLY" in s for s in builds + drops), builds + drops
@@ -139,6 +142,98 @@ def test_0008_keeps_one_lead_per_request_and_goes_back_down(empty_engine: Engine
         assert conn.scalar(text("SELECT count(*) FROM leads")) == 5
     db.upgrade(engine, "head")
     with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_0010_dates_each_lead_qualified_from_its_history(empty_engine: Engine) -> None:
+    """Leads stored before 0010 get qualified_at from their events: the earliest `stage` event
+    to qualified or won, whatever stage they are at now; a lead at one of them without such an
+    event (older history), its stage_at. Downgrading drops it and brings the old index back."""
+    engine = empty_engine
+    db.upgrade(engine, "0009")
+    t = [datetime(2026, 3, 1, 9, tzinfo=UTC) + timedelta(hours=k) for k in range(10)]
+    # name: (stage now, stage_at, [(stage, at, extra detail)], qualified_at expected)
+    leads: dict[str, tuple[str | None, datetime | None, list[Any], datetime | None]] = {
+        "qualified lost": ("lost", t[3], [("contacted", t[1]), ("qualified", t[2])], t[2]),
+        "qualified disqualified": ("disqualified", t[4], [("qualified", t[1])], t[1]),
+        "contacted lost": ("lost", t[2], [("contacted", t[1]), ("lost", t[2])], None),
+        "won outright": ("won", t[5], [("won", t[5])], t[5]),
+        "qualified won": ("won", t[6], [("qualified", t[3]), ("won", t[6])], t[3]),
+        # Qualified again later: the first time counts, not its stage_at.
+        "requalified": ("qualified", t[8], [("qualified", t[2]), ("meeting", t[4])], t[2]),
+        "older history": ("qualified", t[7], [], t[7]),
+        "no outcome": (None, None, [], None),
+        # The stage is read from the JSON, not from text that happens to look like it.
+        "a note quoting": ("contacted", t[1], [("contacted", t[1], '"stage": "won"')], None),
+    }
+    staged = table(
+        "leads",
+        *(column(c.name, c.type) for c in LEADS.c),
+        column("id"),
+        column("stage"),
+        column("stage_at", UTCDateTime()),
+    )
+    events = table(
+        "lead_events",
+        *(column(name) for name in ("lead_id", "actor", "kind", "detail")),
+        column("at", UTCDateTime()),
+    )
+    ids: dict[str, int] = {}
+    with engine.begin() as conn:
+        for name, (stage, stage_at, *_) in leads.items():
+            row = {**_lead_rows(1)[0], "name": name, "stage": stage, "stage_at": stage_at}
+            ids[name] = conn.execute(insert(staged).returning(staged.c.id), row).scalar_one()
+        # Events in the order they happened, and others between them (as bot.leads writes).
+        rows = [
+            {
+                "lead_id": ids[name],
+                "actor": "U1",
+                "kind": "stage",
+                "at": at,
+                "detail": json.dumps(
+                    {"stage": stage, "reason": None, **({"note": note[0]} if note else {})},
+                    sort_keys=True,
+                ),
+            }
+            for name, (_, _, history, _) in leads.items()
+            for stage, at, *note in history
+        ]
+        rows.append({**rows[0], "kind": "claimed", "detail": json.dumps({"stage": "won"})})
+        conn.execute(insert(events), sorted(rows, key=lambda r: r["at"]))
+    db.upgrade(engine, "head")
+    with engine.connect() as conn:
+        dated = table("leads", column("name"), column("qualified_at", UTCDateTime()))
+        got = {name: at for name, at in conn.execute(select(dated.c.name, dated.c.qualified_at))}
+    assert got == {name: expected for name, (*_, expected) in leads.items()}
+
+    with engine.connect() as conn:
+        config = db.alembic_config(engine)
+        config.attributes["connection"] = conn
+        alembic.downgrade(config, "0009")
+    with engine.connect() as conn:
+        assert "qualified_at" not in {c["name"] for c in inspect(conn).get_columns("leads")}
+        indexes = {i["name"] for i in inspect(conn).get_indexes("leads")}
+        assert "ix_leads_submitted_funnel" in indexes
+        assert "ix_leads_submitted_funnel2" not in indexes
+    db.upgrade(engine, "head")
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_0010_cut_after_its_column_was_committed_runs_again(empty_engine: Engine) -> None:
+    """0010 commits its column before the backfill: a run cut during the backfill leaves the
+    column and the schema at 0009, and `leadbot migrate` again must finish, not fail on it."""
+    engine = empty_engine
+    db.upgrade(engine, "0009")
+    _store_leads(engine, 2)
+    kind = "DATETIME" if engine.dialect.name == "sqlite" else "TIMESTAMP WITH TIME ZONE"
+    with engine.begin() as conn:  # what the cut run left behind
+        conn.execute(text(f"ALTER TABLE leads ADD COLUMN qualified_at {kind}"))
+        conn.execute(text("UPDATE leads SET stage = 'won', stage_at = submitted_at"))
+    db.upgrade(engine, "head")
+    assert db.current_revision(engine) == db.HEAD
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM leads WHERE qualified_at IS NULL")) == 0
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 

@@ -14,8 +14,8 @@ What the numbers mean, as the oracle states it:
 - a lead counts on the day it was *submitted*, in every funnel figure (`/lead report`, the
   digest's 30-day funnel); `days` are calendar days in TIMEZONE, today included;
 - *claimed*: a rep holds it, or one recorded an outcome on it before putting it back;
-  *contacted*: any outcome; *qualified*: qualified or won; disqualified leads stay in every
-  figure (they were submitted and worked);
+  *contacted*: any outcome; *qualified*: qualified or won at some point, whatever came after;
+  disqualified leads stay in every figure (they were submitted and worked);
 - a reassigned lead is one lead and one claim, credited in the digest to the rep who claimed it;
 - events and personas are one group whatever their capitals;
 - the digest counts what happened in [previous digest, now): submitted, claimed (the claim it
@@ -85,6 +85,7 @@ class Rec:
     owner: str | None = None
     stage: str | None = None
     reason: str | None = None
+    qualified: bool = False  # sales recorded qualified or won for it, once or more
     gone: bool = False  # forgotten or purged
 
     @property
@@ -124,7 +125,7 @@ def funnel(leads: list[Rec]) -> Figures:
         submitted=len(leads),
         claimed=sum(r.claimed_at is not None or r.stage is not None for r in leads),
         contacted=sum(r.stage is not None for r in leads),
-        qualified=sum(r.stage in ("qualified", "won") for r in leads),
+        qualified=sum(r.qualified for r in leads),
         won=sum(r.stage == "won" for r in leads),
         disqualified=sum(r.stage == "disqualified" for r in leads),
         lost=sum(r.stage == "lost" for r in leads),
@@ -378,6 +379,7 @@ class History:
             who = rnd.choice([r.owner, MANAGER])
             choose(bot, who, bot.lead(r.id), stage)
             r.stage, r.reason = stage, None
+            r.qualified = r.qualified or stage in ("qualified", "won")
         elif step == "disqualify" and (
             r := self.pick(lambda r: r.owner is not None and r.stage != "disqualified")
         ):

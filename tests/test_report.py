@@ -23,8 +23,19 @@ from bot import report
 from bot.policy import describe_policy, parse_policy
 from bot.report import Funnel, ReportArgs, UsageError, parse_report_args
 from models import CLAIMED, NEW, Lead, make_sessionmaker
-from tests.conftest import LEADS_CHANNEL, MANAGER, MARKETER, REP_A, REP_B, TEAM, Bot, start_bot
+from tests.conftest import (
+    LEADS_CHANNEL,
+    MANAGER,
+    MARKETER,
+    REP_A,
+    REP_B,
+    TEAM,
+    Bot,
+    start_bot,
+    statements_sent,
+)
 from tests.test_handoff import click
+from tests.test_outcomes import choose, new_lead, open_disqualify
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)  # the digest's hour (DIGEST_AT 09:00 UTC)
 DUE_AFTER = timedelta(minutes=30)  # REMINDER_AFTER in the tests' settings
@@ -381,6 +392,82 @@ def test_a_lead_stored_the_instant_of_the_report_counts(bot: Bot) -> None:
     bot.submit("Jane Doe, jane@acme.example, Acme Corp, hot, #SaaStr2026")
     shown = json.dumps(bot.sim.slash_command("report", user_id=MANAGER).json())
     assert "1 submitted" in shown and "No leads" not in shown
+
+
+def test_a_lead_qualified_counts_as_qualified_whatever_came_after(bot: Bot) -> None:
+    """The funnel is cumulative: a lead sales qualified and then lost (the commonest end of a
+    real deal) or disqualified was a real opportunity, and stays one in every funnel. Recorded
+    over HTTP, as sales do, then read in `/lead report` and in the digest."""
+    bot.clock.set(NOW - h(3))
+    paths = {
+        "Qualified Lost": ["qualified", "lost"],
+        "Qualified Disqualified": ["qualified", "disqualified"],
+        "Contacted Lost": ["contacted", "lost"],
+        "Won Lost": ["won", "lost"],  # a deal that fell through after it was signed
+        "Won Outright": ["won"],  # no qualified step recorded
+        "Qualified Won": ["qualified", "won"],
+    }
+    when: dict[str, datetime] = {}
+    for i, (name, stages) in enumerate(paths.items()):
+        lead = new_lead(bot, f"{name}, lead{i}@acme.example, Acme, warm, #Expo")
+        for stage in stages:
+            bot.clock.advance(m(10))
+            when.setdefault(f"{name} {stage}", bot.clock.now())
+            if stage == "disqualified":
+                view = open_disqualify(bot, lead, f"trig-{i}")
+                reason = {"outcome_reason": ("outcome_reason_input", "static_select", "No budget")}
+                assert bot.sim.view_submission(REP_A, view, reason).status == 200
+                bot.settle()
+            else:
+                choose(bot, REP_A, lead, stage)
+            assert bot.lead(lead.id).stage == stage
+    # The first qualifying stage, kept: not cleared by a loss, not moved by a later win.
+    assert {lead.name: lead.qualified_at for lead in bot.leads()} == {
+        "Qualified Lost": when["Qualified Lost qualified"],
+        "Qualified Disqualified": when["Qualified Disqualified qualified"],
+        "Contacted Lost": None,
+        "Won Lost": when["Won Lost won"],
+        "Won Outright": when["Won Outright won"],
+        "Qualified Won": when["Qualified Won qualified"],
+    }
+
+    bot.clock.set(NOW)
+    steps = "6 submitted → 6 claimed → 6 contacted → 5 qualified → 2 won · 1 disqualified · 3 lost"
+    shown = json.dumps(bot.sim.slash_command("report", user_id=MANAGER).json(), ensure_ascii=False)
+    assert f"*All leads*\\n{steps}" in shown
+    assert f"• *Expo*: {steps}" in shown
+    assert "_qualified_ every lead sales qualified (or won), even if lost" in shown
+    assert bot.run_job("digest") == "sent to 1 managers"
+    [digest] = bot.slack.dms(MANAGER)
+    assert f"• *Expo*: {steps}" in json.dumps(digest.blocks, ensure_ascii=False)
+
+
+def test_the_report_reads_only_the_funnel_index(sessions: sessionmaker) -> None:
+    """Every query of `/lead report` (and so of the digest's funnel) is answered from the
+    covering index over a submitted_at window: no lead row read, whatever the history holds."""
+    with sessions.begin() as s:
+        seed_funnel(s)
+    engine = sessions.kw["bind"]
+    with sessions() as s, statements_sent(engine, "SELECT") as sent:
+        report.report_for(s, NOW)
+    assert len(sent) == 4  # by event, by persona, medians, reasons
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # As autovacuum leaves a table (its visibility map makes index-only scans cheap),
+            # and without the plans a table this small would otherwise get.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as vacuum:
+                vacuum.exec_driver_sql("VACUUM ANALYZE leads")
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            conn.exec_driver_sql("SET enable_bitmapscan = off")
+        for statement, params in sent:
+            prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+            plan = " ".join(str(r) for r in conn.exec_driver_sql(prefix + statement, params))
+            if engine.dialect.name == "sqlite":
+                assert "USING COVERING INDEX ix_leads_submitted_funnel2 " in plan, plan
+                assert "SCAN leads" not in plan, plan
+            else:
+                assert "Index Only Scan using ix_leads_submitted_funnel2 " in plan, plan
+                assert "Seq Scan" not in plan, plan
 
 
 def test_slow_report_follows_through_response_url(
