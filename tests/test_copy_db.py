@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Pool, event, func, insert, make_url, select, text, update
+from sqlalchemy import (
+    Engine,
+    Pool,
+    create_engine,
+    event,
+    func,
+    insert,
+    make_url,
+    select,
+    text,
+    update,
+)
 
 from bot import cli, copydb, db
 from bot.clock import FakeClock
@@ -227,6 +238,13 @@ def test_copy_keeps_every_row_and_the_app_runs_on_the_copy(
     assert f"copied {sum(map(len, before.values())):,} rows in 5 tables" in out
     if target.startswith("sqlite"):
         assert "schema migrated from empty to" in out
+    else:  # planned from statistics from the first request on
+        assert "analysed the copy for PostgreSQL's planner" in out
+        with create_engine(target).connect() as conn:
+            analysed = conn.execute(
+                text("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL")
+            ).scalars()
+            assert {t.name for t in copydb.tables()} <= set(analysed)
 
     # Every row, every column: ids, aware UTC timestamps, unicode, NULLs.
     after = dump(target)
