@@ -72,3 +72,28 @@ def drop_index(name: str, table: str) -> None:
         return
     with _outside_transaction():
         op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+
+
+# SQLite's ALTER TABLE … DROP COLUMN (3.35, 2021-03).
+SQLITE_DROP_COLUMN = (3, 35, 0)
+
+
+def drop_columns(table: str, *columns: str) -> None:
+    """Drop `columns` of `table` in place (their indexes must be dropped first).
+
+    Not Alembic's batch mode: on SQLite it rebuilds the table, and dropping the old copy with
+    foreign keys on (leadbot's engine turns them on) deletes every child row first — ON DELETE
+    CASCADE: a downgrade of `leads` would erase every lead's events and queued messages. SQLite
+    3.35 and later drop a column where it is; an older one is refused before anything changes.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        import sqlite3
+
+        if sqlite3.sqlite_version_info < SQLITE_DROP_COLUMN:
+            raise RuntimeError(
+                f"this downgrade needs SQLite 3.35 or later to keep {table}'s related rows "
+                f"(this Python has SQLite {sqlite3.sqlite_version}); nothing was changed"
+            )
+    for name in columns:
+        op.drop_column(table, name)

@@ -145,6 +145,52 @@ def test_0008_keeps_one_lead_per_request_and_goes_back_down(empty_engine: Engine
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
+def test_downgrades_that_drop_lead_columns_keep_every_leads_events_and_messages(
+    empty_engine: Engine,
+) -> None:
+    """On SQLite, Alembic's batch mode rebuilt `leads` to drop a column, and dropping the old
+    table with foreign keys on deleted every lead's events and outbox items (ON DELETE
+    CASCADE). Each downgrade that drops a lead column (0010, 0008, 0003, 0002) keeps them."""
+    engine = empty_engine
+    db.upgrade(engine, "0001")
+    _store_leads(engine, 2)
+    db.upgrade(engine, "head")
+    at = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        ids = conn.execute(text("SELECT id FROM leads ORDER BY id")).scalars().all()
+        for lead_id in ids:
+            conn.execute(
+                text(
+                    "INSERT INTO lead_events (lead_id, at, actor, kind) "
+                    "VALUES (:id, :at, 'U1', 'submitted')"
+                ),
+                {"id": lead_id, "at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO outbox (lead_id, kind, status, attempts, next_attempt_at, "
+                    "created_at) VALUES (:id, 'card', 'pending', 0, :at, :at)"
+                ),
+                {"id": lead_id, "at": at},
+            )
+
+    def held(*tables: str) -> list[int]:
+        with engine.connect() as conn:
+            return [conn.scalar(text(f"SELECT count(*) FROM {t}")) for t in tables]
+
+    for revision in ("0007", "0002"):
+        with engine.connect() as conn:
+            config = db.alembic_config(engine)
+            config.attributes["connection"] = conn
+            alembic.downgrade(config, revision)
+        assert held("leads", "lead_events", "outbox") == [2, 2, 2], revision
+    with engine.connect() as conn:
+        config = db.alembic_config(engine)
+        config.attributes["connection"] = conn
+        alembic.downgrade(config, "0001")  # its outbox goes: that is 0002's own table
+    assert held("leads", "lead_events") == [2, 2]
+
+
 def test_0010_dates_each_lead_qualified_from_its_history(empty_engine: Engine) -> None:
     """Leads stored before 0010 get qualified_at from their events: the earliest `stage` event
     to qualified or won, whatever stage they are at now; a lead at one of them without such an

@@ -8,6 +8,7 @@ Create Date: 2026-11-26
 import sqlalchemy as sa
 from alembic import op
 
+from migrations import online
 from models import UTCDateTime
 
 revision = "0002"
@@ -54,5 +55,4 @@ def downgrade() -> None:
     op.drop_index("ix_outbox_lead_id", table_name="outbox")
     op.drop_index("ix_outbox_status_next_attempt", table_name="outbox")
     op.drop_table("outbox")
-    with op.batch_alter_table("leads") as batch:
-        batch.drop_column("card_permalink")
+    online.drop_columns("leads", "card_permalink")

@@ -46,15 +46,14 @@ def downgrade() -> None:
     op.drop_index("ix_leads_phone_norm", table_name="leads")
     op.drop_index("ix_leads_email_norm", table_name="leads")
     op.drop_index("ix_leads_status_follow_up", table_name="leads")
-    with op.batch_alter_table("leads") as batch:
-        for column in (
-            "duplicate_of_id",
-            "phone_norm",
-            "email_norm",
-            "follow_up_misses",
-            "stage_at",
-            "outcome_reason",
-            "stage",
-            "claim_due_at",
-        ):
-            batch.drop_column(column)
+    online.drop_columns(
+        "leads",
+        "duplicate_of_id",
+        "phone_norm",
+        "email_norm",
+        "follow_up_misses",
+        "stage_at",
+        "outcome_reason",
+        "stage",
+        "claim_due_at",
+    )

@@ -35,5 +35,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_leads_request_key", table_name="leads")
-    with op.batch_alter_table("leads") as batch:
-        batch.drop_column("request_key")
+    online.drop_columns("leads", "request_key")

@@ -130,5 +130,4 @@ def _from_stage(bind: sa.Connection, writer: sa.Connection) -> None:
 def downgrade() -> None:
     online.create_index(OLD_INDEX, "leads", FUNNEL)
     op.drop_index(NEW_INDEX, table_name="leads")
-    with op.batch_alter_table("leads") as batch:
-        batch.drop_column("qualified_at")
+    online.drop_columns("leads", "qualified_at")
