@@ -11,7 +11,7 @@ from slack_sdk.webhook import WebhookClient
 
 from bot import duplicates, flows, render
 from bot.ids import MODAL_FIELDS, View, is_slack_id
-from bot.parsing import ParseResult, validate_fields
+from bot.parsing import FIELDS, ParseResult, validate_fields
 from handlers.common import (
     FORM_MAY_HAVE_BEEN_SAVED,
     FORM_NOT_SAVED,
@@ -61,6 +61,14 @@ def field_errors(result: ParseResult) -> dict[str, str]:
     return errors
 
 
+def sent_before(lead_id: int) -> str:
+    """Under the form's first field, for a form stored already and sent again with changes."""
+    return (
+        f"This form was saved already, as lead #{lead_id}, with the details first sent; the "
+        f"changes are not saved. Close it and type /lead edit {lead_id} to correct the lead."
+    )
+
+
 def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
     services = services_of(context)
     values = render.modal_values(state_values_of(view))
@@ -84,6 +92,11 @@ def submit_modal(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: 
         said = FORM_MAY_HAVE_BEEN_SAVED if lead_failed(e) else FORM_NOT_SAVED
         # The form stays open as typed, the answer under its first field.
         ack(response_action="errors", errors={"name": said})
+        return
+    if any(getattr(result.lead, f) != getattr(lead, f) for f in FIELDS):
+        # This form was stored before (sent again after "may have been saved", say) and is
+        # now sent with changes: they are not stored. It stays open, saying where they go.
+        ack(response_action="errors", errors={"name": sent_before(lead.id)})
         return
     ack()
     receipt = render.receipt(

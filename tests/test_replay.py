@@ -178,6 +178,34 @@ def test_the_lead_form_replayed_to_another_process_is_stored_once(
     assert f"lead {lead.id}" in warning and "max" not in warning.lower()
 
 
+def test_a_stored_form_sent_again_with_changes_says_so_and_keeps_them_out(
+    pair: tuple[Bot, Bot], slack
+) -> None:
+    """The form stays open after "it may have been saved"; sent again with a field changed, it
+    is the same form: nothing more is stored, and rather than a receipt that looks as if the
+    changes went in, the form says where the lead is and how to correct it."""
+    a, _ = pair
+    a.sim.slash_command(
+        "", user_id=MARKETER, trigger_id="trig-edit", response_url=slack.response_url("form")
+    )
+    a.settle()
+    view = slack.modals["trig-edit"]
+    typed = {"name": "Max Moe", "email": "max@acme.example", "priority": "hot"}
+    assert a.sim.view_submission(MARKETER, view, modal_state(typed)).status == 200
+    a.settle()
+    [lead] = a.leads()
+
+    fixed = a.sim.view_submission(MARKETER, view, modal_state({**typed, "name": "Max Mole"}))
+    a.settle()
+    assert fixed.status == 200 and fixed.json()["response_action"] == "errors"
+    assert fixed.json()["errors"]["name"] == (
+        f"This form was saved already, as lead #{lead.id}, with the details first sent; the "
+        f"changes are not saved. Close it and type /lead edit {lead.id} to correct the lead."
+    )
+    assert [(kept.id, kept.name) for kept in a.leads()] == [(lead.id, "Max Moe")]
+    assert _stored(a) == (1, 1, 1) and len(_cards(slack)) == 1
+
+
 def test_the_same_text_as_a_new_command_is_stored_again_as_a_possible_duplicate(
     pair: tuple[Bot, Bot], slack
 ) -> None:
