@@ -249,6 +249,9 @@ _CARD_POSTED = (
             (_LEADS.c.status == NEW, bindparam("b_due", type_=_CARD_TIME)), else_=None
         ),
     )
+    # The priority `b_due` must be for: a correction (/lead edit) may have landed while the
+    # card was on its way, after the outbox read the lead.
+    .returning(_LEADS.c.priority)
 )
 
 
@@ -262,12 +265,14 @@ def card_posted(
     next_reminder_at: datetime,
     permalink: str | None = None,
     short: bool = False,
-) -> bool:
-    """The card is in the channel: the reminder clock starts now. False when the lead is gone
-    or already has its card (a duplicate delivery), and then nothing is written. One prebuilt
-    UPDATE: built per call as an ORM update, it cost ~1.4 ms of CPU per card. `short`: the
-    card is the short one (see `card_fell_back`), and its event says so."""
-    updated = conn.execute(
+) -> str | None:
+    """The card is in the channel: the reminder clock starts now. Returns the lead's priority
+    as stored (`next_reminder_at` must be for it: the caller reschedules if the lead read
+    before the post had another); None when the lead is gone or already has its card (a
+    duplicate delivery), and then nothing is written. One prebuilt UPDATE: built per call as
+    an ORM update, it cost ~1.4 ms of CPU per card. `short`: the card is the short one (see
+    `card_fell_back`), and its event says so."""
+    priority = conn.execute(
         _CARD_POSTED,
         {
             "b_id": lead_id,
@@ -277,11 +282,11 @@ def card_posted(
             "b_permalink": permalink,
             "b_due": next_reminder_at,
         },
-    ).rowcount
-    if updated:
+    ).scalar()
+    if priority is not None:
         marks = {"short": True} if short else {}
         record(conn, lead_id, "card_posted", SYSTEM, now, channel=channel, ts=ts, **marks)
-    return bool(updated)
+    return priority
 
 
 _CARD_REPOSTED = (
@@ -643,6 +648,13 @@ def edit(
     record(session, lead_id, "edited", by, now, fields=list(changed))
     session.refresh(lead)
     return EditResult(True, "edited", lead, changed)
+
+
+def with_priority(lead: Lead, priority: str) -> Lead:
+    """A plain copy of `lead` with another priority, to work out that priority's SLA."""
+    return plain_lead(
+        {c.name: getattr(lead, c.name) for c in _LEADS.columns} | {"priority": priority}
+    )
 
 
 def reschedule_claim(session: Session, lead_id: int, due: datetime) -> None:

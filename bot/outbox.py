@@ -84,6 +84,7 @@ PACED_WAKE = 1.0
 # manager in ASSIGNED_BY), to resend as text if Slack refuses its blocks.
 PLAIN_IF_REFUSED = "plain_if_refused"
 ASSIGNED_BY = "assigned_by"
+CORRECTED_BY = "corrected_by"  # an owner's DM after someone corrected the lead (/lead edit)
 # Seconds a lead's card stays short after Slack refused its full one, before a refresh tries the
 # full card again; and how many such leads are remembered at most (older ones are dropped).
 FULL_CARD_RETRY = 3600.0
@@ -206,8 +207,12 @@ def _claimer_plain(
     if lead is None or lead.owner_id != item.channel:
         return None
     marks = _marks(item, MESSAGE)
-    by = marks.get(ASSIGNED_BY)
-    plain = render.claimer_dm_plain(lead, assigned_by=by if isinstance(by, str) else None)
+    by, fixer = marks.get(ASSIGNED_BY), marks.get(CORRECTED_BY)
+    plain = render.claimer_dm_plain(
+        lead,
+        assigned_by=by if isinstance(by, str) else None,
+        corrected_by=fixer if isinstance(fixer, str) else None,
+    )
     text = f"{plain.text}\n(Slack: `{render.esc(error.code[:100])}`)"
     instead = marks.get("if_undelivered")
     told = None
@@ -280,18 +285,22 @@ def message_row(
     if_undelivered: tuple[str, render.Message] | None = None,
     claimer_plain: bool = False,
     assigned_by: str | None = None,
+    corrected_by: str | None = None,
 ) -> dict[str, Any]:
     """A post: a DM when `channel` is a user id, a thread reply with `thread_ts`.
     `if_undelivered`: a message (its text) and to whom, sent instead if Slack refuses this one
     for good, followed by Slack's error code. `claimer_plain`: the claimer's DM, sent again as
     text (render.claimer_dm_plain) if Slack refuses its blocks as malformed; `assigned_by`:
-    the same for the DM of an owner this manager gave the lead to. Refused as malformed, such
-    a DM is not undelivered: its text goes in its place (and `if_undelivered` with it)."""
+    the same for the DM of an owner this manager gave the lead to, `corrected_by` for the
+    owner's DM after this person corrected the lead. Refused as malformed, such a DM is not
+    undelivered: its text goes in its place (and `if_undelivered` with it)."""
     payload: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
-    if claimer_plain or assigned_by:
+    if claimer_plain or assigned_by or corrected_by:
         payload[PLAIN_IF_REFUSED] = True
     if assigned_by:
         payload[ASSIGNED_BY] = assigned_by
+    if corrected_by:
+        payload[CORRECTED_BY] = corrected_by
     if if_undelivered is not None:
         to, instead = if_undelivered
         payload["if_undelivered"] = {"to": to, "text": instead.text}
@@ -1209,6 +1218,11 @@ class Outbox:
                     next_reminder_at=self.first_reminder(lead, posted_at),
                     short=short is not None,
                 )
+                if posted is not None and posted != lead.priority:
+                    # Corrected (/lead edit) while the card was on its way: its SLA is the
+                    # new priority's, from this post (the edit found no post to count from).
+                    now_is = leads.with_priority(lead, posted)
+                    leads.reschedule_claim(conn, lead.id, self.first_reminder(now_is, posted_at))
                 if posted and short is not None:
                     # The lead reached sales, in short: its submitter hears so (and why), in
                     # place of the "posted now, after all" below.

@@ -474,10 +474,13 @@ def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
     return Message(text=f"Lead #{lead.id} {lead_label(lead)} is yours", blocks=blocks)
 
 
-def claimer_dm_plain(lead: Lead, assigned_by: str | None = None) -> Message:
+def claimer_dm_plain(
+    lead: Lead, assigned_by: str | None = None, corrected_by: str | None = None
+) -> Message:
     """claimer_dm as one short text without blocks, for when Slack refused that DM as
     malformed (bot.outbox's `plain_if_refused`): the owner must still learn how to reach them.
-    `assigned_by`: the manager who gave them the lead, for an owner who did not claim it."""
+    `assigned_by`: the manager who gave them the lead, for an owner who did not claim it;
+    `corrected_by`: who corrected the lead's details, for the DM that brings the new ones."""
     details = [
         ("Name", lead.name),
         ("Company", lead.company),
@@ -491,10 +494,14 @@ def claimer_dm_plain(lead: Lead, assigned_by: str | None = None) -> Message:
         for k, v in details
         if v
     )
-    how = f"{mention(assigned_by)} assigned you" if assigned_by else "You claimed"
+    if corrected_by:
+        what = f"{mention(corrected_by)} corrected your lead #{lead.id} {lead_label(lead)}"
+    elif assigned_by:
+        what = f"{mention(assigned_by)} assigned you lead #{lead.id} {lead_label(lead)}"
+    else:
+        what = f"You claimed lead #{lead.id} {lead_label(lead)}"
     return Message(
-        text=f"{how} lead #{lead.id} {lead_label(lead)}; Slack would not show the full "
-        f"message, so here it is in short:\n{shown}"
+        text=f"{what}; Slack would not show the full message, so here it is in short:\n{shown}"
     )
 
 

@@ -45,6 +45,7 @@ USAGE = (
     "on your receipt and on the lead's card."
 )
 BROKEN = "That form is broken (no lead in it); nothing was saved."
+ID_MAX = 2**31 - 1  # leads.id is an INTEGER
 
 
 def register(app: App) -> None:
@@ -88,6 +89,8 @@ def edit_command(
     lead_id = lead_number(text)
     if lead_id is None:
         return USAGE, None
+    if lead_id > ID_MAX:  # no such lead; PostgreSQL would refuse the number itself
+        return not_found(lead_id), None
     user = str(command.get("user_id") or "")
     team = str(command.get("team_id") or services.team_id)
     settings = services.settings
@@ -126,7 +129,7 @@ def after_edit(
     if lead.owner_id and lead.owner_id != by:
         dm = render.claimer_dm(lead, intro=render.edited_owner_intro(lead, by, changed))
         # As the claim's: refused for its blocks, the details still arrive, as text.
-        rows.append(outbox.message_row(lead.owner_id, dm, lead_id=lead.id, claimer_plain=True))
+        rows.append(outbox.message_row(lead.owner_id, dm, lead_id=lead.id, corrected_by=by))
     if lead.submitted_by != by:
         told = render.edited_submitter_dm(lead, by, changed)
         rows.append(outbox.message_row(lead.submitted_by, told, lead_id=lead.id))

@@ -273,6 +273,8 @@ def test_unknown_other_workspace_and_forgotten_leads_get_a_clear_answer(bot: Bot
     with bot.services.sessions.begin() as s:
         s.execute(update(Lead).where(Lead.id == other.id).values(team_id="T0ELSEWHERE"))
     assert ask(bot, f"edit {other.id}").json()["text"] == missing.format(n=other.id)
+    # Past an INTEGER id no lead can be (PostgreSQL refused the number: "database down").
+    assert ask(bot, "edit 2147483648").json()["text"] == missing.format(n=2147483648)
     for typed in ("edit", "edit twelve", "EDIT 1 2", f"edit {'9' * 13}"):
         said = ask(bot, typed).json()["text"]
         assert said.startswith("To correct a lead, type `/lead edit` and its number"), typed
@@ -450,4 +452,64 @@ def test_a_corrected_priority_moves_the_claim_sla_of_a_lead_still_unclaimed(
         assert again.next_reminder_at == reminded.next_reminder_at
         assert again.claim_due_at == posted + timedelta(hours=2)
     finally:
+        bot.stop()
+
+
+def test_a_corrected_owner_dm_slack_refuses_for_its_blocks_arrives_as_text(bot: Bot) -> None:
+    """The owner's only way to the corrected contact: refused as malformed, it comes as text
+    that says who corrected the lead, not that the owner claimed it."""
+    lead = new_lead(bot, WRONG, owner=REP_A)
+    bot.slack.fail(
+        "chat.postMessage",
+        error="msg_blocks_too_long",
+        when=lambda args: args.get("channel") == REP_A and bool(args.get("blocks")),
+    )
+    save(bot, open_form(bot, lead.id, MANAGER), MANAGER, email="jane@acme.example")
+
+    dm = bot.slack.dms(REP_A)[-1]
+    assert not dm.blocks
+    assert dm.text.startswith(f"<@{MANAGER}> corrected your lead #{lead.id} *Jane Doe*")
+    assert "jane@acme.example" in dm.text and "`msg_blocks_too_long`" in dm.text
+
+
+def test_a_priority_corrected_while_the_card_is_on_its_way_sets_the_sla(
+    tmp_path: Path, database_url: str, slack: Any, clock: Any
+) -> None:
+    """The outbox read the lead (warm) before posting its card; the correction to hot landed
+    while the post was in flight, before there was a post to count the SLA from. The post's
+    UPDATE returns the stored priority, and the SLA is hot's: due 15 minutes after the post."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import LEADS_CHANNEL, start_bot
+    from tests.test_policy_flow import POLICY
+
+    posted = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)  # Wednesday 09:00 in New York
+    clock.set(posted)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    bot = start_bot(database_url, slack, clock, POLICY_FILE=str(policy))
+    gate = slack.hold(
+        "chat.postMessage",
+        when=lambda a: a.get("channel") == LEADS_CHANNEL and not a.get("thread_ts"),
+    )
+    try:
+        r = bot.sim.slash_command("Jane Doe, jane@acme.example, warm", user_id=MARKETER)
+        [lead] = bot.leads()
+        assert gate.arrived.wait(10) and bot.lead(lead.id).card_posted_at is None
+        bot.sim.slash_command(
+            f"edit {lead.id}", user_id=MANAGER, trigger_id="trig-race", response_url="x"
+        )
+        [call] = slack.wait_for("views.open", lambda c: c.args["trigger_id"] == "trig-race")
+        view = call.args["view"]
+        saved = bot.sim.view_submission(MANAGER, view, as_filled(view, priority="hot"))
+        assert (r.status, saved.status, saved.body) == (200, 200, "")
+        assert bot.lead(lead.id).priority == "hot"
+        gate.release()
+        bot.settle()
+        after = bot.lead(lead.id)
+        hot_due = posted + timedelta(minutes=15)
+        assert after.card_posted_at == posted
+        assert (after.claim_due_at, after.next_reminder_at) == (hot_due, hot_due)
+    finally:
+        gate.release()
         bot.stop()

@@ -134,7 +134,7 @@ def test_a_card_delivered_again_moves_nothing_and_records_nothing(bot: Bot) -> N
             now=bot.clock.now(),
             next_reminder_at=bot.clock.now(),
         )
-    assert again is False
+    assert again is None
     after = bot.lead(lead.id)
     assert (after.card_channel, after.card_ts) == (lead.card_channel, lead.card_ts)
     assert after.next_reminder_at == lead.next_reminder_at
