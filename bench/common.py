@@ -183,7 +183,7 @@ class Database:
     path: Path | None = None
 
     @classmethod
-    def create(cls, kind: str, name: str, workdir: Path) -> Database:
+    def create(cls, kind: str, name: str, workdir: Path, revision: str = "head") -> Database:
         if kind == "sqlite":
             path = workdir / f"{name}.db"
             for suffix in ("", "-wal", "-shm"):
@@ -196,7 +196,9 @@ class Database:
             url = make_url(PG_ADMIN_URL).set(database=dbname)
             database = cls(kind, url.render_as_string(hide_password=False))
         engine = database.engine()
-        db.upgrade(engine)  # `serve` refuses an unmigrated PostgreSQL, as deployed
+        # `serve` refuses an unmigrated PostgreSQL, as deployed; `revision`: an older leadbot's
+        # newest (bench.compare), which refuses a schema newer than it knows.
+        db.upgrade(engine, revision)
         engine.dispose()
         return database
 

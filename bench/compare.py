@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -84,6 +85,13 @@ def export(rev: str, into: Path) -> tuple[Path, str]:
     return into, commit
 
 
+def schema_head(root: Path) -> str:
+    """The newest migration the tree at `root` knows (bot.db.HEAD): its database is migrated to
+    that, since a leadbot refuses a schema newer than it knows."""
+    found = re.search(r'^HEAD = "(\w+)"', (root / "bot" / "db.py").read_text(), re.MULTILINE)
+    return found.group(1) if found else "head"
+
+
 def _round(side: Side, slack: SlackEmulator, n: int, people: int) -> LoadResult:
     assert side.served is not None
     plan = mixed(_sim(side.served, slack), side.targets[side.used :], n, people)
@@ -127,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         # One CPU for both, where PIN_CPU=auto puts a lone leadbot: the two never run at once.
         cpu = str(max(os.sched_getaffinity(0)))
         for side in sides:
-            side.database = Database.create(args.db, f"compare-{side.label}", workdir)
+            side.database = Database.create(
+                args.db, f"compare-{side.label}", workdir, revision=schema_head(side.root)
+            )
             engine = side.database.engine()
             try:
                 side.targets = seed_claimable(

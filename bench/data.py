@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Engine, Table, func, select
+from sqlalchemy import Column, Engine, Table, func, inspect, select
 from sqlalchemy.orm import Session
 
 from models import Lead, OutboxItem
@@ -72,7 +72,9 @@ def bulk_insert(
     first = next(it, None)
     if first is None:
         return 0
-    columns = _columns(table, first.keys())
+    # Only the columns the database has: bench.compare loads an older revision's schema too.
+    present = {c["name"] for c in inspect(engine).get_columns(table.name)}
+    columns = [c for c in _columns(table, first.keys()) if c.name in present]
     names = [c.name for c in columns]
     fills = {c.name: _fill(c) for c in columns if c.name not in first}
     all_rows = itertools.chain([first], it)
