@@ -311,6 +311,25 @@ def _as_web_request(work: Callable[[], None]) -> tuple[str | None, float, bool |
 DEADLINE = 1.0
 
 
+def _slow_commit(engine: Engine) -> None:
+    """A transaction whose COMMIT takes 3 s (a deferred trigger sleeps in it)."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TEMP TABLE slow_commit (x int)"))
+        conn.execute(
+            text(
+                "CREATE FUNCTION pg_temp.slowly() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN PERFORM pg_sleep(3); RETURN NULL; END$$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER slowly AFTER INSERT ON slow_commit DEFERRABLE "
+                "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.slowly()"
+            )
+        )
+        conn.execute(text("INSERT INTO slow_commit VALUES (1)"))
+
+
 def test_a_web_request_past_its_deadline_is_cut_and_nothing_else(database_url: str) -> None:
     """bot.db.RequestDeadline, with a short deadline: a web request's query, autocommit
     statement and COMMIT are each cut at the deadline, saying whether a commit was in flight,
@@ -330,22 +349,8 @@ def test_a_web_request_past_its_deadline_is_cut_and_nothing_else(database_url: s
         with single_statement_engine(engine).connect() as conn:
             conn.execute(text("SELECT pg_sleep(3)"))
 
-    def commit() -> None:  # a deferred trigger: the COMMIT is what takes long
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TEMP TABLE slow_commit (x int)"))
-            conn.execute(
-                text(
-                    "CREATE FUNCTION pg_temp.slowly() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$BEGIN PERFORM pg_sleep(3); RETURN NULL; END$$"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE CONSTRAINT TRIGGER slowly AFTER INSERT ON slow_commit DEFERRABLE "
-                    "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.slowly()"
-                )
-            )
-            conn.execute(text("INSERT INTO slow_commit VALUES (1)"))
+    def commit() -> None:
+        _slow_commit(engine)
 
     def then_connect() -> None:  # cut, then asks for a new connection in the same request
         try:
@@ -432,22 +437,8 @@ def test_the_commit_mark_not_psycopgs_code_says_a_commit_was_in_flight(
     watch = db.RequestDeadline(engine, deadline=DEADLINE, every=0.1)
     results: dict[str, tuple[str | None, float, bool | None]] = {}
 
-    def commit() -> None:  # a deferred trigger: the COMMIT is what takes long
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TEMP TABLE slow_commit (x int)"))
-            conn.execute(
-                text(
-                    "CREATE FUNCTION pg_temp.slowly() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$BEGIN PERFORM pg_sleep(3); RETURN NULL; END$$"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE CONSTRAINT TRIGGER slowly AFTER INSERT ON slow_commit DEFERRABLE "
-                    "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.slowly()"
-                )
-            )
-            conn.execute(text("INSERT INTO slow_commit VALUES (1)"))
+    def commit() -> None:
+        _slow_commit(engine)
 
     def query() -> None:
         with engine.begin() as conn:
