@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import Pool, event, func, select, text
 
 from bot import db, render
 from bot.clock import FakeClock, FakeDeliveryTime
@@ -690,8 +690,24 @@ def test_a_commit_that_never_answers_is_told_may_have_been_saved(
     assert all("acme" not in m.lower() and "@" not in m for m in said)
 
 
+@pytest.fixture
+def web_checkouts() -> Iterator[list[Any]]:
+    """The connections web (waitress) threads take from any pool, noted by a listener that is
+    in place before the bot starts and gone after it stops: added or removed while the outbox
+    checks out a connection, it broke that checkout ("deque mutated during iteration")."""
+    took: list[Any] = []
+
+    def note(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if threading.current_thread().name.startswith("waitress"):
+            took.append(dbapi_connection)
+
+    event.listen(Pool, "checkout", note)
+    yield took
+    event.remove(Pool, "checkout", note)
+
+
 def test_a_query_in_flight_when_the_server_freezes_is_answered_in_time(
-    cluster: Cluster, running: Bot
+    cluster: Cluster, web_checkouts: list[Any], running: Bot
 ) -> None:
     """Every process of the server stopped while a /lead's statement was on its way, on a
     pooled connection (no connect, no ping to time out). The request waited for as long as the
@@ -703,13 +719,8 @@ def test_a_query_in_flight_when_the_server_freezes_is_answered_in_time(
     pooled = [engine.connect() for _ in range(3)]
     for conn in pooled:
         conn.close()
-    web_took: list[Any] = []  # the connections web threads took
-
-    def note(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        if threading.current_thread().name.startswith("waitress"):
-            web_took.append(dbapi_connection)
-
-    event.listen(engine, "checkout", note)
+    web_took = web_checkouts
+    web_took.clear()  # the frozen request's only: the web threads are idle now
     running.sim.timeout = 10.0
     with cluster.frozen():
         response, took = _timed(
@@ -721,7 +732,6 @@ def test_a_query_in_flight_when_the_server_freezes_is_answered_in_time(
     assert took < SLACK_DEADLINE, f"answered after {took:.1f} s"
     said = response.json()["text"]
     assert "John Roe, john@acme.example, Acme Corp" in said  # their text back
-    event.remove(engine, "checkout", note)
     assert len(web_took) == 1 and web_took[0].closed  # the cut one is not used again
     # The statement reached the server before it froze: it may run after the thaw, and in
     # autocommit that stores it. The answer must have allowed for that.
