@@ -94,7 +94,6 @@ DISQUALIFIED = "disqualified"
 WON = "won"
 LOST = "lost"
 CONTACTED_STAGES: tuple[str, ...] = ("contacted", "meeting", "qualified", WON, DISQUALIFIED, LOST)
-QUALIFIED_STAGES: tuple[str, ...] = QUALIFYING
 
 USAGE = (
     "Usage: `/lead report [#event] [days]` — the funnel of leads submitted today and the "
@@ -178,9 +177,7 @@ def _counts() -> list[tuple[str, Any]]:
         # without qualified_at (by a process still on the code before migration 0010) counts.
         (
             "qualified",
-            func.count(
-                case((or_(Lead.qualified_at.is_not(None), Lead.stage.in_(QUALIFIED_STAGES)), 1))
-            ),
+            func.count(case((or_(Lead.qualified_at.is_not(None), Lead.stage.in_(QUALIFYING)), 1))),
         ),
         ("won", func.count(case((Lead.stage == WON, 1)))),
         ("disqualified", func.count(case((Lead.stage == DISQUALIFIED, 1)))),

@@ -3,6 +3,7 @@ connection cut while idle is replaced before anyone uses it."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -311,6 +312,20 @@ def _as_web_request(work: Callable[[], None]) -> tuple[str | None, float, bool |
 DEADLINE = 1.0
 
 
+def _web_thread(
+    results: dict[str, tuple[str | None, float, bool | None]],
+    name: str,
+    work: Callable[[], None],
+) -> threading.Thread:
+    """A thread that runs `work` as a web request, its outcome (`_as_web_request`) in
+    results[name]."""
+
+    def run() -> None:
+        results[name] = _as_web_request(work)
+
+    return threading.Thread(target=run)
+
+
 def _slow_commit(engine: Engine) -> None:
     """A transaction whose COMMIT takes 3 s (a deferred trigger sleeps in it)."""
     with engine.begin() as conn:
@@ -371,11 +386,7 @@ def test_a_web_request_past_its_deadline_is_cut_and_nothing_else(database_url: s
             conn.execute(text("SELECT pg_sleep(1.5)"))
         results["job"] = (None, time.monotonic() - started, None)
 
-    def web(name: str, work: Callable[[], None]) -> threading.Thread:
-        def run() -> None:
-            results[name] = _as_web_request(work)
-
-        return threading.Thread(target=run)
+    web = functools.partial(_web_thread, results)
 
     threads = [
         web("query", query),
@@ -456,11 +467,7 @@ def test_the_commit_mark_not_psycopgs_code_says_a_commit_was_in_flight(
             conn.rollback()
             conn.execute(text("SELECT pg_sleep(3)"))
 
-    def web(name: str, work: Callable[[], None]) -> threading.Thread:
-        def run() -> None:
-            results[name] = _as_web_request(work)
-
-        return threading.Thread(target=run)
+    web = functools.partial(_web_thread, results)
 
     threads = [web("commit", commit), web("query", query), web("after commits", after_commits)]
     try:
