@@ -150,6 +150,8 @@ def _build(settings: Settings):
 
     from bot.app import build_services, create_app
 
+    if mismatch := settings.zone_mismatch():
+        log.warning(mismatch)
     engine = open_database(settings)
     services = build_services(settings, engine=engine)
     try:

@@ -43,6 +43,9 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 # for an SLA, walk years of working days to find one deadline).
 LONGEST_SLA = timedelta(days=365)  # REMINDER_AFTER, a policy's claim_within, follow_up_within
 LONGEST_KEPT = timedelta(days=3650)  # RETAIN_FOR, DUPLICATE_WINDOW
+# RETAIN_FOR deletes leads older than it: `12m` meant as twelve months, read as twelve minutes,
+# would have the next hourly purge delete every lead, the unclaimed ones included.
+SHORTEST_KEPT = timedelta(days=1)
 LONGEST_SLACK_CALL = timedelta(minutes=5)  # SLACK_TIMEOUT
 LONGEST_VALUE = 4096  # characters in any setting: a path's limit, far past any id, token or URL
 # What a token or secret can be: it goes into HTTP headers, where "xoxb-…" (the README's
@@ -69,7 +72,14 @@ SETTINGS_HELP: dict[str, tuple[str | None, str]] = {
     ),
     "ESCALATE_AFTER": ("2", "reminders before the managers get a DM"),
     "DIGEST_AT": ("09:00", "time of the managers' daily digest, HH:MM"),
-    "TIMEZONE": ("UTC", "IANA time zone of DIGEST_AT, e.g. Europe/Berlin"),
+    # Empty by default so that a policy file's hours.timezone is the team's one zone: with
+    # TIMEZONE=UTC in .env and New York hours in the file, the digest went out at 05:00 New
+    # York time and /lead report's days began at 19:00.
+    "TIMEZONE": (
+        "",
+        "IANA time zone of DIGEST_AT and /lead report's days, e.g. Europe/Berlin; "
+        "empty: the policy's hours.timezone, else UTC",
+    ),
     "SLACK_TIMEOUT": ("10s", "how long one Slack API call may take before it is retried"),
     "SLACK_POSTS_PER_SECOND": ("1", "pace of posts per channel (Slack allows about 1/s)"),
     "RETAIN_FOR": (
@@ -131,11 +141,28 @@ class Settings:
     def sqlalchemy_url(self) -> URL:
         return database_url(self.database_url)
 
+    def zone_mismatch(self) -> str | None:
+        """A line for the start-up log when TIMEZONE and the policy's hours.timezone differ
+        (both set, then: an unset TIMEZONE takes the policy's), else None."""
+        ours, theirs = self.timezone.key, self.policy.hours.timezone.key
+        if ours == theirs:
+            return None
+        return (
+            f"TIMEZONE is {ours} but the policy's hours.timezone is {theirs}: the digest and "
+            f"/lead report's days go by {ours}, the SLA clock by {theirs}; leave TIMEZONE "
+            "empty to use the policy's zone throughout"
+        )
+
 
 def parse_duration(
-    text: str, *, name: str = "duration", longest: timedelta = LONGEST_SLA
+    text: str,
+    *,
+    name: str = "duration",
+    longest: timedelta = LONGEST_SLA,
+    shortest: timedelta | None = None,
 ) -> timedelta:
-    """`45s`, `30m`, `2h`, `1d` or combinations like `1h30m`; positive, at most `longest`."""
+    """`45s`, `30m`, `2h`, `1d` or combinations like `1h30m`; positive, at most `longest` (and
+    at least `shortest`, when given)."""
     if not _DURATION.match(text or ""):
         raise SettingsError(
             f"{name}: {text!r} is not a duration — use a number and a unit, like 45s, 30m, 2h or 1d"
@@ -150,6 +177,11 @@ def parse_duration(
     # Checked before timedelta(), which overflows past 999,999,999 days.
     if seconds > longest.total_seconds():
         raise SettingsError(f"{name}: {text!r} is too long — at most {format_duration(longest)}")
+    if shortest is not None and seconds < shortest.total_seconds():
+        raise SettingsError(
+            f"{name}: {text!r} is too short — at least {format_duration(shortest)} "
+            "(m is minutes: for months write days, like 365d)"
+        )
     return timedelta(seconds=seconds)
 
 
@@ -354,7 +386,7 @@ def load_settings(
     m = _HHMM.match(digest_at)
     if not m:
         raise SettingsError(f"DIGEST_AT: {digest_at!r} is not a time — expected HH:MM, like 09:00")
-    tz = parse_timezone(get("TIMEZONE"))
+    tz = parse_timezone(get("TIMEZONE")) if get("TIMEZONE") else None
     port = _int(get("PORT"), "PORT", 1, 65535)
     threads = _int(get("WEB_THREADS"), "WEB_THREADS", 1, 256)
     pin_cpu = get("PIN_CPU").lower()
@@ -378,6 +410,8 @@ def load_settings(
         )
     db = get("DATABASE_URL")
     database_url(db)  # validate now so start-up stops with one line, not a driver traceback
+    # Read last: it names its own file and place, and its defaults use the settings above.
+    policy = _policy(env)
 
     return Settings(
         slack_bot_token=get("SLACK_BOT_TOKEN"),
@@ -390,21 +424,22 @@ def load_settings(
         reminder_after=parse_duration(get("REMINDER_AFTER"), name="REMINDER_AFTER"),
         escalate_after=escalate,
         digest_at=time(int(m.group(1)), int(m.group(2))),
-        timezone=tz,
+        timezone=tz or policy.hours.timezone,
         slack_timeout=parse_duration(
             get("SLACK_TIMEOUT"), name="SLACK_TIMEOUT", longest=LONGEST_SLACK_CALL
         ),
         posts_per_second=posts_per_second,
         retain_for=(
-            parse_duration(retain, name="RETAIN_FOR", longest=LONGEST_KEPT) if retain else None
+            parse_duration(retain, name="RETAIN_FOR", longest=LONGEST_KEPT, shortest=SHORTEST_KEPT)
+            if retain
+            else None
         ),
         sales_ids=sales,
         sales_usergroup=usergroup,
         duplicate_window=parse_duration(
             get("DUPLICATE_WINDOW"), name="DUPLICATE_WINDOW", longest=LONGEST_KEPT
         ),
-        # Read last: it names its own file and place, and its defaults use the settings above.
-        policy=_policy(env),
+        policy=policy,
         host=get("HOST"),
         port=port,
         web_threads=threads,
@@ -421,7 +456,9 @@ def _policy(env: Mapping[str, str] | None) -> Policy:
 
 
 def _user_ids(text: str, name: str) -> tuple[str, ...]:
-    ids = tuple(m for m in re.split(r"[\s,]+", text) if m)
+    # Each once, in the order given: a manager listed twice got every digest and escalation
+    # twice.
+    ids = tuple(dict.fromkeys(m for m in re.split(r"[\s,]+", text) if m))
     for m in ids:
         if not _USER.match(m):
             raise SettingsError(
@@ -446,7 +483,9 @@ def env_example() -> str:
     ]
     for name, (default, meaning) in SETTINGS_HELP.items():
         lines.append(
-            f"# {meaning}" + ("" if default is None else f" (default: {default or 'none'})")
+            f"# {meaning}"
+            # (A meaning that says what empty does needs no "default: none".)
+            + ("" if default is None or "empty" in meaning else f" (default: {default or 'none'})")
         )
         lines.append(f"{name}={default or ''}")
         lines.append("")

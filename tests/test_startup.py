@@ -53,6 +53,8 @@ GOOD = {
         ),
         ("SLACK_TIMEOUT", "999999999d", "SLACK_TIMEOUT: '999999999d' is too long — at most 5m"),
         ("RETAIN_FOR", "3651d", "RETAIN_FOR: '3651d' is too long — at most 3650d"),
+        # Twelve months meant, twelve minutes read: the next purge deleted every lead.
+        ("RETAIN_FOR", "12m", "RETAIN_FOR: '12m' is too short — at least 1d (m is minutes"),
         ("DUPLICATE_WINDOW", "999999999d", "DUPLICATE_WINDOW: '999999999d' is too long"),
         ("ESCALATE_AFTER", "²", "ESCALATE_AFTER: '²' is not a number of reminders"),
         ("WEB_THREADS", "²", "WEB_THREADS: '²' — expected a whole number from 1 to 256"),
@@ -604,3 +606,80 @@ def test_a_sandbox_db_that_cannot_be_used_is_named_in_one_line(
     assert result.returncode == 2
     assert result.stderr == f"leadbot: {expected.format(tmp=tmp_path)}\n"
     assert sorted(tmp_path.iterdir()) == before  # nothing made: no "sqlite:" folder, no file
+
+
+NEW_YORK_HOURS = """
+[hours]
+timezone = "America/New_York"
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "09:00"
+end = "17:00"
+"""
+
+
+def test_an_empty_timezone_takes_the_policy_s_zone_for_the_digest(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    """.env.example once set TIMEZONE=UTC and policy.example.toml New York hours: the digest
+    went out at 05:00 in New York. An empty TIMEZONE is the policy's zone now."""
+    from datetime import UTC, datetime
+
+    from tests.conftest import START, FakeClock, start_bot
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(NEW_YORK_HOURS)
+    bot = start_bot(database_url, slack, FakeClock(START), TIMEZONE="", POLICY_FILE=str(policy))
+    try:
+        assert bot.services.settings.zone_mismatch() is None
+        bot.clock.set(datetime(2026, 11, 26, 9, 30, tzinfo=UTC))  # 04:30 in New York
+        assert bot.run_job("digest") == "not due yet (at 09:00 America/New_York)"
+        bot.clock.set(datetime(2026, 11, 26, 14, 0, tzinfo=UTC))  # 09:00 in New York
+        assert bot.run_job("digest").startswith("sent to 1 manager")
+    finally:
+        bot.stop()
+
+
+def test_a_timezone_other_than_the_policy_s_is_named_at_start_up(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text(NEW_YORK_HOURS)
+    settings = load_settings({**GOOD, "TIMEZONE": "UTC"}, dotenv_path=None)
+    with_policy = load_settings(
+        {**GOOD, "TIMEZONE": "UTC", "POLICY_FILE": str(tmp_path / "policy.toml")},
+        dotenv_path=None,
+    )
+    assert settings.zone_mismatch() is None  # no file: its hours are in TIMEZONE
+    assert with_policy.zone_mismatch() == (
+        "TIMEZONE is UTC but the policy's hours.timezone is America/New_York: the digest and "
+        "/lead report's days go by UTC, the SLA clock by America/New_York; leave TIMEZONE "
+        "empty to use the policy's zone throughout"
+    )
+    # Said where an operator looks: the start-up log of `serve` (here stopped by Slack not
+    # answering, after the line).
+    result = _leadbot(
+        "serve",
+        env={
+            **GOOD,
+            "TIMEZONE": "UTC",
+            "POLICY_FILE": str(tmp_path / "policy.toml"),
+            "SLACK_API_URL": "http://127.0.0.1:9/api/",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        },
+        cwd=tmp_path,
+    )
+    assert "TIMEZONE is UTC but the policy's hours.timezone is America/New_York" in (result.stderr)
+
+
+def test_a_manager_listed_twice_gets_one_digest(
+    database_url: str, slack: SlackEmulator, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from tests.conftest import MANAGER, START, FakeClock, start_bot
+
+    bot = start_bot(database_url, slack, FakeClock(START), MANAGER_IDS=f"{MANAGER}, {MANAGER}")
+    try:
+        assert bot.services.settings.manager_ids == (MANAGER,)
+        bot.clock.set(datetime(2026, 11, 26, 9, 0, tzinfo=UTC))
+        assert bot.run_job("digest").startswith("sent to 1 manager")
+        assert len(bot.slack.dms(MANAGER)) == 1
+    finally:
+        bot.stop()
