@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from alembic import op
-from sqlalchemy import Connection, text
+from sqlalchemy import Column, Connection, inspect, text
 
 # The builds wait for transactions already under way on the table; while they wait they block
 # nobody (CONCURRENTLY takes no lock that a write needs), so they may wait longer than the
@@ -76,6 +77,20 @@ def drop_index(name: str, table: str) -> None:
 
 # SQLite's ALTER TABLE … DROP COLUMN (3.35, 2021-03).
 SQLITE_DROP_COLUMN = (3, 35, 0)
+
+
+def add_columns(table: str, *columns: Column[Any]) -> None:
+    """Add those of `columns` that `table` does not have yet. On PostgreSQL a migration that
+    adds columns and then builds an index CONCURRENTLY commits the columns before the build
+    (the build's autocommit block ends the migration's transaction): a build that fails or is
+    cut leaves them in place with the schema a revision behind, and a plain ADD COLUMN then
+    failed every re-run on DuplicateColumn, where the README promises it picks up."""
+    have = {c["name"] for c in inspect(op.get_bind()).get_columns(table)}
+    missing = [c for c in columns if c.name not in have]
+    if missing:
+        with op.batch_alter_table(table) as batch:
+            for col in missing:
+                batch.add_column(col)
 
 
 def drop_columns(table: str, *columns: str) -> None:

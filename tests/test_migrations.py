@@ -461,3 +461,43 @@ def test_a_failure_quoting_row_data_is_named_by_its_class_only(empty_engine: Eng
     for said, transient in failures:
         assert "jane" not in said and "acme" not in said, said
         assert not transient
+
+
+@pytest.mark.parametrize(
+    ("revision", "indexes"),
+    [
+        (
+            "0003",
+            [
+                "ix_leads_status_follow_up",
+                "ix_leads_email_norm",
+                "ix_leads_phone_norm",
+                "ix_leads_owner_status",
+            ],
+        ),
+        ("0008", ["ix_leads_request_key"]),
+    ],
+)
+def test_a_migration_cut_after_its_columns_were_committed_runs_again(
+    empty_engine: Engine, revision: str, indexes: list[str]
+) -> None:
+    """On PostgreSQL a migration's new columns are committed before its CONCURRENTLY index
+    builds: a build that failed or was cut left the columns and the schema a revision behind,
+    and every `leadbot migrate` after it failed on DuplicateColumn."""
+    engine = empty_engine
+    db.upgrade(engine, revision)
+    _store_leads(engine, 2)
+    before = f"{int(revision) - 1:04d}"
+    with engine.connect() as conn:  # what the cut run left: columns, no indexes, the old stamp
+        config = db.alembic_config(engine)
+        config.attributes["connection"] = conn
+        alembic.stamp(config, before)
+        for name in indexes:
+            conn.execute(text(f"DROP INDEX {name}"))
+        conn.commit()
+    assert db.current_revision(engine) == before
+    db.upgrade(engine, "head")
+    assert db.current_revision(engine) == db.HEAD
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM leads")) == 2
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

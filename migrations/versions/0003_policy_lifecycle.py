@@ -18,18 +18,19 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("leads") as batch:
-        batch.add_column(sa.Column("claim_due_at", UTCDateTime(), nullable=True))
-        batch.add_column(sa.Column("stage", sa.String(32), nullable=True))
-        batch.add_column(sa.Column("stage_at", UTCDateTime(), nullable=True))
-        batch.add_column(sa.Column("outcome_reason", sa.String(200), nullable=True))
-        batch.add_column(sa.Column("follow_up_at", UTCDateTime(), nullable=True))
-        batch.add_column(
-            sa.Column("follow_up_misses", sa.Integer(), nullable=False, server_default="0")
-        )
-        batch.add_column(sa.Column("email_norm", sa.String(254), nullable=True))
-        batch.add_column(sa.Column("phone_norm", sa.String(40), nullable=True))
-        batch.add_column(sa.Column("duplicate_of_id", sa.Integer(), nullable=True))
+    # (Only those not there yet: a run cut during an index build below leaves them committed.)
+    online.add_columns(
+        "leads",
+        sa.Column("claim_due_at", UTCDateTime(), nullable=True),
+        sa.Column("stage", sa.String(32), nullable=True),
+        sa.Column("stage_at", UTCDateTime(), nullable=True),
+        sa.Column("outcome_reason", sa.String(200), nullable=True),
+        sa.Column("follow_up_at", UTCDateTime(), nullable=True),
+        sa.Column("follow_up_misses", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("email_norm", sa.String(254), nullable=True),
+        sa.Column("phone_norm", sa.String(40), nullable=True),
+        sa.Column("duplicate_of_id", sa.Integer(), nullable=True),
+    )
     online.create_index("ix_leads_status_follow_up", "leads", ["status", "follow_up_at"])
     online.create_index("ix_leads_email_norm", "leads", ["email_norm"])
     online.create_index("ix_leads_phone_norm", "leads", ["phone_norm"])

@@ -28,8 +28,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("leads") as batch:
-        batch.add_column(sa.Column("request_key", sa.String(100), nullable=True))
+    # (Unless there: a run cut during the index build below leaves it committed.)
+    online.add_columns("leads", sa.Column("request_key", sa.String(100), nullable=True))
     online.create_index("ix_leads_request_key", "leads", ["request_key"], unique=True)
 
 
