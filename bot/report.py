@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import shlex
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -99,7 +98,9 @@ USAGE = (
     "Usage: `/lead report [#event] [days]` — the funnel of leads submitted today and the "
     f"`days` − 1 days before (1–{MAX_DAYS}, default {DEFAULT_DAYS}; `1` is today), for one "
     "`#event` or all of them. "
-    'Example: `/lead report #SaaStr2026 90`. Quote an event with spaces: `#"Web Summit"`.'
+    "Example: `/lead report #SaaStr2026 90`. As in `/lead`, the event runs to a comma or the "
+    "end (`#DMEXCO 2026`); a number ending it is the days unless it is a year or leads have "
+    'that whole name. Quotes keep a number in the name: `#"Day 2" 90`.'
 )
 
 
@@ -194,6 +195,7 @@ class _Groups:
     keys: list[str | None]  # each row's group as the database folds it (lower-case)
     total: Funnel  # over every group, not only the top ones
     count: int  # how many groups there are
+    spelling: str | None = None  # of `spelling_of` over all the rows (see _groups)
 
 
 def _folded(column: Any) -> Any:
@@ -209,14 +211,26 @@ def _shown(session: Session, column: Any) -> Any:
     return func.min(column.collate(binary))
 
 
-def _groups(session: Session, where: ColumnElement[bool], column: Any, top: int) -> _Groups:
+def _groups(
+    session: Session,
+    where: ColumnElement[bool],
+    column: Any,
+    top: int,
+    *,
+    spelling_of: Any = None,
+) -> _Groups:
     """The `top` largest groups of `column` (by leads submitted), in one pass over the window.
 
     Window functions over the grouped rows run after GROUP BY and before LIMIT, so the same
-    query also gives the number of groups and the totals over all of them.
+    query also gives the number of groups and the totals over all of them; and, with
+    `spelling_of`, how that column is shown over all the rows (`_shown`: the name of the one
+    event a report is narrowed to, without a pass of its own).
     """
     counts = _counts()
     key = _folded(column)
+    extra = []
+    if spelling_of is not None:
+        extra.append(func.min(_shown(session, spelling_of)).over().label("spelling"))
     rows = session.execute(
         select(
             key.label("key"),
@@ -224,6 +238,7 @@ def _groups(session: Session, where: ColumnElement[bool], column: Any, top: int)
             *(expr.label(name) for name, expr in counts),
             *(func.sum(expr).over().label(f"all_{name}") for name, expr in counts),
             func.count().over().label("groups"),
+            *extra,
         )
         .where(where)
         .group_by(key)
@@ -237,7 +252,8 @@ def _groups(session: Session, where: ColumnElement[bool], column: Any, top: int)
     first = rows[0]._mapping
     total = Funnel(None, *(int(first[f"all_{n}"]) for n in names))
     groups = [Funnel(r.shown, *(int(r._mapping[n]) for n in names)) for r in rows]
-    return _Groups(groups, [r.key for r in rows], total, int(first["groups"]))
+    spelling = first["spelling"] if spelling_of is not None else None
+    return _Groups(groups, [r.key for r in rows], total, int(first["groups"]), spelling)
 
 
 def _medians(
@@ -336,20 +352,23 @@ def report_for(
     see report_window), overall, per event, per persona.
 
     `event` narrows to one event, compared case-insensitively (people type `#saastr2026` for
-    the `SaaStr2026` on the cards), as events and personas are grouped. Four queries at most,
-    each one pass over the window.
+    the `SaaStr2026` on the cards), as events and personas are grouped; Report.event is then
+    a stored spelling, the one the per-event lines and the digest show (see _shown). Four
+    queries at most, each one pass over the window.
     """
     since, until = report_window(now, days, tz)
     where = _window(since, until)
     if event is not None:
-        # Both sides folded by the database, so they fold alike (SQLite's lower() is ASCII's).
-        where = and_(where, _folded(Lead.event) == _folded(literal(event, String)))
+        where = and_(where, _same_event(event))
     # With one event asked for, a per-event breakdown would only repeat the total.
     by_event = _groups(session, where, Lead.event, top) if event is None else None
     if by_event is not None and not by_event.count:
         empty = Breakdown([], 0)
         return Report(since, now, days, event, _EMPTY, empty, empty, [], 0, tz)
-    by_persona = _groups(session, where, Lead.persona, top)
+    # The one event is named as its leads spell it (as the per-event lines would), not as typed.
+    spelling_of = Lead.event if event is not None else None
+    by_persona = _groups(session, where, Lead.persona, top, spelling_of=spelling_of)
+    event = by_persona.spelling or event
     total = by_persona.total
     dimensions = {"persona": (_folded(Lead.persona), _claimed_keys(by_persona))}
     if by_event is not None:
@@ -369,6 +388,49 @@ def report_for(
         total_reasons,
         tz,
     )
+
+
+def _same_event(event: str) -> ColumnElement[bool]:
+    # Both sides folded by the database, so they fold alike (SQLite's lower() is ASCII's).
+    return _folded(Lead.event) == _folded(literal(event, String))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How `#Day 2` (ReportArgs.or_event) was read: as the event "Day 2" (`whole`) because
+    leads of the last `searched` days have it, or else as the event "Day" over 2 days."""
+
+    typed: str  # "Day 2"
+    whole: bool
+    event: str  # "Day"
+    days: int  # 2
+    searched: int
+
+
+def resolve(
+    session: Session, args: ReportArgs, now: datetime, tz: tzinfo = UTC
+) -> tuple[ReportArgs, Reading | None]:
+    """The one reading of `args` to report on, and how an ambiguous one was read.
+
+    `#Day 2` is the event "Day 2" when that reading (over the default days) has leads, else the
+    event "Day" over 2 days: the name as `/lead` stored it wins, and is never an empty report.
+    One query over the funnel index's submitted_at range of the default days, newest first: it
+    stops at the event's latest lead, and reads the whole range only when there is none.
+    """
+    if args.or_event is None or args.or_days is None or args.event is None:
+        return args, None
+    searched = args.days
+    since, until = report_window(now, searched, tz)
+    found = session.scalar(
+        select(Lead.submitted_at)
+        .where(_window(since, until), _same_event(args.event))
+        .order_by(Lead.submitted_at.desc())
+        .limit(1)
+    )
+    reading = Reading(args.event, found is not None, args.or_event, args.or_days, searched)
+    if reading.whole:
+        return ReportArgs(args.event, args.days), reading
+    return ReportArgs(args.or_event, args.or_days), reading
 
 
 @dataclass(frozen=True)
@@ -479,58 +541,162 @@ class UsageError(ValueError):
 class ReportArgs:
     event: str | None = None
     days: int = DEFAULT_DAYS
+    # `#Day 2` at the end of the text, no days given before it: the event "Day 2" as `/lead`
+    # stores it, or the event "Day" (`or_event`) over 2 days (`or_days`). resolve() picks by
+    # what is stored; None when the text says which.
+    or_event: str | None = None
+    or_days: int | None = None
 
 
-# Phones type curly quotes; shlex only knows straight ones.
-_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
-
+# Quotes by kind, as phones type them too (curly); each closes with any quote of its kind.
+_DOUBLE = '"“”„'
+_SINGLE = "'‘’"
 
 # A number of days, as `30` or as the settings write durations, `30d`.
 _DAYS = re.compile(r"([0-9]+)d?", re.IGNORECASE)
+_DAYS_WITH_UNIT = re.compile(r"[0-9]+d", re.IGNORECASE)
+_PLAIN_NUMBER = re.compile(r"[0-9]+")
+# A year ends many event names (`#DMEXCO 2026`); nobody means 2026 days by it.
+_YEAR = re.compile(r"(?:19|20)[0-9]{2}")
+# What `/lead` strips from the front of an event (bot/parsing.py: every `#` and space).
+_EVENT_PREFIX = re.compile(r"^[#\s]+")
+
+
+@dataclass(frozen=True)
+class _Word:
+    text: str  # quotes removed
+    quoted: bool
+
+
+def _tokens(text: str) -> list[_Word | None]:
+    """Words, and None for each comma (it ends an `#event` as it ends a field of `/lead`).
+    A quote opens only at the start of a word (or after its `#`s), so an apostrophe inside one
+    (`#Founder's Day`) is just a letter; within quotes, spaces and commas are the word's."""
+    out: list[_Word | None] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c == ",":
+            out.append(None)
+            i += 1
+            continue
+        j = i
+        while j < n and text[j] == "#":
+            j += 1
+        if j < n and text[j] in _DOUBLE + _SINGLE:
+            kind = _DOUBLE if text[j] in _DOUBLE else _SINGLE
+            close = next((k for k in range(j + 1, n) if text[k] in kind), -1)
+            if close < 0:
+                raise UsageError(f"❌ A quote is not closed in `{_show(text)}`.\n{USAGE}")
+            out.append(_Word(text[i:j] + text[j + 1 : close], quoted=True))
+            i = close + 1
+            continue
+        while j < n and not text[j].isspace() and text[j] != ",":
+            j += 1
+        out.append(_Word(text[i:j], quoted=False))
+        i = j
+    return out
+
+
+def _event_name(text: str) -> str:
+    # As `/lead` stores it, and one space between words: what people type, not its spacing.
+    return " ".join(_EVENT_PREFIX.sub("", text).split())
+
+
+def _days_of(word: str, already: int | None) -> int:
+    number = _DAYS.fullmatch(word)
+    if number is None:
+        raise UsageError(
+            f"❌ `{_show(word)}` is neither an `#event` nor a number of days.\n{USAGE}"
+        )
+    if already is not None:
+        raise UsageError(
+            f"❌ `{_show(word)}`: the number of days is given twice (already {already}).\n{USAGE}"
+        )
+    digits = number.group(1)
+    # int() of thousands of digits raises; far fewer are already out of range.
+    value = int(digits) if len(digits) <= 6 else MAX_DAYS + 1
+    if not 1 <= value <= MAX_DAYS:
+        raise UsageError(
+            f"❌ `{_show(word)}` is not a number of days from 1 to {MAX_DAYS}.\n{USAGE}"
+        )
+    return value
 
 
 def parse_report_args(text: str) -> ReportArgs:
-    """`report [#event] [days]` (either order) → ReportArgs, or UsageError naming the bad word."""
+    """`report [#event] [days]` (either order) → ReportArgs, or UsageError naming the bad word.
+
+    `#event` is read as `/lead` reads it: everything after the `#` up to a comma or the end
+    (`#DMEXCO 2026` is the event "DMEXCO 2026"), or one quoted word (`#"Web Summit" 14`).
+    A last word `90d` is the days; a last number that is not a year (`#SaaStr2026 90`), when
+    no days came before, may be either: ReportArgs.or_event/or_days, which resolve() settles.
+    """
     words = text.strip().split(maxsplit=1)
     rest = text
     if words and words[0].lower() == "report":  # the subcommand's own word, if given
         rest = words[1] if len(words) > 1 else ""
-    try:
-        tokens = shlex.split(rest.translate(_QUOTES))
-    except ValueError:
-        raise UsageError(f"❌ A quote is not closed in `{_show(rest)}`.\n{USAGE}") from None
+    tokens = _tokens(rest)
     event: str | None = None
     days: int | None = None
-    for token in tokens:
-        if token.startswith("#"):
-            name = " ".join(token.lstrip("#").split())  # stored events have no leading `#`
+    or_event: str | None = None
+    or_days: int | None = None
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token is None:
+            continue
+        if not token.text.startswith("#"):
+            days = _days_of(token.text, days)
+            continue
+        if event is not None:
+            raise UsageError(
+                f"❌ `{_show(token.text)}`: one `#event` at a time "
+                f"(already `#{_show(event)}`).\n{USAGE}"
+            )
+        if token.quoted:
+            name = _event_name(token.text)
             if not name:
-                raise UsageError(f"❌ `{_show(token)}`: write the event's name after `#`.\n{USAGE}")
-            if event is not None:
                 raise UsageError(
-                    f"❌ `{_show(token)}`: one `#event` at a time "
-                    f"(already `#{_show(event)}`).\n{USAGE}"
+                    f"❌ `{_show(token.text)}`: write the event's name after `#`.\n{USAGE}"
                 )
             event = name
-        elif (number := _DAYS.fullmatch(token)) is not None:
-            if days is not None:
+            continue
+        run = [token.text]
+        quoted_end = False
+        while i < len(tokens) and (word := tokens[i]) is not None:
+            if word.text.startswith("#") and not word.quoted:
+                so_far = _event_name(" ".join(run)) or "…"
                 raise UsageError(
-                    f"❌ `{_show(token)}`: the number of days is given twice "
-                    f"(already {days}).\n{USAGE}"
+                    f"❌ `{_show(word.text)}`: one `#event` at a time "
+                    f"(already `#{_show(so_far)}`).\n{USAGE}"
                 )
-            digits = number.group(1)
-            # int() of thousands of digits raises; far fewer are already out of range.
-            value = int(digits) if len(digits) <= 6 else MAX_DAYS + 1
-            if not 1 <= value <= MAX_DAYS:
-                raise UsageError(
-                    f"❌ `{_show(token)}` is not a number of days from 1 to {MAX_DAYS}.\n{USAGE}"
-                )
-            days = value
-        else:
+            run.append(word.text)
+            quoted_end = word.quoted
+            i += 1
+        name = _event_name(" ".join(run))
+        if not name:
             raise UsageError(
-                f"❌ `{_show(token)}` is neither an `#event` nor a number of days.\n{USAGE}"
+                f"❌ `{_show(token.text)}`: write the event's name after `#`.\n{USAGE}"
             )
-    return ReportArgs(event=event, days=days or DEFAULT_DAYS)
+        event = name
+        *first, last = name.split(" ")
+        if i < len(tokens) or days is not None or not first or quoted_end:
+            # A comma or a quote ended the name, or the days are given: a number is the name's.
+            continue
+        if _DAYS_WITH_UNIT.fullmatch(last):
+            event, days = " ".join(first), _days_of(last, None)
+        elif (
+            _PLAIN_NUMBER.fullmatch(last)
+            and not _YEAR.fullmatch(last)
+            and len(last) <= 6  # int() of thousands of digits raises
+            and 1 <= int(last) <= MAX_DAYS
+        ):
+            or_event, or_days = " ".join(first), int(last)
+    return ReportArgs(event=event, days=days or DEFAULT_DAYS, or_event=or_event, or_days=or_days)
 
 
 def _show(word: str) -> str:
@@ -627,24 +793,55 @@ def _reason_lines(reasons: list[tuple[str | None, int]], total_reasons: int, tot
     return "\n".join(lines)
 
 
+def _reading_note(reading: Reading | None, report: Report) -> str | None:
+    """Says how `#Day 2` was read when the other reading may be the one meant: when "Day 2"
+    has leads (so "Day" over 2 days was not reported), or when neither has any."""
+    if reading is None or (not reading.whole and report.total.submitted):
+        return None
+    typed, event = inline(reading.typed, LABEL_MAX), inline(reading.event, LABEL_MAX)
+    if reading.whole:
+        stored = inline(report.event or reading.typed, LABEL_MAX)
+        return (
+            f"`#{_show(reading.typed)}` is read as the event “{stored}”, which leads have. "
+            f"For the event “{event}” over {_days(reading.days)}, type "
+            f"`/lead report {reading.days} #{_show(reading.event)}`."
+        )
+    return (
+        f"`#{_show(reading.typed)}` is read as the event “{event}” over "
+        f"{_days(reading.days)}: no lead {_in_days(reading.searched)} has the event “{typed}”. "
+        f'For that event, type `/lead report #"{_show(reading.typed)}"`.'
+    )
+
+
 def report_message(
     report: Report,
     persona_names: Mapping[str, str] | None = None,
     *,
     retain_for: timedelta | None = None,
+    reading: Reading | None = None,
 ) -> Message:
-    """`/lead report` as a message: totals, per event, per persona, disqualify reasons."""
+    """`/lead report` as a message: totals, per event, per persona, disqualify reasons; and
+    how an ambiguous `#Day 2` was read (resolve), when the other reading may be the one meant."""
     scope = f"#{report.event}, " if report.event else ""
     header = shorten(f"📊 Lead report — {scope}{_days(report.days)}", HEADER_MAX)
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=header))]
     t = report.total
-    where = f" for *#{inline(report.event, LABEL_MAX)}*" if report.event else ""
+    # Not in bold itself: the summary's heading is, and mrkdwn does not nest `*`.
+    event = f"#{inline(report.event, LABEL_MAX)}" if report.event else ""
+    where = f" for {event}" if event else ""
+    note = _reading_note(reading, report)
     if not t.submitted:
-        text = f"No leads were submitted{where} {_in_days(report.days)}."
+        text = f"No leads were submitted{' for *' + event + '*' if event else ''} "
+        text += f"{_in_days(report.days)}."
         blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
+        if note:
+            blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]))
+            text += " " + note
     else:
         summary = f"*All leads{where}*\n{_steps(t)}"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=summary)))
+        if note:
+            blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]))
         if report.event is None:
             events = _group_lines(report.by_event, t, noun="event", none="no event")
             blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*By event*\n{events}")))
@@ -787,8 +984,13 @@ def answer(
     def work() -> None:
         try:
             with services.sessions() as s:
-                figures = report_for(s, now, days=args.days, event=args.event, tz=settings.timezone)
-            message = report_message(figures, persona_names=names, retain_for=settings.retain_for)
+                asked, reading = resolve(s, args, now, settings.timezone)
+                figures = report_for(
+                    s, now, days=asked.days, event=asked.event, tz=settings.timezone
+                )
+            message = report_message(
+                figures, persona_names=names, retain_for=settings.retain_for, reading=reading
+            )
             result: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
         except SQLAlchemyError as e:
             log.error("report failed, database error: %s", type(e).__name__)

@@ -22,7 +22,7 @@ from handlers.common import (
     may_have_been_saved,
     services_of,
 )
-from handlers.subcommands import SUBCOMMANDS
+from handlers.subcommands import SUBCOMMANDS, is_subcommand
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         again = f"/lead edit {edit.lead_number(text.strip())}"
         later(services, _open_form, services, command, respond, modal, again)
         return
-    if word in SUBCOMMANDS and "," not in text:
+    if is_subcommand(text):
         # `/lead policy`, `/lead mine`, `/lead report …`: answered privately, nothing stored.
         ack(response_type="ephemeral", **SUBCOMMANDS[word](services, command, text.strip()))
         return

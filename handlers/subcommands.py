@@ -35,3 +35,23 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "report": report,
     "mine": outcomes.mine,  # your open leads, with their outcome select
 }
+
+# What `report`'s arguments start with: an `#event` (maybe quoted) or a number of days.
+_REPORT_ARGS = tuple("#\"'“”„‘’0123456789")
+
+
+def is_subcommand(text: str) -> bool:
+    """Whether `/lead <text>` (unescaped) is one of SUBCOMMANDS rather than a lead.
+
+    A lead's fields are separated by commas, so a comma makes `Mine Kim, mine@x.example` a
+    lead. But `report` separates its own arguments with them (`report #DMEXCO 2026, 7`, as
+    `/lead` ends an `#event` at a comma): with a comma it is still a report when its first
+    argument is an `#event` or a number, which no lead's name is after the word "report".
+    """
+    words = text.split(maxsplit=1)
+    word = words[0].lower() if words else ""
+    if word not in SUBCOMMANDS:
+        return False
+    if "," not in text:
+        return True
+    return word == "report" and len(words) > 1 and words[1].startswith(_REPORT_ARGS)
