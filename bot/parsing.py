@@ -3,16 +3,23 @@
 Pure functions, no I/O and no logging: lead contact details must never reach a log, so errors
 are returned as values and it is up to the caller what to show (and to whom).
 
-Values are stored exactly as typed apart from three things: surrounding whitespace is stripped,
-control characters are removed (notes keep newlines and tabs), and a few fields are normalised
-(priority and persona to their canonical keys, event without its leading `#`). Mentions, links,
-emoji and the like are valid data; escaping them for display is the renderer's job.
+Values are stored exactly as typed apart from four things: surrounding whitespace is stripped,
+control characters are removed (notes keep newlines and tabs), a value of invisible characters
+only (zero-width spaces, say) counts as not given, and a few fields are normalised (priority and
+persona to their canonical keys, event without its leading `#`, a phone's digits and punctuation
+to ASCII). Mentions, links, emoji and the like are valid data; escaping them for display is the
+renderer's job.
+
+Email and phone never go on the public card, so the grammar errs towards refusing: an unkeyed
+field that holds a phone-like run of digits it cannot read as a phone, or a key one typo away from
+a known key, is an error rather than a company or a note.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,19 +52,35 @@ MAX_LENGTHS: dict[str, int] = {
 DEFAULT_PRIORITIES: tuple[str, ...] = ("hot", "warm", "cold")
 PHONE_MIN_DIGITS = 7
 PHONE_MAX_DIGITS = 20
+PHONE_MAX_EXTENSION_DIGITS = 7
 _QUOTE_MAX = 40  # long values are cut in messages: they are read on a phone
 
-USAGE = """\
+
+def usage(priorities: Sequence[str] = DEFAULT_PRIORITIES, default_priority: str = "warm") -> str:
+    """The `/lead help` text for a policy: its priorities, its default, one in the example."""
+    return _usage(tuple(priorities), default_priority)
+
+
+@functools.cache
+def _usage(priorities: tuple[str, ...], default_priority: str) -> str:
+    default = _canonical(default_priority, priorities) or default_priority
+    named = [f"`{p}`" for p in priorities]
+    choices = " or ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+    example = priorities[0] if priorities else default
+    return f"""\
 *Submit a lead:* `/lead` on its own opens a form, or type the fields separated by commas.
-• Typed fields are read by their shape: an email address, a phone number, a priority \
-(`hot`, `warm` or `cold`; `warm` if you leave it out) and an `#event`. The first other field \
-is the name, the next the company, the rest are notes.
+• Typed fields are read by their shape: an email address, a phone number (an extension such as \
+`ext. 12` is kept), a priority ({choices}; `{default}` if you leave it out) and an `#event`. The \
+first other field is the name, the next the company, the rest are notes.
 • Or label them as `key: value`: name, email, phone, company, title, priority, event, \
-territory, persona, notes. `notes:` takes the rest of the text, commas and all.
-• A lead needs a name and an email or a phone so sales can reach them.
+territory, persona, notes (`tel:`, `mobile:` and `cell:` mean `phone:`, `mail:` means `email:`, \
+`note:` means `notes:`). `notes:` takes the rest of the text, commas and all.
+• A lead needs a name and an email or a phone so sales can reach them. Email and phone never go \
+on the public card, so a field that looks like a phone number I can't read is refused: label it \
+`phone:`, or if it is no phone number, put it after `notes:`.
 • Mistyped something? `/lead edit 12` opens the form filled in with lead #12 (its number is \
 on your receipt) to correct it.
-Example: `/lead Jane Doe, jane@acme.example, Acme Corp, +1 415 555 0100, hot, #SaaStr2026, \
+Example: `/lead Jane Doe, jane@acme.example, Acme Corp, +1 415 555 0100, {example}, #SaaStr2026, \
 wants an API demo`"""
 
 
@@ -104,20 +127,84 @@ class ParseResult:
 
 _HELP_WORDS = frozenset({"help", "-h", "--help"})
 
-# A known key at the start of a field; any other word before a colon is plain text.
-_KEYED = re.compile(r"\s*([A-Za-z]+)\s*:(.*)", re.DOTALL)
+# `key: value` at the start of a field. The key may be several words (`phone number:`): a known
+# key or alias (_KEYS) makes the field keyed; any other words before a colon are plain text.
+_KEYED = re.compile(r"\s*([A-Za-z][A-Za-z .\-_\t\n]*):(.*)", re.DOTALL)
+_KEY_SPELLING = str.maketrans("", "", " \t\n.-_")  # `E-mail`, `Tel.`, `phone number`
+# Every way a key may be typed, as _KEY_SPELLING leaves it (lower case): to its field.
+_KEYS: dict[str, str] = {
+    **{field: field for field in FIELDS},
+    **dict.fromkeys(("mail", "emailaddress"), "email"),
+    **dict.fromkeys(
+        (
+            "tel",
+            "telno",
+            "telephone",
+            "phoneno",
+            "phonenumber",
+            "mob",
+            "mobile",
+            "mobileno",
+            "mobilenumber",
+            "mobilephone",
+            "cell",
+            "cellno",
+            "cellnumber",
+            "cellphone",
+        ),
+        "phone",
+    ),
+    "note": "notes",
+}
 # Slack's autolinks, e.g. <mailto:jane@acme.example|jane@acme.example>; the label is optional.
 _WRAPPED = re.compile(r"<(?:mailto|tel):([^<>|]*)(?:\|([^<>]*))?>", re.IGNORECASE)
 # Slack markup (<@U123>, <!channel>, <#C1|x>, <https://x|y>) is data even with an `@` inside;
 # a bare <jane@acme.example> is not markup, so it still reads as an (invalid) email.
 _MARKUP = re.compile(r"<(?:[@#!]|[A-Za-z][A-Za-z0-9+.\-]*:)[^<>]*>")
-_PHONE_SHAPE = re.compile(r"\+?[0-9 ().\-]+")
+# A phone number (in ASCII, see _ascii_phone): digits, spaces and `+ ( ) . - /`, then perhaps
+# an extension (`ext. 12`, `x12`, `#12`). Group 1 is the number, group 2 the extension.
+# Possessive, so that a long field which is not a phone fails in one pass.
+_PHONE = re.compile(
+    r"(\(?\+?[0-9 ().\-/]++)(?:(?:ext(?:ension|n)?\.?|x|#) *+:? *+"
+    rf"([0-9]{{1,{PHONE_MAX_EXTENSION_DIGITS}}}+))?",
+    re.IGNORECASE,
+)
+# Seven digits with only phone punctuation between them: what an unkeyed field that is not a
+# phone must not hold, lest a number we could not read reach the card as a company or a note.
+_DIGIT_RUN = re.compile(rf"(?:\d[ ().\-/+]*+){{{PHONE_MIN_DIGITS - 1}}}\d")
+# A date (26.11.2026, 11/26/2026, 2026-11-26) has as many digits as a phone but is plain text.
+_DATE = re.compile(
+    r"(?<![\d.\-/])(?:(\d{1,2})([./-])(\d{1,2})\2(?:\d{4}|\d{2})|\d{4}([./-])(\d{1,2})\4(\d{1,2}))"
+    r"(?![\d\-/]|\.\d)"
+)
+# Slack ids inside mentions (<@U0123456789>) are digits but no phone.
+_MENTION_ID = re.compile(r"<[@#!][^<>|]*")
+# Unicode's other ways to write phone punctuation: full-width, no-break and thin spaces, dashes.
+_PHONE_PUNCTUATION = {
+    **dict(zip("＋（）－．／＃", "+()-./#", strict=True)),
+    **dict.fromkeys("\u3000\u00a0\u2007\u2009\u202f", " "),
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2212", "-"),
+}
+# Those, and any decimal digit that is not ASCII (full-width ０-９, Arabic-Indic, ...).
+_NOT_ASCII_PHONE = re.compile("[" + "".join(_PHONE_PUNCTUATION) + r"]|(?![0-9])\d")
+_NOT_A_DIGIT = re.compile(r"[^0-9]+")
+# What a phone's number holds besides digits (_PHONE group 1): deleted, its digits are left.
+_PHONE_NOT_DIGITS = str.maketrans("", "", " ().-/+")
+_BUILT_IN_PRIORITIES = frozenset(DEFAULT_PRIORITIES)
+# The field a "missing" error is reported on (see _validate), by the field that would fill it.
+_MISSING_ON = {"name": "name", "email": "email", "phone": "email"}
 _EVENT_PREFIX = re.compile(r"^[#\s]+")
+# What shows nothing on its own: format characters (zero-width space and joiner, direction
+# marks, BOM), separators, combining marks, and the letters fonts draw blank.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def is_help(text: str) -> bool:
-    """True for `help`, `-h` or `--help`, in any case, with any surrounding whitespace."""
-    return text.strip().lower() in _HELP_WORDS
+    """True for `help`, `-h` or `--help` in any case, alone or followed by words without a
+    comma (`help me`): a lead has commas, a plea for help need not."""
+    words = text.split(maxsplit=1)
+    return bool(words) and words[0].lower() in _HELP_WORDS and "," not in text
 
 
 def slack_unescape(text: str) -> str:
@@ -132,16 +219,21 @@ def normalize_email(email: str) -> str:
 
 def normalize_phone(phone: str) -> str:
     """Digits only, so `+1 (415) 555-0100` and `14155550100` compare equal."""
-    return "".join(c for c in phone if "0" <= c <= "9")
+    return _NOT_A_DIGIT.sub("", phone)
 
 
 MIN_PHONE_DIGITS = 7  # fewer digits (an extension, a typo) would match unrelated people
 
 
 def contact_keys(email: str | None, phone: str | None) -> tuple[str | None, str | None]:
-    """(email_norm, phone_norm) as stored on a lead for duplicate detection; None when absent."""
+    """(email_norm, phone_norm) as stored on a lead for duplicate detection; None when absent.
+
+    The phone's key is its number's digits without the extension: `+1 415 555 0100 ext. 12`
+    and `+1 (415) 555-0100` are the same line, typed with and without the branch. (Two people
+    behind one switchboard then look alike too; the mark is a hint, and a missed repeat of the
+    same person costs more than a second look at a colleague.)"""
     email_norm = normalize_email(email) if email else ""
-    phone_norm = normalize_phone(phone) if phone else ""
+    phone_norm = normalize_phone(_phone_number(phone)) if phone else ""
     return (email_norm or None, phone_norm if len(phone_norm) >= MIN_PHONE_DIGITS else None)
 
 
@@ -158,28 +250,44 @@ def parse_lead_text(
     found: dict[str, list[str]] = {field: [] for field in FIELDS}
     plain: list[tuple[str, str]] = []  # (value, value as notes), in the order typed
     keyed_notes: str | None = None
+    refused: list[FieldError] = []  # fields the grammar will not guess at
+    # Fields whose "missing" error a refused field makes moot (it was probably meant as that).
+    moot: set[str] = set()
 
     # Notes keep newlines and tabs, so those are only removed field by field below.
     text = _remove_controls(text, keep="\n\t")
     for start, segment in _segments(text):
         value = _clean(segment)
-        if not value:
+        if not _visible(value):
             continue
         keyed = _KEYED.fullmatch(value)
-        key = keyed.group(1).lower() if keyed else ""
-        if keyed and key in FIELDS:
+        if keyed:
+            typed = keyed.group(1).strip()
+            # The key as typed first: translate() costs more than the rest of a keyed field.
+            key = _KEYS.get(typed.lower())
+            compact = typed.translate(_KEY_SPELLING).lower() if key is None else ""
+            key = key or _KEYS.get(compact)
             if key == "notes":
                 # Only the key, spaces, tabs and newlines come before it: this is the key's colon.
                 keyed_notes = text[start + segment.index(":") + 1 :]
                 break
-            value = keyed.group(2).strip()
-            if key in ("email", "phone"):
-                value = _unwrap(value)
-            elif key == "event":
-                value = _normalize_event(value)
-            if value:
-                found[key].append(value)
-            continue
+            if key:
+                value = keyed.group(2).strip()
+                if key in ("email", "phone"):
+                    value = _unwrap(value)
+                elif key == "event":
+                    value = _normalize_event(value)
+                if _visible(value):
+                    found[key].append(value)
+                continue
+            # One word (`Titel.`, `e-mial`), not a phrase that happens to end in a colon.
+            near = None if any(c.isspace() for c in typed) else _near_key(compact)
+            if near:
+                # `titel: CTO` would otherwise be the company, on the public card.
+                message = f"{near}: {_quote(typed + ':')} is not a key; did you mean `{near}:`?"
+                refused.append(_error(near, value, f"{message} If not, leave out the colon."))
+                moot.add(_MISSING_ON.get(near, ""))
+                continue
         value = _unwrap(value)
         kind = _shape(value, priority_words)
         if kind == "event":
@@ -188,10 +296,18 @@ def parse_lead_text(
                 found[kind].append(value)
         elif kind:
             found[kind].append(value)
+        elif _holds_a_phone(value):
+            # Not a phone we can read, yet phone-like: never a company or a note on the card.
+            message = (
+                f"phone: {_quote(value)} looks like a phone number but is not one I can read; "
+                "write it as `phone: …` (if it is no phone number, put it after `notes:`)"
+            )
+            refused.append(_error("phone", value, message))
+            moot.add(_MISSING_ON["phone"])
         elif value:
             plain.append((value, _unwrap(_clean(segment, keep="\n\t"))))
 
-    errors: list[FieldError] = []
+    errors: list[FieldError] = refused
     duplicated: set[str] = set()
     for field in FIELDS:
         first, *others = found[field] or [""]
@@ -220,7 +336,11 @@ def parse_lead_text(
         personas=personas,
         from_text=True,
     )
-    errors.extend(e for e in result.errors if e.field not in duplicated)
+    errors.extend(
+        e
+        for e in result.errors
+        if e.field not in duplicated and not (e.value == "" and e.field in moot)
+    )
     if errors:
         return ParseResult(None, tuple(sorted(errors, key=lambda e: FIELDS.index(e.field))))
     return result
@@ -269,8 +389,12 @@ def _validate(
     for field in FIELDS:
         value = raw.get(field)
         value = _clean(value, keep="\n\t" if field == "notes" else "") if value else ""
-        if field == "event":
+        if not _visible(value):
+            value = ""  # zero-width spaces and the like: nothing anyone could read
+        elif field == "event":
             value = _normalize_event(value)
+        elif field == "phone":
+            value = _ascii_phone(value)
         if value:
             values[field] = value
             error = _check(field, value, priorities, personas)
@@ -321,9 +445,10 @@ def _check(
     if field == "email" and not _is_email(value):
         return _error(field, value, f"email: {_quote(value)} is not a valid email address")
     if field == "phone":
-        if not _PHONE_SHAPE.fullmatch(value):
+        number = _PHONE.fullmatch(value)
+        if not number:
             return _error(field, value, f"phone: {_quote(value)} is not a valid phone number")
-        digits = len(normalize_phone(value))
+        digits = len(number.group(1).translate(_PHONE_NOT_DIGITS))
         if not PHONE_MIN_DIGITS <= digits <= PHONE_MAX_DIGITS:
             message = (
                 f"phone: {_quote(value)} has {digits} digits; a phone number has "
@@ -339,17 +464,105 @@ def _shape(value: str, priority_words: set[str]) -> str | None:
     """Which field an unkeyed value is, by its shape; None for plain text."""
     if "@" in _MARKUP.sub("", value):
         return "email"
-    if _looks_like_phone(value):
-        return "phone"
-    if value.lower() in priority_words:
+    lowered = value.lower()
+    # A built-in priority word the policy lacks is a mistaken priority, not a company.
+    if lowered in priority_words or lowered in _BUILT_IN_PRIORITIES:
         return "priority"
     if value.startswith("#"):
         return "event"
+    ascii_value = _ascii_phone(value)
+    number = _PHONE.fullmatch(ascii_value)
+    if (
+        number
+        and len(number.group(1).translate(_PHONE_NOT_DIGITS)) >= PHONE_MIN_DIGITS
+        and not _is_a_date(ascii_value)
+    ):
+        return "phone"
     return None
 
 
-def _looks_like_phone(value: str) -> bool:
-    return bool(_PHONE_SHAPE.fullmatch(value)) and len(normalize_phone(value)) >= PHONE_MIN_DIGITS
+def _holds_a_phone(value: str) -> bool:
+    """Whether an unkeyed field that is no phone by its shape holds a phone-like run of digits
+    (`+1 415 555 0100 (mobile)`, `whatsapp +44 7700 900123`), dates and Slack ids aside."""
+    value = _ascii_phone(value)
+    if not _DIGIT_RUN.search(value):
+        return False  # the usual answer, in one pass
+    value = _MENTION_ID.sub(" ", value)
+    value = _DATE.sub(lambda m: " " if _date_in_range(m) else m.group(), value)
+    return bool(_DIGIT_RUN.search(value))
+
+
+def _is_a_date(value: str) -> bool:
+    date = _DATE.fullmatch(value)
+    return bool(date) and _date_in_range(date)
+
+
+def _date_in_range(date: re.Match[str]) -> bool:
+    """Day and month in range: 26.11.2026 or 11/26/2026 (either order), or 2026-11-26."""
+    if date.group(1):
+        first, second = int(date.group(1)), int(date.group(3))
+        return 1 <= min(first, second) <= 12 and max(first, second) <= 31
+    month, day = int(date.group(5)), int(date.group(6))
+    return 1 <= month <= 12 and 1 <= day <= 31
+
+
+def _ascii_phone(value: str) -> str:
+    """`value` with full-width (and other non-ASCII) digits and phone punctuation in ASCII."""
+    if value.isascii():
+        return value
+    return _NOT_ASCII_PHONE.sub(_ascii_phone_char, value)
+
+
+def _ascii_phone_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _PHONE_PUNCTUATION.get(char) or str(unicodedata.decimal(char))
+
+
+def _phone_number(phone: str) -> str:
+    """A phone without its extension (as typed when it is not a valid phone)."""
+    number = _PHONE.fullmatch(_ascii_phone(phone))
+    return number.group(1) if number else phone
+
+
+def _near_key(word: str) -> str | None:
+    """The field whose key `word` (lower case, as _KEY_SPELLING leaves it) is probably a typo
+    of, or None. One edit away, two for keys of seven letters or more, a swap of neighbours
+    (`titel`) counting as one; words of four letters or more only (`Re:` stays text), and
+    `time:`, two edits from `title`, stays text too."""
+    if len(word) < 4 or not word.isalpha():
+        return None
+    for field in FIELDS:
+        limit = 2 if len(field) >= 7 else 1
+        if abs(len(field) - len(word)) <= limit and _edits(word, field) <= limit:
+            return field
+    return None
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance (optimal string alignment): insertions, deletions, substitutions and
+    swaps of two neighbours each count one."""
+    before: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            current[j] = min(
+                previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] != b[j - 1])
+            )
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, previous = previous, current
+    return previous[-1]
+
+
+def _visible(value: str) -> bool:
+    """Whether a cleaned value shows anything: not empty, nor only zero-width spaces and such."""
+    if value.isascii():
+        return bool(value)  # cleaned ASCII has no controls and no surrounding spaces
+    return any(
+        unicodedata.category(c) not in _INVISIBLE_CATEGORIES and c not in _BLANK_LETTERS
+        for c in value
+    )
 
 
 def _is_email(value: str) -> bool:
@@ -425,3 +638,7 @@ def _error(field: str, value: str, message: str) -> FieldError:
     # Messages go to a screen: tabs and newlines become spaces, other controls disappear.
     message = _remove_controls(message, keep="\n\t").replace("\n", " ").replace("\t", " ")
     return FieldError(field, value, message)
+
+
+# Last: the text is built from functions defined above. Today's policy may differ (usage()).
+USAGE = usage()

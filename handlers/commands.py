@@ -11,7 +11,7 @@ from slack_bolt import Ack, App, Respond
 from bot import duplicates, flows, render
 from bot.delivery import DeliveryError
 from bot.ids import is_slack_id
-from bot.parsing import USAGE, is_help, parse_lead_text, slack_unescape
+from bot.parsing import is_help, parse_lead_text, slack_unescape, usage
 from bot.services import Services
 from handlers import edit
 from handlers.common import (
@@ -41,8 +41,13 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         # The form opens after the ack (trigger_id stays valid for 3 seconds).
         later(services, _open_form, services, command, respond)
         return
+    options = flows.parse_options(services.settings)
     if is_help(text):
-        ack(response_type="ephemeral", text=USAGE)
+        # The policy's own priorities: a `hot` example under p1/p2 would teach an error.
+        ack(
+            response_type="ephemeral",
+            text=usage(options["priorities"], options["default_priority"]),
+        )
         return
     word = text.strip().split(maxsplit=1)[0].lower()
     if word == "edit" and "," not in text:
@@ -60,7 +65,7 @@ def lead_command(ack: Ack, command: dict[str, Any], context: Any, respond: Respo
         ack(response_type="ephemeral", **SUBCOMMANDS[word](services, command, text.strip()))
         return
 
-    result = parse_lead_text(text, **flows.parse_options(services.settings))
+    result = parse_lead_text(text, **options)
     if result.lead is None:
         problems = "\n".join(f"• {e.message}" for e in result.errors)
         ack(

@@ -239,7 +239,7 @@ def hostile_day(bot: Bot) -> list[tuple[str, dict[str, Any]]]:
         error="channel_not_found",
         when=lambda a: a.get("channel") == LEADS_CHANNEL,
     )
-    _slash(bot, acks, f"name: {NAME}, email: three@acme.example, event: {EVENT}, cold")
+    _slash(bot, acks, f"name: {NAME}, email: three@acme.example, event: {EVENT}, warm")
     # Reminders, then the managers told.
     for _ in range(3):
         bot.clock.advance(timedelta(minutes=31))
