@@ -65,7 +65,14 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
         # Fifteen leads with long names and companies, linked, are more than one section's
         # 3,000 characters: the Home tab then failed to build at all. A section per few lines.
         *report.line_sections(
-            _lines("*Your open leads*", mine, now, mine_total, "`/lead mine` lists them all"),
+            _lines(
+                "*Your open leads*",
+                mine,
+                now,
+                mine_total,
+                "`/lead mine` lists them all",
+                held=True,
+            ),
             max_sections=LIST_MAX + 1,
         ),
         *(
@@ -103,17 +110,22 @@ def _count(s: Any, *where: Any) -> int:
     return s.scalar(select(func.count()).select_from(Lead).where(*where)) or 0
 
 
-def _lines(title: str, leads: list[Lead], now: Any, total: int, where_rest: str) -> str:
-    """The list under its title; past what is shown, how many more and where they are."""
+def _lines(
+    title: str, leads: list[Lead], now: Any, total: int, where_rest: str, *, held: bool = False
+) -> str:
+    """The list under its title; past what is shown, how many more and where they are. Each
+    lead's age says what it counts: `held` (your own leads), since you got it, as `/lead mine`
+    says it; otherwise how long it has waited since it was submitted."""
     if not leads:
         return f"{title}\nnone"
     rows = []
     for lead in leads:
         link = render.lead_ref(lead)
-        waited = render.human_duration(now - lead.submitted_at)
-        rows.append(
-            f"• {link} {render.lead_label(lead, 60)} — {render.esc(lead.priority)}, {waited}"
-        )
+        if held:
+            age = f"yours for {render.human_duration(now - (outcomes.owner_since(lead) or now))}"
+        else:
+            age = f"waiting {render.human_duration(now - lead.submitted_at)}"
+        rows.append(f"• {link} {render.lead_label(lead, 60)} — {render.esc(lead.priority)}, {age}")
     if total > len(leads):
         rows.append(f"…and {total - len(leads)} more: {where_rest}")
     return title + "\n" + "\n".join(rows)

@@ -55,6 +55,7 @@ CARD_CHECK = "card_check"
 CARD_CHECK_DELAY = timedelta(seconds=4)
 MESSAGE = "message"
 CARD_EVENT_TYPE = "leadbot_card"
+CARD_SUBMITTED = "submitted_at"  # in a card's metadata: its lead's submission (card_metadata)
 POSTS = (CARD, MESSAGE)  # the kinds that post to a channel, and so are paced
 MAX_BACKOFF = 300.0  # transient failures are retried for ever, at most this far apart
 # A card refused for a reason someone fixes in Slack (not_in_channel, …) is tried again after a
@@ -85,6 +86,20 @@ PACED_WAKE = 1.0
 PLAIN_IF_REFUSED = "plain_if_refused"
 ASSIGNED_BY = "assigned_by"
 CORRECTED_BY = "corrected_by"  # an owner's DM after someone corrected the lead (/lead edit)
+# A message payload's key: the lead's state it was written for ({column: value}, see
+# `while_lead`). Delivered only while the lead is still so; else done without sending, as
+# DROPPED: a reminder queued during an outage must not land in the thread of a lead claimed
+# meanwhile, nor eight of them at once (each later one changes the state the earlier ones
+# were written for). Only these columns may be named.
+WHILE = "while"
+_WHILE_MARK = f'"{WHILE}": '  # how it reads in the JSON: unmarked posts skip the parse
+_WHILE_COLUMNS = frozenset(
+    {"status", "owner_id", "version", "reminders_sent", "follow_up_misses", "follow_up_at"}
+)
+# An item's status when it was done without sending (its last_error says why): never posted,
+# so nothing for `forget` to blank, and out of the pending index like a sent one. (Beside
+# models' PENDING, SENT and FAILED, whose owner may move it there.)
+DROPPED = "dropped"
 # Seconds a lead's card stays short after Slack refused its full one, before a refresh tries the
 # full card again; and how many such leads are remembered at most (older ones are dropped).
 FULL_CARD_RETRY = 3600.0
@@ -101,6 +116,27 @@ class CardGone(DeliveryError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def card_metadata(lead: Lead) -> dict[str, Any]:
+    """A card's Slack message metadata: its lead, by id and by when it was submitted. SQLite
+    gives an erased lead's id (the newest's) to the next lead, and the erased lead's card may be
+    in the history a retried post looks in (`Outbox._cards_in_history`): the id alone took it
+    for the new lead's card."""
+    payload = {"lead_id": lead.id, CARD_SUBMITTED: lead.submitted_at.isoformat()}
+    return {"event_type": CARD_EVENT_TYPE, "event_payload": payload}
+
+
+def _same_submission(payload: dict[str, Any], lead: Lead) -> bool:
+    """Whether a card's metadata payload names `lead`'s submission; a card posted before the
+    metadata said it (no CARD_SUBMITTED) is taken at its id, as it was then."""
+    stamp = payload.get(CARD_SUBMITTED)
+    if stamp is None:
+        return True
+    try:
+        return isinstance(stamp, str) and datetime.fromisoformat(stamp) == lead.submitted_at
+    except ValueError:
+        return False
 
 
 # --- enqueueing (inside the caller's transaction) -----------------------------------------------
@@ -275,6 +311,18 @@ def enqueue_refresh(session: Session | Connection, lead: Lead, now: datetime | N
         enqueue(session, [row])
 
 
+def while_lead(lead: Lead, *columns: str) -> dict[str, Any]:
+    """The lead's `columns` as they are now, for a message's `only_while` (see WHILE): the
+    message goes only if they are the same when it is delivered."""
+    state: dict[str, Any] = {}
+    for column in columns:
+        if column not in _WHILE_COLUMNS:
+            raise ValueError(f"not a column a message can wait on: {column!r}")
+        value = getattr(lead, column)
+        state[column] = value.isoformat() if isinstance(value, datetime) else value
+    return state
+
+
 def message_row(
     channel: str,
     message: render.Message,
@@ -286,6 +334,7 @@ def message_row(
     claimer_plain: bool = False,
     assigned_by: str | None = None,
     corrected_by: str | None = None,
+    only_while: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A post: a DM when `channel` is a user id, a thread reply with `thread_ts`.
     `if_undelivered`: a message (its text) and to whom, sent instead if Slack refuses this one
@@ -293,8 +342,13 @@ def message_row(
     text (render.claimer_dm_plain) if Slack refuses its blocks as malformed; `assigned_by`:
     the same for the DM of an owner this manager gave the lead to, `corrected_by` for the
     owner's DM after this person corrected the lead. Refused as malformed, such a DM is not
-    undelivered: its text goes in its place (and `if_undelivered` with it)."""
+    undelivered: its text goes in its place (and `if_undelivered` with it). `only_while`:
+    the lead's state it is for (`while_lead`); delivered only while the lead is so."""
     payload: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
+    if only_while:
+        if lead_id is None:
+            raise ValueError("only_while needs the lead_id it is about")
+        payload[WHILE] = only_while
     if claimer_plain or assigned_by or corrected_by:
         payload[PLAIN_IF_REFUSED] = True
     if assigned_by:
@@ -324,6 +378,7 @@ def enqueue_message(
     now: datetime | None = None,
     if_undelivered: tuple[str, render.Message] | None = None,
     assigned_by: str | None = None,
+    only_while: dict[str, Any] | None = None,
 ) -> None:
     """Queue a post: a DM when `channel` is a user id, a thread reply with `thread_ts` (see
     `message_row`)."""
@@ -335,8 +390,32 @@ def enqueue_message(
         now=now,
         if_undelivered=if_undelivered,
         assigned_by=assigned_by,
+        only_while=only_while,
     )
     enqueue(session, [row])
+
+
+# --- edits of delivered messages (bot.privacy) -------------------------------------------------
+
+# A message already in Slack shown anew from its row as it is now: a digest rewritten because a
+# lead it named was erased. Its payload: "of", that row's id; "text" and "blocks", shown instead
+# should that row hold no message any more.
+EDIT = "edit"
+
+
+class _NotShownYet(DeliveryError):
+    """An edit of a message still on its way to Slack: tried again, as a transient failure is,
+    until that message has landed (or failed, and there is nothing to edit)."""
+
+    @property
+    def transient(self) -> bool:
+        return True
+
+
+def edit_row(of: int, channel: str | None, instead: render.Message) -> dict[str, Any]:
+    """An EDIT of row `of`'s message (`channel`: where it went, for pacing after a 429)."""
+    payload = {"of": of, "text": instead.text, "blocks": instead.blocks}
+    return _row(kind=EDIT, channel=channel, payload=json.dumps(payload), now=None)
 
 
 # --- delivery statements, built once (see bot.leads) ----------------------------------------------
@@ -381,6 +460,9 @@ _RELEASE = (
     .values(lease_owner=None, lease_until=None, attempts=_OUTBOX.c.attempts - 1)
 )
 _EXISTS = select(_OUTBOX.c.id).where(_OUTBOX.c.id == bindparam("b_id"))
+_EDITED = select(_OUTBOX.c.status, _OUTBOX.c.channel, _OUTBOX.c.result_ts, _OUTBOX.c.payload).where(
+    _OUTBOX.c.id == bindparam("b_id")
+)
 # Replies queued for a deleted card's thread: held until its new card is posted, then moved.
 _FOR_THREAD = (
     update(_OUTBOX)
@@ -409,6 +491,42 @@ _MARK_SENT = (
         lease_until=None,
     )
 )
+
+_MARK_DROPPED = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("b_id"), _OUTBOX.c.lease_owner == bindparam("b_owner"))
+    .values(
+        status=DROPPED,
+        last_error=bindparam("b_why", type_=_OUTBOX.c.last_error.type),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+
+
+def _moot_for(lead: Lead | None, state: dict[str, Any]) -> str | None:
+    """Why a message written for the lead's `state` (see WHILE) no longer makes sense, or None
+    while it does. Only the columns `while_lead` may name are compared (others are ignored)."""
+    if lead is None:
+        return "lead erased"
+    for column, wanted in state.items():
+        if column not in _WHILE_COLUMNS:
+            continue
+        value = getattr(lead, column)
+        if isinstance(value, datetime) and isinstance(wanted, str):
+            try:
+                same = value == datetime.fromisoformat(wanted)
+            except ValueError:
+                same = False
+        else:
+            same = value == wanted
+        if not same:
+            if column == "status":
+                return f"lead {value}"  # "lead claimed", "lead new" (put back)
+            if column in ("reminders_sent", "follow_up_misses"):
+                return "superseded by a later one"
+            return f"lead's {column} changed"
+    return None
 
 
 # Rendered into the SQL, not bound: a planner matches a partial index's condition
@@ -540,9 +658,11 @@ class PassResult:
     # makes another pass for it.
     fell_back: bool = False
     paced: float | None = None  # seconds until a paced item may go, if any waits
+    dropped: int = 0  # messages done without sending: their lead is no longer as they say
 
     def __str__(self) -> str:
-        return f"{self.sent} sent, {self.retried} to retry, {self.failed} failed"
+        dropped = f", {self.dropped} dropped" if self.dropped else ""
+        return f"{self.sent} sent, {self.retried} to retry, {self.failed} failed{dropped}"
 
 
 class Outbox:
@@ -786,9 +906,10 @@ class Outbox:
             total.sent += result.sent
             total.retried += result.retried
             total.failed += result.failed
+            total.dropped += result.dropped
             if result.paced is not None:
                 time.sleep(min(result.paced, max(0.0, deadline - time.monotonic())))
-            elif not result.sent and not result.fell_back:
+            elif not result.sent and not result.dropped and not result.fell_back:
                 break
         return total
 
@@ -804,6 +925,7 @@ class Outbox:
             total.sent += r.sent
             total.retried += r.retried
             total.failed += r.failed
+            total.dropped += r.dropped
             total.fell_back = total.fell_back or r.fell_back
             if r.paced is not None:
                 total.paced = r.paced if total.paced is None else min(total.paced, r.paced)
@@ -916,6 +1038,15 @@ class Outbox:
         self, due: _Due, item: OutboxItem | None, result: PassResult, *, paid: bool = False
     ) -> None:
         """Send one leased item (None: not leased here) unless its channel is out of tokens."""
+        if item is not None and item.kind == MESSAGE and item.lead_id is not None:
+            why = self._moot(item)
+            if why is not None:
+                # Nothing is posted: no token spent, and the lead's next item goes on at once.
+                if paid:
+                    self._give_back_token(due)
+                self._drop(item, why)
+                result.dropped += 1
+                return
         wait = 0.0 if paid else self._take_token(due)
         if wait > 0:
             result.paced = wait if result.paced is None else min(result.paced, wait)
@@ -930,6 +1061,25 @@ class Outbox:
             return
         self._record_sent(item, ts, channel, lead)
         result.sent += 1
+
+    def _moot(self, item: OutboxItem) -> str | None:
+        """Why a message marked with the lead's state (WHILE) is not to be sent now, or None.
+        Reads the lead for marked messages only: the others (most) cost a substring test."""
+        if not item.payload or _WHILE_MARK not in item.payload:
+            return None
+        payload = json.loads(item.payload)
+        state = payload.get(WHILE) if isinstance(payload, dict) else None
+        if not isinstance(state, dict) or not state:
+            return None
+        with self.single_engine.connect() as conn:
+            lead = leads.read_lead(conn, item.lead_id) if item.lead_id is not None else None
+        return _moot_for(lead, state)
+
+    def _drop(self, item: OutboxItem, why: str) -> None:
+        """Done without sending: DROPPED, with why as its last_error."""
+        with self.single_engine.begin() as conn:
+            conn.execute(_MARK_DROPPED, {"b_id": item.id, "b_owner": self.owner, "b_why": why})
+        log.info("outbox item %s (lead %s) dropped unsent: %s", item.id, item.lead_id, why)
 
     def _record_sent(
         self, item: OutboxItem, ts: str | None, channel: str | None, lead: Lead | None
@@ -975,6 +1125,8 @@ class Outbox:
     def _send(self, item: OutboxItem) -> tuple[str | None, str | None, Lead | None]:
         """Do the Slack call for an item; returns (ts, channel) of what was posted, if any, and
         for a card's kinds the lead as read before the call (None if it is gone)."""
+        if item.kind == EDIT:
+            return self._edit(item)
         if item.kind == MESSAGE:
             payload = json.loads(item.payload or "{}")
             message = render.Message(
@@ -995,10 +1147,7 @@ class Outbox:
                 found = self._find_posted_card(item, lead)
                 if found:
                     return *found, lead
-            metadata: dict[str, Any] | None = {
-                "event_type": CARD_EVENT_TYPE,
-                "event_payload": {"lead_id": lead.id},
-            }
+            metadata: dict[str, Any] | None = card_metadata(lead)
             refused = _fell_back(item)
             if refused is not None:
                 # The full card was refused as malformed: the short one, with nothing optional
@@ -1025,7 +1174,7 @@ class Outbox:
             if lead.card_channel and lead.card_ts:
                 channel = self._channel_id(lead.card_channel)
                 for ts in self._cards_in_history(
-                    channel or lead.card_channel, lead.id, item.created_at
+                    channel or lead.card_channel, lead, item.created_at
                 ):
                     if ts != lead.card_ts:
                         log.warning("deleting a second card for lead %s", lead.id)
@@ -1062,6 +1211,25 @@ class Outbox:
                 raise
         return None, None, lead
 
+    def _edit(self, item: OutboxItem) -> tuple[None, None, None]:
+        """EDIT: put what row `of` holds now in place of its message in Slack."""
+        marks = _marks(item, EDIT)
+        with self.single_engine.connect() as conn:
+            row = conn.execute(_EDITED, {"b_id": marks.get("of")}).first()
+        if row is not None and row.status == PENDING:
+            raise _NotShownYet("edited_message_not_sent_yet")
+        if row is None or row.status != SENT or not row.result_ts or not row.channel:
+            return None, None, None  # never shown: nothing in Slack to change
+        body = json.loads(row.payload or "null")
+        if not isinstance(body, dict) or "text" not in body:
+            body = marks  # its body cleared since (bot.privacy.prune_delivered)
+        channel = str(row.channel)
+        if channel[:1] in ("U", "W"):
+            channel = self.slack.dm_channel(channel)  # Slack edits a DM only by its D… id
+        message = render.Message(text=str(body.get("text") or ""), blocks=body.get("blocks") or [])
+        self.slack.update(channel, str(row.result_ts), message)
+        return None, None, None
+
     def _shown_short(self, lead_id: int) -> None:
         """Remember that Slack refused the lead's full card now (see FULL_CARD_RETRY)."""
         now = self.time.ticks()
@@ -1094,7 +1262,7 @@ class Outbox:
             channel = self._channel_id(str(item.channel))
         if channel is None:
             return None
-        found = self._cards_in_history(channel, lead.id, item.created_at)
+        found = self._cards_in_history(channel, lead, item.created_at)
         if found:
             log.info("card for lead %s was already posted; adopting it", lead.id)
             return found[-1], channel  # the oldest: history comes newest first
@@ -1116,8 +1284,10 @@ class Outbox:
                 .limit(1)
             )
 
-    def _cards_in_history(self, channel: str, lead_id: int, since: datetime) -> list[str]:
-        """The ts of every card for `lead_id` in the channel's recent history, newest first."""
+    def _cards_in_history(self, channel: str, lead: Lead, since: datetime) -> list[str]:
+        """The ts of every card of `lead` in the channel's recent history, newest first: not
+        those of an erased lead whose id it was given (see `card_metadata`)."""
+        lead_id = lead.id
         try:
             messages = self.slack.history(channel, oldest=since.timestamp() - 60)
         except DeliveryError as e:
@@ -1133,7 +1303,8 @@ class Outbox:
             meta = message.get("metadata") or {}
             payload = meta.get("event_payload") or {}
             if meta.get("event_type") == CARD_EVENT_TYPE and payload.get("lead_id") == lead_id:
-                found.append(str(message.get("ts")))
+                if _same_submission(payload, lead):
+                    found.append(str(message.get("ts")))
             elif any(
                 isinstance(block, dict) and block.get("block_id") == short
                 for block in message.get("blocks") or []

@@ -57,6 +57,24 @@ def is_closed(lead: Lead) -> bool:
     return lead.stage in CLOSING
 
 
+def assignment(lead: Lead) -> tuple[str, datetime] | None:
+    """(manager, when) if the owner was handed the lead by a Reassign rather than claiming it.
+
+    claimed_at stays the first claim's after a Reassign (the digest counts claims by it). A
+    release clears assigned_*; should one have been missed (a process of a leadbot from before
+    0011 released it), the claim after it is later than the Reassign, and wins."""
+    at, by = lead.assigned_at, lead.assigned_by
+    if at is None or by is None or lead.claimed_at is None or at < lead.claimed_at:
+        return None
+    return by, at
+
+
+def owner_since(lead: Lead) -> datetime | None:
+    """When the owner got the lead: the Reassign that gave it to them, else their claim."""
+    given = assignment(lead)
+    return given[1] if given is not None else lead.claimed_at
+
+
 def may_act(user_id: str, lead: Lead, managers: Collection[str]) -> bool:
     """Only the owner or a manager records outcomes on a lead (or snoozes its follow-up)."""
     return user_id == lead.owner_id or user_id in managers
@@ -279,6 +297,9 @@ def reassign(
         )
         .values(
             owner_id=new_owner,
+            # What the card and `/lead mine` say of the new owner; claimed_at stays the claim's.
+            assigned_at=now,
+            assigned_by=by,
             # The new owner gets a full follow-up interval, and no misses of the previous one.
             follow_up_at=follow_up_due(policy, lead, now),
             follow_up_misses=0,
@@ -300,9 +321,19 @@ def reassign(
 @dataclass(frozen=True)
 class SnoozeResult:
     ok: bool
-    reason: str  # "snoozed", "not_found", "not_claimed", "forbidden", "closed", "unknown"
+    # "snoozed", "not_found", "not_claimed", "forbidden", "closed", "out_of_date" (the nudge
+    # clicked is not the latest word on the lead: an outcome, a Reassign or a newer nudge came
+    # since; lead.follow_up_at says when the next one is)
+    reason: str
     lead: Lead | None
     until: datetime | None = None
+
+
+def nudge_key(lead: Lead) -> tuple[int, int]:
+    """What a follow-up nudge was sent for: the lead's version (an outcome, a Reassign, a
+    release or a correction bumps it) and its misses (each nudge adds one). Its Snooze buttons
+    carry it, so a snooze acts only while that nudge is the latest word on the lead."""
+    return lead.version, lead.follow_up_misses or 0
 
 
 def snooze(
@@ -315,19 +346,34 @@ def snooze(
     policy: Policy,
     now: datetime,
     length: str,
+    nudge: tuple[int, int] | None = None,
 ) -> SnoozeResult:
     """Ask again after `length` (one of SNOOZES, see snooze_until). Misses are not forgiven: if
-    the lead is still without an outcome then, it counts as the next miss (the managers hear)."""
+    the lead is still without an outcome then, it counts as the next miss (the managers hear).
+
+    `nudge`: the nudge's `nudge_key`; one that is no longer the lead's is "out_of_date" and
+    changes nothing. A Snooze 1 hour on the current nudge may well bring the next follow-up
+    forward (take_follow_up scheduled it a whole interval on); on an old one it brought forward
+    the follow-up an outcome had just set. Buttons from before the key (None) may only put
+    the follow-up later."""
     lead = get_lead(session, lead_id, team_id)
     if lead is None:
         return SnoozeResult(False, "not_found", None)
-    if lead.status != CLAIMED or lead.owner_id is None:
-        return SnoozeResult(False, "not_claimed", lead)
-    if not may_act(user_id, lead, managers):
-        return SnoozeResult(False, "forbidden", lead)
-    if is_closed(lead) or lead.follow_up_at is None:
-        return SnoozeResult(False, "closed", lead)
+    checked = _check_snooze(lead, user_id, managers)
+    if checked is not None:
+        return checked
+    assert lead.follow_up_at is not None
     until = snooze_until(length, now, policy.hours)
+    if nudge is not None and nudge != nudge_key(lead):
+        return SnoozeResult(False, "out_of_date", lead)
+    if nudge is None and until <= lead.follow_up_at:
+        return SnoozeResult(False, "out_of_date", lead)
+    # Conditional on what was checked: an outcome or a newer nudge landing meanwhile wins.
+    current = (
+        (Lead.version == nudge[0], Lead.follow_up_misses == nudge[1])
+        if nudge is not None
+        else (Lead.follow_up_at < until,)
+    )
     result = session.execute(
         update(Lead)
         .where(
@@ -335,16 +381,28 @@ def snooze(
             Lead.status == CLAIMED,
             Lead.owner_id == lead.owner_id,
             Lead.follow_up_at.is_not(None),
+            *current,
         )
         .values(follow_up_at=until)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         session.refresh(lead)
-        return SnoozeResult(False, "closed", lead)
+        return _check_snooze(lead, user_id, managers) or SnoozeResult(False, "out_of_date", lead)
     record(session, lead_id, "snoozed", user_id, now, until=until.isoformat())
     session.refresh(lead)
     return SnoozeResult(True, "snoozed", lead, until)
+
+
+def _check_snooze(lead: Lead, user_id: str, managers: Collection[str]) -> SnoozeResult | None:
+    """Why `user_id` may not snooze this lead's follow-up at all, or None."""
+    if lead.status != CLAIMED or lead.owner_id is None:
+        return SnoozeResult(False, "not_claimed", lead)
+    if not may_act(user_id, lead, managers):
+        return SnoozeResult(False, "forbidden", lead)
+    if is_closed(lead) or lead.follow_up_at is None:
+        return SnoozeResult(False, "closed", lead)
+    return None
 
 
 def due_follow_ups(session: Session, now: datetime, limit: int = 200) -> list[int]:

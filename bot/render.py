@@ -36,7 +36,7 @@ from slack_sdk.models.views import View
 
 from bot.ids import MODAL_FIELDS, Action, input_action_id
 from bot.ids import View as ViewId
-from bot.outcomes import is_closed, stage_label
+from bot.outcomes import assignment, is_closed, owner_since, stage_label
 from models import CLAIMED, Lead
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ HEADER_MAX = 150
 # long-messages); chat.update refuses it (msg_too_long).
 MESSAGE_TEXT_MAX = 40_000
 PRIORITY_EMOJI = {"hot": "🔥", "warm": "🌤️", "cold": "❄️"}
+# How claimer_dm's first line ends, pointing at the details under it. Its notification text is
+# that line without it (see claimer_dm).
+REACH_THEM = "Here is how to reach them"
 
 
 @dataclass(frozen=True)
@@ -279,12 +282,20 @@ def lead_card(lead: Lead, now: datetime, *, note: str | None = None) -> Message:
     )
     if lead.status == CLAIMED and lead.owner_id and lead.claimed_at:
         waited = human_duration(lead.claimed_at - lead.submitted_at)
-        blocks.append(
-            section(
+        given = assignment(lead)
+        if given is None:
+            owner = (
                 f"✅ *Claimed by {mention(lead.owner_id)}* "
                 f"{slack_date(lead.claimed_at)} ({waited} after submission)"
             )
-        )
+        else:
+            # Handed over by a manager: the claim time (and its speed) was someone else's.
+            by, at = given
+            owner = (
+                f"✅ *Assigned to {mention(lead.owner_id)}* by {mention(by)} {slack_date(at)}\n"
+                f"First claimed {slack_date(lead.claimed_at)}, {waited} after submission"
+            )
+        blocks.append(section(owner))
         # The stage line and the owner's actions (Record outcome, Reassign): bot/render_outcomes.
         from bot import render_outcomes
 
@@ -297,7 +308,8 @@ def lead_card(lead: Lead, now: datetime, *, note: str | None = None) -> Message:
                 "elements": render_outcomes.owner_elements(lead, release),
             }
         )
-        text = f"Lead #{lead.id}: {lead_label(lead)} claimed by {mention(lead.owner_id)}"
+        got = "claimed by" if given is None else "assigned to"
+        text = f"Lead #{lead.id}: {lead_label(lead)} {got} {mention(lead.owner_id)}"
         text += render_outcomes.card_text_suffix(lead)
     else:
         claim = button("Claim", Action.CLAIM, card_value(lead), style="primary")
@@ -438,8 +450,14 @@ def receipt(lead: Lead, channel: str, *, note: str | None = None) -> Message:
 
 def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
     """Contact details and full notes, privately, for the rep who owns the lead. `intro`
-    (ready mrkdwn) replaces the first line, e.g. for a lead a manager reassigned."""
-    lines = [intro or f"You claimed lead #{lead.id} {lead_label(lead)}. Here is how to reach them:"]
+    (ready mrkdwn) replaces the first line, e.g. for a lead a manager reassigned; the
+    notification text is that line up to its REACH_THEM ("… assigned you lead #7 Jane Doe.")."""
+    label = lead_label(lead)
+    lines = [intro or f"You claimed lead #{lead.id} {label}. {REACH_THEM}:"]
+    headline = f"Lead #{lead.id} {label} is yours"
+    if intro:
+        # The last one: a lead's name could hold those words too.
+        headline = intro.rsplit(f" {REACH_THEM}", 1)[0]
     details = [
         ("Name", lead.name),
         ("Title", lead.title),
@@ -471,7 +489,7 @@ def claimer_dm(lead: Lead, intro: str | None = None) -> Message:
     blocks.append(
         context(f"Submitted by {mention(lead.submitted_by)} {slack_date(lead.submitted_at)}")
     )
-    return Message(text=f"Lead #{lead.id} {lead_label(lead)} is yours", blocks=blocks)
+    return Message(text=headline, blocks=blocks)
 
 
 def claimer_dm_plain(
@@ -526,6 +544,12 @@ def submitter_claimed_dm(lead: Lead) -> Message:
 
 
 def already_claimed(lead: Lead) -> str:
+    given = assignment(lead)
+    if lead.owner_id and given is not None:
+        return (
+            f"Too late — lead #{lead.id} {lead_label(lead)} is with {mention(lead.owner_id)}, "
+            f"assigned by {mention(given[0])} {slack_date(given[1])}."
+        )
     if lead.owner_id and lead.claimed_at:
         return (
             f"Too late — lead #{lead.id} {lead_label(lead)} was claimed by "
@@ -567,10 +591,12 @@ def current_state(lead: Lead) -> str:
     """One sentence on where a lead stands now, for someone who clicked an old card."""
     if is_closed(lead):
         return f"Lead #{lead.id} is closed ({stage_label(lead.stage)}); the card now shows that."
-    if lead.status == CLAIMED and lead.owner_id and lead.claimed_at:
+    since = owner_since(lead)
+    if lead.status == CLAIMED and lead.owner_id and since:
+        got = "assigned to" if assignment(lead) else "claimed by"
         return (
-            f"Lead #{lead.id} is claimed by {mention(lead.owner_id)} since "
-            f"{slack_date(lead.claimed_at)}; the card now shows that."
+            f"Lead #{lead.id} is {got} {mention(lead.owner_id)} since "
+            f"{slack_date(since)}; the card now shows that."
         )
     return f"Lead #{lead.id} is open to claim; the card now shows that."
 
@@ -580,8 +606,21 @@ def release_refused(lead: Lead) -> str:
     return f"Only {owner} or a manager can release lead #{lead.id}."
 
 
-def released_note(lead: Lead, by: str) -> Message:
-    return Message(text=f"↩️ {mention(by)} released lead #{lead.id}; it is open to claim again.")
+def released_note(lead: Lead, by: str, previous: str | None = None) -> Message:
+    """The card's thread: who released it, and whose it was when someone else did."""
+    whose = f" from {mention(previous)}" if previous and previous != by else ""
+    return Message(
+        text=f"↩️ {mention(by)} released lead #{lead.id}{whose}; it is open to claim again."
+    )
+
+
+def released_owner_dm(lead: Lead, by: str) -> Message:
+    """To the owner whose lead someone else (a manager) released: it is not theirs any more."""
+    text = (
+        f"↩️ {mention(by)} released your lead #{lead.id} {lead_label(lead)}: it is no longer "
+        "yours, and back in the channel for anyone to claim. Nothing more to do on it."
+    )
+    return Message(text=text, blocks=[section(text)])
 
 
 # --- corrections (`/lead edit N`) ---------------------------------------------------------------
@@ -604,10 +643,11 @@ def edit_saved(lead: Lead, fields: Sequence[str]) -> Message:
 
 
 def edited_owner_intro(lead: Lead, by: str, fields: Sequence[str]) -> str:
-    """The first line of the owner's new claimer_dm after a correction."""
+    """The first line of the owner's new claimer_dm after a correction (its notification text
+    up to REACH_THEM: that it was corrected, not that the lead is theirs)."""
     return (
         f"✏️ {mention(by)} corrected lead #{lead.id} {lead_label(lead)} "
-        f"({changed_fields(fields)}). Here is how to reach them now:"
+        f"({changed_fields(fields)}). {REACH_THEM} now:"
     )
 
 

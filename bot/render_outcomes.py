@@ -32,8 +32,18 @@ from slack_sdk.models.views import View
 
 from bot import ids
 from bot.ids import Action, input_action_id
-from bot.outcomes import DISQUALIFIED, NOTE_MAX, STAGES, is_closed, stage_label
+from bot.outcomes import (
+    DISQUALIFIED,
+    NOTE_MAX,
+    STAGES,
+    assignment,
+    is_closed,
+    nudge_key,
+    owner_since,
+    stage_label,
+)
 from bot.render import (
+    REACH_THEM,
     Message,
     button,
     card_value,
@@ -91,6 +101,25 @@ def parse_outcome_value(value: Any) -> tuple[int, int | None, str] | None:
     if stage not in STAGES:
         return None
     return int(head), int(tail) if tail else None, stage
+
+
+def snooze_value(lead: Lead) -> str:
+    """A nudge's Snooze button value: `id:version:misses` (outcomes.nudge_key)."""
+    version, misses = nudge_key(lead)
+    return f"{lead.id}:{version}:{misses}"
+
+
+def parse_snooze_value(value: Any) -> tuple[int, tuple[int, int] | None] | None:
+    """`id:version:misses` → (id, (version, misses)); a bare `id` (nudges sent before the key)
+    → (id, None); None when malformed."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    parts = value.split(":")
+    if len(parts) not in (1, 3) or not all(ids.is_digits(p) and len(p) <= 12 for p in parts):
+        return None
+    if len(parts) == 1:
+        return int(parts[0]), None
+    return int(parts[0]), (int(parts[1]), int(parts[2]))
 
 
 def outcome_select(lead: Lead, *, versioned: bool) -> dict[str, Any]:
@@ -275,9 +304,7 @@ def stage_dm(lead: Lead, actor: str, note: str | None = None) -> Message:
 
 
 def new_owner_intro(lead: Lead, by: str) -> str:
-    return (
-        f"{mention(by)} assigned you lead #{lead.id} {lead_label(lead)}. Here is how to reach them:"
-    )
+    return f"{mention(by)} assigned you lead #{lead.id} {lead_label(lead)}. {REACH_THEM}:"
 
 
 def old_owner_note(lead: Lead, by: str) -> Message:
@@ -306,8 +333,11 @@ def new_owner_not_told(lead: Lead) -> Message:
 
 def follow_up_nudge(lead: Lead, now: datetime, *, managers_told: bool = False) -> Message:
     """To the owner: no outcome yet. Record one right here, or snooze."""
-    since = lead.stage_at if lead.stage and lead.stage_at else lead.claimed_at or now
-    where = f"*{esc(stage_label(lead.stage))}* since" if lead.stage else "claimed"
+    since = lead.stage_at if lead.stage and lead.stage_at else owner_since(lead) or now
+    if lead.stage:
+        where = f"*{esc(stage_label(lead.stage))}* since"
+    else:
+        where = "assigned to you" if assignment(lead) else "claimed"
     text = (
         f"⏰ Lead #{lead.id} {lead_label(lead)}: {where} {human_duration(now - since)} ago and "
         "nothing new recorded. How is it going?"
@@ -323,9 +353,11 @@ def follow_up_nudge(lead: Lead, now: datetime, *, managers_told: bool = False) -
             elements=[
                 outcome_select(lead, versioned=False),
                 ButtonElement(
-                    text="Snooze 1 hour", action_id=Action.SNOOZE_HOUR, value=str(lead.id)
+                    text="Snooze 1 hour", action_id=Action.SNOOZE_HOUR, value=snooze_value(lead)
                 ),
-                ButtonElement(text="Snooze 1 day", action_id=Action.SNOOZE_DAY, value=str(lead.id)),
+                ButtonElement(
+                    text="Snooze 1 day", action_id=Action.SNOOZE_DAY, value=snooze_value(lead)
+                ),
             ],
         ),
     ]
@@ -335,7 +367,7 @@ def follow_up_nudge(lead: Lead, now: datetime, *, managers_told: bool = False) -
 def follow_up_escalation(lead: Lead, now: datetime, misses: int) -> Message:
     """To the managers, at the second miss: who holds the lead, how long, where the card is."""
     owner = mention(lead.owner_id) if lead.owner_id else "Nobody"
-    held = human_duration(now - (lead.claimed_at or now))
+    held = human_duration(now - (owner_since(lead) or now))
     state = f"is at *{esc(stage_label(lead.stage))}*" if lead.stage else "has no outcome yet"
     link = f"<{lead.card_permalink}|Open the card>" if lead.card_permalink else "See its card"
     text = (
@@ -349,6 +381,16 @@ def follow_up_escalation(lead: Lead, now: datetime, misses: int) -> Message:
 def snoozed(lead: Lead, until: datetime) -> str:
     return (
         f"😴 Snoozed: I'll ask about lead #{lead.id} {lead_label(lead)} again {slack_date(until)}."
+    )
+
+
+def snooze_out_of_date(lead: Lead) -> str:
+    """For a Snooze on a nudge that is no longer the latest word on the lead."""
+    nxt = f"the next one is {slack_date(lead.follow_up_at)}" if lead.follow_up_at else "none is due"
+    stage = f" It is at {stage_text(lead)} now." if lead.stage else ""
+    return (
+        f"That reminder about lead #{lead.id} {lead_label(lead)} is out of date: {nxt}; "
+        f"nothing changed.{stage}"
     )
 
 
@@ -389,7 +431,7 @@ def mine(leads: list[Lead], total: int, now: datetime) -> dict[str, Any]:
     for lead in leads[:MINE_MAX]:
         link = f"<{lead.card_permalink}|#{lead.id}>" if lead.card_permalink else f"#{lead.id}"
         stage = stage_text(lead) or "no outcome yet"
-        held = human_duration(now - (lead.claimed_at or now))
+        held = human_duration(now - (owner_since(lead) or now))
         blocks.append(
             SectionBlock(
                 text=MarkdownTextObject(

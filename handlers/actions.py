@@ -21,8 +21,12 @@ from bot.executor import Batcher
 from bot.ids import Action
 from bot.services import Services
 from handlers.common import (
+    DB_BUSY,
+    OUT_OF_DATE_CARD,
     acks_first,
+    clicked_before_its_card,
     clicked_in,
+    clicked_message_ts,
     gone,
     parse_value,
     services_of,
@@ -81,9 +85,11 @@ def claim_clicks(services: Services, clicks: list[tuple[dict[str, Any], dict[str
             elif not services.access.may_claim(user):
                 flows.tell(services, channel, user, services.access.refusal())
             else:
-                todo.append(_Claim(lead_id, user, team_of(body, services), channel))
+                team = team_of(body, services)
+                todo.append(_Claim(lead_id, user, team, channel, clicked_message_ts(body)))
         except Exception as e:  # one odd payload must not cost the others their claims
             log.error("a claim click could not be read: %s", type(e).__name__, exc_info=e)
+    todo = _on_their_cards(services, todo)
     if todo:
         _claim(services, todo)
 
@@ -93,6 +99,41 @@ class _Claim(NamedTuple):
     user: str
     team_id: str
     channel: str | None
+    message_ts: str | None  # the message clicked in (a card), if the click came from one
+
+
+def _on_their_cards(services: Services, todo: list[_Claim]) -> list[_Claim]:
+    """The claims clicked on their lead's card; the others, clicked in a message posted before
+    it (an erased lead's card, its id given again: bot.leads.predates_card), are answered and
+    dropped. One read for the batch, before its transaction (bot.flows.claim_all, whose
+    UPDATE cannot take the check): only if, between the two, the lead were erased and its id
+    given to a new one would that one be claimed."""
+    asked = {c.lead_id for c in todo if c.message_ts is not None}
+    if not asked:
+        return todo
+    try:
+        with services.single_engine.connect() as conn:
+            marks = leads.card_marks(conn, asked)
+    except SQLAlchemyError as e:
+        log.error(
+            "claims of leads %s not checked, database error: %s", sorted(asked), type(e).__name__
+        )
+        for c in todo:
+            flows.tell(services, c.channel, c.user, DB_BUSY)
+        return []
+    kept = []
+    for c in todo:
+        mark = marks.get(c.lead_id)  # no such lead: claim_all answers that
+        if (
+            c.message_ts is not None
+            and mark is not None
+            and leads.predates_card(c.message_ts, mark)
+        ):
+            log.info("claim of lead %s refused: clicked on a card older than its own", c.lead_id)
+            flows.tell(services, c.channel, c.user, OUT_OF_DATE_CARD)
+        else:
+            kept.append(c)
+    return kept
 
 
 def _claim(services: Services, todo: list[_Claim]) -> None:
@@ -144,8 +185,13 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
         with services.sessions.begin() as s:
             current = leads.get_lead(s, lead_id, team)
             stale = result = None
+            other_lead = False
             if current is None:
                 pass  # answered below: no such lead in this workspace
+            elif clicked_before_its_card(s, body, current):
+                # An erased lead's card, its id given again: checked before the version, which
+                # may be the same (and whose refresh would be this lead's).
+                other_lead = True
             elif version is not None and version != current.version:
                 # The card showed an older state (e.g. another owner): act on nothing, refresh.
                 outbox.enqueue_refresh(s, current)
@@ -172,7 +218,10 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
         flows.tell(services, channel, user, write_failed(services, lead_id, "release", e))
         return
     services.outbox.kick()
-    if stale is not None:
+    if other_lead:
+        log.info("release of lead %s refused: clicked on a card older than its own", lead_id)
+        flows.tell(services, channel, user, OUT_OF_DATE_CARD)
+    elif stale is not None:
         flows.tell(services, channel, user, f"That card was out of date; nothing changed. {stale}")
     elif result is None or result.lead is None:
         flows.tell(services, channel, user, gone(lead_id))

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from bot import db, render
+from bot import db, leads, render
 from bot.ids import is_digits
 from bot.services import Services
 from models import Lead
@@ -77,6 +79,33 @@ def team_of(body: Any, services: Services) -> str:
 def clicked_in(body: Any) -> str | None:
     """Where a click happened (a channel or a DM), for a private answer there."""
     return text_in(body, "channel", "id") or text_in(body, "container", "channel_id")
+
+
+def clicked_message_ts(body: Any) -> str | None:
+    """The ts of the message a button was clicked in, when it is one that stays where it was
+    posted (a card, a DM); None for a modal or the App Home (a view), an ephemeral message (a
+    fresh answer, such as `/lead mine`), and a payload that does not say."""
+    container = body.get("container") if isinstance(body, dict) else None
+    if not isinstance(container, dict) or container.get("type") != "message":
+        return None
+    if container.get("is_ephemeral") is True:
+        return None
+    ts = container.get("message_ts")
+    return ts if isinstance(ts, str) and ts else None
+
+
+# For a click in a message posted before the lead's card (bot.leads.predates_card): the card of
+# an erased lead whose id a new lead was given.
+OUT_OF_DATE_CARD = "This card is out of date: the lead it showed is gone."
+
+
+def clicked_before_its_card(conn: Session | Connection, body: Any, lead: Lead) -> bool:
+    """Whether the click was in a message posted before `lead`'s card, so about another lead:
+    an erased one whose id `lead` was given (bot.leads.predates_card). For a button that acts
+    on the lead it names, checked before anything is changed; answered with OUT_OF_DATE_CARD.
+    Clicks in a view or an ephemeral message are not checked (see `clicked_message_ts`)."""
+    ts = clicked_message_ts(body)
+    return ts is not None and leads.predates_card(ts, leads.card_mark(conn, lead))
 
 
 def metadata_of(view: Any) -> dict[str, Any]:
@@ -194,9 +223,12 @@ __all__ = [
     "DB_DOWN",
     "FORM_MAY_HAVE_BEEN_SAVED",
     "FORM_NOT_SAVED",
+    "OUT_OF_DATE_CARD",
     "SQLAlchemyError",
     "acks_first",
+    "clicked_before_its_card",
     "clicked_in",
+    "clicked_message_ts",
     "erased_meanwhile",
     "form_change_failed",
     "later",

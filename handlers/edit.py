@@ -122,8 +122,12 @@ def after_edit(
     submitter hears when someone else corrected their lead. A new priority on a lead still
     waiting for a claim moves its SLA: see leads.reschedule_claim."""
     outbox.enqueue_refresh(session, lead)
-    if "priority" in changed and lead.status == NEW and lead.card_posted_at is not None:
-        due = flows.claim_due(services.settings, lead, lead.card_posted_at)
+    # From when its claim clock started: its latest release, else its card (from the card
+    # alone, a lead released today and corrected was overdue at once).
+    waiting = "priority" in changed and lead.status == NEW
+    start = leads.claim_clock_start(session, lead) if waiting else None
+    if start is not None:
+        due = flows.claim_due(services.settings, lead, start)
         leads.reschedule_claim(session, lead.id, due)
     rows = []
     if lead.owner_id and lead.owner_id != by:

@@ -15,14 +15,17 @@ from slack_bolt import Ack, App
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bot import flows, outbox, outcomes, render
+from bot import flows, leads, outbox, outcomes, render
 from bot import render_outcomes as views
 from bot.delivery import DeliveryError
 from bot.ids import DISQUALIFY_NOTE, DISQUALIFY_REASON, REASSIGN_OWNER, Action, View, is_slack_id
 from bot.services import Services
 from handlers.common import (
+    OUT_OF_DATE_CARD,
     acks_first,
+    clicked_before_its_card,
     clicked_in,
+    clicked_message_ts,
     erased_meanwhile,
     form_change_failed,
     gone,
@@ -43,6 +46,26 @@ log = logging.getLogger(__name__)
 BROKEN = "That control is broken (no lead in it); nothing changed."
 SLACKBOT = "USLACKBOT"  # Slack's own bot: in every user select, and never reads a DM
 NOT_A_PERSON = "leadbot and Slackbot cannot own a lead; choose a person."
+# Plain text (a modal's error shows no mrkdwn): the rule is Claim's, services.access.may_claim.
+NOT_SALES = (
+    "Only the sales team (SALES_IDS, SALES_USERGROUP) and managers can own a lead, as only "
+    "they can claim one; choose someone in it."
+)
+
+
+def _about_an_erased_lead(services: Services, body: dict[str, Any], lead_id: int) -> bool:
+    """Whether the click came from a message posted before the lead's card: the card or a DM
+    of an erased lead whose id SQLite gave the new one (see handlers.common), answered with
+    OUT_OF_DATE_CARD before anything changes. A read, for clicks in a message only; Claim and
+    Release check in handlers.actions. (A database error here is the action's own to meet.)"""
+    if clicked_message_ts(body) is None:
+        return False
+    try:
+        with services.sessions() as s:
+            lead = leads.read_lead(s, lead_id, team_of(body, services))
+            return lead is not None and clicked_before_its_card(s, body, lead)
+    except SQLAlchemyError:
+        return False
 
 
 def register(app: App) -> None:
@@ -147,6 +170,9 @@ def outcome_chosen(body: dict[str, Any], action: dict[str, Any], context: Any) -
     lead_id, version, stage = parsed
     settings = services.settings
     modal: dict[str, Any] | None = None
+    if _about_an_erased_lead(services, body, lead_id):
+        flows.tell(services, channel, user, OUT_OF_DATE_CARD)
+        return
     try:
         with services.sessions.begin() as s:
             if stage == outcomes.DISQUALIFIED:
@@ -282,6 +308,9 @@ def reassign_clicked(body: dict[str, Any], action: dict[str, Any], context: Any)
         return
     lead_id, version = parsed
     modal: dict[str, Any] | None = None
+    if _about_an_erased_lead(services, body, lead_id):
+        flows.tell(services, channel, user, OUT_OF_DATE_CARD)
+        return
     try:
         with services.sessions.begin() as s:
             result = outcomes.check_reassign(
@@ -321,6 +350,10 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
         return
     if new_owner in (services.bot_user_id, SLACKBOT):
         ack(response_action="errors", errors={REASSIGN_OWNER: NOT_A_PERSON})
+        return
+    # The new owner gets the contact details: whoever Claim would refuse may not be given them.
+    if not services.access.may_claim(new_owner):
+        ack(response_action="errors", errors={REASSIGN_OWNER: NOT_SALES})
         return
     if lead_id is None:
         ack()
@@ -375,12 +408,15 @@ def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -
     services = services_of(context)
     settings = services.settings
     user, channel = user_of(body), clicked_in(body)
-    parsed = parse_value(action.get("value"))
+    parsed = views.parse_snooze_value(action.get("value"))
     if parsed is None:
         flows.tell(services, channel, user, BROKEN)
         return
-    lead_id = parsed[0]
+    lead_id, nudge = parsed
     key = "1h" if action.get("action_id") == Action.SNOOZE_HOUR else "1d"
+    if _about_an_erased_lead(services, body, lead_id):
+        flows.tell(services, channel, user, OUT_OF_DATE_CARD)
+        return
     try:
         with services.sessions.begin() as s:
             result = outcomes.snooze(
@@ -392,6 +428,7 @@ def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -
                 policy=settings.policy,
                 now=services.clock.now(),
                 length=key,
+                nudge=nudge,
             )
     except SQLAlchemyError as e:
         flows.tell(services, channel, user, write_failed(services, lead_id, "snooze", e))
@@ -405,6 +442,8 @@ def snooze_clicked(body: dict[str, Any], action: dict[str, Any], context: Any) -
         answer = views.snooze_refused(lead)
     elif result.reason == "closed":
         answer = f"Lead #{lead.id} is closed ({views.stage_text(lead)}): no more follow-ups."
+    elif result.reason == "out_of_date":
+        answer = views.snooze_out_of_date(lead)
     else:
         answer = f"Lead #{lead.id} is not claimed any more; nothing to snooze."
     flows.tell(services, channel, user, answer)

@@ -31,8 +31,11 @@ def run(services: Services) -> str:
             tell_managers = turn.kind == "escalation" and bool(settings.manager_ids)
             if tell_managers:
                 dm = follow_up_escalation(lead, now, turn.misses)
+                # Told unless an outcome, a Reassign, a release or a correction came first
+                # (queued while Slack was away): the misses stay misses when later nudges come.
+                still = outbox.while_lead(lead, "status", "version")
                 for manager in settings.manager_ids:
-                    outbox.enqueue_message(s, manager, dm, lead_id=lead.id)
+                    outbox.enqueue_message(s, manager, dm, lead_id=lead.id, only_while=still)
                 escalated += 1
             else:
                 nudged += 1
@@ -41,6 +44,11 @@ def run(services: Services) -> str:
                 lead.owner_id,
                 follow_up_nudge(lead, now, managers_told=tell_managers),
                 lead_id=lead.id,
+                # Only while it is the lead's latest word: no outcome, Reassign, release or
+                # correction since (version), no later nudge (misses), no snooze (due time).
+                only_while=outbox.while_lead(
+                    lead, "status", "version", "follow_up_misses", "follow_up_at"
+                ),
             )
     if nudged or escalated:
         services.outbox.kick()

@@ -1,5 +1,6 @@
 """Retention: delete leads older than RETAIN_FOR, with their history (off when unset); and,
-always, forget the ids of Slack events handled more than a day ago."""
+always, clear the bodies of messages delivered longer ago than RETAIN_FOR (30 days without it)
+and forget the ids of Slack events handled more than a day ago."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete
 
-from bot.privacy import purge_expired
+from bot.privacy import prune_delivered, purge_expired
 from bot.services import Services
 from models import ProcessedEvent
 
@@ -24,4 +25,7 @@ def run(services: Services) -> str:
             .where(ProcessedEvent.at < cutoff)
             .execution_options(synchronize_session=False)
         ).rowcount
-    return f"{purge_expired(services)}; {forgotten or 0} handled event ids older than 1d forgotten"
+    # Leads first: a digest naming a purged lead is rewritten before its body may be cleared.
+    purged = purge_expired(services)
+    pruned = prune_delivered(services)
+    return f"{purged}; {pruned}; {forgotten or 0} handled event ids older than 1d forgotten"

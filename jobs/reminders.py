@@ -35,14 +35,21 @@ def run(services: Services) -> str:
                 continue
             lead = turn.lead
             assert lead.card_channel and lead.card_ts
-            waited = now - (lead.card_posted_at or lead.submitted_at)
+            # Since the lead last came into the queue: after a release, not since its card.
+            waited = now - (leads.claim_clock_start(s, lead) or lead.submitted_at)
             if turn.kind == "reminder":
-                message = render.reminder(lead, waited, turn.number)
+                # Counting reminders only: the escalation took a turn (and said so in the
+                # thread), so without this the thread went "Reminder 2", the note, "Reminder 4".
+                number = turn.number - (1 if lead.escalated_at is not None else 0)
+                message = render.reminder(lead, waited, number)
                 reminded += 1
             else:
                 dm = render.escalation_dm(lead, waited, turn.number - 1, lead.card_permalink)
+                # Told while the lead waits unclaimed as it was (a later reminder does not
+                # make this news stale: escalation comes once).
+                waiting = outbox.while_lead(lead, "status", "version")
                 for manager in settings.manager_ids:
-                    outbox.enqueue_message(s, manager, dm, lead_id=lead.id)
+                    outbox.enqueue_message(s, manager, dm, lead_id=lead.id, only_while=waiting)
                 message = render.escalation_thread_note(
                     lead, turn.number - 1, told_managers=bool(settings.manager_ids)
                 )
@@ -52,8 +59,15 @@ def run(services: Services) -> str:
             if checked < CARD_CHECKS_PER_RUN:
                 outbox.enqueue(s, [outbox.refresh_row(lead, reminder=turn.number)])
                 checked += 1
+            # Posted only while the lead is unclaimed and this is its latest reminder: queued
+            # during an outage, stale ones are dropped (bot.outbox, WHILE), not sent in a burst.
             outbox.enqueue_message(
-                s, lead.card_channel, message, lead_id=lead.id, thread_ts=lead.card_ts
+                s,
+                lead.card_channel,
+                message,
+                lead_id=lead.id,
+                thread_ts=lead.card_ts,
+                only_while=outbox.while_lead(lead, "status", "version", "reminders_sent"),
             )
     if reminded or escalated:
         services.outbox.kick()

@@ -101,6 +101,12 @@ class Lead(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Bumped by every change, so a card rendered from an older state can be recognised.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The manager's Reassign that gave the lead to its owner, and when (since 0011). claimed_at
+    # stays the first claim's: the digest's claims per rep and time to claim count that one.
+    # What people read goes by bot.outcomes.owner_since / assignment: a release clears these
+    # (bot.flows.after_release), and a claim after one is later than them in any case.
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    assigned_by: Mapped[str | None] = mapped_column(String(32))
 
     card_channel: Mapped[str | None] = mapped_column(String(32))
     card_ts: Mapped[str | None] = mapped_column(String(32))

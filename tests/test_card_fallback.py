@@ -224,7 +224,7 @@ def test_a_card_refused_as_malformed_goes_out_short_and_is_claimed_end_to_end(
     assert "Claim it to get every detail" in shown
     assert card.metadata == {
         "event_type": outbox.CARD_EVENT_TYPE,
-        "event_payload": {"lead_id": lead.id},
+        "event_payload": {"lead_id": lead.id, outbox.CARD_SUBMITTED: lead.submitted_at.isoformat()},
     }
     assert f"lead #{lead.id}" in card.text
     # On the lead's history: refused in full, posted short; not a failed card.

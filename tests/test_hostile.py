@@ -549,7 +549,8 @@ def test_handled_event_ids_are_forgotten_after_a_day_and_not_before(bot: Bot) ->
     bot.sim.event(event, event_id="Ev0NEW0001")
     bot.clock.advance(timedelta(hours=1, seconds=1))
     assert bot.run_job("purge") == (
-        "skipped: RETAIN_FOR not set; 1 handled event ids older than 1d forgotten"
+        "skipped: RETAIN_FOR not set; 0 message bodies older than 30d cleared; "
+        "1 handled event ids older than 1d forgotten"
     )
     with bot.services.sessions() as s:
         kept = s.execute(text("SELECT event_id FROM processed_events")).scalars().all()

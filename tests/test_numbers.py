@@ -87,6 +87,12 @@ class Rec:
     reason: str | None = None
     qualified: bool = False  # sales recorded qualified or won for it, once or more
     gone: bool = False  # forgotten or purged
+    released_at: datetime | None = None  # its latest release: a new claim clock from there
+
+    @property
+    def queued_at(self) -> datetime:
+        """When it last entered the queue: what its time to claim, and its SLA, count from."""
+        return self.released_at or self.submitted_at
 
     @property
     def closed(self) -> bool:
@@ -171,7 +177,8 @@ class Oracle:
         live = self.live()
         submitted = [r for r in live if since <= r.submitted_at < now]
         claimed = [r for r in live if r.claimed_at is not None and since <= r.claimed_at < now]
-        waits = sorted(r.claimed_at - r.submitted_at for r in claimed)  # type: ignore[operator]
+        # From when each lead last entered the queue: a release starts a new claim clock.
+        waits = sorted(r.claimed_at - r.queued_at for r in claimed)  # type: ignore[operator]
         speed = "no claims"
         if waits:
             median = round(statistics.median(w.total_seconds() for w in waits))
@@ -183,10 +190,10 @@ class Oracle:
         for r in submitted:
             events.setdefault(fold(r.event), []).append(r.event)
         # The SLA: claimed within REMINDER_AFTER (30m, around the clock) of its card, which
-        # went out the instant it was submitted; a release does not move that due time.
+        # went out the instant it was submitted, or of its latest release (a new claim clock).
         due = timedelta(minutes=30)
-        late = [r for r in claimed if r.claimed_at - r.submitted_at > due]  # type: ignore[operator]
-        overdue = [r for r in live if r.claimed_at is None and r.submitted_at + due < now]
+        late = [r for r in claimed if r.claimed_at - r.queued_at > due]  # type: ignore[operator]
+        overdue = [r for r in live if r.claimed_at is None and r.queued_at + due < now]
         return {
             "window": now - since,
             "late": len(late),
@@ -393,6 +400,7 @@ class History:
         elif step == "release" and (r := self.pick(lambda r: r.owner and not r.closed)):
             click_card(bot, rnd.choice([r.owner, MANAGER]), bot.lead(r.id), "lead_release")
             r.claimed_at = r.claimer = r.owner = None
+            r.released_at = self.now
         elif step == "reassign" and (r := self.pick(lambda r: r.owner and not r.closed)):
             new_owner = next(rep for rep in REPS if rep != r.owner)
             trig = self.trigger()
@@ -587,7 +595,7 @@ def test_an_event_typed_in_other_capitals_is_one_event(bot: Bot) -> None:
     assert "saastr2026*" not in shown and "SaaStr2026*" not in shown
     assert "• *Expo*: 1 submitted" in shown
     bot.clock.set(datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
-    assert bot.run_job("digest") == "sent to 1 managers"
+    assert bot.run_job("digest") == "sent to 1 manager"
     [digest] = [m for m in bot.slack.dms(MANAGER) if m.text.startswith("Lead digest:")]
     got = shown_digest(digest)
     assert got["per_event"] == {"SAASTR2026": 3, "Expo": 1}
@@ -608,7 +616,7 @@ def test_a_reassigned_lead_is_the_claim_of_the_rep_who_claimed_it(bot: Bot) -> N
     bot.settle()
     assert bot.lead(lead_id).owner_id == REP_B
     bot.clock.set(datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
-    assert bot.run_job("digest") == "sent to 1 managers"
+    assert bot.run_job("digest") == "sent to 1 manager"
     [digest] = [m for m in bot.slack.dms(MANAGER) if m.text.startswith("Lead digest:")]
     got = shown_digest(digest)
     assert (got["submitted"], got["claimed"], got["per_rep"]) == (1, 1, {REP_A: 1})

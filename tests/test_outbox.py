@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
@@ -80,7 +81,7 @@ def cards_per_lead(slack: SlackEmulator, channel: str = LEADS_CHANNEL) -> Counte
         # The card's metadata names the same lead: that is what crash recovery looks for.
         assert m.metadata == {
             "event_type": outbox.CARD_EVENT_TYPE,
-            "event_payload": {"lead_id": lead_id},
+            "event_payload": {"lead_id": lead_id, outbox.CARD_SUBMITTED: ANY},
         }, m.metadata
         counts[lead_id] += 1
     return counts

@@ -568,10 +568,13 @@ def test_manager_reassigns_new_owner_gets_details_old_owner_a_note(bot: Bot) -> 
     after = bot.lead(lead.id)
     assert after.owner_id == REP_B and after.status == CLAIMED
     assert after.follow_up_at == bot.clock.now() + DAY  # a full interval for the new owner
-    assert f"Claimed by <@{REP_B}>" in card_json(bot, lead)
+    shown = card_json(bot, lead)
+    # The new owner did not claim it: the card says who handed it over (tests/test_ownership.py)
+    assert f"Assigned to <@{REP_B}>* by <@{MANAGER}>" in shown and "Claimed by" not in shown
     [details] = bot.slack.dms(REP_B)
     body = json.dumps(details.blocks)
     assert "jane@acme.example" in body and f"<@{MANAGER}> assigned you lead" in body
+    assert details.text == f"<@{MANAGER}> assigned you lead #{lead.id} *Jane Doe* (Acme Corp)."
     note = bot.slack.dms(REP_A)[-1]
     assert "reassigned" in note.text and f"<@{REP_B}>" in note.text
     assert "jane@acme.example" not in note.text

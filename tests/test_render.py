@@ -3,6 +3,7 @@ would have built, and within Slack's limits, at their longest."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -112,3 +113,25 @@ def test_the_card_shows_a_few_lines_of_the_notes_however_many_were_typed() -> No
     card = render.lead_card(make_lead(notes=notes), NOW)
     [shown] = [b["text"]["text"] for b in card.blocks if "*Notes*" in str(b)]
     assert shown == "*Notes*\nstart\n\n" + "line\n" * (render.CARD_NOTES_LINES - 2) + "…"
+
+
+def test_a_handed_over_lead_at_its_longest_is_valid_and_says_who_handed_it_over() -> None:
+    """A Reassign's card: the new owner "assigned … by" the manager, the first claim kept as
+    such, with every field at its limit; the nudge's Snooze carries which nudge it is."""
+    handed = {"assigned_by": "U0MANAGER1", "assigned_at": NOW + timedelta(days=3)}
+    for lead in (
+        _longest(**CLAIMED_LEAD, **handed),
+        _longest(**CLAIMED_LEAD, **handed, stage="lost", stage_at=NOW, outcome_reason="&" * 200),
+    ):
+        card = render.lead_card(lead, NOW)
+        assert len(card.blocks) <= 50
+        assert _through_the_models(card.blocks) == card.blocks
+        shown = str(card.blocks)
+        assert f"Assigned to <@{REP_A}>* by <@U0MANAGER1>" in shown
+        assert "First claimed" in shown and "Claimed by" not in shown
+    nudge = render_outcomes.follow_up_nudge(
+        make_lead(**CLAIMED_LEAD, **handed, follow_up_misses=2), NOW + timedelta(days=4)
+    )
+    assert "assigned to you 1d ago" in nudge.text
+    snoozes = [e["value"] for b in nudge.blocks for e in b.get("elements", []) if "value" in e]
+    assert snoozes == ["7:1:2", "7:1:2"]

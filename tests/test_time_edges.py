@@ -49,12 +49,12 @@ def test_a_lead_between_two_digests_across_fall_back_is_in_the_next_one(
     # of every digest.
     bot = start_bot(database_url, slack, clock, TIMEZONE="Europe/Berlin", DIGEST_AT="02:30")
     try:
-        assert _digest_at(bot, _utc(2026, 10, 24, 0, 30)) == "sent to 1 managers"
-        assert _digest_at(bot, _utc(2026, 10, 25, 0, 30)) == "sent to 1 managers"  # 02:30 CEST
+        assert _digest_at(bot, _utc(2026, 10, 24, 0, 30)) == "sent to 1 manager"
+        assert _digest_at(bot, _utc(2026, 10, 25, 0, 30)) == "sent to 1 manager"  # 02:30 CEST
         _submit_at(bot, _utc(2026, 10, 25, 0, 45), "Ada")  # 02:45 CEST, after that digest
         # 02:30 CET, the same local day once more: nothing is sent twice.
         assert _digest_at(bot, _utc(2026, 10, 25, 1, 30)).startswith("already sent")
-        assert _digest_at(bot, _utc(2026, 10, 26, 1, 30)) == "sent to 1 managers"
+        assert _digest_at(bot, _utc(2026, 10, 26, 1, 30)) == "sent to 1 manager"
         assert _submitted_counts(bot) == [0, 0, 1]
         # It says which period it covers: no longer "the last 24 hours".
         last = bot.slack.dms(MANAGER)[-1]
@@ -75,10 +75,10 @@ def test_a_lead_is_not_counted_twice_across_spring_forward(
     bot = start_bot(database_url, slack, clock, TIMEZONE="Europe/Berlin", DIGEST_AT="02:30")
     try:
         _submit_at(bot, _utc(2026, 3, 28, 1, 15), "Ada")  # 02:15 CET
-        assert _digest_at(bot, _utc(2026, 3, 28, 1, 30)) == "sent to 1 managers"
+        assert _digest_at(bot, _utc(2026, 3, 28, 1, 30)) == "sent to 1 manager"
         assert _digest_at(bot, _utc(2026, 3, 29, 0, 59)).startswith("not due yet")  # 01:59 CET
         sent = _digest_at(bot, _utc(2026, 3, 29, 1, 0))  # 03:00 CEST, the jump past 02:30
-        assert sent == "sent to 1 managers"
+        assert sent == "sent to 1 manager"
         assert _submitted_counts(bot) == [1, 0]
     finally:
         bot.stop()
@@ -91,11 +91,11 @@ def test_a_late_digest_neither_drops_nor_repeats_leads(
     # hours before each send lost the lead of the 26th at 10:00 and counted the 27th's twice.
     bot = start_bot(database_url, slack, clock, TIMEZONE="UTC", DIGEST_AT="09:00")
     try:
-        assert _digest_at(bot, _utc(2026, 11, 26, 9, 0)) == "sent to 1 managers"
+        assert _digest_at(bot, _utc(2026, 11, 26, 9, 0)) == "sent to 1 manager"
         _submit_at(bot, _utc(2026, 11, 26, 10, 0), "Ada")
         _submit_at(bot, _utc(2026, 11, 27, 12, 0), "Bob")
-        assert _digest_at(bot, _utc(2026, 11, 27, 15, 0)) == "sent to 1 managers"
-        assert _digest_at(bot, _utc(2026, 11, 28, 9, 0)) == "sent to 1 managers"
+        assert _digest_at(bot, _utc(2026, 11, 27, 15, 0)) == "sent to 1 manager"
+        assert _digest_at(bot, _utc(2026, 11, 28, 9, 0)) == "sent to 1 manager"
         assert _submitted_counts(bot) == [0, 2, 0]
     finally:
         bot.stop()
@@ -120,7 +120,7 @@ def test_a_digest_that_fails_half_way_is_sent_by_the_next_pass(
         bot.run_job("digest")
     assert bot.slack.dms(MANAGER) == []
     bot.clock.advance(timedelta(minutes=1))
-    assert bot.run_job("digest") == "sent to 1 managers"
+    assert bot.run_job("digest") == "sent to 1 manager"
     assert bot.run_job("digest").startswith("already sent")
     assert len(bot.slack.dms(MANAGER)) == 1
 
