@@ -135,6 +135,13 @@ REPLAY_WINDOW = 300
 # Signatures remembered to refuse a second delivery of one signed request inside the window.
 # Only validly signed requests are remembered, so only Slack's own traffic fills it.
 SEEN_MAX = 100_000
+# Seconds between WARNINGs about requests with a wrong signature (each is also an INFO line).
+WRONG_SIGNATURE_EVERY = 60
+WRONG_SIGNATURE = (
+    "refused a request with a wrong signature: if Slack sent it, SLACK_SIGNING_SECRET is not "
+    "the app's Signing Secret (Basic Information page of the Slack app); said at most once a "
+    "minute"
+)
 
 
 class _SignatureCheck(RequestVerification):
@@ -160,6 +167,7 @@ class _SignatureCheck(RequestVerification):
         self._seen: dict[str, int] = {}
         self._order: deque[tuple[int, str]] = deque()
         self._lock = threading.Lock()
+        self._warned: float | None = None  # when the last wrong-signature WARNING was written
 
     def process(
         self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
@@ -181,8 +189,9 @@ class _SignatureCheck(RequestVerification):
 
     def invalid(self, raw_body: str | bytes, timestamp: str, signature: str) -> str | None:
         """Why a request with this body and these X-Slack-Request-Timestamp and X-Slack-Signature
-        headers is not Slack's, or None if it is. Reads no state and parses nothing, so an HTTP
-        server can ask before it parses a body (the replay check stays in process())."""
+        headers is not Slack's, or None if it is. Parses nothing and reads no request state, so
+        an HTTP server can ask before it parses a body (the replay check stays in process()); a
+        wrong signature is also logged as a WARNING naming the setting, once a minute at most."""
         if not (is_digits(timestamp) and len(timestamp) <= 12 and signature.isascii()):
             return "no Slack signature"
         skew = int(self.verifier.clock.now()) - int(timestamp)
@@ -195,7 +204,19 @@ class _SignatureCheck(RequestVerification):
                 return None
         except UnicodeDecodeError:  # bytes that are not UTF-8: nothing Slack signed
             pass
+        self._wrong_signature()
         return "wrong signature"
+
+    def _wrong_signature(self) -> None:
+        # Every request from Slack refused this way, with only an INFO line per request, looked
+        # like a quiet bot: the first is a WARNING naming the setting, then one a minute at
+        # most (anyone on the internet can send a bad signature as often as they like).
+        now = self.verifier.clock.now()
+        with self._lock:
+            if self._warned is not None and 0 <= now - self._warned < WRONG_SIGNATURE_EVERY:
+                return
+            self._warned = now
+        log.warning(WRONG_SIGNATURE)
 
     def _replayed(self, signature: str, timestamp: int) -> bool:
         """Whether `signature` was seen before; remembers it until its window closes."""

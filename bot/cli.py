@@ -29,6 +29,14 @@ class StartupError(Exception):
     """Start-up cannot go on; str() is one line for a person."""
 
 
+class Interrupted(StartupError):
+    """Ctrl-C stopped a command part-way; str() says what was left, in one line.
+    The exit status is 130, as a shell gives a command ended by SIGINT."""
+
+
+INTERRUPTED_EXIT = 130
+
+
 # Slack's answers that mean the token itself is wrong. Anything else (an outage, a rate limit,
 # an internal error) is trouble on Slack's side: telling the operator to replace a good token
 # would send them the wrong way.
@@ -47,12 +55,38 @@ TOKEN_REFUSALS = frozenset(
 )
 
 
-def _slack_refused(setting: str, method: str, response: Any, fix: str) -> StartupError:
-    """The line for a Slack API error at start-up: the token, or Slack's own trouble."""
+# What slack_sdk puts in `error` for an answer that is not JSON; the rest is the body, which
+# may be a whole HTML page: never echoed.
+_NOT_JSON = "Received a response in a non-JSON format"
+API_URL_FIX = "it should end in /api/, like https://slack.com/api/"
+
+
+def _slack_refused(
+    setting: str, method: str, response: Any, fix: str, api_url: str
+) -> StartupError:
+    """The line for a Slack API error at start-up: the token, the URL, or Slack's own trouble."""
     status = getattr(response, "status_code", None)
-    error = str(response.get("error") or f"HTTP {status}")
+    raw = str(response.get("error") or "")
+    not_json = raw.startswith(_NOT_JSON)
+    error = "" if not_json else raw
+    error = error or f"HTTP {status}"
     if error in TOKEN_REFUSALS:
         return StartupError(f"{setting}: Slack did not accept it ({error}) — {fix}")
+    # Slack's Web API answers every method it has with JSON, a 404 never: a 404, or a page that
+    # is not JSON, came from something else at SLACK_API_URL (its /api/ left off, say), and
+    # blaming Slack sent the operator to wait for an outage that was not there.
+    if status == 404 or (not_json and (status is None or status < 500)):
+        what = f"HTTP {status}" if status is not None else "an answer"
+        return StartupError(
+            f"SLACK_API_URL: {api_url} answered {method} with {what} that is not Slack's API "
+            f"— the URL is wrong: {API_URL_FIX}"
+        )
+    if not_json:  # a 5xx page: a proxy on the way, or Slack's edge in an outage
+        return StartupError(
+            f"SLACK_API_URL: {api_url} answered {method} with HTTP {status} and a page that is "
+            f"not Slack's JSON — check SLACK_API_URL ({API_URL_FIX}); if it is right, Slack or "
+            "a proxy on the way is in trouble: try again shortly"
+        )
     if status not in (None, 200) and str(status) not in error:
         error += f", HTTP {status}"
     return StartupError(
@@ -68,22 +102,34 @@ def _logging(settings: Settings) -> None:
 
 
 def open_database(
-    settings: Settings, *, migrate_sqlite: bool = True, setting: str = "DATABASE_URL"
+    settings: Settings,
+    *,
+    migrate_sqlite: bool = True,
+    create_sqlite: bool = True,
+    setting: str = "DATABASE_URL",
 ) -> Engine:
     """Connect, and make sure the schema is current (embedded SQLite migrates itself).
-    `setting` is what the errors name: the sandbox's database comes from --db."""
+    `setting` is what the errors name: the sandbox's database comes from --db. Without
+    `create_sqlite`, a SQLite file that does not exist is refused rather than made: a command
+    run from cron in another directory would otherwise work on a new, empty database."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from bot import db
     from models import make_engine
 
-    engine = make_engine(settings.sqlalchemy_url)
+    url = settings.sqlalchemy_url
+    path = db.sqlite_file(url)
+    if path is not None and not path.exists():
+        if not create_sqlite:
+            raise StartupError(no_sqlite_database(path, setting))
+        log.info("there is no database at %s: making a new, empty one", str(path))
+    engine = make_engine(url)
     try:
         current = db.current_revision(engine)  # also proves the database answers
         if current == db.HEAD:
             pass  # the usual start: no migration, no Alembic
         elif engine.dialect.name == "sqlite" and migrate_sqlite:
-            db.upgrade(engine)
+            db.upgrade(engine)  # one at a time, with any other start or migrate (its lock)
         else:
             db.check_known(current)  # "run leadbot migrate" cannot help with a newer schema
             raise StartupError(
@@ -93,10 +139,44 @@ def open_database(
     except SQLAlchemyError as e:
         engine.dispose()
         raise _unusable(e, setting) from None
-    except db.UnknownRevision as e:
+    except (db.UnknownRevision, db.MigrationBusy) as e:
         engine.dispose()
         raise StartupError(f"{setting}: {e}") from None
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+def no_sqlite_database(path: Path, setting: str = "DATABASE_URL") -> str:
+    return (
+        f"{setting}: there is no database at {str(path)!r} — run leadbot from the directory "
+        f"that holds it, or set {setting} to its absolute path, like sqlite:////srv/leadbot/"
+        "leadbot.db"
+    )
+
+
+def describe_database(settings: Settings) -> str:
+    """Which database this is, for the start-up line: a SQLite file's absolute path, or the
+    server and database without user name or password. (Not as a URL with `user:***@host`:
+    the log's filter reads that as an email address and masks the host too.)"""
+    from bot import db
+
+    url = settings.sqlalchemy_url
+    path = db.sqlite_file(url)
+    if path is not None:
+        return str(path)
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+    return f"postgresql://{where}" + (f" (user {url.username})" if url.username else "")
+
+
+def describe_policy(settings: Settings) -> str:
+    from bot.policy import BUILT_IN
+
+    source = settings.policy.source
+    return "built-in policy" if source == BUILT_IN else f"policy {Path(source).resolve()}"
 
 
 def _unusable(e: Exception, setting: str = "DATABASE_URL") -> StartupError:
@@ -144,7 +224,7 @@ def _migration_failure(e: Exception) -> tuple[str, bool]:
 BOT_TOKEN_FIX = "copy the Bot User OAuth Token (xoxb-…) from the app's page (README, step 2)"
 
 
-def _build(settings: Settings):
+def _build(settings: Settings, *, create_sqlite: bool = True):
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackApiError, SlackClientError
 
@@ -152,7 +232,7 @@ def _build(settings: Settings):
 
     if mismatch := settings.zone_mismatch():
         log.warning(mismatch)
-    engine = open_database(settings)
+    engine = open_database(settings, create_sqlite=create_sqlite)
     services = build_services(settings, engine=engine)
     try:
         app = create_app(settings, services=services)
@@ -161,7 +241,11 @@ def _build(settings: Settings):
         api_error = e if isinstance(e, SlackApiError) else e.__context__
         if isinstance(api_error, SlackApiError):
             raise _slack_refused(
-                "SLACK_BOT_TOKEN", "auth.test", api_error.response, BOT_TOKEN_FIX
+                "SLACK_BOT_TOKEN",
+                "auth.test",
+                api_error.response,
+                BOT_TOKEN_FIX,
+                settings.slack_api_url,
             ) from None
         raise StartupError(
             f"SLACK_BOT_TOKEN: Slack did not accept it ({e})".splitlines()[0]
@@ -242,13 +326,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from None
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
     log.info(
-        "leadbot %s serving on http://%s:%s/slack/events (%d threads, %s, scheduler %s)",
+        "leadbot %s serving on http://%s:%s/slack/events (%d threads, %s, scheduler %s); "
+        "database %s, %s",
         __version__,
         host,
         server.port,
         settings.web_threads,
         placed.describe(),
         "off" if scheduler is None else "on",
+        describe_database(settings),
+        describe_policy(settings),
     )
     return _run_until_stopped(server.serve_forever, services, scheduler)
 
@@ -276,6 +363,7 @@ def cmd_socket(args: argparse.Namespace) -> int:
             "apps.connections.open",
             e.response,
             "generate one with the connections:write scope (README, step 4)",
+            settings.slack_api_url,
         ) from None
     except (SlackClientError, OSError) as e:
         raise _unreachable(settings, e) from None
@@ -295,7 +383,15 @@ def cmd_socket(args: argparse.Namespace) -> int:
         )
     keep_alive(handler.client)
     scheduler = start_background(services, with_scheduler=not args.no_scheduler)
-    log.info("leadbot %s connected in Socket Mode (%s)", __version__, placed.describe())
+    # Which database and policy: a new, empty SQLite file made by a start in the wrong
+    # directory, or a policy file not found, shows here at once.
+    log.info(
+        "leadbot %s connected in Socket Mode (%s); database %s, %s",
+        __version__,
+        placed.describe(),
+        describe_database(settings),
+        describe_policy(settings),
+    )
 
     def run() -> None:
         try:
@@ -319,7 +415,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from models import make_engine
 
     settings = load_settings()
-    engine = make_engine(settings.sqlalchemy_url)
+    url = settings.sqlalchemy_url
+    # A new SQLite file is made and migrated (that is how a SQLite deployment may start, in an
+    # init container before the first `serve`), and the line says so, with its path: run from
+    # the wrong directory, that line shows it.
+    path = db.sqlite_file(url)
+    new_file = path is not None and not path.exists()
+    engine = make_engine(url)
     try:
         # A database that cannot be opened (no such file or server, not a database) is named
         # as such, not as a migration that failed half-way; nor is a newer leadbot's schema.
@@ -330,32 +432,78 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except db.UnknownRevision as e:
         engine.dispose()
         raise StartupError(f"DATABASE_URL: {e}") from None
+    except KeyboardInterrupt:
+        engine.dispose()
+        raise Interrupted("interrupted before migrating; nothing was changed") from None
     try:
-        before, after = db.upgrade(engine)
+        before, after = db.upgrade(engine, waiting=_say)
+    except db.MigrationBusy as e:
+        raise StartupError(f"DATABASE_URL: {e} (the schema is at {_reached(engine)})") from None
+    except db.UnknownRevision as e:  # a newer leadbot migrated it while this one waited
+        raise StartupError(f"DATABASE_URL: {e}") from None
+    except KeyboardInterrupt:
+        raise _migrate_interrupted(engine) from None
     except Exception as e:
+        if _after_interrupt(e):
+            raise _migrate_interrupted(engine) from None
         # Each migration commits on its own: say how far it got. A re-run goes on from there,
         # but only gets past a lock or a lost connection, not a table in the way.
         cause, transient = _migration_failure(e)
-        try:
-            reached = db.current_revision(engine) or "empty"
-        except Exception:
-            reached = "unknown"
         then = (
             "run `leadbot migrate` again"
             if transient
             else "a re-run fails the same way until that is fixed"
         )
         raise StartupError(
-            f"DATABASE_URL: migration failed ({cause}); the schema is at {reached}, "
+            f"DATABASE_URL: migration failed ({cause}); the schema is at {_reached(engine)}, "
             f"with every migration before the failed one kept: {then}"
         ) from None
     finally:
         engine.dispose()
+    made = f" (a new SQLite database: {path})" if new_file and before != after else ""
     if before == after:
-        print(f"database schema is up to date ({after})")
+        print(f"database schema is up to date ({after}){made}")
     else:
-        print(f"database schema migrated from {before or 'empty'} to {after}")
+        print(f"database schema migrated from {before or 'empty'} to {after}{made}")
     return 0
+
+
+def _migrate_interrupted(engine: Engine) -> Interrupted:
+    # Each migration commits on its own, or is rolled back: the next run goes on from here.
+    return Interrupted(
+        f"interrupted: the schema is at {_reached(engine)}; run `leadbot migrate` again to finish"
+    )
+
+
+def _after_interrupt(error: BaseException) -> bool:
+    """Whether `error` was raised while a Ctrl-C was being handled: the statement it cut short
+    leaves its connection unusable, and the clean-up on the way out (Alembic resetting
+    lock_timeout after an index build) fails on that, hiding the KeyboardInterrupt."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _say(line: str) -> None:
+    """A line of progress for the person at the terminal (stdout keeps the result)."""
+    print(f"leadbot: {line}", file=sys.stderr, flush=True)
+
+
+def _reached(engine: Engine) -> str:
+    """The revision the schema is at, after a failed or interrupted upgrade, on a new
+    connection: one left inside the interrupted statement is closed (rolled back) first."""
+    from bot import db
+
+    engine.dispose()
+    try:
+        return db.current_revision(engine) or "empty"
+    except Exception:
+        return "unknown"
 
 
 def cmd_copy_db(args: argparse.Namespace) -> int:
@@ -382,17 +530,44 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         raise StartupError(f"jobs run: unknown job {args.name!r} — one of {', '.join(JOBS)}")
     settings = load_settings(require=SERVE_REQUIRES)
     _logging(settings)
-    _, services = _build(settings)
-    if args.name == "digest" and args.force:
-        from jobs import digest
+    try:
+        # Never a new SQLite file: cron runs in $HOME, where a pass on a new, empty database
+        # did nothing and said all was well.
+        _, services = _build(settings, create_sqlite=False)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {args.name} did not start; run it again") from None
+    running = args.name
+    try:
+        if args.name == "digest" and args.force:
+            from jobs import digest
 
-        print(digest.run(services, force=True))
-    else:
-        print(JOBS[args.name].run(services))
-    if args.name != "outbox":
-        # Whatever the pass queued goes out now; cron deployments have no worker thread.
-        print(f"outbox: {services.outbox.drain()}")
+            print(digest.run(services, force=True))
+        else:
+            print(JOBS[args.name].run(services))
+        if args.name != "outbox":
+            # Whatever the pass queued goes out now; cron deployments have no worker thread.
+            running = "outbox"
+            print(f"outbox: {services.outbox.drain()}")
+    except KeyboardInterrupt:
+        raise _stopped_part_way(running, services) from None
     return 0
+
+
+def _stopped_part_way(what: str, services: Any) -> Interrupted:
+    """After Ctrl-C in a pass. Each step of a pass commits on its own (a reminder marked sent
+    with its message queued, say): what was done is kept, and the next pass picks up the rest.
+    The outbox starts no more deliveries; one in flight is let finish (and recorded), as the
+    exit waits for its thread, unless a second Ctrl-C ends the process at once."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # stop() cancels the deliveries not started, then waits for those in flight: not here.
+    threading.Thread(target=services.outbox.stop, name="outbox-stop", daemon=True).start()
+    main = threading.main_thread()
+    busy = any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate())
+    then = " (letting the Slack call in flight finish; Ctrl-C again to stop at once)"
+    return Interrupted(
+        f"interrupted: {what} stopped part-way; what it did is kept, run `leadbot jobs run "
+        f"{what}` again" + (then if busy else "")
+    )
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -401,7 +576,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
     check_address(args.email)
     settings = load_settings(require=SERVE_REQUIRES)
     _logging(settings)
-    _, services = _build(settings)
+    # Never a new SQLite file: "forgot 0 leads" from a new, empty database in the wrong
+    # directory, while the real one still held the person.
+    _, services = _build(settings, create_sqlite=False)
     print(forget_person(services, args.email))
     print(f"outbox: {services.outbox.drain()}")
     return 0
@@ -590,7 +767,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stop_logging()  # what the libraries logged on the way comes first; our line is the last
         print(f"leadbot: {e}", file=sys.stderr)
-        return 2
+        return INTERRUPTED_EXIT if isinstance(e, Interrupted) else 2
+    except KeyboardInterrupt:
+        # Anywhere a command has no line of its own for it (loading settings, say): one line,
+        # not a traceback.
+        from bot.logs import stop_logging
+
+        stop_logging()
+        print("\nleadbot: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Engine, event, exc, inspect, make_url, text
@@ -421,20 +424,172 @@ def is_up_to_date(engine: Engine) -> bool:
     return current_revision(engine) == HEAD
 
 
-def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
+def upgrade(
+    engine: Engine,
+    target: str = "head",
+    *,
+    wait: float | None = None,
+    waiting: Callable[[str], None] | None = None,
+) -> tuple[str | None, str]:
     """Migrate to `target`, head by default (idempotent); returns (revision before, revision
-    after). Tests name an older target to start from an old schema. Raises UnknownRevision for
-    a database a newer leadbot migrated."""
+    after). Tests name an older target to start from an old schema. One upgrade at a time per
+    database (migration_lock, `wait` and `waiting` as there): the revision is read once the lock
+    is held, so a run that waited for another one finds the schema at head and does nothing.
+    Raises UnknownRevision for a database a newer leadbot migrated, MigrationBusy when another
+    upgrade held the lock for all of `wait`."""
     from alembic import command
 
-    before = current_revision(engine)
-    check_known(before)
-    config = alembic_config(engine)
-    # A plain connection, not a transaction: Alembic commits each migration itself.
-    with engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, target)
+    with migration_lock(engine, wait=wait, waiting=waiting):
+        before = current_revision(engine)
+        check_known(before)
+        config = alembic_config(engine)
+        # A plain connection, not a transaction: Alembic commits each migration itself.
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, target)
     return before, head_revision() if target == "head" else target
+
+
+# --- one migration at a time ---------------------------------------------------------------------
+
+# How long an upgrade waits for another one on the same database before it gives up (seconds).
+# Teams run `leadbot migrate` in each pod's init container, and SQLite deployments migrate at
+# every start: without the lock, two runs at once both saw an old revision, both ran Alembic,
+# and one failed on what the other had just made ("table alembic_version already exists").
+MIGRATION_WAIT = 600.0
+# The key of PostgreSQL's advisory lock for it ("leadbot" in ASCII). Advisory locks belong to a
+# database: two databases on one server do not wait for each other.
+MIGRATION_LOCK_KEY = 0x6C656164626F74
+# A SQLite database's lock is a file next to it, as its -wal and -shm files are.
+SQLITE_LOCK_SUFFIX = "-migrate.lock"
+# How often a waiting upgrade tries the lock again (seconds).
+_RETRY = 0.1
+
+
+class MigrationBusy(Exception):
+    """Another upgrade of this database held the lock for all of MIGRATION_WAIT; str() is one
+    line for a person."""
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL, resolved as SQLite resolves it (from the working directory);
+    None for another database or a `file:` URI."""
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    if url.database.startswith("file:"):
+        return None
+    return Path(url.database).resolve()
+
+
+def waiting_line(wait: float) -> str:
+    """What a run says, once, when it finds another one migrating."""
+    return (
+        "another leadbot is migrating this database; waiting for it to finish "
+        f"(at most {_span(wait)})"
+    )
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
+
+
+def _busy(wait: float) -> MigrationBusy:
+    return MigrationBusy(
+        f"another leadbot has been migrating this database for more than {_span(wait)}; "
+        "gave up waiting — let it finish (or stop it), then run `leadbot migrate` again"
+    )
+
+
+@contextmanager
+def migration_lock(
+    engine: Engine, *, wait: float | None = None, waiting: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold this database's migration lock for the block: on PostgreSQL a session-level
+    advisory lock on a connection of its own (it outlives the migrations' commits and
+    autocommit blocks, and ends with the connection if the process dies); on SQLite an
+    exclusive flock on a file next to the database. Waits up to `wait` seconds (MIGRATION_WAIT)
+    for another holder, saying so once through `waiting` (a WARNING by default), then raises
+    MigrationBusy."""
+    wait = MIGRATION_WAIT if wait is None else wait
+    say = waiting or log.warning
+    if engine.dialect.name == "postgresql":
+        with _pg_migration_lock(engine, wait, say):
+            yield
+        return
+    path = sqlite_file(engine.url)
+    with _file_lock(path, wait, say) if path is not None else _nothing():
+        yield
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def _pg_migration_lock(engine: Engine, wait: float, say: Callable[[str], None]) -> Iterator[None]:
+    key = {"key": MIGRATION_LOCK_KEY}
+    # Autocommit, and tried again rather than waited for in pg_advisory_lock: a session that
+    # waits inside a statement (or sits in a transaction) holds a snapshot, and the holder's
+    # CREATE INDEX CONCURRENTLY waits for every older snapshot to go: each waiting run made
+    # the running one fail on its lock_timeout, half-way through a migration.
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    held = False
+    try:
+        take = text("SELECT pg_try_advisory_lock(:key)")
+        held = bool(conn.scalar(take, key))
+        if not held:
+            say(waiting_line(wait))
+            deadline = time.monotonic() + wait
+            while not held:
+                if time.monotonic() >= deadline:
+                    raise _busy(wait)
+                time.sleep(_RETRY)
+                held = bool(conn.scalar(take, key))
+        # The lock is the session's: it outlasts the migrations' commits and autocommit blocks
+        # on their own connection, and goes with this one if the process dies.
+        yield
+    finally:
+        try:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+            conn.close()
+        except Exception:  # a connection cut or interrupted: closing it ends the lock too
+            conn.invalidate()
+            conn.close()
+
+
+@contextmanager
+def _file_lock(path: Path, wait: float, say: Callable[[str], None]) -> Iterator[None]:
+    import fcntl
+
+    lock_path = path.with_name(path.name + SQLITE_LOCK_SUFFIX)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        # A folder leadbot cannot write to: the migration itself cannot write there either,
+        # and says so; nothing to take turns over.
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(waiting_line(wait))
+            deadline = time.monotonic() + wait
+            while True:
+                time.sleep(_RETRY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise _busy(wait) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays, so the next run locks the same one
 
 
 def fresh_pg_database(server_url: str | URL, name: str, *, drop: bool = False) -> URL:

@@ -6,6 +6,7 @@ setting and what is expected; the CLI prints that line and exits, never a traceb
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
 import re
@@ -317,6 +318,8 @@ def _env(environ: Mapping[str, str] | None, dotenv_path: str | Path | None) -> d
                     "NAME=value (is a quote left open?)"
                 )
         values = dotenv_values(stream=io.StringIO(text))
+        for name in values:
+            _check_name(name, dotenv_path)
         merged.update({k: v for k, v in values.items() if v is not None})
     # The real environment wins over .env, as with python-dotenv's load_dotenv(override=False),
     # except where it is empty: `DATABASE_URL=${DATABASE_URL}` in a compose file, with nothing
@@ -327,6 +330,29 @@ def _env(environ: Mapping[str, str] | None, dotenv_path: str | Path | None) -> d
     for name, value in env.items():
         _check_text(name, value)
     return env
+
+
+# How alike (difflib's ratio) a name in .env must be to a setting's to be taken for a misspelling
+# of it: DATABSE_URL 0.96, MANAGER_ID 0.95, LOGLEVEL 0.94, SLACK_TOKEN 0.85; other tools' names
+# stay below (TEST_DATABASE_URL 0.83, SLACK_CLIENT_SECRET 0.77, POSTGRES_PASSWORD 0.51).
+_NEAR_MISS = 0.84
+
+
+def _check_name(name: str, dotenv_path: str | Path) -> None:
+    """A name in the .env file that is not a setting but close to one (in other letters' case,
+    or a letter or two off) stops start-up: misspelled, its setting silently kept its default
+    (DATABSE_URL: a new ./leadbot.db; MANAGER_ID: no managers). A .env may also hold other
+    tools' variables (docker compose reads it too): names far from every setting are left."""
+    if name in SETTINGS_HELP:
+        return
+    upper = name.upper().replace("-", "_")
+    near = difflib.get_close_matches(upper, SETTINGS_HELP, n=1, cutoff=_NEAR_MISS)
+    if upper in SETTINGS_HELP or near:
+        meant = upper if upper in SETTINGS_HELP else near[0]
+        raise SettingsError(
+            f"{dotenv_path}: {name} is not a setting — did you mean {meant}? (names are "
+            "upper case; see .env.example)"
+        )
 
 
 def _check_text(name: str, value: str) -> None:
@@ -367,6 +393,7 @@ def load_settings(
                 f"{name}: not a token — it holds a space or a character that is not ASCII; "
                 "paste it in full, as Slack shows it"
             )
+    _check_bot_token(get("SLACK_BOT_TOKEN"))
     leads_channel = get("LEADS_CHANNEL")
     if leads_channel and not _CHANNEL.match(leads_channel):
         raise SettingsError(
@@ -453,6 +480,28 @@ def _policy(env: Mapping[str, str] | None) -> Policy:
     from bot.policy import default_policy, load_policy
 
     return default_policy({}) if env is None else load_policy(env=env)
+
+
+# Slack's other kinds of token, by prefix. A user token (xoxp-) passes auth.test, and then acts
+# as the person who installed the app rather than as the bot.
+_OTHER_TOKENS = {
+    "xoxp-": "a user token",
+    "xapp-": "an app-level token (that one goes in SLACK_APP_TOKEN)",
+    "xoxe": "a refresh or configuration token",
+    "xoxa-": "a workspace token",
+}
+
+
+def _check_bot_token(token: str) -> None:
+    if not token or token.startswith("xoxb-"):
+        return
+    # Only the prefix is named: the rest is a secret.
+    kind = next((k for p, k in _OTHER_TOKENS.items() if token.startswith(p)), None)
+    what = f"{kind} ({token[:5]}…)" if kind else "not a bot token"
+    raise SettingsError(
+        f"SLACK_BOT_TOKEN: {what} — leadbot needs the Bot User OAuth Token, which starts with "
+        "xoxb- (the Slack app's OAuth & Permissions page)"
+    )
 
 
 def _user_ids(text: str, name: str) -> tuple[str, ...]:
