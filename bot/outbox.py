@@ -459,7 +459,13 @@ _RELEASE = (
     )
     .values(lease_owner=None, lease_until=None, attempts=_OUTBOX.c.attempts - 1)
 )
-_EXISTS = select(_OUTBOX.c.id).where(_OUTBOX.c.id == bindparam("b_id"))
+# An item by its id and when it was made: SQLite gives the ids of erased rows (`forget`, the
+# purge) to the next ones inserted, and a row that is not the item must not count as it.
+_SAME_ITEM = and_(
+    _OUTBOX.c.id == bindparam("b_id"),
+    _OUTBOX.c.created_at == bindparam("b_created", type_=_OUTBOX.c.created_at.type),
+)
+_EXISTS = select(_OUTBOX.c.id).where(_SAME_ITEM)
 _EDITED = select(_OUTBOX.c.status, _OUTBOX.c.channel, _OUTBOX.c.result_ts, _OUTBOX.c.payload).where(
     _OUTBOX.c.id == bindparam("b_id")
 )
@@ -478,7 +484,7 @@ _FOR_THREAD = (
 )
 _MARK_SENT = (
     update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("b_id"), _OUTBOX.c.lease_owner == bindparam("b_owner"))
+    .where(_SAME_ITEM, _OUTBOX.c.lease_owner == bindparam("b_owner"))
     .values(
         status=SENT,
         sent_at=bindparam("b_now", type_=_OUTBOX.c.sent_at.type),
@@ -494,7 +500,7 @@ _MARK_SENT = (
 
 _MARK_DROPPED = (
     update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("b_id"), _OUTBOX.c.lease_owner == bindparam("b_owner"))
+    .where(_SAME_ITEM, _OUTBOX.c.lease_owner == bindparam("b_owner"))
     .values(
         status=DROPPED,
         last_error=bindparam("b_why", type_=_OUTBOX.c.last_error.type),
@@ -1078,7 +1084,15 @@ class Outbox:
     def _drop(self, item: OutboxItem, why: str) -> None:
         """Done without sending: DROPPED, with why as its last_error."""
         with self.single_engine.begin() as conn:
-            conn.execute(_MARK_DROPPED, {"b_id": item.id, "b_owner": self.owner, "b_why": why})
+            conn.execute(
+                _MARK_DROPPED,
+                {
+                    "b_id": item.id,
+                    "b_created": item.created_at,
+                    "b_owner": self.owner,
+                    "b_why": why,
+                },
+            )
         log.info("outbox item %s (lead %s) dropped unsent: %s", item.id, item.lead_id, why)
 
     def _record_sent(
@@ -1325,6 +1339,7 @@ class Outbox:
         now = self.wall()
         sent = {
             "b_id": item.id,
+            "b_created": item.created_at,
             "b_owner": self.owner,
             "b_now": now,
             "b_ts": ts,
@@ -1341,6 +1356,10 @@ class Outbox:
         # A card's success writes the lead too, in the same transaction.
         with self.engine.begin() as conn:
             marked = conn.execute(_MARK_SENT, sent).rowcount
+            if not marked and conn.execute(_EXISTS, sent).first() is None:
+                # Erased while the post was on its way: its lead's id may be a new lead's
+                # already (SQLite), which must not get this card. Blanked below.
+                lead = None
             uncertain = (item.last_error or "").startswith("connection_error")
             # Rare (a retry after an attempt that got no answer), so worth a read that the lead
             # its check refers to is still there.
@@ -1460,7 +1479,7 @@ class Outbox:
         blanks what was delivered before it and did not know of this one: blank it too. A DM
         carries the contact details, and a refresh puts them back on a card just blanked."""
         with self.single_engine.connect() as conn:
-            if conn.execute(_EXISTS, {"b_id": item.id}).first() is not None:
+            if conn.execute(_EXISTS, {"b_id": item.id, "b_created": item.created_at}).first():
                 return False  # not erased: another process took over its lease
         if item.kind == CARD_REFRESH and lead is not None:
             ts, channel = lead.card_ts, lead.card_channel

@@ -12,13 +12,14 @@ container's channel and message_ts, the message), the loopback Slack, a real dat
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from bot import leads, outbox
+from bot import leads, outbox, render
 from bot.clock import FakeClock, FakeDeliveryTime
 from bot.copydb import _reset_sequences
 from bot.privacy import forget_person
@@ -300,3 +301,71 @@ def test_reassign_on_a_purged_leads_card_opens_no_form_for_the_new_lead(retainin
     # On the new lead's own card the same button opens the form.
     click(bot, MANAGER, card_message(bot, lead_id), "lead_reassign")
     assert len(bot.slack.calls_to("views.open")) == opened + 1
+
+
+# --- an erasure while a delivery is on its way, and the ids given again at once -----------------
+
+
+def _during_the_post(bot: Bot, shows: str, then: Callable[[], None]) -> dict[str, str]:
+    """Run `then` while the outbox's post of the message that shows `shows` is on its way:
+    after Slack took it, before the outbox records it. Returns the posted message's ts."""
+    posting = bot.services.outbox.slack
+    post = posting.post
+    seen: dict[str, str] = {}
+
+    def post_then(channel: str, message: Any, thread_ts: str | None = None, **kw: Any) -> Any:
+        result = post(channel, message, thread_ts=thread_ts, **kw)
+        if not seen and shows in message.text + json.dumps(message.blocks):
+            seen["ts"] = result[1]
+            then()
+        return result
+
+    posting.post = post_then  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_card_posted_while_its_lead_is_erased_is_not_given_to_the_next_lead(bot: Bot) -> None:
+    """The erased lead's id went to the next /lead (SQLite), whose row then took the card
+    that was on its way: the channel showed the erased person as the new lead, and its own
+    card was never posted."""
+    bot.submit("Bob Roe, bob@init.example, Initech")
+    ids_as_after_copy_db(bot)
+
+    def erase_and_submit_again() -> None:
+        assert forget_person(bot.services, "jane@acme.example").startswith("forgot 1 leads")
+        ids_as_after_copy_db(bot)
+        bot.sim.slash_command(NEW_LEAD, user_id=MARKETER, channel_id="C0EVENTS01")
+
+    seen = _during_the_post(bot, "Jane Doe", erase_and_submit_again)
+    bot.submit("Jane Doe, jane@acme.example, Acme Corp")
+    bot.settle()
+    new = bot.leads()[-1]
+    assert new.name == "New Person"
+    assert new.card_ts is not None and new.card_ts != seen["ts"]
+    assert "New Person" in json.dumps(card_message(bot, new.id).blocks)
+    jane_card = bot.slack.message(LEADS_CHANNEL, seen["ts"])
+    assert jane_card is not None and "Jane Doe" not in json.dumps(jane_card.blocks)
+
+
+def test_a_dm_delivered_while_its_lead_is_erased_is_blanked_though_its_id_was_reused(
+    bot: Bot,
+) -> None:
+    """The claimer's DM (the contact details) on its way as the lead is forgotten: the outbox
+    blanks it when its row is gone, and it took a new row with the same id for its own."""
+    bot.submit("Bob Roe, bob@init.example, Initech")
+    bot.submit("Jane Doe, jane@acme.example, Acme Corp")
+    jane = bot.leads()[-1]
+
+    def erase_and_reuse() -> None:
+        assert forget_person(bot.services, "jane@acme.example").startswith("forgot 1 leads")
+        ids_as_after_copy_db(bot)
+        for i in range(10):  # ordinary work afterwards: one of these takes the DM's id
+            with bot.services.sessions.begin() as s:
+                note = render.Message(text=f"note {i}")
+                outbox.enqueue(s, [outbox.message_row("C0OTHER001", note, thread_ts="1.000001")])
+
+    _during_the_post(bot, "jane@acme.example", erase_and_reuse)
+    click(bot, REP_A, card_message(bot, jane.id), "lead_claim")
+    bot.settle()
+    shown = json.dumps([(m.text, m.blocks) for m in bot.slack.dms(REP_A)])
+    assert "jane@acme.example" not in shown
