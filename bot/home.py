@@ -32,7 +32,9 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
             s.scalars(
                 select(Lead)
                 .where(*is_mine)
-                .order_by(Lead.claimed_at, Lead.id)  # claims written together share a time
+                # How long each has been yours, as listed (a Reassign hands one over); claims
+                # written together share a time.
+                .order_by(func.coalesce(Lead.assigned_at, Lead.claimed_at), Lead.id)
                 .limit(LIST_MAX)
             )
         )

@@ -481,7 +481,8 @@ def open_leads_of(session: Session, user_id: str, *, team_id: str, limit: int = 
                 Lead.status == CLAIMED,
                 not_closed(),
             )
-            .order_by(Lead.claimed_at, Lead.id)
+            # By how long each has been theirs, as the list says (a Reassign hands one over).
+            .order_by(func.coalesce(Lead.assigned_at, Lead.claimed_at), Lead.id)
             .limit(limit)
         )
     )

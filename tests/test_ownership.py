@@ -378,3 +378,15 @@ def test_0011_takes_each_reassigned_leads_handover_from_its_history(
     db.upgrade(engine, "head")
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_mine_and_app_home_list_a_reassigned_lead_by_the_handover(bot: Bot) -> None:
+    """Listed by its first claim, a lead handed over a minute ago came first as B's oldest
+    ("yours for 1m" at the top), and the lists' limit kept the oldest first claims."""
+    handed = new_lead(bot, "Ana Old, ana@old.example, OldCo", owner=REP_A)
+    bot.clock.advance(DAY)
+    new_lead(bot, "Raj Own, raj@own.example, OwnCo", owner=REP_B)
+    bot.clock.advance(DAY)
+    reassign(bot, handed.id, REP_B)
+    for listed in (mine(bot, REP_B), home(bot, REP_B)):
+        assert listed.index("Raj Own") < listed.index("Ana Old"), listed
