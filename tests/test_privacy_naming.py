@@ -8,7 +8,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,9 +19,10 @@ from bot import outbox, privacy, render
 from bot.clock import FakeClock
 from bot.logs import CHATTY, QUIET
 from bot.privacy import GONE_TEXT, forget_person
-from bot.slack_emulator import Message, SlackEmulator
+from bot.slack_emulator import Message
 from models import PENDING, SENT, OutboxItem
-from tests.conftest import LEADS_CHANNEL, MANAGER, REP_A, Bot, at_once, start_bot
+from tests.conftest import LEADS_CHANNEL, MANAGER, REP_A, Bot, at_once
+from tests.test_privacy import retaining_bot  # noqa: F401  (a fixture)
 from tests.test_report import add_lead
 
 JANE = "Jane Doe, jane@acme.example, +1 415 555 0100, Acme Corp, hot, #SaaStr2026"
@@ -79,15 +79,6 @@ def _production_logging(caplog: pytest.LogCaptureFixture) -> None:
     for name in QUIET:
         caplog.set_level(logging.WARNING, logger=name)
     caplog.set_level(logging.DEBUG)  # last: it sets the capturing handler's level too
-
-
-@pytest.fixture
-def retaining_bot(database_url: str, slack: SlackEmulator, clock: FakeClock) -> Iterator[Bot]:
-    bot = start_bot(database_url, slack, clock, RETAIN_FOR="30d")
-    try:
-        yield bot
-    finally:
-        bot.stop()
 
 
 # --- forget ------------------------------------------------------------------------------------
@@ -318,7 +309,7 @@ def test_a_digest_queued_by_an_earlier_version_is_rewritten_too(bot: Bot) -> Non
 # --- the purge ---------------------------------------------------------------------------------
 
 
-def test_purge_rewrites_the_digests_naming_the_leads_it_deletes(retaining_bot: Bot) -> None:
+def test_purge_rewrites_the_digests_naming_the_leads_it_deletes(retaining_bot: Bot) -> None:  # noqa: F811
     bot = retaining_bot
     bot.submit(JANE)
     [jane] = bot.leads()
