@@ -98,10 +98,15 @@ class ClaimAccess:
             self._members = members
             self._fetched = self.clock.now()
 
+    @property
+    def unreadable(self) -> bool:
+        """Whether claiming waits on a sales group nobody's membership could be read of."""
+        return bool(self.settings.sales_usergroup and self._members is None and self._error)
+
     def refusal(self) -> str:
         who = "the sales team"
         group = self.settings.sales_usergroup
-        if group and self._members is None and self._error:
+        if self.unreadable:
             # Not "only members can claim": nobody's membership could be read at all.
             return (
                 f"leadbot cannot read <!subteam^{group}> from Slack ({self._error}), so only "

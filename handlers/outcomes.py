@@ -51,6 +51,11 @@ NOT_SALES = (
     "Only the sales team (SALES_IDS, SALES_USERGROUP) and managers can own a lead, as only "
     "they can claim one; choose someone in it."
 )
+# As NOT_SALES, when the sales group cannot be read at all (access.refusal says so for Claim).
+GROUP_UNREADABLE = (
+    "leadbot cannot read the sales group (SALES_USERGROUP) from Slack, so only managers can own "
+    "a lead for now; choose a manager, or tell your leadbot admin."
+)
 
 
 def _about_an_erased_lead(services: Services, body: dict[str, Any], lead_id: int) -> bool:
@@ -353,7 +358,8 @@ def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], con
         return
     # The new owner gets the contact details: whoever Claim would refuse may not be given them.
     if not services.access.may_claim(new_owner):
-        ack(response_action="errors", errors={REASSIGN_OWNER: NOT_SALES})
+        why = GROUP_UNREADABLE if services.access.unreadable else NOT_SALES
+        ack(response_action="errors", errors={REASSIGN_OWNER: why})
         return
     if lead_id is None:
         ack()

@@ -390,3 +390,21 @@ def test_mine_and_app_home_list_a_reassigned_lead_by_the_handover(bot: Bot) -> N
     reassign(bot, handed.id, REP_B)
     for listed in (mine(bot, REP_B), home(bot, REP_B)):
         assert listed.index("Raj Own") < listed.index("Ana Old"), listed
+
+
+def test_a_reassign_while_the_sales_group_cannot_be_read_says_so(
+    database_url: str, slack: SlackEmulator, clock: FakeClock
+) -> None:
+    """Told "choose someone in it" of a group nobody's membership could be read, a manager
+    picked real members of it, one after another; Claim says the group cannot be read."""
+    from handlers.outcomes import GROUP_UNREADABLE
+
+    bot = start_bot(database_url, slack, clock, SALES_USERGROUP="S0SALES001")
+    try:
+        lead = new_lead(bot, owner=MANAGER)
+        slack.fail("usergroups.users.list", error="no_such_subteam")
+        r = reassign(bot, lead.id, REP_B)
+        assert r.json() == {"response_action": "errors", "errors": {"new_owner": GROUP_UNREADABLE}}
+        assert bot.lead(lead.id).owner_id == MANAGER
+    finally:
+        bot.stop()
