@@ -88,6 +88,7 @@ class Rec:
     qualified: bool = False  # sales recorded qualified or won for it, once or more
     gone: bool = False  # forgotten or purged
     released_at: datetime | None = None  # its latest release: a new claim clock from there
+    assigned_at: datetime | None = None  # its latest Reassign: its owner's since then
 
     @property
     def queued_at(self) -> datetime:
@@ -380,7 +381,7 @@ class History:
         elif step == "claim" and (r := self.pick(lambda r: r.claimed_at is None)):
             rep = rnd.choice(REPS)
             claim(bot, r.id, rep)
-            r.claimed_at, r.claimer, r.owner = self.now, rep, rep
+            r.claimed_at, r.claimer, r.owner, r.assigned_at = self.now, rep, rep, None
         elif step == "outcome" and (r := self.pick(lambda r: r.owner is not None)):
             stage = rnd.choice([s for s in (*OPEN_STAGES, "won", "lost") if s != r.stage])
             who = rnd.choice([r.owner, MANAGER])
@@ -399,7 +400,7 @@ class History:
             r.stage, r.reason = "disqualified", reason
         elif step == "release" and (r := self.pick(lambda r: r.owner and not r.closed)):
             click_card(bot, rnd.choice([r.owner, MANAGER]), bot.lead(r.id), "lead_release")
-            r.claimed_at = r.claimer = r.owner = None
+            r.claimed_at = r.claimer = r.owner = r.assigned_at = None
             r.released_at = self.now
         elif step == "reassign" and (r := self.pick(lambda r: r.owner and not r.closed)):
             new_owner = next(rep for rep in REPS if rep != r.owner)
@@ -408,7 +409,7 @@ class History:
             values = {"new_owner": ("new_owner_input", "users_select", new_owner)}
             assert bot.sim.view_submission(MANAGER, modal(bot, trig), values).status == 200
             bot.settle()
-            r.owner = new_owner  # claimed_at and the claimer stay
+            r.owner, r.assigned_at = new_owner, self.now  # claimed_at and the claimer stay
         elif step == "forget" and (r := self.pick(lambda r: True)):
             # Typed as people type it: capitals and spaces do not matter.
             assert forget_person(bot.services, " " + r.email.upper()).startswith("forgot ")
@@ -461,11 +462,12 @@ class History:
             text = "\n".join(sections(home["blocks"]))
             yours = text[text.index("*Your open leads*") : text.index("*Unclaimed, oldest first*")]
             queue = text[text.index("*Unclaimed, oldest first*") : text.index("Handoff policy")]
-            by_claim = sorted(
+            # By how long each has been the rep's: since its claim, or the Reassign to them.
+            by_hold = sorted(
                 (r for r in live if r.owner == rep and not r.closed),
-                key=lambda r: (r.claimed_at, r.id),
+                key=lambda r: (r.assigned_at or r.claimed_at, r.id),
             )
-            assert _ids(yours) == [r.id for r in by_claim][:15]
+            assert _ids(yours) == [r.id for r in by_hold][:15]
             unclaimed = sorted(
                 (r for r in live if r.claimed_at is None), key=lambda r: (r.submitted_at, r.id)
             )
