@@ -5,13 +5,12 @@ queued in the outbox in the same transaction, so a change and its messages stand
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, bindparam, cast, literal_column, null, select, update
+from sqlalchemy import String, bindparam, cast, literal_column, null, select
 from sqlalchemy.orm import Session
 
 from bot import duplicates, leads, outbox, outcomes, render
@@ -259,19 +258,11 @@ def claim_all(
     return [results[i] for i in range(len(clicks))]
 
 
-def after_release(session: Session, lead: Lead, by: str) -> None:
+def after_release(session: Session, lead: Lead, by: str, previous: str | None) -> None:
     """A released lead, in the release's transaction: the card offers it again, its thread says
-    who released it and, when someone else did (a manager), whose it was; that owner is told
-    by DM, since their "is yours" DM stays and the lead just leaves their `/lead mine`."""
-    previous = _released_from(session, lead.id)
-    if lead.assigned_at is not None or lead.assigned_by is not None:
-        # Whoever claims it next claims it: no Reassign gave it to them (outcomes.assignment).
-        session.execute(
-            update(Lead)
-            .where(Lead.id == lead.id)
-            .values(assigned_at=None, assigned_by=None)
-            .execution_options(synchronize_session=False)
-        )
+    who released it and, when someone else did (a manager), whose it was (`previous`); that
+    owner is told by DM, since their "is yours" DM stays and the lead just leaves their `/lead
+    mine`."""
     outbox.enqueue_refresh(session, lead)
     if previous and previous != by:
         outbox.enqueue_message(
@@ -285,19 +276,6 @@ def after_release(session: Session, lead: Lead, by: str) -> None:
             lead_id=lead.id,
             thread_ts=lead.card_ts,
         )
-
-
-def _released_from(session: Session, lead_id: int) -> str | None:
-    """Who owned the lead before the release just recorded: its `released` event says (the
-    lead row no longer does). One indexed read, on a rare click."""
-    detail = session.scalar(
-        select(LeadEvent.detail)
-        .where(LeadEvent.lead_id == lead_id, LeadEvent.kind == "released")
-        .order_by(LeadEvent.id.desc())
-        .limit(1)
-    )
-    owner = json.loads(detail).get("previous_owner") if detail else None
-    return owner if isinstance(owner, str) else None
 
 
 def tell_submitter_card_failed(session: Session, lead: Lead, error: DeliveryError) -> None:

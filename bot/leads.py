@@ -602,6 +602,7 @@ class ReleaseResult:
     # "released", "not_found", "not_claimed", "closed", "forbidden", "stale" (changed meanwhile)
     reason: str
     lead: Lead | None
+    previous_owner: str | None = None  # whose it was, when released
 
 
 def release(
@@ -652,6 +653,9 @@ def release(
             claim_due_at=next_reminder_at,
             next_reminder_at=next_reminder_at,
             follow_up_at=None,
+            # Whoever claims it next claims it: no Reassign gave it to them (outcomes.assignment).
+            assigned_at=None,
+            assigned_by=None,
             version=Lead.version + 1,
         )
         .execution_options(synchronize_session=False)
@@ -661,7 +665,7 @@ def release(
         return ReleaseResult(False, "stale", lead)
     record(session, lead_id, RELEASED, user_id, now, previous_owner=owner)
     session.refresh(lead)
-    return ReleaseResult(True, "released", lead)
+    return ReleaseResult(True, "released", lead, owner)
 
 
 # --- corrections (`/lead edit N`) ------------------------------------------------------------

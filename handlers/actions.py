@@ -209,7 +209,7 @@ def release(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
                     ),
                 )
                 if result.ok and result.lead is not None:
-                    flows.after_release(s, result.lead, user)
+                    flows.after_release(s, result.lead, user, result.previous_owner)
                 elif result.reason in ("not_claimed", "stale") and result.lead is not None:
                     outbox.enqueue_refresh(s, result.lead)  # make sure the card shows it as it is
                     if result.reason == "stale":  # changed since this click's check, just now
