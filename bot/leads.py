@@ -869,18 +869,20 @@ def _seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[fl
 RELEASED = "released"  # the event of a release (`release`): the lead is back in the queue
 
 
+def _latest_release(lead_id: Any) -> Any:
+    """When the lead (an id, or a column to correlate with) was last released, if ever."""
+    return select(func.max(LeadEvent.at)).where(
+        LeadEvent.lead_id == lead_id, LeadEvent.kind == RELEASED
+    )
+
+
 def queued_since() -> ColumnElement[Any]:
     """When a lead last entered the claim queue, as SQL over `leads`: its latest release, else
     its submission. Time to claim counts from there: measured from the submission, a lead
     claimed again after a release counted the first owner's days with it. A release clears
     claimed_at, so a claimed lead's latest release is always before its claim. One probe of
     ix_lead_events_lead_id per lead (few events each)."""
-    released = (
-        select(func.max(LeadEvent.at))
-        .where(LeadEvent.lead_id == Lead.id, LeadEvent.kind == RELEASED)
-        .correlate(Lead)
-        .scalar_subquery()
-    )
+    released = _latest_release(Lead.id).correlate(Lead).scalar_subquery()
     return func.coalesce(released, Lead.submitted_at)
 
 
@@ -889,11 +891,7 @@ def claim_clock_start(conn: Session | Connection, lead: Lead) -> datetime | None
     (None while there is none). For a correction that moves the SLA (a new priority) and for
     how long a reminder says the lead has waited: counted from the card's post, a lead
     released today was overdue at once, and "waited 2 days without an owner"."""
-    released = conn.execute(
-        select(func.max(LeadEvent.at)).where(
-            LeadEvent.lead_id == lead.id, LeadEvent.kind == RELEASED
-        )
-    ).scalar()
+    released = conn.execute(_latest_release(lead.id)).scalar()
     starts = [at for at in (released, lead.card_posted_at) if at is not None]
     return max(starts) if starts else None
 
