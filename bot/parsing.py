@@ -448,7 +448,7 @@ def _check(
         number = _PHONE.fullmatch(value)
         if not number:
             return _error(field, value, f"phone: {_quote(value)} is not a valid phone number")
-        digits = len(number.group(1).translate(_PHONE_NOT_DIGITS))
+        digits = _digits_in(number)
         if not PHONE_MIN_DIGITS <= digits <= PHONE_MAX_DIGITS:
             message = (
                 f"phone: {_quote(value)} has {digits} digits; a phone number has "
@@ -472,13 +472,14 @@ def _shape(value: str, priority_words: set[str]) -> str | None:
         return "event"
     ascii_value = _ascii_phone(value)
     number = _PHONE.fullmatch(ascii_value)
-    if (
-        number
-        and len(number.group(1).translate(_PHONE_NOT_DIGITS)) >= PHONE_MIN_DIGITS
-        and not _is_a_date(ascii_value)
-    ):
+    if number and _digits_in(number) >= PHONE_MIN_DIGITS and not _is_a_date(ascii_value):
         return "phone"
     return None
+
+
+def _digits_in(number: re.Match[str]) -> int:
+    """How many digits a _PHONE match's number has, its extension left out."""
+    return len(number.group(1).translate(_PHONE_NOT_DIGITS))
 
 
 def _holds_a_phone(value: str) -> bool:
