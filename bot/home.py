@@ -34,7 +34,7 @@ def home_view(services: Services, user_id: str) -> dict[str, Any]:
                 .where(*is_mine)
                 # How long each has been yours, as listed (a Reassign hands one over); claims
                 # written together share a time.
-                .order_by(func.coalesce(Lead.assigned_at, Lead.claimed_at), Lead.id)
+                .order_by(outcomes.OWNER_SINCE, Lead.id)
                 .limit(LIST_MAX)
             )
         )

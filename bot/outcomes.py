@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.leads import SYSTEM, get_lead, record
@@ -73,6 +73,20 @@ def owner_since(lead: Lead) -> datetime | None:
     """When the owner got the lead: the Reassign that gave it to them, else their claim."""
     given = assignment(lead)
     return given[1] if given is not None else lead.claimed_at
+
+
+# `owner_since` in SQL, for lists ordered by how long each lead has been its owner's.
+OWNER_SINCE = case(
+    (
+        and_(
+            Lead.assigned_at.is_not(None),
+            Lead.assigned_by.is_not(None),
+            Lead.assigned_at >= Lead.claimed_at,
+        ),
+        Lead.assigned_at,
+    ),
+    else_=Lead.claimed_at,
+)
 
 
 def may_act(user_id: str, lead: Lead, managers: Collection[str]) -> bool:
@@ -482,7 +496,7 @@ def open_leads_of(session: Session, user_id: str, *, team_id: str, limit: int = 
                 not_closed(),
             )
             # By how long each has been theirs, as the list says (a Reassign hands one over).
-            .order_by(func.coalesce(Lead.assigned_at, Lead.claimed_at), Lead.id)
+            .order_by(OWNER_SINCE, Lead.id)
             .limit(limit)
         )
     )
